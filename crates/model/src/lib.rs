@@ -1,0 +1,456 @@
+//! The domain types every other eldercare crate speaks: validated device
+//! readings, elders and devices of the registry, and alerts with their
+//! lifecycle events. No I/O and no logic beyond naming and conversion.
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Milliseconds since the Unix epoch. Event time when it comes from a
+/// device, server time when the backend stamps it.
+pub type EpochMs = i64;
+
+/// The six telemetry streams of the device protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Vitals,
+    Sleep,
+    Motion,
+    Location,
+    Event,
+    Status,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 6] = [
+        Stream::Vitals,
+        Stream::Sleep,
+        Stream::Motion,
+        Stream::Location,
+        Stream::Event,
+        Stream::Status,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Vitals => "vitals",
+            Stream::Sleep => "sleep",
+            Stream::Motion => "motion",
+            Stream::Location => "location",
+            Stream::Event => "event",
+            Stream::Status => "status",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stream> {
+        Stream::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One validated reading from one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub device_id: String,
+    pub seq: Option<u64>,
+    /// Event time (device clock).
+    pub ts_ms: EpochMs,
+    pub body: Body,
+}
+
+impl Reading {
+    pub fn stream(&self) -> Stream {
+        self.body.stream()
+    }
+}
+
+/// The stream-specific part of a reading, in the protocol's field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Body {
+    Vitals(Vitals),
+    Sleep(Sleep),
+    Motion(Motion),
+    Location(Location),
+    Event(DeviceEvent),
+    Status(Status),
+}
+
+impl Body {
+    pub fn stream(&self) -> Stream {
+        match self {
+            Body::Vitals(_) => Stream::Vitals,
+            Body::Sleep(_) => Stream::Sleep,
+            Body::Motion(_) => Stream::Motion,
+            Body::Location(_) => Stream::Location,
+            Body::Event(_) => Stream::Event,
+            Body::Status(_) => Stream::Status,
+        }
+    }
+
+    /// The body as JSON text, with the protocol's field names; absent
+    /// fields left out.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Vitals {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hr: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spo2: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rr: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temp_c: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sys: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dia: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sleep {
+    pub in_bed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hr: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rr: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub movement: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Motion {
+    pub room: String,
+    pub motion: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_m: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Sos,
+    Fall,
+    SosCancel,
+}
+
+impl EventType {
+    pub fn parse(s: &str) -> Option<EventType> {
+        match s {
+            "sos" => Some(EventType::Sos),
+            "fall" => Some(EventType::Fall),
+            "sos_cancel" => Some(EventType::SosCancel),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEvent {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rssi: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fw: Option<String>,
+}
+
+/// Kinds of in-home device in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    SleepSensor,
+    VitalBand,
+    Pir,
+    GpsWatch,
+    SosButton,
+}
+
+impl DeviceKind {
+    pub const ALL: [DeviceKind; 5] = [
+        DeviceKind::SleepSensor,
+        DeviceKind::VitalBand,
+        DeviceKind::Pir,
+        DeviceKind::GpsWatch,
+        DeviceKind::SosButton,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::SleepSensor => "sleep_sensor",
+            DeviceKind::VitalBand => "vital_band",
+            DeviceKind::Pir => "pir",
+            DeviceKind::GpsWatch => "gps_watch",
+            DeviceKind::SosButton => "sos_button",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeviceKind> {
+        DeviceKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A cared-for person in the registry. `name`, `phone`, `address` and the
+/// contact are personal data: never log them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Elder {
+    pub elder_id: String,
+    pub name: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub district: Option<String>,
+    pub community: Option<String>,
+    pub home_lat: Option<f64>,
+    pub home_lon: Option<f64>,
+    pub safe_radius_m: Option<f64>,
+    pub flags: Vec<String>,
+    pub timezone: String,
+    pub night_start: String,
+    pub night_end: String,
+    pub contact_name: Option<String>,
+    pub contact_phone: Option<String>,
+}
+
+/// A registered device. The secret is kept only as a salted hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub device_id: String,
+    pub kind: DeviceKind,
+    pub elder_id: String,
+    pub room: Option<String>,
+    pub heartbeat_s: u32,
+    pub secret_salt: String,
+    pub secret_hash: String,
+}
+
+/// How urgent an alert is. Ordered: `Low < Medium < High < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        [Severity::Low, Severity::Medium, Severity::High, Severity::Critical]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// What kind of emergency or maintenance condition an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    Sos,
+    Fall,
+    VitalOutOfRange,
+    OutOfBedTooLong,
+    NoBreathing,
+    Inactivity,
+    GeofenceExit,
+    DeviceOffline,
+    LowBattery,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 9] = [
+        AlertKind::Sos,
+        AlertKind::Fall,
+        AlertKind::VitalOutOfRange,
+        AlertKind::OutOfBedTooLong,
+        AlertKind::NoBreathing,
+        AlertKind::Inactivity,
+        AlertKind::GeofenceExit,
+        AlertKind::DeviceOffline,
+        AlertKind::LowBattery,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Sos => "sos",
+            AlertKind::Fall => "fall",
+            AlertKind::VitalOutOfRange => "vital_out_of_range",
+            AlertKind::OutOfBedTooLong => "out_of_bed_too_long",
+            AlertKind::NoBreathing => "no_breathing",
+            AlertKind::Inactivity => "inactivity",
+            AlertKind::GeofenceExit => "geofence_exit",
+            AlertKind::DeviceOffline => "device_offline",
+            AlertKind::LowBattery => "low_battery",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Maintenance alerts go to the operations queue and clear themselves.
+    pub fn is_maintenance(self) -> bool {
+        matches!(self, AlertKind::DeviceOffline | AlertKind::LowBattery)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertState {
+    Open,
+    Acknowledged,
+    Dispatched,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Open => "OPEN",
+            AlertState::Acknowledged => "ACKNOWLEDGED",
+            AlertState::Dispatched => "DISPATCHED",
+            AlertState::Resolved => "RESOLVED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertState> {
+        [
+            AlertState::Open,
+            AlertState::Acknowledged,
+            AlertState::Dispatched,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// A reading kept with the alert it triggered, for the operator's context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertReading {
+    pub device_id: String,
+    pub stream: Stream,
+    pub ts_ms: EpochMs,
+    /// The validated reading body as JSON text.
+    pub json: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub elder_id: String,
+    pub device_id: String,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub state: AlertState,
+    /// Event time of the triggering reading.
+    pub raised_at: EpochMs,
+    /// Server time the alert was detected.
+    pub detected_at: EpochMs,
+    pub updated_at: EpochMs,
+    pub summary: String,
+    pub readings: Vec<AlertReading>,
+    pub occurrences: u32,
+    pub outcome: Option<String>,
+    pub district: Option<String>,
+    pub community: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEventKind {
+    Raised,
+    Updated,
+    Acknowledged,
+    Dispatched,
+    Escalated,
+    Resolved,
+    Note,
+}
+
+impl AlertEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEventKind::Raised => "raised",
+            AlertEventKind::Updated => "updated",
+            AlertEventKind::Acknowledged => "acknowledged",
+            AlertEventKind::Dispatched => "dispatched",
+            AlertEventKind::Escalated => "escalated",
+            AlertEventKind::Resolved => "resolved",
+            AlertEventKind::Note => "note",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertEventKind> {
+        [
+            AlertEventKind::Raised,
+            AlertEventKind::Updated,
+            AlertEventKind::Acknowledged,
+            AlertEventKind::Dispatched,
+            AlertEventKind::Escalated,
+            AlertEventKind::Resolved,
+            AlertEventKind::Note,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// One change to one alert. `seq` increases by exactly one across the
+/// whole system and is assigned when the event is persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub seq: u64,
+    pub kind: AlertEventKind,
+    pub alert: Alert,
+    /// Operator who acted; empty for the system.
+    pub actor: String,
+    pub at: EpochMs,
+    pub note: Option<String>,
+}
+
+/// A message refused at ingest, kept for operators to inspect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub received_at: EpochMs,
+    pub topic: String,
+    /// Authenticated sender, when known.
+    pub sender: Option<String>,
+    pub reason: String,
+    pub detail: String,
+    /// The payload, truncated to the protocol's size limit.
+    pub payload: Vec<u8>,
+}

@@ -1,0 +1,68 @@
+//! Protobuf payloads (`eldercare.v1.DeviceMessage`).
+use crate::Refusal;
+use eldercare_model::{
+    Body, DeviceEvent, EventType, Location, Motion, Reading, Sleep, Status, Stream, Vitals,
+};
+use eldercare_proto::v1::{DeviceMessage, device_message};
+use prost::Message;
+
+pub(crate) fn decode(device_id: &str, stream: Stream, payload: &[u8]) -> Result<Reading, Refusal> {
+    let msg =
+        DeviceMessage::decode(payload).map_err(|e| Refusal::MalformedProtobuf(e.to_string()))?;
+    if msg.ts_ms == 0 {
+        return Err(Refusal::MissingField("ts_ms".into()));
+    }
+    let body = msg
+        .body
+        .ok_or_else(|| Refusal::MissingField(format!("body ({stream})")))?;
+    let body = match body {
+        device_message::Body::Vitals(v) => Body::Vitals(Vitals {
+            hr: v.hr,
+            spo2: v.spo2,
+            rr: v.rr,
+            temp_c: v.temp_c,
+            sys: v.sys,
+            dia: v.dia,
+        }),
+        device_message::Body::Sleep(s) => Body::Sleep(Sleep {
+            in_bed: s.in_bed,
+            hr: s.hr,
+            rr: s.rr,
+            movement: s.movement,
+        }),
+        device_message::Body::Motion(m) => Body::Motion(Motion {
+            room: m.room,
+            motion: m.motion,
+        }),
+        device_message::Body::Location(l) => Body::Location(Location {
+            lat: l.lat,
+            lon: l.lon,
+            accuracy_m: l.accuracy_m,
+        }),
+        device_message::Body::Event(e) => Body::Event(DeviceEvent {
+            kind: EventType::parse(&e.r#type).ok_or_else(|| Refusal::InvalidField {
+                field: "type".into(),
+                detail: "must be sos, fall or sos_cancel".into(),
+            })?,
+            confidence: e.confidence,
+        }),
+        device_message::Body::Status(s) => Body::Status(Status {
+            online: s.online,
+            battery_pct: s.battery_pct,
+            rssi: s.rssi,
+            fw: s.fw,
+        }),
+    };
+    if body.stream() != stream {
+        return Err(Refusal::InvalidField {
+            field: "body".into(),
+            detail: format!("carries {} but the topic is {stream}", body.stream()),
+        });
+    }
+    Ok(Reading {
+        device_id: device_id.to_string(),
+        seq: msg.seq,
+        ts_ms: msg.ts_ms,
+        body,
+    })
+}

@@ -1,0 +1,118 @@
+use super::*;
+use eldercare_model::{Body, EventType};
+use eldercare_proto::v1::{DeviceMessage, Event, device_message};
+use prost::Message;
+
+const NOW: i64 = 1_763_884_800_000;
+
+fn json(topic: &str, payload: &str) -> Result<Reading, Refusal> {
+    decode(topic, payload.as_bytes(), None, NOW)
+}
+
+fn reason(r: Result<Reading, Refusal>) -> &'static str {
+    r.expect_err("should be refused").reason()
+}
+
+#[test]
+fn spec_examples_decode() {
+    let r = json(
+        "eldercare/v1/band-0042/vitals",
+        r#"{"ts": 1763884800000, "seq": 881, "hr": 134, "spo2": 95}"#,
+    )
+    .unwrap();
+    assert_eq!(r.seq, Some(881));
+    assert!(matches!(r.body, Body::Vitals(ref v) if v.hr == Some(134) && v.spo2 == Some(95)));
+
+    let r = json(
+        "eldercare/v1/bed-0042/sleep",
+        r#"{"ts": "2025-11-23T15:50:00+08:00", "in_bed": false}"#,
+    )
+    .unwrap();
+    assert_eq!(r.ts_ms, 1_763_884_200_000);
+
+    let r = json(
+        "eldercare/v1/btn-0042/event",
+        r#"{"ts": 1763884800000, "type": "sos"}"#,
+    )
+    .unwrap();
+    assert!(matches!(r.body, Body::Event(ref e) if e.kind == EventType::Sos));
+}
+
+#[test]
+fn topics() {
+    assert_eq!(reason(json("eldercare/v1/a/heart", "{}")), "unknown_stream");
+    assert_eq!(reason(json("eldercare/v2/a/vitals", "{}")), "bad_topic");
+    assert_eq!(reason(json("eldercare/v1/a b/vitals", "{}")), "bad_topic");
+    assert_eq!(reason(json("eldercare/v1/a/vitals/xml", "{}")), "bad_topic");
+    let long = "x".repeat(65);
+    assert_eq!(reason(json(&format!("eldercare/v1/{long}/vitals"), "{}")), "bad_topic");
+    assert_eq!(topic_device_id("eldercare/v1/dev-1/vitals/pb"), Some("dev-1"));
+}
+
+#[test]
+fn each_kind_of_bad_input_has_its_reason() {
+    let t = "eldercare/v1/d/vitals";
+    assert_eq!(reason(json(t, "{not json")), "malformed_json");
+    assert_eq!(reason(json(t, "[1,2]")), "malformed_json");
+    assert_eq!(reason(json(t, r#"{"hr": 70}"#)), "missing_field");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000}"#)), "missing_field");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": 251}"#)), "out_of_range");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": -3}"#)), "out_of_range");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "spo2": 49}"#)), "out_of_range");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "temp_c": 45.5}"#)), "out_of_range");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "sys": 80, "dia": 90}"#)), "out_of_range");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": "fast"}"#)), "invalid_field");
+    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": 70.5}"#)), "invalid_field");
+    let stale = NOW - MAX_PAST_MS - 1;
+    assert_eq!(reason(json(t, &format!(r#"{{"ts": {stale}, "hr": 70}}"#))), "stale_ts");
+    let future = NOW + MAX_FUTURE_MS + 1;
+    assert_eq!(reason(json(t, &format!(r#"{{"ts": {future}, "hr": 70}}"#))), "future_ts");
+    let big = format!(r#"{{"ts": 1763884800000, "hr": 70, "pad": "{}"}}"#, "x".repeat(4100));
+    assert_eq!(reason(json(t, &big)), "payload_too_large");
+
+    let s = "eldercare/v1/d/sleep";
+    assert_eq!(reason(json(s, r#"{"ts": 1763884800000}"#)), "missing_field");
+    assert_eq!(reason(json(s, r#"{"ts": 1763884800000, "in_bed": true, "movement": 2}"#)), "out_of_range");
+    let m = "eldercare/v1/d/motion";
+    assert_eq!(reason(json(m, r#"{"ts": 1763884800000, "room": "", "motion": true}"#)), "invalid_field");
+    let l = "eldercare/v1/d/location";
+    assert_eq!(reason(json(l, r#"{"ts": 1763884800000, "lat": 91, "lon": 0}"#)), "out_of_range");
+    let e = "eldercare/v1/d/event";
+    assert_eq!(reason(json(e, r#"{"ts": 1763884800000, "type": "party"}"#)), "invalid_field");
+    assert_eq!(reason(json(e, r#"{"ts": 1763884800000, "type": "fall", "confidence": 1.5}"#)), "out_of_range");
+    let st = "eldercare/v1/d/status";
+    assert_eq!(reason(json(st, r#"{"ts": 1763884800000, "battery_pct": 101}"#)), "out_of_range");
+}
+
+#[test]
+fn boundaries_are_inclusive() {
+    let t = "eldercare/v1/d/vitals";
+    json(t, r#"{"ts": 1763884800000, "hr": 20, "spo2": 100, "rr": 0, "temp_c": 45.0}"#).unwrap();
+    json(t, r#"{"ts": 1763884800000, "hr": 250, "sys": 260, "dia": 160}"#).unwrap();
+    json(t, &format!(r#"{{"ts": {}, "hr": 70}}"#, NOW + MAX_FUTURE_MS)).unwrap();
+}
+
+#[test]
+fn protobuf_topic_and_content_type() {
+    let msg = DeviceMessage {
+        ts_ms: NOW,
+        seq: Some(7),
+        body: Some(device_message::Body::Event(Event {
+            r#type: "fall".into(),
+            confidence: Some(0.9),
+        })),
+    };
+    let bytes = msg.encode_to_vec();
+    let r = decode("eldercare/v1/d/event/pb", &bytes, None, NOW).unwrap();
+    assert!(matches!(r.body, Body::Event(ref e) if e.kind == EventType::Fall));
+    let r = decode("eldercare/v1/d/event", &bytes, Some(PROTOBUF_CONTENT_TYPE), NOW).unwrap();
+    assert_eq!(r.seq, Some(7));
+    assert_eq!(
+        decode("eldercare/v1/d/vitals/pb", &bytes, None, NOW).unwrap_err().reason(),
+        "invalid_field"
+    );
+    assert_eq!(
+        decode("eldercare/v1/d/event/pb", b"\xff\xff\xff", None, NOW).unwrap_err().reason(),
+        "malformed_protobuf"
+    );
+}
