@@ -1,0 +1,344 @@
+//! Registry import: the city's elder and device lists (registry-import.md),
+//! as CSV with a header row or as JSON lines with the same field names.
+//! The header (or the first object's fields) tells which list a file is.
+//! Each row is checked on its own; a bad row is refused with its line
+//! number and reason, and the others are imported.
+use crate::{Store, StoreError, generate_secret, hash_secret};
+use eldercare_model::{Device, DeviceKind, Elder};
+use std::collections::BTreeMap;
+
+/// Which registry list a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Elders,
+    Devices,
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub imported: usize,
+    pub updated: usize,
+    /// `(line number, reason)` of each refused row.
+    pub refused: Vec<(usize, String)>,
+    /// Secrets generated for devices listed without one: shown once, never stored.
+    pub generated_secrets: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read the file: {0}")]
+    Read(String),
+    #[error("the header names neither an elders list (elder_id, name) nor a devices list (device_id, kind, elder_id)")]
+    UnknownList,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Row = BTreeMap<String, String>;
+
+/// Reads rows from CSV or JSON-lines text. Line numbers are 1-based lines
+/// of the file (the CSV header is line 1).
+fn rows(text: &str) -> Result<Vec<(usize, Result<Row, String>)>, ImportError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim_start().starts_with('{') {
+        return Ok(text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                let row = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l)
+                    .map_err(|e| format!("malformed JSON: {e}"))
+                    .map(|m| {
+                        m.into_iter()
+                            .filter_map(|(k, v)| match v {
+                                serde_json::Value::Null => None,
+                                serde_json::Value::String(s) => Some((k, s)),
+                                other => Some((k, other.to_string())),
+                            })
+                            .collect()
+                    });
+                (i + 1, row)
+            })
+            .collect());
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| ImportError::Read(e.to_string()))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        match rec {
+            Ok(r) => {
+                let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
+                let row = headers
+                    .iter()
+                    .zip(r.iter())
+                    .filter(|(_, v)| !v.trim().is_empty())
+                    .map(|(h, v)| (h.clone(), v.trim().to_string()))
+                    .collect();
+                out.push((line, Ok(row)));
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                out.push((line, Err(format!("malformed CSV: {e}"))));
+            }
+        }
+    }
+    // An empty file still has a header telling its kind.
+    if out.is_empty() {
+        out.push((1, Ok(headers.into_iter().map(|h| (h, String::new())).collect())));
+        out.pop();
+    }
+    Ok(out)
+}
+
+/// Tells which list `text` is from its header or first object.
+pub fn detect(text: &str) -> Result<ListKind, ImportError> {
+    let first = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let has = |f: &str| {
+        first
+            .split([',', '"', ':', '{', '}', ' '])
+            .any(|t| t.trim() == f)
+    };
+    if has("device_id") && has("kind") {
+        Ok(ListKind::Devices)
+    } else if has("elder_id") && has("name") {
+        Ok(ListKind::Elders)
+    } else {
+        Err(ImportError::UnknownList)
+    }
+}
+
+fn opt_f64(row: &Row, f: &str, lo: f64, hi: f64) -> Result<Option<f64>, String> {
+    match row.get(f) {
+        None => Ok(None),
+        Some(v) => {
+            let x: f64 = v.parse().map_err(|_| format!("`{f}` is not a number"))?;
+            if !(lo..=hi).contains(&x) {
+                return Err(format!("`{f}` = {x} is outside {lo}–{hi}"));
+            }
+            Ok(Some(x))
+        }
+    }
+}
+
+fn required<'a>(row: &'a Row, f: &str) -> Result<&'a str, String> {
+    row.get(f).map(String::as_str).ok_or_else(|| format!("missing required `{f}`"))
+}
+
+fn hhmm(row: &Row, f: &str, default: &str) -> Result<String, String> {
+    let v = row.get(f).map(String::as_str).unwrap_or(default);
+    chrono::NaiveTime::parse_from_str(v, "%H:%M")
+        .map_err(|_| format!("`{f}` = {v:?} is not HH:MM"))?;
+    Ok(v.to_string())
+}
+
+const FLAGS: [&str; 5] = ["lives_alone", "dementia", "disabled", "age80plus", "low_income"];
+
+fn elder(row: &Row) -> Result<Elder, String> {
+    let id = required(row, "elder_id")?;
+    if !valid_id(id) {
+        return Err("`elder_id` must be 1 to 64 characters of A-Z a-z 0-9 _ -".into());
+    }
+    let flags: Vec<String> = row
+        .get("flags")
+        .map(|f| f.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    if let Some(bad) = flags.iter().find(|f| !FLAGS.contains(&f.as_str())) {
+        return Err(format!("unknown flag `{bad}` (expected {})", FLAGS.join(", ")));
+    }
+    let timezone = row.get("timezone").cloned().unwrap_or_else(|| "Asia/Shanghai".into());
+    if !timezone.contains('/') && timezone != "UTC" {
+        return Err(format!("`timezone` = {timezone:?} is not an IANA name"));
+    }
+    Ok(Elder {
+        elder_id: id.to_string(),
+        name: required(row, "name")?.to_string(),
+        phone: row.get("phone").cloned(),
+        address: row.get("address").cloned(),
+        district: row.get("district").cloned(),
+        community: row.get("community").cloned(),
+        home_lat: opt_f64(row, "home_lat", -90.0, 90.0)?,
+        home_lon: opt_f64(row, "home_lon", -180.0, 180.0)?,
+        safe_radius_m: opt_f64(row, "safe_radius_m", 0.0, 1_000_000.0)?,
+        flags,
+        timezone,
+        night_start: hhmm(row, "night_start", "21:00")?,
+        night_end: hhmm(row, "night_end", "07:00")?,
+        contact_name: row.get("contact_name").cloned(),
+        contact_phone: row.get("contact_phone").cloned(),
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Imports one registry file's text into `store`.
+pub async fn import(store: &dyn Store, text: &str) -> Result<(ListKind, ImportReport), ImportError> {
+    let kind = detect(text)?;
+    let mut report = ImportReport::default();
+    for (line, row) in rows(text)? {
+        let row = match row {
+            Ok(r) => r,
+            Err(reason) => {
+                report.refused.push((line, reason));
+                continue;
+            }
+        };
+        let outcome = match kind {
+            ListKind::Elders => match elder(&row) {
+                Ok(e) => store.upsert_elder(&e).await.map(Some)?,
+                Err(reason) => {
+                    report.refused.push((line, reason));
+                    None
+                }
+            },
+            ListKind::Devices => match device_row(store, &row).await? {
+                Ok((d, generated)) => {
+                    let new = store.upsert_device(&d).await?;
+                    if let Some(s) = generated {
+                        report.generated_secrets.push((d.device_id.clone(), s));
+                    }
+                    Some(new)
+                }
+                Err(reason) => {
+                    report.refused.push((line, reason));
+                    None
+                }
+            },
+        };
+        match outcome {
+            Some(true) => report.imported += 1,
+            Some(false) => report.updated += 1,
+            None => {}
+        }
+    }
+    Ok((kind, report))
+}
+
+/// A device row, or the reason it is refused. An empty `secret` keeps the
+/// secret of a device already registered, and generates one for a new one.
+async fn device_row(
+    store: &dyn Store,
+    row: &Row,
+) -> Result<Result<(Device, Option<String>), String>, StoreError> {
+    let check = || -> Result<(String, DeviceKind, String, u32), String> {
+        let id = required(row, "device_id")?;
+        if !valid_id(id) {
+            return Err("`device_id` must be 1 to 64 characters of A-Z a-z 0-9 _ -".into());
+        }
+        let k = required(row, "kind")?;
+        let kind = DeviceKind::parse(k).ok_or_else(|| {
+            format!("unknown kind `{k}` (expected sleep_sensor, vital_band, pir, gps_watch, sos_button)")
+        })?;
+        let elder_id = required(row, "elder_id")?.to_string();
+        let hb = match row.get("heartbeat_s") {
+            None => 300,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (10..=86_400).contains(&n) => n,
+                _ => return Err(format!("`heartbeat_s` = {v:?} is not 10–86400 seconds")),
+            },
+        };
+        if let Some(room) = row.get("room") {
+            if room.chars().count() > 32 {
+                return Err("`room` is longer than 32 characters".into());
+            }
+        }
+        Ok((id.to_string(), kind, elder_id, hb))
+    };
+    let (device_id, kind, elder_id, heartbeat_s) = match check() {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    if store.get_elder(&elder_id).await?.is_none() {
+        return Ok(Err(format!("unknown elder_id `{elder_id}`")));
+    }
+    let (salt, hash, generated) = match row.get("secret") {
+        Some(s) => {
+            let (salt, hash) = hash_secret(s);
+            (salt, hash, None)
+        }
+        None => match store.get_device(&device_id).await? {
+            Some(existing) => (existing.secret_salt, existing.secret_hash, None),
+            None => {
+                let s = generate_secret();
+                let (salt, hash) = hash_secret(&s);
+                (salt, hash, Some(s))
+            }
+        },
+    };
+    Ok(Ok((
+        Device {
+            device_id,
+            kind,
+            elder_id,
+            room: row.get("room").cloned(),
+            heartbeat_s,
+            secret_salt: salt,
+            secret_hash: hash,
+        },
+        generated,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqliteStore;
+
+    #[tokio::test]
+    async fn imports_rows_and_refuses_bad_ones_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let elders = "elder_id,name,address,flags,night_start\n\
+                      E1,\"Wang, Li\",\"1 Road, Flat 2\",lives_alone;dementia,22:00\n\
+                      E2,,x,,\n\
+                      E3,Zhao,,party,\n\
+                      bad id,Qian,,,\n";
+        let (kind, r) = import(&store, elders).await.unwrap();
+        assert_eq!(kind, ListKind::Elders);
+        assert_eq!(r.imported, 1);
+        let lines: Vec<usize> = r.refused.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![3, 4, 5]);
+        assert!(r.refused[0].1.contains("name"));
+        let e = store.get_elder("E1").await.unwrap().unwrap();
+        assert_eq!(e.name, "Wang, Li");
+        assert_eq!(e.flags, vec!["lives_alone", "dementia"]);
+
+        let devices = "device_id,kind,elder_id,room,secret\n\
+                       btn-1,sos_button,E1,,pw1\n\
+                       pir-1,pir,E1,bathroom,\n\
+                       x-1,toaster,E1,,\n\
+                       btn-9,sos_button,NOBODY,,\n";
+        let (kind, r) = import(&store, devices).await.unwrap();
+        assert_eq!(kind, ListKind::Devices);
+        assert_eq!((r.imported, r.updated, r.refused.len()), (2, 0, 2));
+        assert!(r.refused[1].1.contains("unknown elder_id"));
+        assert_eq!(r.generated_secrets.len(), 1);
+        let d = store.get_device("btn-1").await.unwrap().unwrap();
+        assert!(crate::verify_secret("pw1", &d.secret_salt, &d.secret_hash));
+
+        // Idempotent: the same rows again update.
+        let (_, r) = import(&store, devices).await.unwrap();
+        assert_eq!((r.imported, r.updated), (0, 2));
+        assert!(r.generated_secrets.is_empty(), "existing secret kept");
+
+        let jsonl = "{\"elder_id\": \"E5\", \"name\": \"Sun\", \"home_lat\": 31.2}\n";
+        let (kind, r) = import(&store, jsonl).await.unwrap();
+        assert_eq!((kind, r.imported), (ListKind::Elders, 1));
+    }
+}

@@ -1,0 +1,400 @@
+//! The embedded default backend: one SQLite file in the data directory,
+//! in WAL mode so `eldercare import` can write while the server runs.
+use crate::{AlertQuery, NewAlertEvent, Result, Store, StoreError, StoredReading, DEAD_LETTER_CAPACITY};
+use async_trait::async_trait;
+use eldercare_model::{
+    Alert, AlertEvent, AlertEventKind, DeadLetter, Device, DeviceKind, Elder, Severity,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn severity_rank(s: Severity) -> i64 {
+    s as i64
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) `eldercare.db` in `dir` and migrates it.
+    pub async fn open(dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let url = format!("sqlite://{}", dir.join("eldercare.db").display());
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn elder_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Elder> {
+    let flags: String = r.try_get("flags")?;
+    Ok(Elder {
+        elder_id: r.try_get("elder_id")?,
+        name: r.try_get("name")?,
+        phone: r.try_get("phone")?,
+        address: r.try_get("address")?,
+        district: r.try_get("district")?,
+        community: r.try_get("community")?,
+        home_lat: r.try_get("home_lat")?,
+        home_lon: r.try_get("home_lon")?,
+        safe_radius_m: r.try_get("safe_radius_m")?,
+        flags: flags.split(';').filter(|s| !s.is_empty()).map(String::from).collect(),
+        timezone: r.try_get("timezone")?,
+        night_start: r.try_get("night_start")?,
+        night_end: r.try_get("night_end")?,
+        contact_name: r.try_get("contact_name")?,
+        contact_phone: r.try_get("contact_phone")?,
+    })
+}
+
+fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AlertEvent> {
+    let kind: String = r.try_get("kind")?;
+    let alert: String = r.try_get("alert")?;
+    let seq: i64 = r.try_get("seq")?;
+    Ok(AlertEvent {
+        seq: seq as u64,
+        kind: AlertEventKind::parse(&kind).ok_or_else(|| corrupt(format!("event kind {kind}")))?,
+        alert: serde_json::from_str(&alert).map_err(corrupt)?,
+        actor: r.try_get("actor")?,
+        at: r.try_get("at")?,
+        note: r.try_get("note")?,
+    })
+}
+
+fn alert_from_body(body: &str) -> Result<Alert> {
+    serde_json::from_str(body).map_err(corrupt)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_elder(&self, e: &Elder) -> Result<bool> {
+        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM elders WHERE elder_id = ?")
+            .bind(&e.elder_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
+                home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name,
+                contact_phone, updated_at)
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+             ON CONFLICT(elder_id) DO UPDATE SET name=excluded.name, phone=excluded.phone,
+                address=excluded.address, district=excluded.district, community=excluded.community,
+                home_lat=excluded.home_lat, home_lon=excluded.home_lon,
+                safe_radius_m=excluded.safe_radius_m, flags=excluded.flags,
+                timezone=excluded.timezone, night_start=excluded.night_start,
+                night_end=excluded.night_end, contact_name=excluded.contact_name,
+                contact_phone=excluded.contact_phone, updated_at=excluded.updated_at",
+        )
+        .bind(&e.elder_id)
+        .bind(&e.name)
+        .bind(&e.phone)
+        .bind(&e.address)
+        .bind(&e.district)
+        .bind(&e.community)
+        .bind(e.home_lat)
+        .bind(e.home_lon)
+        .bind(e.safe_radius_m)
+        .bind(e.flags.join(";"))
+        .bind(&e.timezone)
+        .bind(&e.night_start)
+        .bind(&e.night_end)
+        .bind(&e.contact_name)
+        .bind(&e.contact_phone)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(existed.is_none())
+    }
+
+    async fn upsert_device(&self, d: &Device) -> Result<bool> {
+        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM devices WHERE device_id = ?")
+            .bind(&d.device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO devices (device_id, kind, elder_id, room, heartbeat_s, secret_salt,
+                secret_hash, updated_at)
+             VALUES (?,?,?,?,?,?,?,?)
+             ON CONFLICT(device_id) DO UPDATE SET kind=excluded.kind, elder_id=excluded.elder_id,
+                room=excluded.room, heartbeat_s=excluded.heartbeat_s,
+                secret_salt=excluded.secret_salt, secret_hash=excluded.secret_hash,
+                updated_at=excluded.updated_at",
+        )
+        .bind(&d.device_id)
+        .bind(d.kind.as_str())
+        .bind(&d.elder_id)
+        .bind(&d.room)
+        .bind(i64::from(d.heartbeat_s))
+        .bind(&d.secret_salt)
+        .bind(&d.secret_hash)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(existed.is_none())
+    }
+
+    async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>> {
+        let row = sqlx::query("SELECT * FROM elders WHERE elder_id = ?")
+            .bind(elder_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(elder_from_row).transpose()
+    }
+
+    async fn get_device(&self, device_id: &str) -> Result<Option<Device>> {
+        let Some(r) = sqlx::query("SELECT * FROM devices WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let kind: String = r.try_get("kind")?;
+        let hb: i64 = r.try_get("heartbeat_s")?;
+        Ok(Some(Device {
+            device_id: r.try_get("device_id")?,
+            kind: DeviceKind::parse(&kind).ok_or_else(|| corrupt(format!("device kind {kind}")))?,
+            elder_id: r.try_get("elder_id")?,
+            room: r.try_get("room")?,
+            heartbeat_s: hb as u32,
+            secret_salt: r.try_get("secret_salt")?,
+            secret_hash: r.try_get("secret_hash")?,
+        }))
+    }
+
+    async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for r in readings {
+            sqlx::query(
+                "INSERT INTO readings (device_id, elder_id, stream, ts, seq, body) VALUES (?,?,?,?,?,?)",
+            )
+            .bind(&r.reading.device_id)
+            .bind(&r.elder_id)
+            .bind(r.reading.stream().as_str())
+            .bind(r.reading.ts_ms)
+            .bind(r.reading.seq.map(|s| s as i64))
+            .bind(r.reading.body.to_json())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_alert_event(&self, ev: NewAlertEvent) -> Result<AlertEvent> {
+        let body = serde_json::to_string(&ev.alert).map_err(corrupt)?;
+        // BEGIN IMMEDIATE takes the write lock up front, so the seq read
+        // below cannot race another writer.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result: Result<AlertEvent> = async {
+            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM alert_events")
+                .fetch_one(&mut *conn)
+                .await?;
+            let seq = last + 1;
+            let a = &ev.alert;
+            sqlx::query(
+                "INSERT INTO alerts (id, elder_id, kind, severity, state, raised_at, updated_at, body)
+                 VALUES (?,?,?,?,?,?,?,?)
+                 ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, state=excluded.state,
+                    updated_at=excluded.updated_at, body=excluded.body",
+            )
+            .bind(&a.id)
+            .bind(&a.elder_id)
+            .bind(a.kind.as_str())
+            .bind(severity_rank(a.severity))
+            .bind(a.state.as_str())
+            .bind(a.raised_at)
+            .bind(a.updated_at)
+            .bind(&body)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert) VALUES (?,?,?,?,?,?,?)",
+            )
+            .bind(seq)
+            .bind(&a.id)
+            .bind(ev.kind.as_str())
+            .bind(&ev.actor)
+            .bind(ev.at)
+            .bind(&ev.note)
+            .bind(&body)
+            .execute(&mut *conn)
+            .await?;
+            Ok(AlertEvent {
+                seq: seq as u64,
+                kind: ev.kind,
+                alert: ev.alert.clone(),
+                actor: ev.actor.clone(),
+                at: ev.at,
+                note: ev.note.clone(),
+            })
+        }
+        .await;
+        match result {
+            Ok(e) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(e)
+            }
+            Err(err) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>> {
+        let rows = sqlx::query("SELECT * FROM alert_events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after_seq as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn last_seq(&self) -> Result<u64> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM alert_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(last as u64)
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        body.as_deref().map(alert_from_body).transpose()
+    }
+
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<Vec<Alert>> {
+        let mut sql = String::from("SELECT body FROM alerts WHERE 1=1");
+        if !q.states.is_empty() {
+            sql.push_str(" AND state IN (");
+            sql.push_str(&vec!["?"; q.states.len()].join(","));
+            sql.push(')');
+        }
+        if q.min_severity.is_some() {
+            sql.push_str(" AND severity >= ?");
+        }
+        if q.elder_id.is_some() {
+            sql.push_str(" AND elder_id = ?");
+        }
+        if q.raised_from.is_some() {
+            sql.push_str(" AND raised_at >= ?");
+        }
+        if q.raised_to.is_some() {
+            sql.push_str(" AND raised_at < ?");
+        }
+        if q.after.is_some() {
+            sql.push_str(" AND (raised_at < ? OR (raised_at = ? AND id < ?))");
+        }
+        sql.push_str(" ORDER BY raised_at DESC, id DESC LIMIT ?");
+        // Only fixed fragments are appended above; every value is bound.
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for s in &q.states {
+            query = query.bind(s.as_str());
+        }
+        if let Some(s) = q.min_severity {
+            query = query.bind(severity_rank(s));
+        }
+        if let Some(e) = &q.elder_id {
+            query = query.bind(e);
+        }
+        if let Some(f) = q.raised_from {
+            query = query.bind(f);
+        }
+        if let Some(t) = q.raised_to {
+            query = query.bind(t);
+        }
+        if let Some((ts, id)) = &q.after {
+            query = query.bind(ts).bind(ts).bind(id);
+        }
+        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(|b| alert_from_body(b)).collect()
+    }
+
+    async fn unresolved_alerts(&self) -> Result<Vec<Alert>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM alerts WHERE state != 'RESOLVED'")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|b| alert_from_body(b)).collect()
+    }
+
+    async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO dead_letters (received_at, topic, sender, reason, detail, payload)
+             VALUES (?,?,?,?,?,?) RETURNING id",
+        )
+        .bind(dl.received_at)
+        .bind(&dl.topic)
+        .bind(&dl.sender)
+        .bind(&dl.reason)
+        .bind(&dl.detail)
+        .bind(&dl.payload)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM dead_letters WHERE id <= ?")
+            .bind(id - DEAD_LETTER_CAPACITY)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get("id")?,
+                    received_at: r.try_get("received_at")?,
+                    topic: r.try_get("topic")?,
+                    sender: r.try_get("sender")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+}
