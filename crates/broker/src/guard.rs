@@ -1,0 +1,252 @@
+//! The public MQTT listener: authentication and topic ownership, checked
+//! per packet in-process before anything reaches the broker.
+use crate::ingest::Refusals;
+use bytes::BytesMut;
+use eldercare_protocol::{Refusal, topic_device_id};
+use eldercare_store::{Store, verify_secret};
+use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode};
+use rumqttc::mqttbytes::{self, QoS};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Largest MQTT packet read from a device; the protocol's 4 KiB payload
+/// limit is enforced (and counted) later, this only bounds memory.
+const MAX_PACKET: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct GuardConfig {
+    /// Where rumqttd listens, on loopback.
+    pub broker_addr: SocketAddr,
+    /// Password the guard presents to rumqttd; nothing else knows it.
+    pub internal_token: String,
+}
+
+pub struct Guard {
+    listener: TcpListener,
+    cfg: GuardConfig,
+    store: Arc<dyn Store>,
+    refusals: Refusals,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ConnRefusal {
+    NoCredentials,
+    UnknownDevice,
+    BadCredentials,
+    WillNotOwned,
+}
+
+impl ConnRefusal {
+    fn reason(self) -> &'static str {
+        match self {
+            ConnRefusal::NoCredentials => "no_credentials",
+            ConnRefusal::UnknownDevice => "unknown_device",
+            ConnRefusal::BadCredentials => "bad_credentials",
+            ConnRefusal::WillNotOwned => "will_not_owned",
+        }
+    }
+}
+
+impl Guard {
+    pub async fn bind(addr: SocketAddr, cfg: GuardConfig, store: Arc<dyn Store>, refusals: Refusals) -> std::io::Result<Guard> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Guard { listener, cfg, store, refusals })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts devices until `shutdown`; each connection ends with it too.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        loop {
+            let (sock, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = this.listener.accept() => match r {
+                    Ok(v) => v,
+                    Err(e) => { warn!(error = %e, "Accept failed."); continue; }
+                },
+            };
+            let this = this.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    r = this.connection(sock) => if let Err(e) = r {
+                        debug!(%peer, error = %e, "Device connection ended.");
+                    }
+                }
+            });
+        }
+    }
+
+    async fn authenticate(&self, c: &mqttbytes::v4::Connect) -> Result<String, ConnRefusal> {
+        let will = c.last_will.as_ref();
+        let login = c.login.as_ref().filter(|l| !l.username.is_empty()).ok_or(ConnRefusal::NoCredentials)?;
+        let device = match self.store.get_device(&login.username).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(ConnRefusal::UnknownDevice),
+            Err(e) => {
+                warn!(error = %e, "Registry lookup failed at CONNECT.");
+                return Err(ConnRefusal::BadCredentials);
+            }
+        };
+        if !verify_secret(&login.password, &device.secret_salt, &device.secret_hash) {
+            return Err(ConnRefusal::BadCredentials);
+        }
+        if let Some(w) = will {
+            if topic_device_id(&w.topic) != Some(device.device_id.as_str()) {
+                return Err(ConnRefusal::WillNotOwned);
+            }
+        }
+        Ok(device.device_id)
+    }
+
+    async fn connection(&self, mut dev: TcpStream) -> std::io::Result<()> {
+        let mut buf = BytesMut::with_capacity(4096);
+        let first = read_packet(&mut dev, &mut buf).await?;
+        let Some(Packet::Connect(connect)) = first else {
+            return Ok(());
+        };
+        let device_id = match self.authenticate(&connect).await {
+            Ok(id) => id,
+            Err(r) => {
+                metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => r.reason()).increment(1);
+                info!(reason = r.reason(), "MQTT connection refused.");
+                let code = match r {
+                    ConnRefusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+                    _ => ConnectReturnCode::NotAuthorized,
+                };
+                let mut out = BytesMut::new();
+                let _ = ConnAck::new(code, false).write(&mut out);
+                dev.write_all(&out).await?;
+                return Ok(());
+            }
+        };
+        metrics::counter!("eldercare_mqtt_connections_total").increment(1);
+        debug!(%device_id, "Device connected.");
+
+        // Forward the CONNECT with the device's identity fixed in the client
+        // id, so one device can never take over another's session.
+        let mut connect = connect;
+        connect.client_id = if connect.client_id.is_empty() {
+            format!("{device_id}~{}", rand::random::<u64>())
+        } else {
+            format!("{device_id}~{}", connect.client_id)
+        };
+        let internal = mqttbytes::v4::Login::new(device_id.clone(), self.cfg.internal_token.clone());
+        let mut out = BytesMut::new();
+        connect.login = Some(internal);
+        Packet::Connect(connect)
+            .write(&mut out, MAX_PACKET)
+            .map_err(io_err)?;
+        let mut broker = TcpStream::connect(self.cfg.broker_addr).await?;
+        broker.set_nodelay(true)?;
+        dev.set_nodelay(true)?;
+        broker.write_all(&out).await?;
+
+        let (mut br, mut bw) = broker.into_split();
+        let (mut dr, dw) = dev.into_split();
+        let dw = Arc::new(Mutex::new(dw));
+
+        // Broker -> device: whole frames, so replies the guard writes
+        // itself never land inside one.
+        let to_dev = {
+            let dw = dw.clone();
+            async move {
+                let mut b = BytesMut::with_capacity(4096);
+                loop {
+                    let frame = read_frame(&mut br, &mut b).await?;
+                    let Some(frame) = frame else { return Ok::<_, std::io::Error>(()) };
+                    dw.lock().await.write_all(&frame).await?;
+                }
+            }
+        };
+        let own_cmd = format!("eldercare/v1/{device_id}/cmd");
+        let from_dev = async {
+            loop {
+                let frame = read_frame(&mut dr, &mut buf).await?;
+                let Some(frame) = frame else { return Ok::<_, std::io::Error>(()) };
+                let mut parse = BytesMut::from(&frame[..]);
+                let packet = Packet::read(&mut parse, MAX_PACKET).map_err(io_err)?;
+                match packet {
+                    Packet::Publish(p) if topic_device_id(&p.topic) != Some(device_id.as_str()) => {
+                        self.refusals.refuse(
+                            &p.topic,
+                            Some(&device_id),
+                            &Refusal::TopicNotOwned { sender: device_id.clone(), topic: p.topic.clone() },
+                            &p.payload,
+                        );
+                        match p.qos {
+                            QoS::AtMostOnce => {}
+                            QoS::AtLeastOnce => {
+                                let mut o = BytesMut::new();
+                                let _ = PubAck::new(p.pkid).write(&mut o);
+                                dw.lock().await.write_all(&o).await?;
+                            }
+                            // A refused QoS 2 flow cannot be completed
+                            // without the broker: end the connection.
+                            QoS::ExactlyOnce => return Ok(()),
+                        }
+                    }
+                    Packet::Subscribe(s) => {
+                        let codes: Vec<SubscribeReasonCode> = s
+                            .filters
+                            .iter()
+                            .map(|f| if f.path == own_cmd { SubscribeReasonCode::Success(f.qos) } else { SubscribeReasonCode::Failure })
+                            .collect();
+                        if codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                            bw.write_all(&frame).await?;
+                        } else {
+                            // Answer for the whole request ourselves: a
+                            // device may only listen to its own commands.
+                            metrics::counter!("eldercare_mqtt_subscriptions_refused_total").increment(1);
+                            let mut o = BytesMut::new();
+                            let _ = SubAck::new(s.pkid, codes.iter().map(|c| match c {
+                                SubscribeReasonCode::Success(_) => SubscribeReasonCode::Failure,
+                                other => *other,
+                            }).collect()).write(&mut o);
+                            dw.lock().await.write_all(&o).await?;
+                        }
+                    }
+                    _ => bw.write_all(&frame).await?,
+                }
+            }
+        };
+        tokio::select! {
+            r = to_dev => r,
+            r = from_dev => r,
+        }
+    }
+}
+
+fn io_err(e: impl std::fmt::Debug) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
+}
+
+/// Reads one whole MQTT frame (fixed header included); `None` at EOF.
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<Option<BytesMut>> {
+    loop {
+        match mqttbytes::check(buf.iter(), MAX_PACKET) {
+            Ok(h) => return Ok(Some(buf.split_to(h.frame_length()))),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        if r.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn read_packet(r: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<Packet>> {
+    match read_frame(r, buf).await? {
+        Some(mut f) => Packet::read(&mut f, MAX_PACKET).map(Some).map_err(io_err),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,320 @@
+//! The embedded broker and the ingest loop: every telemetry message the
+//! broker accepts is read in-process from a local link, decoded,
+//! validated, de-duplicated, attributed to its elder, stored, and judged
+//! by the rule engine; triggers go to the alert desk.
+use crate::guard::{Guard, GuardConfig};
+use eldercare_alerts::AlertDesk;
+use eldercare_model::{AlertEventKind, AlertKind, DeadLetter, EpochMs};
+use eldercare_protocol::{Refusal, decode};
+use eldercare_rules::{Engine, RuleConfig};
+use eldercare_store::{Store, StoredReading};
+use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Seqs remembered per device to drop QoS 1 redeliveries.
+const SEQ_WINDOW: usize = 1024;
+/// Readings written to storage in one batch at most.
+const BATCH: usize = 500;
+
+#[derive(Clone)]
+pub struct IngestConfig {
+    /// Public MQTT listener for devices.
+    pub mqtt_addr: SocketAddr,
+    pub rules: RuleConfig,
+}
+
+fn now_ms() -> EpochMs {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Counts refused messages by reason and hands them to the bounded
+/// dead-letter store, without ever blocking the caller.
+#[derive(Clone)]
+pub struct Refusals {
+    tx: mpsc::Sender<DeadLetter>,
+}
+
+impl Refusals {
+    /// Starts the dead-letter writer.
+    pub fn start(store: Arc<dyn Store>) -> (Refusals, tokio::task::JoinHandle<()>) {
+        for r in Refusal::REASONS {
+            metrics::counter!("eldercare_ingest_refused_total", "reason" => r).absolute(0);
+        }
+        let (tx, mut rx) = mpsc::channel::<DeadLetter>(10_000);
+        let h = tokio::spawn(async move {
+            while let Some(dl) = rx.recv().await {
+                if let Err(e) = store.insert_dead_letter(&dl).await {
+                    warn!(error = %e, "Could not keep a dead letter.");
+                }
+            }
+        });
+        (Refusals { tx }, h)
+    }
+
+    pub fn refuse(&self, topic: &str, sender: Option<&str>, why: &Refusal, payload: &[u8]) {
+        metrics::counter!("eldercare_ingest_refused_total", "reason" => why.reason()).increment(1);
+        debug!(reason = why.reason(), sender, "Message refused.");
+        let dl = DeadLetter {
+            id: 0,
+            received_at: now_ms(),
+            topic: topic.chars().take(256).collect(),
+            sender: sender.map(String::from),
+            reason: why.reason().to_string(),
+            detail: why.to_string(),
+            payload: payload[..payload.len().min(eldercare_protocol::MAX_PAYLOAD_BYTES)].to_vec(),
+        };
+        if self.tx.try_send(dl).is_err() {
+            metrics::counter!("eldercare_dead_letters_dropped_total").increment(1);
+        }
+    }
+}
+
+/// The running intake: broker, guard and ingest loop.
+pub struct Ingest {
+    pub mqtt_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    StdListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+impl Ingest {
+    /// Starts the broker, the guard on `cfg.mqtt_addr`, and the ingest loop.
+    pub async fn start(
+        cfg: IngestConfig,
+        store: Arc<dyn Store>,
+        desk: AlertDesk,
+        refusals: Refusals,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Ingest> {
+        let token = eldercare_store::generate_secret();
+        let broker_addr = free_loopback_port()?;
+        let mut conn = ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: 256 * 1024,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        };
+        // Only the guard knows this token, so nothing can reach the broker
+        // around it.
+        let expected = token.clone();
+        conn.set_auth_handler(move |_client, _user, pass| {
+            let ok = pass == expected;
+            async move { ok }
+        });
+        let server = ServerSettings {
+            name: "internal".into(),
+            listen: broker_addr,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: conn,
+        };
+        let config = Config {
+            id: 0,
+            router: RouterConfig {
+                max_connections: 100_010,
+                max_outgoing_packet_count: 200,
+                // Bounded in-memory log: 8 x 16 MiB.
+                max_segment_size: 16 * 1024 * 1024,
+                max_segment_count: 8,
+                ..Default::default()
+            },
+            v4: Some(HashMap::from([("internal".to_string(), server)])),
+            ..Default::default()
+        };
+        let mut broker = Broker::new(config);
+        let (mut link_tx, mut link_rx) = broker
+            .link("eldercare-ingest")
+            .map_err(|e| std::io::Error::other(format!("broker link: {e}")))?;
+        let (mut cmd_tx, _cmd_rx) = broker
+            .link("eldercare-cmd")
+            .map_err(|e| std::io::Error::other(format!("broker link: {e}")))?;
+        link_tx
+            .subscribe("eldercare/v1/+/+")
+            .and_then(|_| link_tx.subscribe("eldercare/v1/+/+/pb"))
+            .map_err(|e| std::io::Error::other(format!("broker subscribe: {e}")))?;
+        std::thread::Builder::new().name("mqtt-broker".into()).spawn(move || {
+            if let Err(e) = broker.start() {
+                error!(error = %e, "The embedded MQTT broker stopped.");
+            }
+        })?;
+        // The broker binds on its own thread; wait until it answers.
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(broker_addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let guard = Guard::bind(
+            cfg.mqtt_addr,
+            GuardConfig { broker_addr, internal_token: token },
+            store.clone(),
+            refusals.clone(),
+        )
+        .await?;
+        let mqtt_addr = guard.local_addr()?;
+        info!(%mqtt_addr, "MQTT listener ready.");
+        let mut tasks = vec![tokio::spawn(guard.run(shutdown.clone()))];
+
+        // Tell a device that pressed SOS or detected a fall that help is coming.
+        let mut live = desk.live();
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = sd.cancelled() => break,
+                    r = live.recv() => match r {
+                        Ok(ev) => ev,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    },
+                };
+                if ev.kind == AlertEventKind::Acknowledged
+                    && matches!(ev.alert.kind, AlertKind::Sos | AlertKind::Fall)
+                {
+                    let topic = format!("eldercare/v1/{}/cmd", ev.alert.device_id);
+                    let payload = serde_json::json!({"type": "alert_ack", "alert_id": ev.alert.id, "ts": now_ms()});
+                    if let Err(e) = cmd_tx.publish(topic, payload.to_string().into_bytes()) {
+                        warn!(error = %e, "Could not send alert_ack to the device.");
+                    }
+                }
+            }
+        }));
+
+        let mut state = Pipeline {
+            store,
+            desk,
+            refusals,
+            engine: Engine::new(cfg.rules),
+            devices: HashMap::new(),
+            seqs: HashMap::new(),
+            batch: Vec::with_capacity(BATCH),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut flush = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = flush.tick() => state.flush().await,
+                    n = link_rx.next() => match n {
+                        Ok(Some(Notification::Forward(f))) => {
+                            let content_type = f.properties.as_ref().and_then(|p| p.content_type.clone());
+                            let topic = String::from_utf8_lossy(&f.publish.topic).into_owned();
+                            state.message(&topic, &f.publish.payload, content_type.as_deref()).await;
+                        }
+                        Ok(Some(Notification::Unschedule)) => {
+                            if let Err(e) = link_rx.wake().await {
+                                error!(error = %e, "Broker link closed.");
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            error!(error = %e, "Broker link closed.");
+                            break;
+                        }
+                    },
+                }
+            }
+            state.flush().await;
+            info!("Ingest stopped; telemetry flushed.");
+        }));
+        Ok(Ingest { mqtt_addr, tasks })
+    }
+
+    /// Waits for the guard and ingest loop to finish after shutdown.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+struct Pipeline {
+    store: Arc<dyn Store>,
+    desk: AlertDesk,
+    refusals: Refusals,
+    engine: Engine,
+    /// device_id -> elder_id, filled from the registry on first sight.
+    devices: HashMap<String, String>,
+    seqs: HashMap<String, (HashSet<u64>, VecDeque<u64>)>,
+    batch: Vec<StoredReading>,
+}
+
+impl Pipeline {
+    async fn message(&mut self, topic: &str, payload: &[u8], content_type: Option<&str>) {
+        if topic.ends_with("/cmd") {
+            return;
+        }
+        let reading = match decode(topic, payload, content_type, now_ms()) {
+            Ok(r) => r,
+            Err(why) => {
+                let sender = eldercare_protocol::topic_device_id(topic);
+                self.refusals.refuse(topic, sender, &why, payload);
+                return;
+            }
+        };
+        let elder_id = match self.devices.get(&reading.device_id) {
+            Some(e) => e.clone(),
+            None => match self.store.get_device(&reading.device_id).await {
+                Ok(Some(d)) => {
+                    self.devices.insert(d.device_id.clone(), d.elder_id.clone());
+                    d.elder_id
+                }
+                Ok(None) => {
+                    let why = Refusal::UnknownDevice(reading.device_id.clone());
+                    self.refusals.refuse(topic, None, &why, payload);
+                    return;
+                }
+                Err(e) => {
+                    error!(error = %e, "Registry lookup failed; message kept as dead letter.");
+                    return;
+                }
+            },
+        };
+        if let Some(seq) = reading.seq {
+            let (set, order) = self.seqs.entry(reading.device_id.clone()).or_default();
+            if !set.insert(seq) {
+                metrics::counter!("eldercare_ingest_duplicates_total").increment(1);
+                return;
+            }
+            order.push_back(seq);
+            if order.len() > SEQ_WINDOW {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+        metrics::counter!("eldercare_ingest_accepted_total", "stream" => reading.stream().as_str()).increment(1);
+        for t in self.engine.on_reading(&elder_id, &reading) {
+            if self.desk.trigger(t).await.is_err() {
+                error!("Alert desk closed; trigger lost.");
+            }
+        }
+        self.batch.push(StoredReading { elder_id, reading });
+        if self.batch.len() >= BATCH {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if let Err(e) = self.store.insert_readings(&batch).await {
+            error!(error = %e, count = batch.len(), "Could not store telemetry.");
+            metrics::counter!("eldercare_telemetry_write_errors_total").increment(1);
+        }
+    }
+}
