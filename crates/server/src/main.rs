@@ -1,1 +1,241 @@
-fn main() {}
+//! `eldercare`: the server binary. It only wires things: load config,
+//! build the parts, spawn them, wait for a signal, drain.
+#![forbid(unsafe_code)]
+
+mod config;
+mod demo;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::{Config, StorageArgs};
+use eldercare_alerts::AlertDesk;
+use eldercare_broker::{Ingest, IngestConfig, ingest::Refusals};
+use eldercare_store::{SqliteStore, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(name = "eldercare", version, about = "Smart elderly care backend: MQTT intake, rule engine, alerts over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(config::ServeArgs),
+    /// Load registry files (elders and/or devices, CSV or JSON lines).
+    Import {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// elders.csv and/or devices.csv; the header tells which. Elders are loaded first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the newest refused messages.
+    DeadLetters {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Start everything on the embedded default with 50 simulated homes and
+    /// print alerts as they arrive.
+    Demo(demo::DemoArgs),
+}
+
+/// Bad configuration exits with this (EX_USAGE), never a panic.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ELDERCARE_LOG")
+                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eldercare: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve(args) => {
+                let cfg = match Config::load(&args) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("eldercare: {e:#}");
+                        return Ok(ExitCode::from(EXIT_CONFIG));
+                    }
+                };
+                serve(cfg, None).await.map(|_| ExitCode::SUCCESS)
+            }
+            Cmd::Import { storage, files } => import(&storage, &files).await,
+            Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
+            Cmd::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("eldercare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+    if storage.database_url.is_some() {
+        anyhow::bail!("--database-url (PostgreSQL) is not supported by this build yet; use --data-dir");
+    }
+    let s = SqliteStore::open(&storage.data_dir)
+        .await
+        .with_context(|| format!("opening the store in {}", storage.data_dir.display()))?;
+    Ok(Arc::new(s))
+}
+
+/// Addresses the server actually listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub mqtt: SocketAddr,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Runs the server until SIGINT/SIGTERM or `stop`. `ready` learns the
+/// bound addresses once everything listens.
+pub async fn serve(cfg: Config, ready: Option<tokio::sync::oneshot::Sender<Bound>>) -> anyhow::Result<()> {
+    let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let store = open_store(&cfg.storage).await?;
+    let shutdown = CancellationToken::new();
+    let (desk, desk_task) = AlertDesk::start(store.clone()).await?;
+    let (refusals, dl_task) = Refusals::start(store.clone());
+    let ingest = Ingest::start(
+        IngestConfig { mqtt_addr: cfg.mqtt_addr, rules: cfg.rules.clone() },
+        store.clone(),
+        desk.clone(),
+        refusals,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("starting MQTT on {}", cfg.mqtt_addr))?;
+    let (grpc_addr, grpc) = eldercare_api::serve(cfg.grpc_addr, desk.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?;
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
+        .await
+        .with_context(|| format!("binding metrics on {}", cfg.metrics_addr))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let p = prom.clone();
+            async move { p.render() }
+        }),
+    );
+    let sd = shutdown.clone();
+    let metrics_task = tokio::spawn(async move {
+        let _ = axum::serve(metrics_listener, app)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await;
+    });
+    let grpc_task = tokio::spawn(grpc);
+    let bound = Bound { mqtt: ingest.mqtt_addr, grpc: grpc_addr, metrics: metrics_addr };
+    info!(mqtt = %bound.mqtt, grpc = %bound.grpc, metrics = %bound.metrics, "eldercare is ready.");
+    println!("ready mqtt={} grpc={} metrics={}", bound.mqtt, bound.grpc, bound.metrics);
+    if let Some(tx) = ready {
+        let _ = tx.send(bound);
+    }
+
+    wait_for_signal().await;
+    info!("Shutting down: intake stops, buffered telemetry is flushed.");
+    shutdown.cancel();
+    let drain = async {
+        ingest.join().await;
+        let _ = grpc_task.await;
+        let _ = metrics_task.await;
+        drop(desk);
+        let _ = desk_task.await;
+        let _ = dl_task.await;
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_err() {
+        error!("Drain did not finish within 10 s; exiting anyway.");
+    }
+    info!("Stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn import(storage: &StorageArgs, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let store = open_store(storage).await?;
+    let mut texts = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let kind = eldercare_store::import::detect(&text).with_context(|| f.display().to_string())?;
+        texts.push((f, kind, text));
+    }
+    // Elders first, so devices can name them.
+    texts.sort_by_key(|(_, k, _)| *k != eldercare_store::import::ListKind::Elders);
+    let mut refused = 0;
+    for (f, _, text) in texts {
+        let (kind, r) = eldercare_store::import::import(store.as_ref(), &text).await?;
+        for (line, reason) in &r.refused {
+            eprintln!("{}:{line}: refused: {reason}", f.display());
+        }
+        for (dev, secret) in &r.generated_secrets {
+            println!("generated secret for device {dev}: {secret}   (shown once; not stored)");
+        }
+        println!(
+            "{}: {:?}: {} imported, {} updated, {} refused",
+            f.display(),
+            kind,
+            r.imported,
+            r.updated,
+            r.refused.len()
+        );
+        refused += r.refused.len();
+    }
+    Ok(if refused > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+async fn dead_letters(storage: &StorageArgs, limit: u32) -> anyhow::Result<ExitCode> {
+    let store = open_store(storage).await?;
+    for d in store.dead_letters(limit).await? {
+        let at = chrono::DateTime::from_timestamp_millis(d.received_at).unwrap_or_default();
+        println!(
+            "{}  {:<18} {}  sender={}  {}",
+            at.format("%Y-%m-%d %H:%M:%S"),
+            d.reason,
+            d.topic,
+            d.sender.as_deref().unwrap_or("-"),
+            d.detail
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

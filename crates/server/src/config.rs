@@ -1,0 +1,89 @@
+//! Configuration: defaults, then a TOML file (`--config`), then
+//! environment variables (`ELDERCARE_*`), then flags; later wins.
+use anyhow::Context;
+use eldercare_rules::RuleConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StorageArgs {
+    /// Directory of the embedded store (SQLite).
+    #[arg(long, env = "ELDERCARE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL / TimescaleDB URL; when unset the embedded store is used.
+    #[arg(long, env = "ELDERCARE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML configuration file (see deploy/eldercare.toml).
+    #[arg(long, env = "ELDERCARE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// MQTT listener for devices [default: 127.0.0.1:1883]
+    #[arg(long, env = "ELDERCARE_MQTT_ADDR")]
+    pub mqtt_addr: Option<SocketAddr>,
+    /// gRPC listener for operators [default: 127.0.0.1:50051]
+    #[arg(long, env = "ELDERCARE_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Prometheus metrics at /metrics [default: 127.0.0.1:9464]
+    #[arg(long, env = "ELDERCARE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./data]
+    #[arg(long, env = "ELDERCARE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL / TimescaleDB URL
+    #[arg(long, env = "ELDERCARE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// The configuration file's shape; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    /// MQTT listener for devices.
+    mqtt_addr: Option<SocketAddr>,
+    /// gRPC listener for operators.
+    grpc_addr: Option<SocketAddr>,
+    /// Prometheus metrics listener.
+    metrics_addr: Option<SocketAddr>,
+    /// Directory of the embedded store.
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL / TimescaleDB URL.
+    database_url: Option<String>,
+    /// Rule thresholds.
+    #[serde(default)]
+    rules: Option<RuleConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mqtt_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub storage: StorageArgs,
+    pub rules: RuleConfig,
+}
+
+impl Config {
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file: FileConfig = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("invalid config {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Ok(Config {
+            mqtt_addr: args.mqtt_addr.or(file.mqtt_addr).unwrap_or(([127, 0, 0, 1], 1883).into()),
+            grpc_addr: args.grpc_addr.or(file.grpc_addr).unwrap_or(([127, 0, 0, 1], 50051).into()),
+            metrics_addr: args.metrics_addr.or(file.metrics_addr).unwrap_or(([127, 0, 0, 1], 9464).into()),
+            storage: StorageArgs {
+                data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "./data".into()),
+                database_url: args.database_url.clone().or(file.database_url),
+            },
+            rules: file.rules.unwrap_or_default(),
+        })
+    }
+}
