@@ -138,9 +138,10 @@ impl Ingest {
         let (mut cmd_tx, _cmd_rx) = broker
             .link("eldercare-cmd")
             .map_err(|e| std::io::Error::other(format!("broker link: {e}")))?;
+        // Everything under the prefix, so a malformed topic is refused and
+        // counted rather than silently unrouted.
         link_tx
-            .subscribe("eldercare/v1/+/+")
-            .and_then(|_| link_tx.subscribe("eldercare/v1/+/+/pb"))
+            .subscribe("eldercare/v1/#")
             .map_err(|e| std::io::Error::other(format!("broker subscribe: {e}")))?;
         std::thread::Builder::new().name("mqtt-broker".into()).spawn(move || {
             if let Err(e) = broker.start() {

@@ -67,7 +67,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let addr = bound.mqtt.to_string();
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
-        let (addr, homes) = (addr.clone(), homes.clone());
+        let injected = [(8, eldercare_sim::Inject::Tachycardia)];
+        let (addr, homes) = (addr.clone(), eldercare_sim::without_injected(&homes, &injected));
         tokio::spawn(async move {
             if let Err(e) = eldercare_sim::run(&addr, &homes, Duration::from_secs(5), stop_rx).await {
                 eprintln!("simulator: {e}");

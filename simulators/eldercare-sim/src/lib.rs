@@ -103,8 +103,14 @@ pub struct Connected {
 
 /// Connects one device and drives its event loop in the background.
 pub async fn connect(addr: &str, d: &SimDevice) -> anyhow::Result<Connected> {
+    connect_as(addr, d, &format!("sim-{}", d.device_id)).await
+}
+
+/// Like [`connect`], with a chosen MQTT client id (an injector runs beside
+/// the device's regular connection and must not take its session over).
+pub async fn connect_as(addr: &str, d: &SimDevice, client_id: &str) -> anyhow::Result<Connected> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--mqtt-addr must be host:port"))?;
-    let mut opts = MqttOptions::new(format!("sim-{}", d.device_id), host, port.parse()?);
+    let mut opts = MqttOptions::new(client_id, host, port.parse()?);
     opts.set_credentials(d.device_id.clone(), d.secret.clone());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_last_will(rumqttc::LastWill::new(
@@ -142,13 +148,13 @@ pub async fn inject(addr: &str, home: &Home, what: Inject) -> anyhow::Result<()>
     let dev = |prefix: &str| home.devices.iter().find(|d| d.device_id.starts_with(prefix)).unwrap();
     match what {
         Inject::Sos => {
-            let c = connect(addr, dev("btn")).await?;
+            let c = connect_as(addr, dev("btn"), "sim-inject").await?;
             publish_json(&c.client, &c.device.device_id, "event", serde_json::json!({"ts": now_ms(), "type": "sos"})).await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Inject::Fall => {
             // Protobuf, as many fall detectors send.
-            let c = connect(addr, dev("btn")).await?;
+            let c = connect_as(addr, dev("btn"), "sim-inject").await?;
             let msg = eldercare_proto::v1::DeviceMessage {
                 ts_ms: now_ms(),
                 seq: None,
@@ -163,7 +169,7 @@ pub async fn inject(addr: &str, home: &Home, what: Inject) -> anyhow::Result<()>
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Inject::Tachycardia => {
-            let c = connect(addr, dev("band")).await?;
+            let c = connect_as(addr, dev("band"), "sim-inject").await?;
             for _ in 0..16 {
                 publish_json(&c.client, &c.device.device_id, "vitals", serde_json::json!({"ts": now_ms(), "hr": 150, "spo2": 95})).await?;
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -171,6 +177,21 @@ pub async fn inject(addr: &str, home: &Home, what: Inject) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// The homes without the device an injection takes over (the band of a
+/// tachycardia home), so regular readings do not mask the emergency.
+pub fn without_injected(homes: &[Home], injected: &[(usize, Inject)]) -> Vec<Home> {
+    homes
+        .iter()
+        .cloned()
+        .map(|mut h| {
+            if injected.iter().any(|(i, w)| *i == h.index && *w == Inject::Tachycardia) {
+                h.devices.retain(|d| d.kind != "vital_band");
+            }
+            h
+        })
+        .collect()
 }
 
 /// Runs every home's devices, publishing a reading per device every

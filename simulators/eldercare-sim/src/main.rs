@@ -68,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
                 });
             }
             let driver = tokio::spawn({
-                let hs = hs.clone();
+                let injected: Vec<_> = what.map(|w| (home, w)).into_iter().collect();
+                let hs = eldercare_sim::without_injected(&hs, &injected);
                 async move { run(&mqtt_addr, &hs, Duration::from_secs_f64(interval_s), rx).await }
             });
             tokio::signal::ctrl_c().await?;
