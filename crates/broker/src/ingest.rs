@@ -148,12 +148,18 @@ impl Ingest {
                 error!(error = %e, "The embedded MQTT broker stopped.");
             }
         })?;
-        // The broker binds on its own thread; wait until it answers.
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(broker_addr).await.is_ok() {
+        // The broker binds on its own thread; wait until it answers a
+        // real MQTT handshake.
+        let mut up = false;
+        for _ in 0..500 {
+            if probe(broker_addr, &token).await.is_ok() {
+                up = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !up {
+            return Err(std::io::Error::other("the embedded MQTT broker did not start"));
         }
 
         let guard = Guard::bind(
@@ -239,6 +245,22 @@ impl Ingest {
             let _ = t.await;
         }
     }
+}
+
+/// One clean MQTT session against the broker: CONNECT, CONNACK, DISCONNECT.
+async fn probe(addr: SocketAddr, token: &str) -> std::io::Result<()> {
+    use rumqttc::mqttbytes::v4::{Connect, Login, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut c = Connect::new("eldercare-probe");
+    c.login = Some(Login::new("eldercare-probe", token));
+    let mut out = bytes::BytesMut::new();
+    Packet::Connect(c).write(&mut out, 1024).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    s.write_all(&out).await?;
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await?;
+    s.write_all(&[0xe0, 0x00]).await?;
+    Ok(())
 }
 
 struct Pipeline {

@@ -68,9 +68,16 @@ struct Hold {
 
 #[derive(Debug, Default)]
 struct ElderState {
+    /// Heart-rate hold per source device: a band and a sleep sensor each
+    /// hold their own signal, so one cannot cancel the other's episode.
+    hr: HashMap<String, HrSignal>,
+}
+
+#[derive(Debug, Default)]
+struct HrSignal {
     /// Event time of the newest heart-rate reading seen.
-    hr_last_ts: Option<EpochMs>,
-    hr: Hold,
+    last_ts: Option<EpochMs>,
+    hold: Hold,
 }
 
 /// The rule engine: one state per elder.
@@ -138,25 +145,27 @@ impl Engine {
 
     fn heart_rate(&mut self, elder_id: &str, r: &Reading, hr: u32, out: &mut Vec<Trigger>) {
         let cfg = &self.cfg;
-        let st = self.elders.entry(elder_id.to_string()).or_default();
+        let elder = self.elders.entry(elder_id.to_string()).or_default();
+        let sig = elder.hr.entry(r.device_id.clone()).or_default();
         // A late reading cannot reorder an episode that newer readings
         // already shaped; it is stored, but the hold goes by the newest.
-        if st.hr_last_ts.is_some_and(|last| r.ts_ms < last) {
+        if sig.last_ts.is_some_and(|last| r.ts_ms < last) {
             return;
         }
-        st.hr_last_ts = Some(r.ts_ms);
+        sig.last_ts = Some(r.ts_ms);
         let abnormal = hr < cfg.hr_low || hr > cfg.hr_high;
         if !abnormal {
-            st.hr = Hold::default();
+            sig.hold = Hold::default();
             return;
         }
-        let since = *st.hr.since.get_or_insert(r.ts_ms);
-        if st.hr.first.is_none() {
-            st.hr.first = Some(r.clone());
+        let st = &mut sig.hold;
+        let since = *st.since.get_or_insert(r.ts_ms);
+        if st.first.is_none() {
+            st.first = Some(r.clone());
         }
         let held_ms = r.ts_ms - since;
-        if !st.hr.fired && held_ms >= i64::from(cfg.hr_hold_s) * 1000 {
-            st.hr.fired = true;
+        if !st.fired && held_ms >= i64::from(cfg.hr_hold_s) * 1000 {
+            st.fired = true;
             let side = if hr > cfg.hr_high {
                 format!("above {}", cfg.hr_high)
             } else {
@@ -169,7 +178,7 @@ impl Engine {
                 Severity::High,
                 format!("Heart rate {hr} bpm, {side} for {} s", held_ms / 1000),
             );
-            if let Some(first) = st.hr.first.take() {
+            if let Some(first) = st.first.take() {
                 t.readings.insert(0, first);
             }
             out.push(t);
@@ -268,6 +277,20 @@ mod tests {
         e.on_reading("e1", &vitals(100_000, 150));
         assert!(e.on_reading("e1", &vitals(10_000, 150)).is_empty());
         assert_eq!(e.on_reading("e1", &vitals(160_000, 150)).len(), 1);
+    }
+
+    #[test]
+    fn a_normal_reading_from_another_device_does_not_cancel_a_hold() {
+        let mut e = Engine::default();
+        let bed = Reading {
+            device_id: "bed-1".into(),
+            seq: None,
+            ts_ms: 30_000,
+            body: Body::Sleep(Sleep { in_bed: true, hr: Some(60), rr: Some(14), movement: None }),
+        };
+        e.on_reading("e1", &vitals(0, 150));
+        e.on_reading("e1", &bed);
+        assert_eq!(e.on_reading("e1", &vitals(60_000, 150)).len(), 1);
     }
 
     #[test]
