@@ -57,7 +57,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ELDERCARE_LOG")
-                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                // rumqttd logs every ordinary client disconnect at ERROR.
+                .unwrap_or_else(|_| "info,rumqttd=off".into()),
         )
         .init();
     let cli = Cli::parse();
