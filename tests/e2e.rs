@@ -413,11 +413,17 @@ async fn duplicates_by_seq_are_dropped() {
     assert_eq!(next(&mut sub).await.alert.unwrap().elder_id, "E3");
 }
 
-#[tokio::test]
-async fn sigterm_shuts_down_cleanly() {
+// Multi-threaded so the client's connection keeps running while this
+// thread blocks waiting for the server process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_even_with_a_subscriber_attached() {
     let mut s = Server::start();
+    let mut sub = s.subscribe(0).await;
     let st = Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
     assert!(st.success());
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    // The subscriber is told, and can resume from its last seq elsewhere.
+    let end = tokio::time::timeout(DEADLINE, sub.message()).await.expect("stream not closed");
+    assert!(!matches!(end, Ok(Some(_))), "no event expected: {end:?}");
 }

@@ -133,6 +133,8 @@ fn desk_status(e: DeskError) -> Status {
 
 pub struct Alerts {
     desk: AlertDesk,
+    /// Ends open subscriptions at shutdown, so the server can drain.
+    shutdown: CancellationToken,
 }
 
 #[tonic::async_trait]
@@ -159,9 +161,15 @@ impl AlertService for Alerts {
         let (out_tx, out_rx) = mpsc::channel(256);
         let desk = self.desk.clone();
         let err_tx = out_tx.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = desk.subscribe(r.after_seq, keep, tx).await {
-                let _ = err_tx.send(Err(desk_status(e))).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = err_tx.send(Err(Status::unavailable("server shutting down; resume with after_seq"))).await;
+                }
+                r = desk.subscribe(r.after_seq, keep, tx) => if let Err(e) = r {
+                    let _ = err_tx.send(Err(desk_status(e))).await;
+                }
             }
         });
         tokio::spawn(async move {
@@ -258,7 +266,7 @@ pub async fn serve(
     let fut = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(AlertServiceServer::new(Alerts { desk }))
+        .add_service(AlertServiceServer::new(Alerts { desk, shutdown: shutdown.clone() }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.cancelled().await
         });
