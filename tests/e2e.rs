@@ -34,7 +34,8 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-const ELDERS: &str = "elder_id,name,district,community\nE1,Test One,D1,C1\nE2,Test Two,D1,C2\nE3,Test Three,D2,C3\n";
+const ELDERS: &str =
+    "elder_id,name,district,community\nE1,Test One,D1,C1\nE2,Test Two,D1,C2\nE3,Test Three,D2,C3\n";
 const DEVICES: &str = "device_id,kind,elder_id,room,secret\n\
 btn-1,sos_button,E1,,s-btn-1\n\
 band-1,vital_band,E1,,s-band-1\n\
@@ -48,7 +49,16 @@ impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--mqtt-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--mqtt-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .env("ELDERCARE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -56,13 +66,21 @@ impl Server {
             .spawn()
             .expect("spawn eldercare serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let field = |k: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{k}=")).map(String::from))
                 .unwrap_or_else(|| panic!("no {k}= in ready line {line:?}"))
         };
-        let s = Server { mqtt: field("mqtt"), grpc: field("grpc"), metrics: field("metrics"), child, dir };
+        let s = Server {
+            mqtt: field("mqtt"),
+            grpc: field("grpc"),
+            metrics: field("metrics"),
+            child,
+            dir,
+        };
         std::fs::write(s.dir.path().join("elders.csv"), ELDERS).unwrap();
         std::fs::write(s.dir.path().join("devices.csv"), DEVICES).unwrap();
         let out = Command::new(BIN)
@@ -73,18 +91,27 @@ impl Server {
             .arg(s.dir.path().join("elders.csv"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         s
     }
 
     async fn grpc(&self) -> AlertServiceClient<Channel> {
-        AlertServiceClient::connect(format!("http://{}", self.grpc)).await.unwrap()
+        AlertServiceClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap()
     }
 
     async fn subscribe(&self, after_seq: u64) -> tonic::Streaming<pb::AlertEvent> {
         self.grpc()
             .await
-            .subscribe(pb::SubscribeRequest { after_seq, ..Default::default() })
+            .subscribe(pb::SubscribeRequest {
+                after_seq,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -137,7 +164,10 @@ async fn connect(addr: &str, user: Option<(&str, &str)>, id: &str) -> Result<Dev
     }
     let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(o, 100);
     loop {
-        match tokio::time::timeout(DEADLINE, el.poll()).await.expect("connect hung") {
+        match tokio::time::timeout(DEADLINE, el.poll())
+            .await
+            .expect("connect hung")
+        {
             Ok(Event::Incoming(Packet::ConnAck(_))) => break,
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
@@ -156,15 +186,25 @@ async fn connect(addr: &str, user: Option<(&str, &str)>, id: &str) -> Result<Dev
 
 async fn device(s: &Server, id: &str) -> Device {
     let secret = format!("s-{id}");
-    connect(&s.mqtt, Some((id, &secret)), id).await.expect("device connects")
+    connect(&s.mqtt, Some((id, &secret)), id)
+        .await
+        .expect("device connects")
 }
 
 async fn publish(d: &Device, topic: &str, payload: impl Into<Vec<u8>>) {
-    d.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    d.client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
 }
 
 async fn sos(d: &Device, id: &str) {
-    publish(d, &format!("eldercare/v1/{id}/event"), format!(r#"{{"ts": {}, "type": "sos"}}"#, now_ms())).await;
+    publish(
+        d,
+        &format!("eldercare/v1/{id}/event"),
+        format!(r#"{{"ts": {}, "type": "sos"}}"#, now_ms()),
+    )
+    .await;
 }
 
 async fn next(stream: &mut tonic::Streaming<pb::AlertEvent>) -> pb::AlertEvent {
@@ -183,7 +223,10 @@ async fn json_sos_and_protobuf_fall_reach_a_grpc_subscriber() {
     sos(&btn1, "btn-1").await;
     let ev = next(&mut sub).await;
     let a = ev.alert.unwrap();
-    assert_eq!((ev.seq, a.kind.as_str(), a.elder_id.as_str()), (1, "sos", "E1"));
+    assert_eq!(
+        (ev.seq, a.kind.as_str(), a.elder_id.as_str()),
+        (1, "sos", "E1")
+    );
     assert_eq!(a.severity, pb::Severity::Critical as i32);
     assert_eq!(ev.kind, pb::AlertEventKind::Raised as i32);
     assert_eq!(a.district, "D1");
@@ -192,12 +235,18 @@ async fn json_sos_and_protobuf_fall_reach_a_grpc_subscriber() {
     let fall = pb::DeviceMessage {
         ts_ms: now_ms(),
         seq: Some(1),
-        body: Some(pb::device_message::Body::Event(pb::Event { r#type: "fall".into(), confidence: Some(0.9) })),
+        body: Some(pb::device_message::Body::Event(pb::Event {
+            r#type: "fall".into(),
+            confidence: Some(0.9),
+        })),
     };
     publish(&btn2, "eldercare/v1/btn-2/event/pb", fall.encode_to_vec()).await;
     let ev = next(&mut sub).await;
     let a = ev.alert.unwrap();
-    assert_eq!((ev.seq, a.kind.as_str(), a.elder_id.as_str()), (2, "fall", "E2"));
+    assert_eq!(
+        (ev.seq, a.kind.as_str(), a.elder_id.as_str()),
+        (2, "fall", "E2")
+    );
 
     // A repeat folds into the open alert.
     sos(&btn1, "btn-1").await;
@@ -205,14 +254,24 @@ async fn json_sos_and_protobuf_fall_reach_a_grpc_subscriber() {
     assert_eq!(ev.kind, pb::AlertEventKind::Updated as i32);
     assert_eq!(ev.alert.unwrap().occurrences, 2);
 
-    let list = s.grpc().await.list_alerts(pb::ListAlertsRequest::default()).await.unwrap().into_inner();
+    let list = s
+        .grpc()
+        .await
+        .list_alerts(pb::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.alerts.len(), 2);
 }
 
 #[tokio::test]
 async fn a_resumed_subscriber_gets_exactly_what_it_missed() {
     let s = Server::start();
-    let btn = [device(&s, "btn-1").await, device(&s, "btn-2").await, device(&s, "btn-3").await];
+    let btn = [
+        device(&s, "btn-1").await,
+        device(&s, "btn-2").await,
+        device(&s, "btn-3").await,
+    ];
     let mut sub = s.subscribe(0).await;
     sos(&btn[0], "btn-1").await;
     let first = next(&mut sub).await;
@@ -227,14 +286,23 @@ async fn a_resumed_subscriber_gets_exactly_what_it_missed() {
         assert_eq!(next(&mut watcher).await.seq, want);
     }
     let mut resumed = s.subscribe(first.seq).await;
-    let got: Vec<u64> = [next(&mut resumed).await, next(&mut resumed).await, next(&mut resumed).await]
-        .iter()
-        .map(|e| e.seq)
-        .collect();
+    let got: Vec<u64> = [
+        next(&mut resumed).await,
+        next(&mut resumed).await,
+        next(&mut resumed).await,
+    ]
+    .iter()
+    .map(|e| e.seq)
+    .collect();
     assert_eq!(got, vec![2, 3, 4]);
     // Then live, with no duplicate at the switch-over.
     let btn3 = &btn[2];
-    publish(btn3, "eldercare/v1/btn-3/event", format!(r#"{{"ts": {}, "type": "fall"}}"#, now_ms())).await;
+    publish(
+        btn3,
+        "eldercare/v1/btn-3/event",
+        format!(r#"{{"ts": {}, "type": "fall"}}"#, now_ms()),
+    )
+    .await;
     assert_eq!(next(&mut resumed).await.seq, 5);
 }
 
@@ -245,18 +313,62 @@ async fn every_kind_of_bad_input_is_refused_counted_and_disturbs_nothing() {
     let band = device(&s, "band-1").await;
     let t = now_ms();
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
-        ("malformed_json", "eldercare/v1/band-1/vitals", b"{hr: 150".to_vec()),
-        ("unknown_stream", "eldercare/v1/band-1/heart", br#"{"ts": 1, "hr": 70}"#.to_vec()),
-        ("out_of_range", "eldercare/v1/band-1/vitals", format!(r#"{{"ts": {t}, "hr": 300}}"#).into_bytes()),
-        ("missing_field", "eldercare/v1/band-1/vitals", format!(r#"{{"ts": {t}}}"#).into_bytes()),
-        ("invalid_field", "eldercare/v1/band-1/vitals", format!(r#"{{"ts": {t}, "hr": "fast"}}"#).into_bytes()),
-        ("stale_ts", "eldercare/v1/band-1/vitals", format!(r#"{{"ts": {}, "hr": 70}}"#, t - 25 * 3600 * 1000).into_bytes()),
-        ("future_ts", "eldercare/v1/band-1/vitals", format!(r#"{{"ts": {}, "hr": 70}}"#, t + 10 * 60 * 1000).into_bytes()),
-        ("payload_too_large", "eldercare/v1/band-1/vitals", format!(r#"{{"ts": {t}, "hr": 70, "pad": "{}"}}"#, "x".repeat(5000)).into_bytes()),
-        ("malformed_protobuf", "eldercare/v1/band-1/vitals/pb", vec![0xff, 0xff, 0xff, 0xff]),
-        ("bad_topic", "eldercare/v1/band-1/vitals/xml", br#"{}"#.to_vec()),
+        (
+            "malformed_json",
+            "eldercare/v1/band-1/vitals",
+            b"{hr: 150".to_vec(),
+        ),
+        (
+            "unknown_stream",
+            "eldercare/v1/band-1/heart",
+            br#"{"ts": 1, "hr": 70}"#.to_vec(),
+        ),
+        (
+            "out_of_range",
+            "eldercare/v1/band-1/vitals",
+            format!(r#"{{"ts": {t}, "hr": 300}}"#).into_bytes(),
+        ),
+        (
+            "missing_field",
+            "eldercare/v1/band-1/vitals",
+            format!(r#"{{"ts": {t}}}"#).into_bytes(),
+        ),
+        (
+            "invalid_field",
+            "eldercare/v1/band-1/vitals",
+            format!(r#"{{"ts": {t}, "hr": "fast"}}"#).into_bytes(),
+        ),
+        (
+            "stale_ts",
+            "eldercare/v1/band-1/vitals",
+            format!(r#"{{"ts": {}, "hr": 70}}"#, t - 25 * 3600 * 1000).into_bytes(),
+        ),
+        (
+            "future_ts",
+            "eldercare/v1/band-1/vitals",
+            format!(r#"{{"ts": {}, "hr": 70}}"#, t + 10 * 60 * 1000).into_bytes(),
+        ),
+        (
+            "payload_too_large",
+            "eldercare/v1/band-1/vitals",
+            format!(r#"{{"ts": {t}, "hr": 70, "pad": "{}"}}"#, "x".repeat(5000)).into_bytes(),
+        ),
+        (
+            "malformed_protobuf",
+            "eldercare/v1/band-1/vitals/pb",
+            vec![0xff, 0xff, 0xff, 0xff],
+        ),
+        (
+            "bad_topic",
+            "eldercare/v1/band-1/vitals/xml",
+            br#"{}"#.to_vec(),
+        ),
         // An SOS in an unknown stream's clothing must raise nothing.
-        ("unknown_stream", "eldercare/v1/band-1/sos", br#"{"type": "sos"}"#.to_vec()),
+        (
+            "unknown_stream",
+            "eldercare/v1/band-1/sos",
+            br#"{"type": "sos"}"#.to_vec(),
+        ),
     ];
     for (_, topic, payload) in &cases {
         publish(&band, topic, payload.clone()).await;
@@ -274,10 +386,19 @@ async fn every_kind_of_bad_input_is_refused_counted_and_disturbs_nothing() {
     }
     for (reason, n) in want {
         let label = format!("reason=\"{reason}\"");
-        assert_eq!(s.await_counter("eldercare_ingest_refused_total", &label, n).await, n, "{reason}");
+        assert_eq!(
+            s.await_counter("eldercare_ingest_refused_total", &label, n)
+                .await,
+            n,
+            "{reason}"
+        );
     }
     // And each is kept, with its reason, for operators to inspect.
-    let out = Command::new(BIN).args(["dead-letters", "--limit", "50", "--data-dir"]).arg(s.dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["dead-letters", "--limit", "50", "--data-dir"])
+        .arg(s.dir.path())
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     for (reason, _, _) in &cases {
         assert!(text.contains(reason), "dead letters lack {reason}:\n{text}");
@@ -288,22 +409,65 @@ async fn every_kind_of_bad_input_is_refused_counted_and_disturbs_nothing() {
 async fn wrong_secret_no_credentials_and_spoofing_are_refused_and_raise_nothing() {
     let s = Server::start();
     let mut sub = s.subscribe(0).await;
-    let e = connect(&s.mqtt, Some(("btn-1", "wrong")), "x1").await.err().expect("wrong secret refused");
-    assert!(e.contains("BadUserNamePassword") || e.contains("refused"), "{e}");
-    let e = connect(&s.mqtt, None, "x2").await.err().expect("no credentials refused");
+    let e = connect(&s.mqtt, Some(("btn-1", "wrong")), "x1")
+        .await
+        .err()
+        .expect("wrong secret refused");
+    assert!(
+        e.contains("BadUserNamePassword") || e.contains("refused"),
+        "{e}"
+    );
+    let e = connect(&s.mqtt, None, "x2")
+        .await
+        .err()
+        .expect("no credentials refused");
     assert!(e.contains("NotAuthorized") || e.contains("refused"), "{e}");
-    let e = connect(&s.mqtt, Some(("ghost-9", "x")), "x3").await.err().expect("unknown device refused");
+    let e = connect(&s.mqtt, Some(("ghost-9", "x")), "x3")
+        .await
+        .err()
+        .expect("unknown device refused");
     assert!(!e.is_empty());
-    assert_eq!(s.await_counter("eldercare_mqtt_connections_refused_total", "bad_credentials", 1).await, 1);
-    assert_eq!(s.await_counter("eldercare_mqtt_connections_refused_total", "no_credentials", 1).await, 1);
-    assert_eq!(s.await_counter("eldercare_mqtt_connections_refused_total", "unknown_device", 1).await, 1);
+    assert_eq!(
+        s.await_counter(
+            "eldercare_mqtt_connections_refused_total",
+            "bad_credentials",
+            1
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        s.await_counter(
+            "eldercare_mqtt_connections_refused_total",
+            "no_credentials",
+            1
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        s.await_counter(
+            "eldercare_mqtt_connections_refused_total",
+            "unknown_device",
+            1
+        )
+        .await,
+        1
+    );
 
     // btn-2, logged in correctly, publishes an SOS under btn-1's id.
     let btn2 = device(&s, "btn-2").await;
     sos(&btn2, "btn-1").await;
-    assert_eq!(s.await_counter("eldercare_ingest_refused_total", "topic_not_owned", 1).await, 1);
+    assert_eq!(
+        s.await_counter("eldercare_ingest_refused_total", "topic_not_owned", 1)
+            .await,
+        1
+    );
     // It may not listen to another device's commands either.
-    btn2.client.subscribe("eldercare/v1/#", QoS::AtLeastOnce).await.unwrap();
+    btn2.client
+        .subscribe("eldercare/v1/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     // Then a real SOS from btn-3: it is the first alert, the spoof raised none.
     let btn3 = device(&s, "btn-3").await;
     sos(&btn3, "btn-3").await;
@@ -311,12 +475,19 @@ async fn wrong_secret_no_credentials_and_spoofing_are_refused_and_raise_nothing(
     assert_eq!((ev.seq, ev.alert.unwrap().device_id.as_str()), (1, "btn-3"));
     let mut btn2 = btn2;
     let suback = loop {
-        match tokio::time::timeout(DEADLINE, btn2.events.recv()).await.unwrap().unwrap() {
+        match tokio::time::timeout(DEADLINE, btn2.events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Packet::SubAck(a) => break a,
             _ => continue,
         }
     };
-    assert!(matches!(suback.return_codes[0], rumqttc::SubscribeReasonCode::Failure));
+    assert!(matches!(
+        suback.return_codes[0],
+        rumqttc::SubscribeReasonCode::Failure
+    ));
 }
 
 #[tokio::test]
@@ -326,15 +497,47 @@ async fn mosquitto_pub_sos_raises_an_alert() {
     let (host, port) = s.mqtt.rsplit_once(':').unwrap();
     let payload = format!(r#"{{"ts": {}, "type": "sos"}}"#, now_ms());
     let out = Command::new("mosquitto_pub")
-        .args(["-h", host, "-p", port, "-u", "btn-1", "-P", "s-btn-1", "-q", "1", "-t", "eldercare/v1/btn-1/event", "-m", &payload])
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-u",
+            "btn-1",
+            "-P",
+            "s-btn-1",
+            "-q",
+            "1",
+            "-t",
+            "eldercare/v1/btn-1/event",
+            "-m",
+            &payload,
+        ])
         .output()
         .expect("mosquitto_pub is required for this test: install mosquitto-clients");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ev = next(&mut sub).await;
     assert_eq!(ev.alert.unwrap().kind, "sos");
     // With a wrong password mosquitto_pub fails.
     let out = Command::new("mosquitto_pub")
-        .args(["-h", host, "-p", port, "-u", "btn-1", "-P", "nope", "-t", "eldercare/v1/btn-1/event", "-m", &payload])
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-u",
+            "btn-1",
+            "-P",
+            "nope",
+            "-t",
+            "eldercare/v1/btn-1/event",
+            "-m",
+            &payload,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -347,21 +550,41 @@ async fn heart_rate_out_of_range_for_a_minute_raises_high_and_ack_reaches_the_de
     let band = device(&s, "band-2").await;
     let t0 = now_ms() - 70_000;
     for (i, dt) in [0, 30_000, 59_000].iter().enumerate() {
-        publish(&band, "eldercare/v1/band-2/vitals", format!(r#"{{"ts": {}, "seq": {i}, "hr": 150}}"#, t0 + dt)).await;
+        publish(
+            &band,
+            "eldercare/v1/band-2/vitals",
+            format!(r#"{{"ts": {}, "seq": {i}, "hr": 150}}"#, t0 + dt),
+        )
+        .await;
     }
     // Not yet 60 s: the next alert must come from the reading at +65 s.
-    publish(&band, "eldercare/v1/band-2/vitals", format!(r#"{{"ts": {}, "seq": 9, "hr": 152}}"#, t0 + 65_000)).await;
+    publish(
+        &band,
+        "eldercare/v1/band-2/vitals",
+        format!(r#"{{"ts": {}, "seq": 9, "hr": 152}}"#, t0 + 65_000),
+    )
+    .await;
     let ev = next(&mut sub).await;
     let a = ev.alert.unwrap();
-    assert_eq!((a.kind.as_str(), a.severity), ("vital_out_of_range", pb::Severity::High as i32));
+    assert_eq!(
+        (a.kind.as_str(), a.severity),
+        ("vital_out_of_range", pb::Severity::High as i32)
+    );
     assert!(a.summary.contains("152"), "{}", a.summary);
     assert_eq!(a.raised_at.unwrap().seconds, (t0 + 65_000) / 1000);
 
     // Acknowledge: the SOS device is told help is coming.
     let mut btn = device(&s, "btn-2").await;
-    btn.client.subscribe("eldercare/v1/btn-2/cmd", QoS::AtLeastOnce).await.unwrap();
+    btn.client
+        .subscribe("eldercare/v1/btn-2/cmd", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     loop {
-        if let Packet::SubAck(_) = tokio::time::timeout(DEADLINE, btn.events.recv()).await.unwrap().unwrap() {
+        if let Packet::SubAck(_) = tokio::time::timeout(DEADLINE, btn.events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             break;
         }
     }
@@ -369,29 +592,51 @@ async fn heart_rate_out_of_range_for_a_minute_raises_high_and_ack_reaches_the_de
     let sos_alert = next(&mut sub).await.alert.unwrap();
     let mut g = s.grpc().await;
     let acked = g
-        .acknowledge(pb::AlertActionRequest { alert_id: sos_alert.id.clone(), operator_id: "op-1".into(), note: String::new() })
+        .acknowledge(pb::AlertActionRequest {
+            alert_id: sos_alert.id.clone(),
+            operator_id: "op-1".into(),
+            note: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(acked.state, pb::AlertState::Acknowledged as i32);
     let ev = next(&mut sub).await;
-    assert_eq!((ev.kind, ev.actor.as_str()), (pb::AlertEventKind::AcknowledgedEvent as i32, "op-1"));
+    assert_eq!(
+        (ev.kind, ev.actor.as_str()),
+        (pb::AlertEventKind::AcknowledgedEvent as i32, "op-1")
+    );
     let cmd = loop {
-        match tokio::time::timeout(DEADLINE, btn.events.recv()).await.unwrap().unwrap() {
+        match tokio::time::timeout(DEADLINE, btn.events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Packet::Publish(p) => break p,
             _ => continue,
         }
     };
     let v: serde_json::Value = serde_json::from_slice(&cmd.payload).unwrap();
-    assert_eq!((v["type"].as_str(), v["alert_id"].as_str()), (Some("alert_ack"), Some(sos_alert.id.as_str())));
+    assert_eq!(
+        (v["type"].as_str(), v["alert_id"].as_str()),
+        (Some("alert_ack"), Some(sos_alert.id.as_str()))
+    );
 
     let again = g
-        .acknowledge(pb::AlertActionRequest { alert_id: sos_alert.id.clone(), operator_id: "op-1".into(), note: String::new() })
+        .acknowledge(pb::AlertActionRequest {
+            alert_id: sos_alert.id.clone(),
+            operator_id: "op-1".into(),
+            note: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     let missing = g
-        .acknowledge(pb::AlertActionRequest { alert_id: "nope".into(), operator_id: "op-1".into(), note: String::new() })
+        .acknowledge(pb::AlertActionRequest {
+            alert_id: "nope".into(),
+            operator_id: "op-1".into(),
+            note: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
@@ -406,7 +651,11 @@ async fn duplicates_by_seq_are_dropped() {
     publish(&btn, "eldercare/v1/btn-1/event", p.clone()).await;
     publish(&btn, "eldercare/v1/btn-1/event", p).await;
     assert_eq!(next(&mut sub).await.seq, 1);
-    assert_eq!(s.await_counter("eldercare_ingest_duplicates_total", "", 1).await, 1);
+    assert_eq!(
+        s.await_counter("eldercare_ingest_duplicates_total", "", 1)
+            .await,
+        1
+    );
     // The next event is a fresh press, not the duplicate folding in.
     let btn3 = device(&s, "btn-3").await;
     sos(&btn3, "btn-3").await;
@@ -419,11 +668,16 @@ async fn duplicates_by_seq_are_dropped() {
 async fn sigterm_shuts_down_cleanly_even_with_a_subscriber_attached() {
     let mut s = Server::start();
     let mut sub = s.subscribe(0).await;
-    let st = Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // The subscriber is told, and can resume from its last seq elsewhere.
-    let end = tokio::time::timeout(DEADLINE, sub.message()).await.expect("stream not closed");
+    let end = tokio::time::timeout(DEADLINE, sub.message())
+        .await
+        .expect("stream not closed");
     assert!(!matches!(end, Ok(Some(_))), "no event expected: {end:?}");
 }

@@ -67,7 +67,9 @@ fn now_ms() -> EpochMs {
 impl AlertDesk {
     /// Starts the desk's task. It ends when every handle is dropped, after
     /// applying what was already sent.
-    pub async fn start(store: Arc<dyn Store>) -> Result<(AlertDesk, tokio::task::JoinHandle<()>), DeskError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+    ) -> Result<(AlertDesk, tokio::task::JoinHandle<()>), DeskError> {
         let unresolved = store.unresolved_alerts().await?;
         let (tx, rx) = mpsc::channel(4096);
         let (events, _) = broadcast::channel(4096);
@@ -86,10 +88,18 @@ impl AlertDesk {
     /// Hands a rule trigger to the desk. Waits only when the desk's queue
     /// is full.
     pub async fn trigger(&self, t: Trigger) -> Result<(), DeskError> {
-        self.tx.send(Command::Trigger(t)).await.map_err(|_| DeskError::Closed)
+        self.tx
+            .send(Command::Trigger(t))
+            .await
+            .map_err(|_| DeskError::Closed)
     }
 
-    pub async fn acknowledge(&self, id: &str, operator: &str, note: Option<String>) -> Result<Alert, DeskError> {
+    pub async fn acknowledge(
+        &self,
+        id: &str,
+        operator: &str,
+        note: Option<String>,
+    ) -> Result<Alert, DeskError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Acknowledge {
@@ -117,7 +127,12 @@ impl AlertDesk {
     /// `sink`, replaying from storage and then following live, until the
     /// sink is closed or the desk shuts down. Returns the last seq sent
     /// or skipped.
-    pub async fn subscribe<F>(&self, after_seq: u64, keep: F, sink: mpsc::Sender<AlertEvent>) -> Result<u64, DeskError>
+    pub async fn subscribe<F>(
+        &self,
+        after_seq: u64,
+        keep: F,
+        sink: mpsc::Sender<AlertEvent>,
+    ) -> Result<u64, DeskError>
     where
         F: Fn(&AlertEvent) -> bool + Send,
     {
@@ -173,7 +188,12 @@ impl DeskState {
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Command::Trigger(t) => self.on_trigger(t).await,
-                Command::Acknowledge { id, operator, note, reply } => {
+                Command::Acknowledge {
+                    id,
+                    operator,
+                    note,
+                    reply,
+                } => {
                     let r = self.acknowledge(&id, &operator, note).await;
                     let _ = reply.send(r);
                 }
@@ -269,7 +289,8 @@ impl DeskState {
         } else {
             self.open.insert(key, a.clone());
         }
-        metrics::counter!("eldercare_alert_events_total", "kind" => saved.kind.as_str()).increment(1);
+        metrics::counter!("eldercare_alert_events_total", "kind" => saved.kind.as_str())
+            .increment(1);
         if saved.kind == AlertEventKind::Raised {
             info!(seq = saved.seq, alert_id = %a.id, elder_id = %a.elder_id, kind = a.kind.as_str(),
                 severity = a.severity.as_str(), "Alert raised.");
@@ -281,7 +302,12 @@ impl DeskState {
         Ok(saved)
     }
 
-    async fn acknowledge(&mut self, id: &str, operator: &str, note: Option<String>) -> Result<Alert, DeskError> {
+    async fn acknowledge(
+        &mut self,
+        id: &str,
+        operator: &str,
+        note: Option<String>,
+    ) -> Result<Alert, DeskError> {
         let mut alert = match self.open.values().find(|a| a.id == id) {
             Some(a) => a.clone(),
             None => self

@@ -14,7 +14,10 @@ fn sos(elder: &str) -> Trigger {
             device_id: format!("btn-{elder}"),
             seq: None,
             ts_ms: 1_000,
-            body: Body::Event(DeviceEvent { kind: EventType::Sos, confidence: None }),
+            body: Body::Event(DeviceEvent {
+                kind: EventType::Sos,
+                confidence: None,
+            }),
         }],
     }
 }
@@ -43,7 +46,14 @@ async fn repeats_fold_and_seq_is_gap_free() {
     let b = next(&mut rx).await;
     let c = next(&mut rx).await;
     assert_eq!((a.seq, b.seq, c.seq), (1, 2, 3));
-    assert_eq!((a.kind, b.kind, c.kind), (AlertEventKind::Raised, AlertEventKind::Updated, AlertEventKind::Raised));
+    assert_eq!(
+        (a.kind, b.kind, c.kind),
+        (
+            AlertEventKind::Raised,
+            AlertEventKind::Updated,
+            AlertEventKind::Raised
+        )
+    );
     assert_eq!(b.alert.id, a.alert.id);
     assert_eq!(b.alert.occurrences, 2);
     assert_ne!(c.alert.id, a.alert.id);
@@ -57,15 +67,24 @@ async fn acknowledge_once_then_refused() {
     tokio::spawn(async move { d.subscribe(0, |_| true, tx).await });
     desk.trigger(sos("e1")).await.unwrap();
     let raised = next(&mut rx).await;
-    let acked = desk.acknowledge(&raised.alert.id, "op-7", None).await.unwrap();
+    let acked = desk
+        .acknowledge(&raised.alert.id, "op-7", None)
+        .await
+        .unwrap();
     assert_eq!(acked.state, AlertState::Acknowledged);
     let ev = next(&mut rx).await;
-    assert_eq!((ev.seq, ev.kind, ev.actor.as_str()), (2, AlertEventKind::Acknowledged, "op-7"));
+    assert_eq!(
+        (ev.seq, ev.kind, ev.actor.as_str()),
+        (2, AlertEventKind::Acknowledged, "op-7")
+    );
     assert!(matches!(
         desk.acknowledge(&raised.alert.id, "op-7", None).await,
         Err(DeskError::NotAllowed { .. })
     ));
-    assert!(matches!(desk.acknowledge("nope", "op-7", None).await, Err(DeskError::NotFound(_))));
+    assert!(matches!(
+        desk.acknowledge("nope", "op-7", None).await,
+        Err(DeskError::NotFound(_))
+    ));
 }
 
 #[tokio::test]

@@ -11,13 +11,8 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tokio_util_shim::CancellationToken;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-
-/// Re-exported so callers need not name tokio-util.
-pub mod tokio_util_shim {
-    pub use tokio_util::sync::CancellationToken;
-}
 
 fn ts(ms: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
@@ -105,7 +100,12 @@ pub fn alert_to_pb(a: &m::Alert) -> pb::Alert {
         occurrences: a.occurrences,
         outcome: a.outcome.clone().unwrap_or_default(),
         updated_at: ts(a.updated_at),
-        queue: if a.kind.is_maintenance() { "operations" } else { "hotline" }.to_string(),
+        queue: if a.kind.is_maintenance() {
+            "operations"
+        } else {
+            "hotline"
+        }
+        .to_string(),
         district: a.district.clone().unwrap_or_default(),
         community: a.community.clone().unwrap_or_default(),
     }
@@ -141,13 +141,19 @@ pub struct Alerts {
 impl AlertService for Alerts {
     type SubscribeStream = ReceiverStream<Result<pb::AlertEvent, Status>>;
 
-    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = req.into_inner();
         let min = from_pb_severity(r.min_severity);
         let kinds: Vec<m::AlertKind> = r
             .kinds
             .iter()
-            .map(|k| m::AlertKind::parse(k).ok_or_else(|| Status::invalid_argument(format!("unknown alert kind `{k}`"))))
+            .map(|k| {
+                m::AlertKind::parse(k)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown alert kind `{k}`")))
+            })
             .collect::<Result<_, _>>()?;
         let (district, community) = (r.district, r.community);
         let keep = move |e: &m::AlertEvent| {
@@ -182,7 +188,10 @@ impl AlertService for Alerts {
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 
-    async fn list_alerts(&self, req: Request<pb::ListAlertsRequest>) -> Result<Response<pb::ListAlertsResponse>, Status> {
+    async fn list_alerts(
+        &self,
+        req: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
         let r = req.into_inner();
         let limit = match r.page_size {
             0 => 100,
@@ -223,7 +232,10 @@ impl AlertService for Alerts {
         }))
     }
 
-    async fn get_alert(&self, req: Request<pb::GetAlertRequest>) -> Result<Response<pb::Alert>, Status> {
+    async fn get_alert(
+        &self,
+        req: Request<pb::GetAlertRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
         let id = req.into_inner().id;
         match self.desk.store().get_alert(&id).await {
             Ok(Some(a)) => Ok(Response::new(alert_to_pb(&a))),
@@ -232,7 +244,10 @@ impl AlertService for Alerts {
         }
     }
 
-    async fn acknowledge(&self, req: Request<pb::AlertActionRequest>) -> Result<Response<pb::Alert>, Status> {
+    async fn acknowledge(
+        &self,
+        req: Request<pb::AlertActionRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
         let r = req.into_inner();
         if r.operator_id.is_empty() {
             return Err(Status::invalid_argument("operator_id is required"));
@@ -252,7 +267,10 @@ pub async fn serve(
     addr: SocketAddr,
     desk: AlertDesk,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, impl Future<Output = Result<(), tonic::transport::Error>>)> {
+) -> std::io::Result<(
+    SocketAddr,
+    impl Future<Output = Result<(), tonic::transport::Error>>,
+)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -266,7 +284,10 @@ pub async fn serve(
     let fut = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(AlertServiceServer::new(Alerts { desk, shutdown: shutdown.clone() }))
+        .add_service(AlertServiceServer::new(Alerts {
+            desk,
+            shutdown: shutdown.clone(),
+        }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.cancelled().await
         });

@@ -4,7 +4,9 @@ use crate::ingest::Refusals;
 use bytes::BytesMut;
 use eldercare_protocol::{Refusal, topic_device_id};
 use eldercare_store::{Store, verify_secret};
-use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode,
+};
 use rumqttc::mqttbytes::{self, QoS};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,9 +55,19 @@ impl ConnRefusal {
 }
 
 impl Guard {
-    pub async fn bind(addr: SocketAddr, cfg: GuardConfig, store: Arc<dyn Store>, refusals: Refusals) -> std::io::Result<Guard> {
+    pub async fn bind(
+        addr: SocketAddr,
+        cfg: GuardConfig,
+        store: Arc<dyn Store>,
+        refusals: Refusals,
+    ) -> std::io::Result<Guard> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Guard { listener, cfg, store, refusals })
+        Ok(Guard {
+            listener,
+            cfg,
+            store,
+            refusals,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -88,7 +100,11 @@ impl Guard {
 
     async fn authenticate(&self, c: &mqttbytes::v4::Connect) -> Result<String, ConnRefusal> {
         let will = c.last_will.as_ref();
-        let login = c.login.as_ref().filter(|l| !l.username.is_empty()).ok_or(ConnRefusal::NoCredentials)?;
+        let login = c
+            .login
+            .as_ref()
+            .filter(|l| !l.username.is_empty())
+            .ok_or(ConnRefusal::NoCredentials)?;
         let device = match self.store.get_device(&login.username).await {
             Ok(Some(d)) => d,
             Ok(None) => return Err(ConnRefusal::UnknownDevice),
@@ -100,10 +116,10 @@ impl Guard {
         if !verify_secret(&login.password, &device.secret_salt, &device.secret_hash) {
             return Err(ConnRefusal::BadCredentials);
         }
-        if let Some(w) = will {
-            if topic_device_id(&w.topic) != Some(device.device_id.as_str()) {
-                return Err(ConnRefusal::WillNotOwned);
-            }
+        if let Some(w) = will
+            && topic_device_id(&w.topic) != Some(device.device_id.as_str())
+        {
+            return Err(ConnRefusal::WillNotOwned);
         }
         Ok(device.device_id)
     }
@@ -140,7 +156,8 @@ impl Guard {
         } else {
             format!("{device_id}~{}", connect.client_id)
         };
-        let internal = mqttbytes::v4::Login::new(device_id.clone(), self.cfg.internal_token.clone());
+        let internal =
+            mqttbytes::v4::Login::new(device_id.clone(), self.cfg.internal_token.clone());
         let mut out = BytesMut::new();
         connect.login = Some(internal);
         Packet::Connect(connect)
@@ -163,7 +180,9 @@ impl Guard {
                 let mut b = BytesMut::with_capacity(4096);
                 loop {
                     let frame = read_frame(&mut br, &mut b).await?;
-                    let Some(frame) = frame else { return Ok::<_, std::io::Error>(()) };
+                    let Some(frame) = frame else {
+                        return Ok::<_, std::io::Error>(());
+                    };
                     dw.lock().await.write_all(&frame).await?;
                 }
             }
@@ -172,7 +191,9 @@ impl Guard {
         let from_dev = async {
             loop {
                 let frame = read_frame(&mut dr, &mut buf).await?;
-                let Some(frame) = frame else { return Ok::<_, std::io::Error>(()) };
+                let Some(frame) = frame else {
+                    return Ok::<_, std::io::Error>(());
+                };
                 let mut parse = BytesMut::from(&frame[..]);
                 let packet = Packet::read(&mut parse, MAX_PACKET).map_err(io_err)?;
                 match packet {
@@ -180,7 +201,10 @@ impl Guard {
                         self.refusals.refuse(
                             &p.topic,
                             Some(&device_id),
-                            &Refusal::TopicNotOwned { sender: device_id.clone(), topic: p.topic.clone() },
+                            &Refusal::TopicNotOwned {
+                                sender: device_id.clone(),
+                                topic: p.topic.clone(),
+                            },
                             &p.payload,
                         );
                         match p.qos {
@@ -199,19 +223,38 @@ impl Guard {
                         let codes: Vec<SubscribeReasonCode> = s
                             .filters
                             .iter()
-                            .map(|f| if f.path == own_cmd { SubscribeReasonCode::Success(f.qos) } else { SubscribeReasonCode::Failure })
+                            .map(|f| {
+                                if f.path == own_cmd {
+                                    SubscribeReasonCode::Success(f.qos)
+                                } else {
+                                    SubscribeReasonCode::Failure
+                                }
+                            })
                             .collect();
-                        if codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                        if codes
+                            .iter()
+                            .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
+                        {
                             bw.write_all(&frame).await?;
                         } else {
                             // Answer for the whole request ourselves: a
                             // device may only listen to its own commands.
-                            metrics::counter!("eldercare_mqtt_subscriptions_refused_total").increment(1);
+                            metrics::counter!("eldercare_mqtt_subscriptions_refused_total")
+                                .increment(1);
                             let mut o = BytesMut::new();
-                            let _ = SubAck::new(s.pkid, codes.iter().map(|c| match c {
-                                SubscribeReasonCode::Success(_) => SubscribeReasonCode::Failure,
-                                other => *other,
-                            }).collect()).write(&mut o);
+                            let _ = SubAck::new(
+                                s.pkid,
+                                codes
+                                    .iter()
+                                    .map(|c| match c {
+                                        SubscribeReasonCode::Success(_) => {
+                                            SubscribeReasonCode::Failure
+                                        }
+                                        other => *other,
+                                    })
+                                    .collect(),
+                            )
+                            .write(&mut o);
                             dw.lock().await.write_all(&o).await?;
                         }
                     }
@@ -231,7 +274,10 @@ fn io_err(e: impl std::fmt::Debug) -> std::io::Error {
 }
 
 /// Reads one whole MQTT frame (fixed header included); `None` at EOF.
-async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<Option<BytesMut>> {
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<Option<BytesMut>> {
     loop {
         match mqttbytes::check(buf.iter(), MAX_PACKET) {
             Ok(h) => return Ok(Some(buf.split_to(h.frame_length()))),

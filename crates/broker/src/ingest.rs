@@ -143,11 +143,13 @@ impl Ingest {
         link_tx
             .subscribe("eldercare/v1/#")
             .map_err(|e| std::io::Error::other(format!("broker subscribe: {e}")))?;
-        std::thread::Builder::new().name("mqtt-broker".into()).spawn(move || {
-            if let Err(e) = broker.start() {
-                error!(error = %e, "The embedded MQTT broker stopped.");
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("mqtt-broker".into())
+            .spawn(move || {
+                if let Err(e) = broker.start() {
+                    error!(error = %e, "The embedded MQTT broker stopped.");
+                }
+            })?;
         // The broker binds on its own thread; wait until it answers a
         // real MQTT handshake.
         let mut up = false;
@@ -159,12 +161,17 @@ impl Ingest {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if !up {
-            return Err(std::io::Error::other("the embedded MQTT broker did not start"));
+            return Err(std::io::Error::other(
+                "the embedded MQTT broker did not start",
+            ));
         }
 
         let guard = Guard::bind(
             cfg.mqtt_addr,
-            GuardConfig { broker_addr, internal_token: token },
+            GuardConfig {
+                broker_addr,
+                internal_token: token,
+            },
             store.clone(),
             refusals.clone(),
         )
@@ -255,7 +262,9 @@ async fn probe(addr: SocketAddr, token: &str) -> std::io::Result<()> {
     let mut c = Connect::new("eldercare-probe");
     c.login = Some(Login::new("eldercare-probe", token));
     let mut out = bytes::BytesMut::new();
-    Packet::Connect(c).write(&mut out, 1024).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    Packet::Connect(c)
+        .write(&mut out, 1024)
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     s.write_all(&out).await?;
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).await?;
@@ -312,13 +321,14 @@ impl Pipeline {
                 return;
             }
             order.push_back(seq);
-            if order.len() > SEQ_WINDOW {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
-                }
+            if order.len() > SEQ_WINDOW
+                && let Some(old) = order.pop_front()
+            {
+                set.remove(&old);
             }
         }
-        metrics::counter!("eldercare_ingest_accepted_total", "stream" => reading.stream().as_str()).increment(1);
+        metrics::counter!("eldercare_ingest_accepted_total", "stream" => reading.stream().as_str())
+            .increment(1);
         for t in self.engine.on_reading(&elder_id, &reading) {
             if self.desk.trigger(t).await.is_err() {
                 error!("Alert desk closed; trigger lost.");

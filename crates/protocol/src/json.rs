@@ -11,12 +11,17 @@ pub(crate) fn decode(device_id: &str, stream: Stream, payload: &[u8]) -> Result<
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| Refusal::MalformedJson(e.to_string()))?;
     let Value::Object(m) = value else {
-        return Err(Refusal::MalformedJson("payload is not a JSON object".into()));
+        return Err(Refusal::MalformedJson(
+            "payload is not a JSON object".into(),
+        ));
     };
     let ts_ms = ts(&m)?;
     let seq = match m.get("seq") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| invalid("seq", "must be an unsigned integer"))?),
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| invalid("seq", "must be an unsigned integer"))?,
+        ),
     };
     let body = match stream {
         Stream::Vitals => Body::Vitals(Vitals {

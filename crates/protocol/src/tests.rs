@@ -45,8 +45,14 @@ fn topics() {
     assert_eq!(reason(json("eldercare/v1/a b/vitals", "{}")), "bad_topic");
     assert_eq!(reason(json("eldercare/v1/a/vitals/xml", "{}")), "bad_topic");
     let long = "x".repeat(65);
-    assert_eq!(reason(json(&format!("eldercare/v1/{long}/vitals"), "{}")), "bad_topic");
-    assert_eq!(topic_device_id("eldercare/v1/dev-1/vitals/pb"), Some("dev-1"));
+    assert_eq!(
+        reason(json(&format!("eldercare/v1/{long}/vitals"), "{}")),
+        "bad_topic"
+    );
+    assert_eq!(
+        topic_device_id("eldercare/v1/dev-1/vitals/pb"),
+        Some("dev-1")
+    );
 }
 
 #[test]
@@ -56,40 +62,109 @@ fn each_kind_of_bad_input_has_its_reason() {
     assert_eq!(reason(json(t, "[1,2]")), "malformed_json");
     assert_eq!(reason(json(t, r#"{"hr": 70}"#)), "missing_field");
     assert_eq!(reason(json(t, r#"{"ts": 1763884800000}"#)), "missing_field");
-    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": 251}"#)), "out_of_range");
-    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": -3}"#)), "out_of_range");
-    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "spo2": 49}"#)), "out_of_range");
-    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "temp_c": 45.5}"#)), "out_of_range");
-    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "sys": 80, "dia": 90}"#)), "out_of_range");
-    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": "fast"}"#)), "invalid_field");
-    assert_eq!(reason(json(t, r#"{"ts": 1763884800000, "hr": 70.5}"#)), "invalid_field");
+    assert_eq!(
+        reason(json(t, r#"{"ts": 1763884800000, "hr": 251}"#)),
+        "out_of_range"
+    );
+    assert_eq!(
+        reason(json(t, r#"{"ts": 1763884800000, "hr": -3}"#)),
+        "out_of_range"
+    );
+    assert_eq!(
+        reason(json(t, r#"{"ts": 1763884800000, "spo2": 49}"#)),
+        "out_of_range"
+    );
+    assert_eq!(
+        reason(json(t, r#"{"ts": 1763884800000, "temp_c": 45.5}"#)),
+        "out_of_range"
+    );
+    assert_eq!(
+        reason(json(t, r#"{"ts": 1763884800000, "sys": 80, "dia": 90}"#)),
+        "out_of_range"
+    );
+    assert_eq!(
+        reason(json(t, r#"{"ts": 1763884800000, "hr": "fast"}"#)),
+        "invalid_field"
+    );
+    assert_eq!(
+        reason(json(t, r#"{"ts": 1763884800000, "hr": 70.5}"#)),
+        "invalid_field"
+    );
     let stale = NOW - MAX_PAST_MS - 1;
-    assert_eq!(reason(json(t, &format!(r#"{{"ts": {stale}, "hr": 70}}"#))), "stale_ts");
+    assert_eq!(
+        reason(json(t, &format!(r#"{{"ts": {stale}, "hr": 70}}"#))),
+        "stale_ts"
+    );
     let future = NOW + MAX_FUTURE_MS + 1;
-    assert_eq!(reason(json(t, &format!(r#"{{"ts": {future}, "hr": 70}}"#))), "future_ts");
-    let big = format!(r#"{{"ts": 1763884800000, "hr": 70, "pad": "{}"}}"#, "x".repeat(4100));
+    assert_eq!(
+        reason(json(t, &format!(r#"{{"ts": {future}, "hr": 70}}"#))),
+        "future_ts"
+    );
+    let big = format!(
+        r#"{{"ts": 1763884800000, "hr": 70, "pad": "{}"}}"#,
+        "x".repeat(4100)
+    );
     assert_eq!(reason(json(t, &big)), "payload_too_large");
 
     let s = "eldercare/v1/d/sleep";
     assert_eq!(reason(json(s, r#"{"ts": 1763884800000}"#)), "missing_field");
-    assert_eq!(reason(json(s, r#"{"ts": 1763884800000, "in_bed": true, "movement": 2}"#)), "out_of_range");
+    assert_eq!(
+        reason(json(
+            s,
+            r#"{"ts": 1763884800000, "in_bed": true, "movement": 2}"#
+        )),
+        "out_of_range"
+    );
     let m = "eldercare/v1/d/motion";
-    assert_eq!(reason(json(m, r#"{"ts": 1763884800000, "room": "", "motion": true}"#)), "invalid_field");
+    assert_eq!(
+        reason(json(
+            m,
+            r#"{"ts": 1763884800000, "room": "", "motion": true}"#
+        )),
+        "invalid_field"
+    );
     let l = "eldercare/v1/d/location";
-    assert_eq!(reason(json(l, r#"{"ts": 1763884800000, "lat": 91, "lon": 0}"#)), "out_of_range");
+    assert_eq!(
+        reason(json(l, r#"{"ts": 1763884800000, "lat": 91, "lon": 0}"#)),
+        "out_of_range"
+    );
     let e = "eldercare/v1/d/event";
-    assert_eq!(reason(json(e, r#"{"ts": 1763884800000, "type": "party"}"#)), "invalid_field");
-    assert_eq!(reason(json(e, r#"{"ts": 1763884800000, "type": "fall", "confidence": 1.5}"#)), "out_of_range");
+    assert_eq!(
+        reason(json(e, r#"{"ts": 1763884800000, "type": "party"}"#)),
+        "invalid_field"
+    );
+    assert_eq!(
+        reason(json(
+            e,
+            r#"{"ts": 1763884800000, "type": "fall", "confidence": 1.5}"#
+        )),
+        "out_of_range"
+    );
     let st = "eldercare/v1/d/status";
-    assert_eq!(reason(json(st, r#"{"ts": 1763884800000, "battery_pct": 101}"#)), "out_of_range");
+    assert_eq!(
+        reason(json(st, r#"{"ts": 1763884800000, "battery_pct": 101}"#)),
+        "out_of_range"
+    );
 }
 
 #[test]
 fn boundaries_are_inclusive() {
     let t = "eldercare/v1/d/vitals";
-    json(t, r#"{"ts": 1763884800000, "hr": 20, "spo2": 100, "rr": 0, "temp_c": 45.0}"#).unwrap();
-    json(t, r#"{"ts": 1763884800000, "hr": 250, "sys": 260, "dia": 160}"#).unwrap();
-    json(t, &format!(r#"{{"ts": {}, "hr": 70}}"#, NOW + MAX_FUTURE_MS)).unwrap();
+    json(
+        t,
+        r#"{"ts": 1763884800000, "hr": 20, "spo2": 100, "rr": 0, "temp_c": 45.0}"#,
+    )
+    .unwrap();
+    json(
+        t,
+        r#"{"ts": 1763884800000, "hr": 250, "sys": 260, "dia": 160}"#,
+    )
+    .unwrap();
+    json(
+        t,
+        &format!(r#"{{"ts": {}, "hr": 70}}"#, NOW + MAX_FUTURE_MS),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -105,14 +180,24 @@ fn protobuf_topic_and_content_type() {
     let bytes = msg.encode_to_vec();
     let r = decode("eldercare/v1/d/event/pb", &bytes, None, NOW).unwrap();
     assert!(matches!(r.body, Body::Event(ref e) if e.kind == EventType::Fall));
-    let r = decode("eldercare/v1/d/event", &bytes, Some(PROTOBUF_CONTENT_TYPE), NOW).unwrap();
+    let r = decode(
+        "eldercare/v1/d/event",
+        &bytes,
+        Some(PROTOBUF_CONTENT_TYPE),
+        NOW,
+    )
+    .unwrap();
     assert_eq!(r.seq, Some(7));
     assert_eq!(
-        decode("eldercare/v1/d/vitals/pb", &bytes, None, NOW).unwrap_err().reason(),
+        decode("eldercare/v1/d/vitals/pb", &bytes, None, NOW)
+            .unwrap_err()
+            .reason(),
         "invalid_field"
     );
     assert_eq!(
-        decode("eldercare/v1/d/event/pb", b"\xff\xff\xff", None, NOW).unwrap_err().reason(),
+        decode("eldercare/v1/d/event/pb", b"\xff\xff\xff", None, NOW)
+            .unwrap_err()
+            .reason(),
         "malformed_protobuf"
     );
 }

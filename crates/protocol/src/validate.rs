@@ -13,18 +13,66 @@ pub struct Range {
 
 /// Every numeric range of the device protocol.
 pub const RANGES: &[Range] = &[
-    Range { field: "hr", min: 20.0, max: 250.0 },
-    Range { field: "spo2", min: 50.0, max: 100.0 },
-    Range { field: "rr", min: 0.0, max: 60.0 },
-    Range { field: "temp_c", min: 30.0, max: 45.0 },
-    Range { field: "sys", min: 50.0, max: 260.0 },
-    Range { field: "dia", min: 30.0, max: 160.0 },
-    Range { field: "movement", min: 0.0, max: 1.0 },
-    Range { field: "lat", min: -90.0, max: 90.0 },
-    Range { field: "lon", min: -180.0, max: 180.0 },
-    Range { field: "accuracy_m", min: 0.0, max: 10000.0 },
-    Range { field: "confidence", min: 0.0, max: 1.0 },
-    Range { field: "battery_pct", min: 0.0, max: 100.0 },
+    Range {
+        field: "hr",
+        min: 20.0,
+        max: 250.0,
+    },
+    Range {
+        field: "spo2",
+        min: 50.0,
+        max: 100.0,
+    },
+    Range {
+        field: "rr",
+        min: 0.0,
+        max: 60.0,
+    },
+    Range {
+        field: "temp_c",
+        min: 30.0,
+        max: 45.0,
+    },
+    Range {
+        field: "sys",
+        min: 50.0,
+        max: 260.0,
+    },
+    Range {
+        field: "dia",
+        min: 30.0,
+        max: 160.0,
+    },
+    Range {
+        field: "movement",
+        min: 0.0,
+        max: 1.0,
+    },
+    Range {
+        field: "lat",
+        min: -90.0,
+        max: 90.0,
+    },
+    Range {
+        field: "lon",
+        min: -180.0,
+        max: 180.0,
+    },
+    Range {
+        field: "accuracy_m",
+        min: 0.0,
+        max: 10000.0,
+    },
+    Range {
+        field: "confidence",
+        min: 0.0,
+        max: 1.0,
+    },
+    Range {
+        field: "battery_pct",
+        min: 0.0,
+        max: 100.0,
+    },
 ];
 
 pub(crate) fn range_of(field: &str) -> &'static Range {
@@ -75,14 +123,14 @@ pub(crate) fn reading(r: &Reading) -> Result<(), Refusal> {
             opt("temp_c", v.temp_c)?;
             opt("sys", v.sys)?;
             opt("dia", v.dia)?;
-            if let (Some(s), Some(d)) = (v.sys, v.dia) {
-                if s <= d {
-                    return Err(Refusal::OutOfRange {
-                        field: "sys".into(),
-                        value: s.to_string(),
-                        range: format!("above dia ({d})"),
-                    });
-                }
+            if let (Some(s), Some(d)) = (v.sys, v.dia)
+                && s <= d
+            {
+                return Err(Refusal::OutOfRange {
+                    field: "sys".into(),
+                    value: s.to_string(),
+                    range: format!("above dia ({d})"),
+                });
             }
         }
         Body::Sleep(s) => {
@@ -107,13 +155,13 @@ pub(crate) fn reading(r: &Reading) -> Result<(), Refusal> {
         Body::Event(e) => opt("confidence", e.confidence)?,
         Body::Status(s) => {
             opt("battery_pct", s.battery_pct)?;
-            if let Some(fw) = &s.fw {
-                if fw.chars().count() > 64 {
-                    return Err(Refusal::InvalidField {
-                        field: "fw".into(),
-                        detail: "must be at most 64 characters".into(),
-                    });
-                }
+            if let Some(fw) = &s.fw
+                && fw.chars().count() > 64
+            {
+                return Err(Refusal::InvalidField {
+                    field: "fw".into(),
+                    detail: "must be at most 64 characters".into(),
+                });
             }
         }
     }

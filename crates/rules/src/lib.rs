@@ -123,7 +123,13 @@ impl Engine {
                             Some(c) => format!("Fall detected (confidence {:.0} %)", c * 100.0),
                             None => "Fall detected".to_string(),
                         };
-                        out.push(trigger(elder_id, r, AlertKind::Fall, Severity::Critical, summary));
+                        out.push(trigger(
+                            elder_id,
+                            r,
+                            AlertKind::Fall,
+                            Severity::Critical,
+                            summary,
+                        ));
                     }
                 }
                 EventType::SosCancel => {}
@@ -186,7 +192,13 @@ impl Engine {
     }
 }
 
-fn trigger(elder_id: &str, r: &Reading, kind: AlertKind, severity: Severity, summary: String) -> Trigger {
+fn trigger(
+    elder_id: &str,
+    r: &Reading,
+    kind: AlertKind,
+    severity: Severity,
+    summary: String,
+) -> Trigger {
     Trigger {
         elder_id: elder_id.to_string(),
         device_id: r.device_id.clone(),
@@ -208,7 +220,10 @@ mod tests {
             device_id: "band-1".into(),
             seq: None,
             ts_ms,
-            body: Body::Vitals(Vitals { hr: Some(hr), ..Default::default() }),
+            body: Body::Vitals(Vitals {
+                hr: Some(hr),
+                ..Default::default()
+            }),
         }
     }
 
@@ -226,11 +241,23 @@ mod tests {
         let mut e = Engine::default();
         let t = e.on_reading("e1", &event(EventType::Sos, None));
         assert_eq!(t.len(), 1);
-        assert_eq!((t[0].kind, t[0].severity), (AlertKind::Sos, Severity::Critical));
+        assert_eq!(
+            (t[0].kind, t[0].severity),
+            (AlertKind::Sos, Severity::Critical)
+        );
         let t = e.on_reading("e1", &event(EventType::Fall, Some(0.9)));
-        assert_eq!((t[0].kind, t[0].severity), (AlertKind::Fall, Severity::Critical));
-        assert!(e.on_reading("e1", &event(EventType::Fall, Some(0.5))).is_empty());
-        assert!(e.on_reading("e1", &event(EventType::SosCancel, None)).is_empty());
+        assert_eq!(
+            (t[0].kind, t[0].severity),
+            (AlertKind::Fall, Severity::Critical)
+        );
+        assert!(
+            e.on_reading("e1", &event(EventType::Fall, Some(0.5)))
+                .is_empty()
+        );
+        assert!(
+            e.on_reading("e1", &event(EventType::SosCancel, None))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -241,7 +268,10 @@ mod tests {
         assert!(e.on_reading("e1", &vitals(59_999, 150)).is_empty());
         let t = e.on_reading("e1", &vitals(60_000, 155));
         assert_eq!(t.len(), 1);
-        assert_eq!((t[0].kind, t[0].severity), (AlertKind::VitalOutOfRange, Severity::High));
+        assert_eq!(
+            (t[0].kind, t[0].severity),
+            (AlertKind::VitalOutOfRange, Severity::High)
+        );
         assert_eq!(t[0].readings.len(), 2, "first and triggering reading kept");
         // Still abnormal: the same episode does not trigger again.
         assert!(e.on_reading("e1", &vitals(90_000, 150)).is_empty());
@@ -286,7 +316,12 @@ mod tests {
             device_id: "bed-1".into(),
             seq: None,
             ts_ms: 30_000,
-            body: Body::Sleep(Sleep { in_bed: true, hr: Some(60), rr: Some(14), movement: None }),
+            body: Body::Sleep(Sleep {
+                in_bed: true,
+                hr: Some(60),
+                rr: Some(14),
+                movement: None,
+            }),
         };
         e.on_reading("e1", &vitals(0, 150));
         e.on_reading("e1", &bed);
@@ -300,7 +335,12 @@ mod tests {
             device_id: "bed-1".into(),
             seq: None,
             ts_ms: ts,
-            body: Body::Sleep(Sleep { in_bed: true, hr: Some(hr), rr: Some(14), movement: None }),
+            body: Body::Sleep(Sleep {
+                in_bed: true,
+                hr: Some(hr),
+                rr: Some(14),
+                movement: None,
+            }),
         };
         e.on_reading("e1", &bed(0, 30));
         assert_eq!(e.on_reading("e1", &bed(60_000, 30)).len(), 1);

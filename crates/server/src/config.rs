@@ -70,17 +70,31 @@ impl Config {
     pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         let file: FileConfig = match &args.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
                 toml::from_str(&text).with_context(|| format!("invalid config {}", p.display()))?
             }
             None => FileConfig::default(),
         };
         Ok(Config {
-            mqtt_addr: args.mqtt_addr.or(file.mqtt_addr).unwrap_or(([127, 0, 0, 1], 1883).into()),
-            grpc_addr: args.grpc_addr.or(file.grpc_addr).unwrap_or(([127, 0, 0, 1], 50051).into()),
-            metrics_addr: args.metrics_addr.or(file.metrics_addr).unwrap_or(([127, 0, 0, 1], 9464).into()),
+            mqtt_addr: args
+                .mqtt_addr
+                .or(file.mqtt_addr)
+                .unwrap_or(([127, 0, 0, 1], 1883).into()),
+            grpc_addr: args
+                .grpc_addr
+                .or(file.grpc_addr)
+                .unwrap_or(([127, 0, 0, 1], 50051).into()),
+            metrics_addr: args
+                .metrics_addr
+                .or(file.metrics_addr)
+                .unwrap_or(([127, 0, 0, 1], 9464).into()),
             storage: StorageArgs {
-                data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "./data".into()),
+                data_dir: args
+                    .data_dir
+                    .clone()
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| "./data".into()),
                 database_url: args.database_url.clone().or(file.database_url),
             },
             rules: file.rules.unwrap_or_default(),

@@ -22,7 +22,10 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let storage = StorageArgs { data_dir: args.data_dir.clone(), database_url: None };
+    let storage = StorageArgs {
+        data_dir: args.data_dir.clone(),
+        database_url: None,
+    };
     let homes = eldercare_sim::homes(args.homes, 1);
     {
         let store = crate::open_store(&storage).await?;
@@ -43,19 +46,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(b) => b,
         Err(_) => return server.await?,
     };
-    println!("\neldercare demo: {} homes on MQTT {}, gRPC {}, metrics http://{}/metrics", args.homes, bound.mqtt, bound.grpc, bound.metrics);
-    println!("Scripted: SOS in home 3 at ~3 s, a fall in home 17 at ~6 s, tachycardia in home 8 (alert after 60 s of high heart rate).");
+    println!(
+        "\neldercare demo: {} homes on MQTT {}, gRPC {}, metrics http://{}/metrics",
+        args.homes, bound.mqtt, bound.grpc, bound.metrics
+    );
+    println!(
+        "Scripted: SOS in home 3 at ~3 s, a fall in home 17 at ~6 s, tachycardia in home 8 (alert after 60 s of high heart rate)."
+    );
     println!("Press Ctrl-C to stop.\n");
 
     // Print alerts over our own gRPC subscription, from now on.
     let grpc = format!("http://{}", bound.grpc);
     let mut client = pb::alert_service_client::AlertServiceClient::connect(grpc).await?;
     let last = {
-        let store = crate::open_store(&StorageArgs { data_dir: args.data_dir.clone(), database_url: None }).await?;
+        let store = crate::open_store(&StorageArgs {
+            data_dir: args.data_dir.clone(),
+            database_url: None,
+        })
+        .await?;
         store.last_seq().await?
     };
     let mut stream = client
-        .subscribe(pb::SubscribeRequest { after_seq: last, ..Default::default() })
+        .subscribe(pb::SubscribeRequest {
+            after_seq: last,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     tokio::spawn(async move {
@@ -68,9 +83,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
         let injected = [(8, eldercare_sim::Inject::Tachycardia)];
-        let (addr, homes) = (addr.clone(), eldercare_sim::without_injected(&homes, &injected));
+        let (addr, homes) = (
+            addr.clone(),
+            eldercare_sim::without_injected(&homes, &injected),
+        );
         tokio::spawn(async move {
-            if let Err(e) = eldercare_sim::run(&addr, &homes, Duration::from_secs(5), stop_rx).await {
+            if let Err(e) = eldercare_sim::run(&addr, &homes, Duration::from_secs(5), stop_rx).await
+            {
                 eprintln!("simulator: {e}");
             }
         });
@@ -96,14 +115,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 fn print_event(ev: &pb::AlertEvent) {
     let Some(a) = &ev.alert else { return };
-    let sev = pb::Severity::try_from(a.severity).map(|s| s.as_str_name()).unwrap_or("?");
-    let state = pb::AlertState::try_from(a.state).map(|s| s.as_str_name()).unwrap_or("?");
-    let kind = pb::AlertEventKind::try_from(ev.kind).map(|k| k.as_str_name()).unwrap_or("?");
+    let sev = pb::Severity::try_from(a.severity)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?");
+    let state = pb::AlertState::try_from(a.state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?");
+    let kind = pb::AlertEventKind::try_from(ev.kind)
+        .map(|k| k.as_str_name())
+        .unwrap_or("?");
     let at = ev
         .at
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-        .map(|t| t.with_timezone(&chrono::Local).format("%H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_default();
     println!(
         "{at}  #{:<4} {:<8} {:<20} elder {:<7} {:<12} {:<18} {} (×{})",

@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 #[derive(Parser)]
-#[command(name = "eldercare", version, about = "Smart elderly care backend: MQTT intake, rule engine, alerts over gRPC")]
+#[command(
+    name = "eldercare",
+    version,
+    about = "Smart elderly care backend: MQTT intake, rule engine, alerts over gRPC"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -97,7 +101,9 @@ fn main() -> ExitCode {
 
 pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
     if storage.database_url.is_some() {
-        anyhow::bail!("--database-url (PostgreSQL) is not supported by this build yet; use --data-dir");
+        anyhow::bail!(
+            "--database-url (PostgreSQL) is not supported by this build yet; use --data-dir"
+        );
     }
     let s = SqliteStore::open(&storage.data_dir)
         .await
@@ -115,7 +121,10 @@ pub struct Bound {
 
 /// Runs the server until SIGINT/SIGTERM or `stop`. `ready` learns the
 /// bound addresses once everything listens.
-pub async fn serve(cfg: Config, ready: Option<tokio::sync::oneshot::Sender<Bound>>) -> anyhow::Result<()> {
+pub async fn serve(
+    cfg: Config,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> anyhow::Result<()> {
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -124,7 +133,10 @@ pub async fn serve(cfg: Config, ready: Option<tokio::sync::oneshot::Sender<Bound
     let (desk, desk_task) = AlertDesk::start(store.clone()).await?;
     let (refusals, dl_task) = Refusals::start(store.clone());
     let ingest = Ingest::start(
-        IngestConfig { mqtt_addr: cfg.mqtt_addr, rules: cfg.rules.clone() },
+        IngestConfig {
+            mqtt_addr: cfg.mqtt_addr,
+            rules: cfg.rules.clone(),
+        },
         store.clone(),
         desk.clone(),
         refusals,
@@ -153,9 +165,16 @@ pub async fn serve(cfg: Config, ready: Option<tokio::sync::oneshot::Sender<Bound
             .await;
     });
     let grpc_task = tokio::spawn(grpc);
-    let bound = Bound { mqtt: ingest.mqtt_addr, grpc: grpc_addr, metrics: metrics_addr };
+    let bound = Bound {
+        mqtt: ingest.mqtt_addr,
+        grpc: grpc_addr,
+        metrics: metrics_addr,
+    };
     info!(mqtt = %bound.mqtt, grpc = %bound.grpc, metrics = %bound.metrics, "eldercare is ready.");
-    println!("ready mqtt={} grpc={} metrics={}", bound.mqtt, bound.grpc, bound.metrics);
+    println!(
+        "ready mqtt={} grpc={} metrics={}",
+        bound.mqtt, bound.grpc, bound.metrics
+    );
     if let Some(tx) = ready {
         let _ = tx.send(bound);
     }
@@ -171,7 +190,10 @@ pub async fn serve(cfg: Config, ready: Option<tokio::sync::oneshot::Sender<Bound
         let _ = desk_task.await;
         let _ = dl_task.await;
     };
-    if tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
         error!("Drain did not finish within 10 s; exiting anyway.");
     }
     info!("Stopped.");
@@ -197,8 +219,10 @@ async fn import(storage: &StorageArgs, files: &[PathBuf]) -> anyhow::Result<Exit
     let store = open_store(storage).await?;
     let mut texts = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let kind = eldercare_store::import::detect(&text).with_context(|| f.display().to_string())?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let kind =
+            eldercare_store::import::detect(&text).with_context(|| f.display().to_string())?;
         texts.push((f, kind, text));
     }
     // Elders first, so devices can name them.
@@ -222,7 +246,11 @@ async fn import(storage: &StorageArgs, files: &[PathBuf]) -> anyhow::Result<Exit
         );
         refused += r.refused.len();
     }
-    Ok(if refused > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if refused > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn dead_letters(storage: &StorageArgs, limit: u32) -> anyhow::Result<ExitCode> {

@@ -29,7 +29,9 @@ pub struct ImportReport {
 pub enum ImportError {
     #[error("cannot read the file: {0}")]
     Read(String),
-    #[error("the header names neither an elders list (elder_id, name) nor a devices list (device_id, kind, elder_id)")]
+    #[error(
+        "the header names neither an elders list (elder_id, name) nor a devices list (device_id, kind, elder_id)"
+    )]
     UnknownList,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -39,7 +41,10 @@ type Row = BTreeMap<String, String>;
 
 /// Reads rows from CSV or JSON-lines text. Line numbers are 1-based lines
 /// of the file (the CSV header is line 1).
-fn rows(text: &str) -> Result<Vec<(usize, Result<Row, String>)>, ImportError> {
+/// `(line number, the row or why it could not be read)`.
+type NumberedRow = (usize, Result<Row, String>);
+
+fn rows(text: &str) -> Result<Vec<NumberedRow>, ImportError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with('{') {
         return Ok(text
@@ -92,7 +97,10 @@ fn rows(text: &str) -> Result<Vec<(usize, Result<Row, String>)>, ImportError> {
     }
     // An empty file still has a header telling its kind.
     if out.is_empty() {
-        out.push((1, Ok(headers.into_iter().map(|h| (h, String::new())).collect())));
+        out.push((
+            1,
+            Ok(headers.into_iter().map(|h| (h, String::new())).collect()),
+        ));
         out.pop();
     }
     Ok(out)
@@ -134,7 +142,9 @@ fn opt_f64(row: &Row, f: &str, lo: f64, hi: f64) -> Result<Option<f64>, String> 
 }
 
 fn required<'a>(row: &'a Row, f: &str) -> Result<&'a str, String> {
-    row.get(f).map(String::as_str).ok_or_else(|| format!("missing required `{f}`"))
+    row.get(f)
+        .map(String::as_str)
+        .ok_or_else(|| format!("missing required `{f}`"))
 }
 
 fn hhmm(row: &Row, f: &str, default: &str) -> Result<String, String> {
@@ -144,7 +154,13 @@ fn hhmm(row: &Row, f: &str, default: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
-const FLAGS: [&str; 5] = ["lives_alone", "dementia", "disabled", "age80plus", "low_income"];
+const FLAGS: [&str; 5] = [
+    "lives_alone",
+    "dementia",
+    "disabled",
+    "age80plus",
+    "low_income",
+];
 
 fn elder(row: &Row) -> Result<Elder, String> {
     let id = required(row, "elder_id")?;
@@ -153,12 +169,24 @@ fn elder(row: &Row) -> Result<Elder, String> {
     }
     let flags: Vec<String> = row
         .get("flags")
-        .map(|f| f.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .map(|f| {
+            f.split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(bad) = flags.iter().find(|f| !FLAGS.contains(&f.as_str())) {
-        return Err(format!("unknown flag `{bad}` (expected {})", FLAGS.join(", ")));
+        return Err(format!(
+            "unknown flag `{bad}` (expected {})",
+            FLAGS.join(", ")
+        ));
     }
-    let timezone = row.get("timezone").cloned().unwrap_or_else(|| "Asia/Shanghai".into());
+    let timezone = row
+        .get("timezone")
+        .cloned()
+        .unwrap_or_else(|| "Asia/Shanghai".into());
     if !timezone.contains('/') && timezone != "UTC" {
         return Err(format!("`timezone` = {timezone:?} is not an IANA name"));
     }
@@ -184,11 +212,16 @@ fn elder(row: &Row) -> Result<Elder, String> {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Imports one registry file's text into `store`.
-pub async fn import(store: &dyn Store, text: &str) -> Result<(ListKind, ImportReport), ImportError> {
+pub async fn import(
+    store: &dyn Store,
+    text: &str,
+) -> Result<(ListKind, ImportReport), ImportError> {
     let kind = detect(text)?;
     let mut report = ImportReport::default();
     for (line, row) in rows(text)? {
@@ -243,7 +276,9 @@ async fn device_row(
         }
         let k = required(row, "kind")?;
         let kind = DeviceKind::parse(k).ok_or_else(|| {
-            format!("unknown kind `{k}` (expected sleep_sensor, vital_band, pir, gps_watch, sos_button)")
+            format!(
+                "unknown kind `{k}` (expected sleep_sensor, vital_band, pir, gps_watch, sos_button)"
+            )
         })?;
         let elder_id = required(row, "elder_id")?.to_string();
         let hb = match row.get("heartbeat_s") {
@@ -253,10 +288,10 @@ async fn device_row(
                 _ => return Err(format!("`heartbeat_s` = {v:?} is not 10–86400 seconds")),
             },
         };
-        if let Some(room) = row.get("room") {
-            if room.chars().count() > 32 {
-                return Err("`room` is longer than 32 characters".into());
-            }
+        if let Some(room) = row.get("room")
+            && room.chars().count() > 32
+        {
+            return Err("`room` is longer than 32 characters".into());
         }
         Ok((id.to_string(), kind, elder_id, hb))
     };

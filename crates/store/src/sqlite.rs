@@ -1,6 +1,8 @@
 //! The embedded default backend: one SQLite file in the data directory,
 //! in WAL mode so `eldercare import` can write while the server runs.
-use crate::{AlertQuery, NewAlertEvent, Result, Store, StoreError, StoredReading, DEAD_LETTER_CAPACITY};
+use crate::{
+    AlertQuery, DEAD_LETTER_CAPACITY, NewAlertEvent, Result, Store, StoreError, StoredReading,
+};
 use async_trait::async_trait;
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, DeadLetter, Device, DeviceKind, Elder, Severity,
@@ -69,7 +71,11 @@ fn elder_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Elder> {
         home_lat: r.try_get("home_lat")?,
         home_lon: r.try_get("home_lon")?,
         safe_radius_m: r.try_get("safe_radius_m")?,
-        flags: flags.split(';').filter(|s| !s.is_empty()).map(String::from).collect(),
+        flags: flags
+            .split(';')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
         timezone: r.try_get("timezone")?,
         night_start: r.try_get("night_start")?,
         night_end: r.try_get("night_end")?,

@@ -10,12 +10,9 @@ use rand::Rng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use tokio_util_free::Shutdown;
 
-/// Minimal shutdown flag so the simulator needs no extra crate.
-pub mod tokio_util_free {
-    pub type Shutdown = tokio::sync::watch::Receiver<bool>;
-}
+/// Turns true when the simulation should stop.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
 pub const KINDS: [(&str, &str); 5] = [
     ("bed", "sleep_sensor"),
@@ -72,7 +69,8 @@ pub fn homes(count: usize, seed: u64) -> Vec<Home> {
 /// The registry files for these homes: `(elders.csv, devices.csv)`.
 /// Names and addresses are synthetic.
 pub fn registry_csv(homes: &[Home]) -> (String, String) {
-    let mut elders = String::from("elder_id,name,district,community,home_lat,home_lon,safe_radius_m,flags\n");
+    let mut elders =
+        String::from("elder_id,name,district,community,home_lat,home_lon,safe_radius_m,flags\n");
     let mut devices = String::from("device_id,kind,elder_id,room,heartbeat_s,secret\n");
     for h in homes {
         elders.push_str(&format!(
@@ -85,7 +83,10 @@ pub fn registry_csv(homes: &[Home]) -> (String, String) {
         ));
         for d in &h.devices {
             let room = if d.kind == "pir" { "living" } else { "" };
-            devices.push_str(&format!("{},{},{},{},300,{}\n", d.device_id, d.kind, h.elder_id, room, d.secret));
+            devices.push_str(&format!(
+                "{},{},{},{},300,{}\n",
+                d.device_id, d.kind, h.elder_id, room, d.secret
+            ));
         }
     }
     (elders, devices)
@@ -109,7 +110,9 @@ pub async fn connect(addr: &str, d: &SimDevice) -> anyhow::Result<Connected> {
 /// Like [`connect`], with a chosen MQTT client id (an injector runs beside
 /// the device's regular connection and must not take its session over).
 pub async fn connect_as(addr: &str, d: &SimDevice, client_id: &str) -> anyhow::Result<Connected> {
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--mqtt-addr must be host:port"))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--mqtt-addr must be host:port"))?;
     let mut opts = MqttOptions::new(client_id, host, port.parse()?);
     opts.set_credentials(d.device_id.clone(), d.secret.clone());
     opts.set_keep_alive(Duration::from_secs(30));
@@ -128,16 +131,27 @@ pub async fn connect_as(addr: &str, d: &SimDevice, client_id: &str) -> anyhow::R
             Err(e) => anyhow::bail!("{} could not connect: {e}", d.device_id),
         }
     }
-    tokio::spawn(async move {
-        while el.poll().await.is_ok() {}
-    });
-    Ok(Connected { client, device: d.clone() })
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    Ok(Connected {
+        client,
+        device: d.clone(),
+    })
 }
 
 /// JSON telemetry on `stream`.
-pub async fn publish_json(c: &AsyncClient, device_id: &str, stream: &str, body: serde_json::Value) -> anyhow::Result<()> {
-    c.publish(format!("eldercare/v1/{device_id}/{stream}"), QoS::AtLeastOnce, false, body.to_string())
-        .await?;
+pub async fn publish_json(
+    c: &AsyncClient,
+    device_id: &str,
+    stream: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    c.publish(
+        format!("eldercare/v1/{device_id}/{stream}"),
+        QoS::AtLeastOnce,
+        false,
+        body.to_string(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -145,11 +159,22 @@ pub async fn publish_json(c: &AsyncClient, device_id: &str, stream: &str, body: 
 /// heart rate of 150 for 75 s of event time, so its alert comes about a
 /// minute later, as it would from a real band.
 pub async fn inject(addr: &str, home: &Home, what: Inject) -> anyhow::Result<()> {
-    let dev = |prefix: &str| home.devices.iter().find(|d| d.device_id.starts_with(prefix)).unwrap();
+    let dev = |prefix: &str| {
+        home.devices
+            .iter()
+            .find(|d| d.device_id.starts_with(prefix))
+            .unwrap()
+    };
     match what {
         Inject::Sos => {
             let c = connect_as(addr, dev("btn"), "sim-inject").await?;
-            publish_json(&c.client, &c.device.device_id, "event", serde_json::json!({"ts": now_ms(), "type": "sos"})).await?;
+            publish_json(
+                &c.client,
+                &c.device.device_id,
+                "event",
+                serde_json::json!({"ts": now_ms(), "type": "sos"}),
+            )
+            .await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Inject::Fall => {
@@ -158,20 +183,33 @@ pub async fn inject(addr: &str, home: &Home, what: Inject) -> anyhow::Result<()>
             let msg = eldercare_proto::v1::DeviceMessage {
                 ts_ms: now_ms(),
                 seq: None,
-                body: Some(eldercare_proto::v1::device_message::Body::Event(eldercare_proto::v1::Event {
-                    r#type: "fall".into(),
-                    confidence: Some(0.93),
-                })),
+                body: Some(eldercare_proto::v1::device_message::Body::Event(
+                    eldercare_proto::v1::Event {
+                        r#type: "fall".into(),
+                        confidence: Some(0.93),
+                    },
+                )),
             };
             c.client
-                .publish(format!("eldercare/v1/{}/event/pb", c.device.device_id), QoS::AtLeastOnce, false, msg.encode_to_vec())
+                .publish(
+                    format!("eldercare/v1/{}/event/pb", c.device.device_id),
+                    QoS::AtLeastOnce,
+                    false,
+                    msg.encode_to_vec(),
+                )
                 .await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Inject::Tachycardia => {
             let c = connect_as(addr, dev("band"), "sim-inject").await?;
             for _ in 0..16 {
-                publish_json(&c.client, &c.device.device_id, "vitals", serde_json::json!({"ts": now_ms(), "hr": 150, "spo2": 95})).await?;
+                publish_json(
+                    &c.client,
+                    &c.device.device_id,
+                    "vitals",
+                    serde_json::json!({"ts": now_ms(), "hr": 150, "spo2": 95}),
+                )
+                .await?;
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
@@ -186,7 +224,10 @@ pub fn without_injected(homes: &[Home], injected: &[(usize, Inject)]) -> Vec<Hom
         .iter()
         .cloned()
         .map(|mut h| {
-            if injected.iter().any(|(i, w)| *i == h.index && *w == Inject::Tachycardia) {
+            if injected
+                .iter()
+                .any(|(i, w)| *i == h.index && *w == Inject::Tachycardia)
+            {
                 h.devices.retain(|d| d.kind != "vital_band");
             }
             h
@@ -196,13 +237,20 @@ pub fn without_injected(homes: &[Home], injected: &[(usize, Inject)]) -> Vec<Hom
 
 /// Runs every home's devices, publishing a reading per device every
 /// `interval`, until `shutdown` turns true.
-pub async fn run(addr: &str, homes: &[Home], interval: Duration, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    addr: &str,
+    homes: &[Home],
+    interval: Duration,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for h in homes {
         for d in &h.devices {
             let c = connect(addr, d).await?;
             let mut sd = shutdown.clone();
-            let phase = Duration::from_millis(rand::rng().random_range(0..interval.as_millis().max(1) as u64));
+            let phase = Duration::from_millis(
+                rand::rng().random_range(0..interval.as_millis().max(1) as u64),
+            );
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(phase).await;
                 let mut tick = tokio::time::interval(interval);
@@ -215,7 +263,10 @@ pub async fn run(addr: &str, homes: &[Home], interval: Duration, mut shutdown: S
                     seq += 1;
                     let body = reading(c.device.kind, seq);
                     let stream = stream_of(c.device.kind);
-                    if publish_json(&c.client, &c.device.device_id, stream, body).await.is_err() {
+                    if publish_json(&c.client, &c.device.device_id, stream, body)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -250,9 +301,15 @@ fn reading(kind: &str, seq: u64) -> serde_json::Value {
         "vital_band" => serde_json::json!({"ts": ts, "seq": seq, "hr": r.random_range(60..95),
             "spo2": r.random_range(95..100), "temp_c": 36.2 + r.random_range(0.0..0.8),
             "sys": r.random_range(110..140), "dia": r.random_range(65..85)}),
-        "pir" => serde_json::json!({"ts": ts, "seq": seq, "room": "living", "motion": r.random_bool(0.3)}),
-        "gps_watch" => serde_json::json!({"ts": ts, "seq": seq, "lat": 31.2 + r.random_range(0.0..0.001),
-            "lon": 121.4 + r.random_range(0.0..0.001), "accuracy_m": 15}),
-        _ => serde_json::json!({"ts": ts, "seq": seq, "battery_pct": r.random_range(60..100), "online": true}),
+        "pir" => {
+            serde_json::json!({"ts": ts, "seq": seq, "room": "living", "motion": r.random_bool(0.3)})
+        }
+        "gps_watch" => {
+            serde_json::json!({"ts": ts, "seq": seq, "lat": 31.2 + r.random_range(0.0..0.001),
+            "lon": 121.4 + r.random_range(0.0..0.001), "accuracy_m": 15})
+        }
+        _ => {
+            serde_json::json!({"ts": ts, "seq": seq, "battery_pct": r.random_range(60..100), "online": true})
+        }
     }
 }

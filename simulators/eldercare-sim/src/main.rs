@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "eldercare-sim", about = "Simulated homes for load tests and rehearsals")]
+#[command(
+    name = "eldercare-sim",
+    about = "Simulated homes for load tests and rehearsals"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,20 +48,39 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().cmd {
-        Cmd::Registry { homes: n, seed, out } => {
+        Cmd::Registry {
+            homes: n,
+            seed,
+            out,
+        } => {
             let (e, d) = registry_csv(&homes(n, seed));
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("elders.csv"), e)?;
             std::fs::write(out.join("devices.csv"), d)?;
-            println!("wrote {0}/elders.csv and {0}/devices.csv for {n} homes", out.display());
+            println!(
+                "wrote {0}/elders.csv and {0}/devices.csv for {n} homes",
+                out.display()
+            );
         }
-        Cmd::Run { homes: n, seed, mqtt_addr, interval_s, inject: what, home } => {
+        Cmd::Run {
+            homes: n,
+            seed,
+            mqtt_addr,
+            interval_s,
+            inject: what,
+            home,
+        } => {
             let hs = homes(n, seed);
             let (tx, rx) = tokio::sync::watch::channel(false);
             if let Some(what) = what {
-                let h = hs.get(home.saturating_sub(1)).cloned().ok_or_else(|| anyhow::anyhow!("--home {home} is not 1..={n}"))?;
+                let h = hs
+                    .get(home.saturating_sub(1))
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("--home {home} is not 1..={n}"))?;
                 let addr = mqtt_addr.clone();
                 tokio::spawn(async move {
                     match inject(&addr, &h, what).await {
