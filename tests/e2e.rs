@@ -681,3 +681,75 @@ async fn sigterm_shuts_down_cleanly_even_with_a_subscriber_attached() {
         .expect("stream not closed");
     assert!(!matches!(end, Ok(Some(_))), "no event expected: {end:?}");
 }
+
+#[tokio::test]
+async fn health_and_reflection_serve_stock_tools() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let s = Server::start();
+    let ch = Channel::from_shared(format!("http://{}", s.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let h = HealthClient::new(ch.clone())
+        .check(HealthCheckRequest {
+            service: "eldercare.v1.AlertService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.status, ServingStatus::Serving as i32);
+
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer: {msg:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"eldercare.v1.AlertService".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn import_reports_refused_rows_by_line_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let elders = dir.path().join("e.csv");
+    std::fs::write(
+        &elders,
+        "elder_id,name\nOK1,Someone\nBAD 2,Other\n,Nobody\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("import")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg(&elders)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("e.csv:3: refused") && err.contains("e.csv:4: refused"),
+        "{err}"
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(so.contains("1 imported, 0 updated, 2 refused"), "{so}");
+    // Personal data is not echoed back in the refusal reasons.
+    assert!(!err.contains("Other") && !err.contains("Nobody"), "{err}");
+}
