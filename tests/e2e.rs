@@ -753,3 +753,38 @@ fn import_reports_refused_rows_by_line_and_exits_non_zero() {
     // Personal data is not echoed back in the refusal reasons.
     assert!(!err.contains("Other") && !err.contains("Nobody"), "{err}");
 }
+
+#[test]
+fn an_mqtt5_client_is_told_the_protocol_is_unsupported() {
+    let s = Server::start();
+    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-V",
+            "mqttv5",
+            "-h",
+            host,
+            "-p",
+            port,
+            "-u",
+            "btn-1",
+            "-P",
+            "s-btn-1",
+            "-t",
+            "eldercare/v1/btn-1/event",
+            "-m",
+            "{}",
+        ])
+        .output()
+        .expect("mosquitto_pub is required for this test: install mosquitto-clients");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("protocol"), "{err}");
+    assert_eq!(
+        s.counter(
+            "eldercare_mqtt_connections_refused_total",
+            "unsupported_protocol"
+        ),
+        1
+    );
+}

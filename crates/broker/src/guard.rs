@@ -126,8 +126,19 @@ impl Guard {
 
     async fn connection(&self, mut dev: TcpStream) -> std::io::Result<()> {
         let mut buf = BytesMut::with_capacity(4096);
-        let first = read_packet(&mut dev, &mut buf).await?;
-        let Some(Packet::Connect(connect)) = first else {
+        let Some(mut first) = read_frame(&mut dev, &mut buf).await? else {
+            return Ok(());
+        };
+        if protocol_level(&first) == Some(5) {
+            // MQTT 5 is not served yet: say so in the client's own protocol
+            // (CONNACK, reason 0x84 unsupported protocol version) so it can
+            // fall back to 3.1.1, instead of a bare close.
+            metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => "unsupported_protocol").increment(1);
+            info!(reason = "unsupported_protocol", "MQTT connection refused.");
+            dev.write_all(&[0x20, 0x03, 0x00, 0x84, 0x00]).await?;
+            return Ok(());
+        }
+        let Ok(Packet::Connect(connect)) = Packet::read(&mut first, MAX_PACKET) else {
             return Ok(());
         };
         let device_id = match self.authenticate(&connect).await {
@@ -290,9 +301,11 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     }
 }
 
-async fn read_packet(r: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<Packet>> {
-    match read_frame(r, buf).await? {
-        Some(mut f) => Packet::read(&mut f, MAX_PACKET).map(Some).map_err(io_err),
-        None => Ok(None),
-    }
+/// The protocol level byte of a CONNECT frame (4 for 3.1.1, 5 for MQTT 5).
+fn protocol_level(frame: &[u8]) -> Option<u8> {
+    // Fixed header: one type byte, then a 1–4 byte variable-length integer.
+    let len_bytes = frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let body = frame.get(1 + len_bytes..)?;
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
 }
