@@ -490,31 +490,32 @@ async fn wrong_secret_no_credentials_and_spoofing_are_refused_and_raise_nothing(
     ));
 }
 
+/// Runs the stock `mosquitto_pub` against the server as `user`/`pass`.
+fn mosquitto_pub(
+    s: &Server,
+    extra: &[&str],
+    user: &str,
+    pass: &str,
+    topic: &str,
+    payload: &str,
+) -> std::process::Output {
+    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
+    Command::new("mosquitto_pub")
+        .args(extra)
+        .args([
+            "-h", host, "-p", port, "-u", user, "-P", pass, "-t", topic, "-m", payload,
+        ])
+        .output()
+        .expect("mosquitto_pub is required for this test: install mosquitto-clients")
+}
+
 #[tokio::test]
 async fn mosquitto_pub_sos_raises_an_alert() {
     let s = Server::start();
     let mut sub = s.subscribe(0).await;
-    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
     let payload = format!(r#"{{"ts": {}, "type": "sos"}}"#, now_ms());
-    let out = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            host,
-            "-p",
-            port,
-            "-u",
-            "btn-1",
-            "-P",
-            "s-btn-1",
-            "-q",
-            "1",
-            "-t",
-            "eldercare/v1/btn-1/event",
-            "-m",
-            &payload,
-        ])
-        .output()
-        .expect("mosquitto_pub is required for this test: install mosquitto-clients");
+    let topic = "eldercare/v1/btn-1/event";
+    let out = mosquitto_pub(&s, &["-q", "1"], "btn-1", "s-btn-1", topic, &payload);
     assert!(
         out.status.success(),
         "{}",
@@ -523,23 +524,7 @@ async fn mosquitto_pub_sos_raises_an_alert() {
     let ev = next(&mut sub).await;
     assert_eq!(ev.alert.unwrap().kind, "sos");
     // With a wrong password mosquitto_pub fails.
-    let out = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            host,
-            "-p",
-            port,
-            "-u",
-            "btn-1",
-            "-P",
-            "nope",
-            "-t",
-            "eldercare/v1/btn-1/event",
-            "-m",
-            &payload,
-        ])
-        .output()
-        .unwrap();
+    let out = mosquitto_pub(&s, &[], "btn-1", "nope", topic, &payload);
     assert!(!out.status.success());
 }
 
@@ -757,26 +742,14 @@ fn import_reports_refused_rows_by_line_and_exits_non_zero() {
 #[test]
 fn an_mqtt5_client_is_told_the_protocol_is_unsupported() {
     let s = Server::start();
-    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
-    let out = Command::new("mosquitto_pub")
-        .args([
-            "-V",
-            "mqttv5",
-            "-h",
-            host,
-            "-p",
-            port,
-            "-u",
-            "btn-1",
-            "-P",
-            "s-btn-1",
-            "-t",
-            "eldercare/v1/btn-1/event",
-            "-m",
-            "{}",
-        ])
-        .output()
-        .expect("mosquitto_pub is required for this test: install mosquitto-clients");
+    let out = mosquitto_pub(
+        &s,
+        &["-V", "mqttv5"],
+        "btn-1",
+        "s-btn-1",
+        "eldercare/v1/btn-1/event",
+        "{}",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(err.contains("protocol"), "{err}");
