@@ -27,12 +27,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database_url: None,
     };
     let homes = eldercare_sim::homes(args.homes, 1);
-    {
+    // Register the homes, and note where the event log stands so only
+    // this run's alerts are printed.
+    let last = {
         let store = crate::open_store(&storage).await?;
         let (elders, devices) = eldercare_sim::registry_csv(&homes);
         eldercare_store::import::import(store.as_ref(), &elders).await?;
         eldercare_store::import::import(store.as_ref(), &devices).await?;
-    }
+        store.last_seq().await?
+    };
     let cfg = Config {
         mqtt_addr: args.mqtt_addr,
         grpc_addr: args.grpc_addr,
@@ -58,14 +61,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Print alerts over our own gRPC subscription, from now on.
     let grpc = format!("http://{}", bound.grpc);
     let mut client = pb::alert_service_client::AlertServiceClient::connect(grpc).await?;
-    let last = {
-        let store = crate::open_store(&StorageArgs {
-            data_dir: args.data_dir.clone(),
-            database_url: None,
-        })
-        .await?;
-        store.last_seq().await?
-    };
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             after_seq: last,
