@@ -581,6 +581,7 @@ async fn heart_rate_out_of_range_for_a_minute_raises_high_and_ack_reaches_the_de
             alert_id: sos_alert.id.clone(),
             operator_id: "op-1".into(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -612,6 +613,7 @@ async fn heart_rate_out_of_range_for_a_minute_raises_high_and_ack_reaches_the_de
             alert_id: sos_alert.id.clone(),
             operator_id: "op-1".into(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -621,6 +623,7 @@ async fn heart_rate_out_of_range_for_a_minute_raises_high_and_ack_reaches_the_de
             alert_id: "nope".into(),
             operator_id: "op-1".into(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

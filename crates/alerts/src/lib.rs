@@ -13,7 +13,7 @@
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, EpochMs,
 };
-use eldercare_rules::Trigger;
+use eldercare_rules::{Decision, Outcome, Resolve, Trigger, Update};
 use eldercare_store::{NewAlertEvent, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub enum DeskError {
 }
 
 enum Command {
-    Trigger(Trigger),
+    Decide(Decision),
     Acknowledge {
         id: String,
         operator: String,
@@ -76,22 +76,24 @@ impl AlertDesk {
         let state = DeskState {
             store: store.clone(),
             events: events.clone(),
-            open: unresolved
-                .into_iter()
-                .map(|a| ((a.elder_id.clone(), a.kind), a))
-                .collect(),
+            open: unresolved.into_iter().map(|a| (key_of(&a), a)).collect(),
         };
         let handle = tokio::spawn(state.run(rx));
         Ok((AlertDesk { tx, events, store }, handle))
     }
 
-    /// Hands a rule trigger to the desk. Waits only when the desk's queue
-    /// is full.
-    pub async fn trigger(&self, t: Trigger) -> Result<(), DeskError> {
+    /// Hands a rule decision to the desk. Waits only when the desk's
+    /// queue is full.
+    pub async fn decide(&self, d: Decision) -> Result<(), DeskError> {
         self.tx
-            .send(Command::Trigger(t))
+            .send(Command::Decide(d))
             .await
             .map_err(|_| DeskError::Closed)
+    }
+
+    /// Raises an alert, or folds it into the open one of its kind.
+    pub async fn trigger(&self, t: Trigger) -> Result<(), DeskError> {
+        self.decide(Decision::Raise(t)).await
     }
 
     pub async fn acknowledge(
@@ -179,15 +181,42 @@ impl AlertDesk {
 struct DeskState {
     store: Arc<dyn Store>,
     events: broadcast::Sender<AlertEvent>,
-    /// Unresolved alerts by (elder, kind): where repeats fold.
-    open: HashMap<(String, AlertKind), Alert>,
+    /// Unresolved alerts by (elder, kind, subject): where repeats fold.
+    open: HashMap<AlertKey, Alert>,
+}
+
+/// Where repeats fold: one open alert per elder and kind, and per device
+/// for per-device kinds.
+type AlertKey = (String, AlertKind, Option<String>);
+
+fn key_of(a: &Alert) -> AlertKey {
+    (a.elder_id.clone(), a.kind, a.subject.clone())
+}
+
+fn to_alert_readings(readings: &[eldercare_model::Reading]) -> Vec<AlertReading> {
+    readings
+        .iter()
+        .map(|r| AlertReading {
+            device_id: r.device_id.clone(),
+            stream: r.stream(),
+            ts_ms: r.ts_ms,
+            json: r.body.to_json(),
+        })
+        .collect()
+}
+
+fn keep_last_readings(a: &mut Alert) {
+    let excess = a.readings.len().saturating_sub(MAX_READINGS_PER_ALERT);
+    a.readings.drain(..excess);
 }
 
 impl DeskState {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(cmd) = rx.recv().await {
             match cmd {
-                Command::Trigger(t) => self.on_trigger(t).await,
+                Command::Decide(Decision::Raise(t)) => self.on_trigger(t).await,
+                Command::Decide(Decision::Update(u)) => self.on_update(u).await,
+                Command::Decide(Decision::Resolve(r)) => self.on_resolve(r).await,
                 Command::Acknowledge {
                     id,
                     operator,
@@ -204,27 +233,26 @@ impl DeskState {
 
     async fn on_trigger(&mut self, t: Trigger) {
         let now = now_ms();
-        let readings: Vec<AlertReading> = t
-            .readings
-            .iter()
-            .map(|r| AlertReading {
-                device_id: r.device_id.clone(),
-                stream: r.stream(),
-                ts_ms: r.ts_ms,
-                json: r.body.to_json(),
-            })
-            .collect();
-        let key = (t.elder_id.clone(), t.kind);
+        let readings = to_alert_readings(&t.readings);
+        let key = (t.elder_id.clone(), t.kind, t.subject.clone());
         let (kind, alert) = match self.open.get(&key) {
             Some(open) => {
                 let mut a = open.clone();
                 a.occurrences += 1;
                 a.severity = a.severity.max(t.severity);
                 a.updated_at = now;
-                a.summary = format!("{} (repeated ×{})", t.summary, a.occurrences);
+                a.summary = format!("{} (repeated ×{})", t.summary.en, a.occurrences);
+                a.summary_zh = format!("{}（第 {} 次）", t.summary.zh, a.occurrences);
                 a.readings.extend(readings);
-                let excess = a.readings.len().saturating_sub(MAX_READINGS_PER_ALERT);
-                a.readings.drain(..excess);
+                keep_last_readings(&mut a);
+                a.window = match (a.window, t.window) {
+                    (Some((f0, t0)), Some((f1, t1))) => Some((f0.min(f1), t0.max(t1))),
+                    (w, None) | (None, w) => w,
+                };
+                if t.score.is_some() {
+                    a.score = t.score;
+                    a.factors = t.factors.clone();
+                }
                 (AlertEventKind::Updated, a)
             }
             None => {
@@ -242,7 +270,12 @@ impl DeskState {
                     raised_at: t.at_ms,
                     detected_at: now,
                     updated_at: now,
-                    summary: t.summary.clone(),
+                    summary: t.summary.en.clone(),
+                    summary_zh: t.summary.zh.clone(),
+                    subject: t.subject.clone(),
+                    window: t.window,
+                    score: t.score,
+                    factors: t.factors.clone(),
                     readings,
                     occurrences: 1,
                     outcome: None,
@@ -259,31 +292,96 @@ impl DeskState {
             at: now,
             note: None,
         };
-        // An alert must not be lost to a passing storage fault: retry, then
-        // report loudly.
+        if self.persist_retrying(ev).await {
+            metrics::counter!("eldercare_alerts_triggered_total",
+                "kind" => t.kind.as_str(), "severity" => t.severity.as_str())
+            .increment(1);
+        }
+    }
+
+    /// A rule's change to an open alert; nothing to do when none is open.
+    async fn on_update(&mut self, u: Update) {
+        let key = (u.elder_id.clone(), u.kind, u.subject.clone());
+        let Some(open) = self.open.get(&key) else {
+            return;
+        };
+        let now = now_ms();
+        let mut a = open.clone();
+        match u.summary {
+            Some(s) => {
+                a.summary = s.en;
+                a.summary_zh = s.zh;
+            }
+            None => {
+                a.summary = format!("{}; {}", a.summary, u.note.en);
+                a.summary_zh = format!("{}；{}", a.summary_zh, u.note.zh);
+            }
+        }
+        a.updated_at = now;
+        a.readings.extend(to_alert_readings(&u.readings));
+        keep_last_readings(&mut a);
+        self.persist_retrying(NewAlertEvent {
+            kind: AlertEventKind::Updated,
+            alert: a,
+            actor: String::new(),
+            at: now,
+            note: Some(u.note.en),
+        })
+        .await;
+    }
+
+    /// The system resolves an alert: a cancelled SOS (only while nobody
+    /// has taken it up yet) or a maintenance condition that went away.
+    async fn on_resolve(&mut self, r: Resolve) {
+        let key = (r.elder_id.clone(), r.kind, r.subject.clone());
+        let Some(open) = self.open.get(&key) else {
+            return;
+        };
+        let now = now_ms();
+        let mut a = open.clone();
+        a.updated_at = now;
+        let kind = if r.outcome == Outcome::FalseAlarm && a.state != AlertState::Open {
+            // An operator already acts on it: tell them, let them decide.
+            a.summary = format!("{}; {}", a.summary, r.note.en);
+            a.summary_zh = format!("{}；{}", a.summary_zh, r.note.zh);
+            AlertEventKind::Updated
+        } else {
+            a.state = AlertState::Resolved;
+            a.outcome = Some(r.outcome.as_str().to_string());
+            AlertEventKind::Resolved
+        };
+        self.persist_retrying(NewAlertEvent {
+            kind,
+            alert: a,
+            actor: String::new(),
+            at: now,
+            note: Some(r.note.en),
+        })
+        .await;
+    }
+
+    /// Persists a system change; an alert must not be lost to a passing
+    /// storage fault, so retry, then report loudly.
+    async fn persist_retrying(&mut self, ev: NewAlertEvent) -> bool {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=8 {
             match self.persist(ev.clone()).await {
-                Ok(_) => {
-                    metrics::counter!("eldercare_alerts_triggered_total",
-                        "kind" => t.kind.as_str(), "severity" => t.severity.as_str())
-                    .increment(1);
-                    return;
-                }
+                Ok(_) => return true,
                 Err(e) => {
-                    error!(error = %e, attempt, kind = t.kind.as_str(), "Could not persist an alert; retrying.");
+                    error!(error = %e, attempt, kind = ev.alert.kind.as_str(), "Could not persist an alert change; retrying.");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
             }
         }
         metrics::counter!("eldercare_alerts_lost_total").increment(1);
+        false
     }
 
     async fn persist(&mut self, ev: NewAlertEvent) -> Result<AlertEvent, DeskError> {
         let saved = self.store.append_alert_event(ev).await?;
         let a = &saved.alert;
-        let key = (a.elder_id.clone(), a.kind);
+        let key = key_of(a);
         if a.state == AlertState::Resolved {
             self.open.remove(&key);
         } else {

@@ -6,10 +6,14 @@ fn sos(elder: &str) -> Trigger {
     Trigger {
         elder_id: elder.into(),
         device_id: format!("btn-{elder}"),
+        subject: None,
         kind: AlertKind::Sos,
         severity: Severity::Critical,
         at_ms: 1_000,
-        summary: "SOS button pressed".into(),
+        summary: eldercare_model::Text::new("SOS button pressed", "紧急呼叫按钮被按下"),
+        window: None,
+        score: None,
+        factors: Vec::new(),
         readings: vec![Reading {
             device_id: format!("btn-{elder}"),
             seq: None,

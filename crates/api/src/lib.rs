@@ -76,7 +76,34 @@ fn event_kind(k: m::AlertEventKind) -> pb::AlertEventKind {
     }
 }
 
-pub fn alert_to_pb(a: &m::Alert) -> pb::Alert {
+/// The language an operator reads summaries in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    /// zh-CN, the hotline operators' language: the default.
+    #[default]
+    Zh,
+    En,
+}
+
+impl Lang {
+    /// Parses a request's `language`; empty means the default.
+    pub fn parse(s: &str) -> Result<Lang, Status> {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "zh" | "zh-cn" | "zh-hans" => Ok(Lang::Zh),
+            "en" | "en-us" | "en-gb" => Ok(Lang::En),
+            _ => Err(Status::invalid_argument(format!(
+                "unsupported language `{s}`; use \"zh-CN\" or \"en\""
+            ))),
+        }
+    }
+}
+
+pub fn alert_to_pb(a: &m::Alert, lang: Lang) -> pb::Alert {
+    let summary_zh = if a.summary_zh.is_empty() {
+        a.summary.clone()
+    } else {
+        a.summary_zh.clone()
+    };
     pb::Alert {
         id: a.id.clone(),
         elder_id: a.elder_id.clone(),
@@ -86,7 +113,17 @@ pub fn alert_to_pb(a: &m::Alert) -> pb::Alert {
         state: state(a.state) as i32,
         raised_at: ts(a.raised_at),
         detected_at: ts(a.detected_at),
-        summary: a.summary.clone(),
+        summary: match lang {
+            Lang::Zh => summary_zh.clone(),
+            Lang::En => a.summary.clone(),
+        },
+        summary_en: a.summary.clone(),
+        summary_zh,
+        subject: a.subject.clone().unwrap_or_default(),
+        window_start: a.window.and_then(|w| ts(w.0)),
+        window_end: a.window.and_then(|w| ts(w.1)),
+        score: a.score.unwrap_or(0),
+        factors: a.factors.clone(),
         readings: a
             .readings
             .iter()
@@ -111,11 +148,11 @@ pub fn alert_to_pb(a: &m::Alert) -> pb::Alert {
     }
 }
 
-pub fn event_to_pb(e: &m::AlertEvent) -> pb::AlertEvent {
+pub fn event_to_pb(e: &m::AlertEvent, lang: Lang) -> pb::AlertEvent {
     pb::AlertEvent {
         seq: e.seq,
         kind: event_kind(e.kind) as i32,
-        alert: Some(alert_to_pb(&e.alert)),
+        alert: Some(alert_to_pb(&e.alert, lang)),
         actor: e.actor.clone(),
         at: ts(e.at),
         note: e.note.clone().unwrap_or_default(),
@@ -146,6 +183,7 @@ impl AlertService for Alerts {
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = req.into_inner();
+        let lang = Lang::parse(&r.language)?;
         let min = from_pb_severity(r.min_severity);
         let kinds: Vec<m::AlertKind> = r
             .kinds
@@ -180,7 +218,7 @@ impl AlertService for Alerts {
         });
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
-                if out_tx.send(Ok(event_to_pb(&ev))).await.is_err() {
+                if out_tx.send(Ok(event_to_pb(&ev, lang))).await.is_err() {
                     break;
                 }
             }
@@ -193,6 +231,7 @@ impl AlertService for Alerts {
         req: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
         let r = req.into_inner();
+        let lang = Lang::parse(&r.language)?;
         let limit = match r.page_size {
             0 => 100,
             n => n.min(1000),
@@ -227,7 +266,7 @@ impl AlertService for Alerts {
             _ => String::new(),
         };
         Ok(Response::new(pb::ListAlertsResponse {
-            alerts: alerts.iter().map(alert_to_pb).collect(),
+            alerts: alerts.iter().map(|a| alert_to_pb(a, lang)).collect(),
             next_page_token,
         }))
     }
@@ -236,9 +275,10 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::GetAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        let id = req.into_inner().id;
+        let r = req.into_inner();
+        let (id, lang) = (r.id, Lang::parse(&r.language)?);
         match self.desk.store().get_alert(&id).await {
-            Ok(Some(a)) => Ok(Response::new(alert_to_pb(&a))),
+            Ok(Some(a)) => Ok(Response::new(alert_to_pb(&a, lang))),
             Ok(None) => Err(Status::not_found(format!("no alert with id `{id}`"))),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
@@ -249,6 +289,7 @@ impl AlertService for Alerts {
         req: Request<pb::AlertActionRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
         let r = req.into_inner();
+        let lang = Lang::parse(&r.language)?;
         if r.operator_id.is_empty() {
             return Err(Status::invalid_argument("operator_id is required"));
         }
@@ -258,7 +299,7 @@ impl AlertService for Alerts {
             .acknowledge(&r.alert_id, &r.operator_id, note)
             .await
             .map_err(desk_status)?;
-        Ok(Response::new(alert_to_pb(&a)))
+        Ok(Response::new(alert_to_pb(&a, lang)))
     }
 }
 

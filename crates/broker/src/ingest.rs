@@ -6,14 +6,14 @@ use crate::guard::{Guard, GuardConfig};
 use eldercare_alerts::AlertDesk;
 use eldercare_model::{AlertEventKind, AlertKind, DeadLetter, EpochMs};
 use eldercare_protocol::{Refusal, decode};
-use eldercare_rules::{Engine, RuleConfig};
+use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, Rules};
 use eldercare_store::{Store, StoredReading};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -21,12 +21,18 @@ use tracing::{debug, error, info, warn};
 const SEQ_WINDOW: usize = 1024;
 /// Readings written to storage in one batch at most.
 const BATCH: usize = 500;
+/// How often the rule engine's timers run.
+const TICK: Duration = Duration::from_secs(1);
+/// How often the engine's copy of the registry is refreshed, so devices
+/// imported while running are watched even before they first speak.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct IngestConfig {
     /// Public MQTT listener for devices.
     pub mqtt_addr: SocketAddr,
-    pub rules: RuleConfig,
+    /// The rule settings; a new value is applied without losing state.
+    pub rules: watch::Receiver<Rules>,
 }
 
 fn now_ms() -> EpochMs {
@@ -205,21 +211,43 @@ impl Ingest {
             }
         }));
 
+        let mut rules = cfg.rules;
         let mut state = Pipeline {
             store,
             desk,
             refusals,
-            engine: Engine::new(cfg.rules),
-            devices: HashMap::new(),
+            engine: Engine::new(rules.borrow_and_update().clone()),
+            decisions: Vec::new(),
             seqs: HashMap::new(),
             batch: Vec::with_capacity(BATCH),
         };
+        state.refresh_registry().await;
+        info!(
+            elders = state.engine.elders(),
+            devices = state.engine.devices(),
+            "Rule engine watching the registry."
+        );
         tasks.push(tokio::spawn(async move {
             let mut flush = tokio::time::interval(Duration::from_millis(200));
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut refresh = tokio::time::interval(REGISTRY_REFRESH);
+            refresh.tick().await;
+            let mut rules_open = true;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = flush.tick() => state.flush().await,
+                    _ = tick.tick() => state.tick().await,
+                    _ = refresh.tick() => state.refresh_registry().await,
+                    r = rules.changed(), if rules_open => match r {
+                        Ok(()) => {
+                            let new = rules.borrow_and_update().clone();
+                            info!(overridden = new.overridden(), "Rules reloaded.");
+                            state.engine.set_rules(new);
+                        }
+                        Err(_) => rules_open = false,
+                    },
                     n = link_rx.next() => match n {
                         Ok(Some(Notification::Forward(f))) => {
                             let content_type = f.properties.as_ref().and_then(|p| p.content_type.clone());
@@ -276,9 +304,9 @@ struct Pipeline {
     store: Arc<dyn Store>,
     desk: AlertDesk,
     refusals: Refusals,
+    /// Judges readings; also the device -> elder map of the registry.
     engine: Engine,
-    /// device_id -> elder_id, filled from the registry on first sight.
-    devices: HashMap<String, String>,
+    decisions: Vec<Decision>,
     seqs: HashMap<String, (HashSet<u64>, VecDeque<u64>)>,
     batch: Vec<StoredReading>,
 }
@@ -296,11 +324,16 @@ impl Pipeline {
                 return;
             }
         };
-        let elder_id = match self.devices.get(&reading.device_id) {
-            Some(e) => e.clone(),
+        let now = now_ms();
+        let elder_id = match self.engine.elder_of(&reading.device_id) {
+            Some(e) => e.to_string(),
             None => match self.store.get_device(&reading.device_id).await {
                 Ok(Some(d)) => {
-                    self.devices.insert(d.device_id.clone(), d.elder_id.clone());
+                    // New since the last registry refresh.
+                    if let Ok(Some(e)) = self.store.get_elder(&d.elder_id).await {
+                        self.engine.upsert_elder(&ElderProfile::from_elder(&e), now);
+                    }
+                    self.engine.upsert_device(&DeviceProfile::from(&d), now);
                     d.elder_id
                 }
                 Ok(None) => {
@@ -329,14 +362,60 @@ impl Pipeline {
         }
         metrics::counter!("eldercare_ingest_accepted_total", "stream" => reading.stream().as_str())
             .increment(1);
-        for t in self.engine.on_reading(&elder_id, &reading) {
-            if self.desk.trigger(t).await.is_err() {
-                error!("Alert desk closed; trigger lost.");
-            }
-        }
+        let mut decisions = std::mem::take(&mut self.decisions);
+        self.engine.on_reading_into(&reading, now, &mut decisions);
+        self.decide(&mut decisions).await;
+        self.decisions = decisions;
         self.batch.push(StoredReading { elder_id, reading });
         if self.batch.len() >= BATCH {
             self.flush().await;
+        }
+    }
+
+    async fn decide(&self, decisions: &mut Vec<Decision>) {
+        for d in decisions.drain(..) {
+            if self.desk.decide(d).await.is_err() {
+                error!("Alert desk closed; rule decision lost.");
+            }
+        }
+    }
+
+    async fn tick(&mut self) {
+        let mut decisions = std::mem::take(&mut self.decisions);
+        self.engine.tick_into(now_ms(), &mut decisions);
+        self.decide(&mut decisions).await;
+        self.decisions = decisions;
+    }
+
+    /// Loads the registry into the engine: new elders and devices are
+    /// added, changed ones updated (their state kept), deleted ones dropped.
+    async fn refresh_registry(&mut self) {
+        let (elders, devices) = match (
+            self.store.list_elders().await,
+            self.store.list_devices().await,
+        ) {
+            (Ok(e), Ok(d)) => (e, d),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "Could not refresh the registry for the rule engine.");
+                return;
+            }
+        };
+        let now = now_ms();
+        for e in &elders {
+            self.engine.upsert_elder(&ElderProfile::from_elder(e), now);
+        }
+        let known: HashSet<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+        let gone: Vec<String> = self
+            .engine
+            .device_ids()
+            .filter(|id| !known.contains(id))
+            .map(String::from)
+            .collect();
+        for id in gone {
+            self.engine.remove_device(&id);
+        }
+        for d in &devices {
+            self.engine.upsert_device(&DeviceProfile::from(d), now);
         }
     }
 

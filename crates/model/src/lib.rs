@@ -291,11 +291,14 @@ pub enum AlertKind {
     Inactivity,
     GeofenceExit,
     DeviceOffline,
+    /// Every device of one home went silent together (power or network
+    /// cut): one alert for the home instead of one per device.
+    HomeOffline,
     LowBattery,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 9] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::Sos,
         AlertKind::Fall,
         AlertKind::VitalOutOfRange,
@@ -304,6 +307,7 @@ impl AlertKind {
         AlertKind::Inactivity,
         AlertKind::GeofenceExit,
         AlertKind::DeviceOffline,
+        AlertKind::HomeOffline,
         AlertKind::LowBattery,
     ];
 
@@ -317,6 +321,7 @@ impl AlertKind {
             AlertKind::Inactivity => "inactivity",
             AlertKind::GeofenceExit => "geofence_exit",
             AlertKind::DeviceOffline => "device_offline",
+            AlertKind::HomeOffline => "home_offline",
             AlertKind::LowBattery => "low_battery",
         }
     }
@@ -327,6 +332,15 @@ impl AlertKind {
 
     /// Maintenance alerts go to the operations queue and clear themselves.
     pub fn is_maintenance(self) -> bool {
+        matches!(
+            self,
+            AlertKind::DeviceOffline | AlertKind::HomeOffline | AlertKind::LowBattery
+        )
+    }
+
+    /// Kinds raised per device rather than per elder: two devices of one
+    /// home each have their own `low_battery` alert.
+    pub fn is_per_device(self) -> bool {
         matches!(self, AlertKind::DeviceOffline | AlertKind::LowBattery)
     }
 }
@@ -372,6 +386,22 @@ pub struct AlertReading {
     pub json: String,
 }
 
+/// A sentence in the operators' two languages; each subscriber chooses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    pub en: String,
+    pub zh: String,
+}
+
+impl Text {
+    pub fn new(en: impl Into<String>, zh: impl Into<String>) -> Text {
+        Text {
+            en: en.into(),
+            zh: zh.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: String,
@@ -385,7 +415,24 @@ pub struct Alert {
     /// Server time the alert was detected.
     pub detected_at: EpochMs,
     pub updated_at: EpochMs,
+    /// One-line summary in English.
     pub summary: String,
+    /// The same summary in Chinese (zh-CN).
+    #[serde(default)]
+    pub summary_zh: String,
+    /// The device a per-device alert is about (`device_offline`,
+    /// `low_battery`); empty for alerts about the person.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Event-time window the triggering condition held over.
+    #[serde(default)]
+    pub window: Option<(EpochMs, EpochMs)>,
+    /// NEWS2 score, for vital-sign alerts.
+    #[serde(default)]
+    pub score: Option<u32>,
+    /// What contributed, e.g. `pulse 142 (3)`.
+    #[serde(default)]
+    pub factors: Vec<String>,
     pub readings: Vec<AlertReading>,
     pub occurrences: u32,
     pub outcome: Option<String>,

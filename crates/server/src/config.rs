@@ -1,7 +1,7 @@
 //! Configuration: defaults, then a TOML file (`--config`), then
 //! environment variables (`ELDERCARE_*`), then flags; later wins.
 use anyhow::Context;
-use eldercare_rules::RuleConfig;
+use eldercare_rules::Rules;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// PostgreSQL / TimescaleDB URL
     #[arg(long, env = "ELDERCARE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Rule file (see deploy/rules.toml); reloaded on SIGHUP
+    /// [default: every rule at its default]
+    #[arg(long, env = "ELDERCARE_RULES")]
+    pub rules: Option<PathBuf>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -52,9 +56,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     /// PostgreSQL / TimescaleDB URL.
     database_url: Option<String>,
-    /// Rule thresholds.
-    #[serde(default)]
-    rules: Option<RuleConfig>,
+    /// Rule file (thresholds and durations of every rule).
+    rules_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +66,9 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub storage: StorageArgs,
-    pub rules: RuleConfig,
+    /// Where the rules came from, to reload on SIGHUP.
+    pub rules_file: Option<PathBuf>,
+    pub rules: Rules,
 }
 
 impl Config {
@@ -76,6 +81,7 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let rules_file = args.rules.clone().or(file.rules_file);
         Ok(Config {
             mqtt_addr: args
                 .mqtt_addr
@@ -97,7 +103,11 @@ impl Config {
                     .unwrap_or_else(|| "./data".into()),
                 database_url: args.database_url.clone().or(file.database_url),
             },
-            rules: file.rules.unwrap_or_default(),
+            rules: match &rules_file {
+                Some(p) => Rules::load(p)?,
+                None => Rules::defaults(),
+            },
+            rules_file,
         })
     }
 }

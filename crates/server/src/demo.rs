@@ -41,7 +41,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,
         storage,
-        rules: Default::default(),
+        rules_file: None,
+        rules: eldercare_rules::Rules::defaults(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(crate::serve(cfg, Some(tx)));

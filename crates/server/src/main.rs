@@ -132,10 +132,16 @@ pub async fn serve(
     let shutdown = CancellationToken::new();
     let (desk, desk_task) = AlertDesk::start(store.clone()).await?;
     let (refusals, dl_task) = Refusals::start(store.clone());
+    let (rules_tx, rules_rx) = tokio::sync::watch::channel(cfg.rules.clone());
+    let reload_task = tokio::spawn(reload_rules_on_sighup(
+        cfg.rules_file.clone(),
+        rules_tx,
+        shutdown.clone(),
+    ));
     let ingest = Ingest::start(
         IngestConfig {
             mqtt_addr: cfg.mqtt_addr,
-            rules: cfg.rules.clone(),
+            rules: rules_rx,
         },
         store.clone(),
         desk.clone(),
@@ -189,6 +195,7 @@ pub async fn serve(
         drop(desk);
         let _ = desk_task.await;
         let _ = dl_task.await;
+        let _ = reload_task.await;
     };
     if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
         .await
@@ -198,6 +205,52 @@ pub async fn serve(
     }
     info!("Stopped.");
     Ok(())
+}
+
+/// SIGHUP re-reads the rule file; a bad file is refused (with the key
+/// and why) and the running rules stay.
+async fn reload_rules_on_sighup(
+    path: Option<PathBuf>,
+    tx: tokio::sync::watch::Sender<eldercare_rules::Rules>,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "Cannot listen for SIGHUP; rules will not reload.");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => {}
+            }
+            let Some(p) = &path else {
+                info!("SIGHUP: no rule file configured; nothing to reload.");
+                continue;
+            };
+            match eldercare_rules::Rules::load(p) {
+                Ok(r) => {
+                    info!(file = %p.display(), "SIGHUP: rule file reloaded.");
+                    println!("rules reloaded from {}", p.display());
+                    let _ = tx.send(r);
+                }
+                Err(e) => {
+                    error!(file = %p.display(), error = %e, "SIGHUP: rule file refused; the running rules stay.");
+                    println!("rules refused: {e}");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, tx);
+        shutdown.cancelled().await;
+    }
 }
 
 async fn wait_for_signal() {

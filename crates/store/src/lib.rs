@@ -77,6 +77,9 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_device(&self, device: &Device) -> Result<bool>;
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>>;
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>>;
+    /// The whole registry, for the rule engine at start and on refresh.
+    async fn list_elders(&self) -> Result<Vec<Elder>>;
+    async fn list_devices(&self) -> Result<Vec<Device>>;
 
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()>;
 

@@ -84,6 +84,20 @@ fn elder_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Elder> {
     })
 }
 
+fn device_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Device> {
+    let kind: String = r.try_get("kind")?;
+    let hb: i64 = r.try_get("heartbeat_s")?;
+    Ok(Device {
+        device_id: r.try_get("device_id")?,
+        kind: DeviceKind::parse(&kind).ok_or_else(|| corrupt(format!("device kind {kind}")))?,
+        elder_id: r.try_get("elder_id")?,
+        room: r.try_get("room")?,
+        heartbeat_s: u32::try_from(hb).unwrap_or(u32::MAX),
+        secret_salt: r.try_get("secret_salt")?,
+        secret_hash: r.try_get("secret_hash")?,
+    })
+}
+
 fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AlertEvent> {
     let kind: String = r.try_get("kind")?;
     let alert: String = r.try_get("alert")?;
@@ -179,24 +193,25 @@ impl Store for SqliteStore {
     }
 
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>> {
-        let Some(r) = sqlx::query("SELECT * FROM devices WHERE device_id = ?")
+        let row = sqlx::query("SELECT * FROM devices WHERE device_id = ?")
             .bind(device_id)
             .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let kind: String = r.try_get("kind")?;
-        let hb: i64 = r.try_get("heartbeat_s")?;
-        Ok(Some(Device {
-            device_id: r.try_get("device_id")?,
-            kind: DeviceKind::parse(&kind).ok_or_else(|| corrupt(format!("device kind {kind}")))?,
-            elder_id: r.try_get("elder_id")?,
-            room: r.try_get("room")?,
-            heartbeat_s: hb as u32,
-            secret_salt: r.try_get("secret_salt")?,
-            secret_hash: r.try_get("secret_hash")?,
-        }))
+            .await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn list_elders(&self) -> Result<Vec<Elder>> {
+        let rows = sqlx::query("SELECT * FROM elders ORDER BY elder_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(elder_from_row).collect()
+    }
+
+    async fn list_devices(&self) -> Result<Vec<Device>> {
+        let rows = sqlx::query("SELECT * FROM devices ORDER BY device_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(device_from_row).collect()
     }
 
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
