@@ -325,18 +325,32 @@ enum Level {
 }
 
 /// An abnormal condition that must hold for a while before it counts,
-/// and clear for a while before it can count again.
-#[derive(Debug, Default, Clone)]
+/// and clear for a while before it can count again. Times are event
+/// time, [`NONE`] when unset (kept small: there is one per signal of
+/// every device of every elder).
+#[derive(Debug, Clone)]
 struct Hold {
-    /// Event time the current abnormal stretch began.
-    since: Option<EpochMs>,
-    /// Event time of the newest reading judged.
-    last: Option<EpochMs>,
+    /// Start of the current abnormal stretch.
+    since: EpochMs,
+    /// Newest reading judged.
+    last: EpochMs,
     /// After firing: since when the signal has been clear.
-    clear_since: Option<EpochMs>,
+    clear_since: EpochMs,
     fired: bool,
     /// First abnormal reading of the stretch, kept as evidence.
     first: Option<Box<Reading>>,
+}
+
+impl Default for Hold {
+    fn default() -> Hold {
+        Hold {
+            since: NONE,
+            last: NONE,
+            clear_since: NONE,
+            fired: false,
+            first: None,
+        }
+    }
 }
 
 struct HoldRule {
@@ -350,51 +364,47 @@ impl Hold {
     /// has just been met.
     fn step(&mut self, r: &Reading, level: Level, rule: &HoldRule) -> Option<EpochMs> {
         let ts = r.ts_ms;
-        if let Some(last) = self.last {
+        if self.last != NONE {
             // Late readings are stored but cannot rewrite a stretch that
             // newer readings already shaped.
-            if ts < last {
+            if ts < self.last {
                 return None;
             }
             // A signal gone for longer than the clear time ended its episode.
-            if self.fired && ts - last > rule.clear_ms.max(rule.gap_ms) {
+            if self.fired && ts - self.last > rule.clear_ms.max(rule.gap_ms) {
                 *self = Hold::default();
             }
         }
-        let continuous = self.last.is_some_and(|last| ts - last <= rule.gap_ms);
-        self.last = Some(ts);
+        let continuous = self.last != NONE && ts - self.last <= rule.gap_ms;
+        self.last = ts;
         if self.fired {
             if level == Level::Clear {
-                let since = match self.clear_since {
-                    Some(s) if continuous => s,
-                    _ => *self.clear_since.insert(ts),
-                };
-                if ts - since >= rule.clear_ms {
+                if self.clear_since == NONE || !continuous {
+                    self.clear_since = ts;
+                }
+                if ts - self.clear_since >= rule.clear_ms {
                     *self = Hold {
-                        last: Some(ts),
+                        last: ts,
                         ..Hold::default()
                     };
                 }
             } else {
-                self.clear_since = None;
+                self.clear_since = NONE;
             }
             return None;
         }
         if level != Level::Abnormal {
-            self.since = None;
+            self.since = NONE;
             self.first = None;
             return None;
         }
-        let since = match self.since {
-            Some(s) if continuous => s,
-            _ => {
-                self.first = Some(Box::new(r.clone()));
-                *self.since.insert(ts)
-            }
-        };
-        if ts - since >= rule.hold_ms {
+        if self.since == NONE || !continuous {
+            self.since = ts;
+            self.first = Some(Box::new(r.clone()));
+        }
+        if ts - self.since >= rule.hold_ms {
             self.fired = true;
-            return Some(since);
+            return Some(self.since);
         }
         None
     }
@@ -407,16 +417,44 @@ impl Hold {
     }
 }
 
-/// Signal holds of a device that measures vital signs.
-#[derive(Debug, Default)]
-struct Holds {
-    vital: [Hold; 5],
-    no_breathing: Hold,
+/// Signal holds of a device that measures vital signs, only those its
+/// kind can report: a band's five parameters; a sleep sensor's pulse,
+/// respiration and breathing.
+#[derive(Debug)]
+struct Holds(Box<[Hold]>);
+
+const NO_BREATHING: usize = 5;
+
+impl Holds {
+    fn for_kind(kind: DeviceKind) -> Option<Holds> {
+        let n = match kind {
+            DeviceKind::VitalBand => 5,
+            DeviceKind::SleepSensor => 3,
+            _ => return None,
+        };
+        Some(Holds((0..n).map(|_| Hold::default()).collect()))
+    }
+
+    /// `signal`: a [`Param`] index, or [`NO_BREATHING`].
+    fn get(&mut self, signal: usize) -> Option<&mut Hold> {
+        let i = if self.0.len() == 5 {
+            signal
+        } else {
+            match signal {
+                0 => 0,
+                2 => 1,
+                NO_BREATHING => 2,
+                _ => return None,
+            }
+        };
+        self.0.get_mut(i)
+    }
 }
 
 #[derive(Debug)]
 struct DeviceSlot {
-    id: Box<str>,
+    /// Shared with the index's key: one allocation per id.
+    id: Arc<str>,
     /// Index of the owning elder; `u32::MAX` for a freed slot.
     elder: u32,
     kind: DeviceKind,
@@ -429,7 +467,7 @@ struct DeviceSlot {
     silent_since: Option<EpochMs>,
     offline_raised: bool,
     battery_low: bool,
-    holds: Option<Box<Holds>>,
+    holds: Option<Holds>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -447,7 +485,7 @@ struct FallState {
 
 #[derive(Debug)]
 struct ElderSlot {
-    id: Box<str>,
+    id: Arc<str>,
     removed: bool,
     cfg: Arc<RuleConfig>,
     clock: LocalClock,
@@ -493,9 +531,9 @@ struct ElderSlot {
 pub struct Engine {
     rules: Rules,
     elders: Vec<ElderSlot>,
-    elder_ix: FxHashMap<Box<str>, u32>,
+    elder_ix: FxHashMap<Arc<str>, u32>,
     devices: Vec<DeviceSlot>,
-    device_ix: FxHashMap<Box<str>, u32>,
+    device_ix: FxHashMap<Arc<str>, u32>,
     free_devices: Vec<u32>,
 }
 
@@ -588,8 +626,9 @@ impl Engine {
             e.due = e.due.min(now);
             return;
         }
+        let id: Arc<str> = p.elder_id.as_str().into();
         let slot = ElderSlot {
-            id: p.elder_id.as_str().into(),
+            id: id.clone(),
             removed: false,
             cfg,
             clock,
@@ -623,7 +662,7 @@ impl Engine {
         };
         let i = u32::try_from(self.elders.len()).unwrap_or(u32::MAX);
         self.elders.push(slot);
-        self.elder_ix.insert(p.elder_id.as_str().into(), i);
+        self.elder_ix.insert(id, i);
     }
 
     /// Forgets an elder and their devices.
@@ -657,15 +696,16 @@ impl Engine {
             }
             let slot = &mut self.devices[d as usize];
             slot.elder = elder;
-            slot.kind = p.kind;
             slot.heartbeat_ms = heartbeat_ms;
-            if slot.holds.is_none() && measures_vitals(p.kind) {
-                slot.holds = Some(Box::default());
+            if slot.kind != p.kind {
+                slot.holds = Holds::for_kind(p.kind);
             }
+            slot.kind = p.kind;
             return;
         }
+        let id: Arc<str> = p.device_id.as_str().into();
         let slot = DeviceSlot {
-            id: p.device_id.as_str().into(),
+            id: id.clone(),
             elder,
             kind: p.kind,
             heartbeat_ms,
@@ -674,7 +714,7 @@ impl Engine {
             silent_since: None,
             offline_raised: false,
             battery_low: false,
-            holds: measures_vitals(p.kind).then(Box::default),
+            holds: Holds::for_kind(p.kind),
         };
         let d = match self.free_devices.pop() {
             Some(d) => {
@@ -686,7 +726,7 @@ impl Engine {
                 u32::try_from(self.devices.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        self.device_ix.insert(p.device_id.as_str().into(), d);
+        self.device_ix.insert(id, d);
         let e = &mut self.elders[elder as usize];
         e.devices.push(d);
         e.due = e.due.min(now);
@@ -793,8 +833,8 @@ impl Engine {
                     if s.hr.is_some() || s.rr.is_some_and(|rr| rr > 0) {
                         news2(e, r, &cfg, out);
                     }
-                } else if let Some(h) = dev.holds.as_mut() {
-                    h.no_breathing.reset();
+                } else if let Some(h) = dev.holds.as_mut().and_then(|h| h.get(NO_BREATHING)) {
+                    h.reset();
                 }
             }
             Body::Motion(m) => {
@@ -838,10 +878,6 @@ impl Engine {
             e.due = due.max(now + 1);
         }
     }
-}
-
-fn measures_vitals(k: DeviceKind) -> bool {
-    matches!(k, DeviceKind::VitalBand | DeviceKind::SleepSensor)
 }
 
 fn trigger(
@@ -1021,7 +1057,9 @@ fn vital(
         gap_ms: i64::from(c.max_gap_s) * 1000,
         clear_ms: i64::from(c.clear_s) * 1000,
     };
-    let h = &mut holds.vital[p as usize];
+    let Some(h) = holds.get(p as usize) else {
+        return;
+    };
     let Some(since) = h.step(r, level, &rule) else {
         return;
     };
@@ -1150,7 +1188,9 @@ fn no_breathing(
         gap_ms: i64::from(c.max_gap_s) * 1000,
         clear_ms: i64::from(c.clear_s) * 1000,
     };
-    let h = &mut holds.no_breathing;
+    let Some(h) = holds.get(NO_BREATHING) else {
+        return;
+    };
     let Some(since) = h.step(r, level, &rule) else {
         return;
     };
