@@ -21,6 +21,8 @@ struct Server {
     mqtt: String,
     grpc: String,
     metrics: String,
+    /// Lines the server prints to stdout after its ready line.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Server {
@@ -34,41 +36,65 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-const ELDERS: &str =
-    "elder_id,name,district,community\nE1,Test One,D1,C1\nE2,Test Two,D1,C2\nE3,Test Three,D2,C3\n";
+const ELDERS: &str = "elder_id,name,district,community,home_lat,home_lon,safe_radius_m,flags\n\
+E1,Test One,D1,C1,,,,\n\
+E2,Test Two,D1,C2,,,,\n\
+E3,Test Three,D2,C3,,,,\n\
+E4,Test Four,D2,C3,31.2,121.4,500,dementia\n";
 const DEVICES: &str = "device_id,kind,elder_id,room,secret\n\
 btn-1,sos_button,E1,,s-btn-1\n\
 band-1,vital_band,E1,,s-band-1\n\
 btn-2,sos_button,E2,,s-btn-2\n\
 band-2,vital_band,E2,,s-band-2\n\
-btn-3,sos_button,E3,,s-btn-3\n";
+btn-3,sos_button,E3,,s-btn-3\n\
+gps-4,gps_watch,E4,,s-gps-4\n\
+btn-4,sos_button,E4,,s-btn-4\n";
 
 impl Server {
     /// Starts `eldercare serve` on free ports and imports the test registry
     /// with `eldercare import` while it runs.
     fn start() -> Server {
+        Server::start_with_rules(None)
+    }
+
+    /// Like [`Server::start`], with a rule file of this text.
+    fn start_with_rules(rules: Option<&str>) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--mqtt-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .env("ELDERCARE_LOG", "warn")
+        let rules_file = dir.path().join("rules.toml");
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path());
+        if let Some(text) = rules {
+            std::fs::write(&rules_file, text).unwrap();
+            cmd.arg("--rules").arg(&rules_file);
+        }
+        let mut child = cmd
+            .env("ELDERCARE_LOG", "warn,rumqttd=off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn eldercare serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
         let field = |k: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{k}=")).map(String::from))
@@ -80,6 +106,7 @@ impl Server {
             metrics: field("metrics"),
             child,
             dir,
+            lines,
         };
         std::fs::write(s.dir.path().join("elders.csv"), ELDERS).unwrap();
         std::fs::write(s.dir.path().join("devices.csv"), DEVICES).unwrap();
@@ -763,4 +790,234 @@ fn an_mqtt5_client_is_told_the_protocol_is_unsupported() {
         ),
         1
     );
+}
+
+async fn subscribe_in(s: &Server, language: &str) -> tonic::Streaming<pb::AlertEvent> {
+    s.grpc()
+        .await
+        .subscribe(pb::SubscribeRequest {
+            language: language.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_quick_sos_cancel_resolves_it_as_a_false_alarm_in_either_language() {
+    let s = Server::start();
+    let mut zh = s.subscribe(0).await;
+    let mut en = subscribe_in(&s, "en").await;
+    let btn = device(&s, "btn-3").await;
+    let t = now_ms();
+    publish(
+        &btn,
+        "eldercare/v1/btn-3/event",
+        format!(r#"{{"ts": {t}, "type": "sos"}}"#),
+    )
+    .await;
+    let raised_zh = next(&mut zh).await.alert.unwrap();
+    let raised_en = next(&mut en).await.alert.unwrap();
+    assert_eq!(raised_zh.summary, "紧急呼叫按钮被按下");
+    assert_eq!(raised_en.summary, "SOS button pressed");
+    assert_eq!(
+        (raised_en.summary_en.as_str(), raised_en.summary_zh.as_str()),
+        ("SOS button pressed", "紧急呼叫按钮被按下")
+    );
+    // Pressed cancel eight seconds later (device clock).
+    publish(
+        &btn,
+        "eldercare/v1/btn-3/event",
+        format!(r#"{{"ts": {}, "type": "sos_cancel"}}"#, t + 8_000),
+    )
+    .await;
+    let ev = next(&mut en).await;
+    let a = ev.alert.unwrap();
+    assert_eq!(ev.kind, pb::AlertEventKind::ResolvedEvent as i32);
+    assert_eq!(
+        (
+            a.id.as_str(),
+            a.state,
+            a.outcome.as_str(),
+            ev.actor.as_str()
+        ),
+        (
+            raised_en.id.as_str(),
+            pb::AlertState::Resolved as i32,
+            "false_alarm",
+            ""
+        )
+    );
+    assert!(ev.note.contains("8 s"), "{}", ev.note);
+    let bad = s
+        .grpc()
+        .await
+        .subscribe(pb::SubscribeRequest {
+            language: "fr".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn low_battery_goes_to_the_operations_queue_and_clears_itself() {
+    let s = Server::start();
+    let mut sub = s.subscribe(0).await;
+    let btn = device(&s, "btn-2").await;
+    let status = |pct: u32| format!(r#"{{"ts": {}, "battery_pct": {pct}}}"#, now_ms());
+    publish(&btn, "eldercare/v1/btn-2/status", status(12)).await;
+    let ev = next(&mut sub).await;
+    let a = ev.alert.unwrap();
+    assert_eq!(
+        (a.kind.as_str(), a.queue.as_str(), a.subject.as_str()),
+        ("low_battery", "operations", "btn-2")
+    );
+    assert_eq!(a.severity, pb::Severity::Low as i32);
+    publish(&btn, "eldercare/v1/btn-2/status", status(20)).await;
+    publish(&btn, "eldercare/v1/btn-2/status", status(35)).await;
+    let ev = next(&mut sub).await;
+    let b = ev.alert.unwrap();
+    assert_eq!(ev.kind, pb::AlertEventKind::ResolvedEvent as i32);
+    assert_eq!((b.id, b.outcome.as_str()), (a.id, "cleared"));
+}
+
+#[tokio::test]
+async fn a_lost_connection_is_noticed_by_its_last_will_and_clears_on_return() {
+    let s = Server::start_with_rules(Some("[offline]\ngrace_s = 1\n"));
+    let mut sub = s.subscribe(0).await;
+    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
+    let mut o = MqttOptions::new("gps-4-watch", host, port.parse().unwrap());
+    o.set_credentials("gps-4", "s-gps-4");
+    o.set_last_will(rumqttc::LastWill::new(
+        "eldercare/v1/gps-4/status",
+        r#"{"online": false}"#,
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_client, mut el) = AsyncClient::new(o, 10);
+    loop {
+        if let Event::Incoming(Packet::ConnAck(_)) = el.poll().await.unwrap() {
+            break;
+        }
+    }
+    // The watch loses its connection: no DISCONNECT, the socket just goes.
+    drop(el);
+    let ev = next(&mut sub).await;
+    let a = ev.alert.unwrap();
+    assert_eq!(
+        (a.kind.as_str(), a.subject.as_str(), a.queue.as_str()),
+        ("device_offline", "gps-4", "operations")
+    );
+    // Back: heard again, the alert clears itself.
+    let gps = device(&s, "gps-4").await;
+    publish(
+        &gps,
+        "eldercare/v1/gps-4/location",
+        format!(r#"{{"ts": {}, "lat": 31.2, "lon": 121.4}}"#, now_ms()),
+    )
+    .await;
+    let ev = next(&mut sub).await;
+    assert_eq!(ev.kind, pb::AlertEventKind::ResolvedEvent as i32);
+    assert_eq!(ev.alert.unwrap().outcome, "cleared");
+}
+
+#[tokio::test]
+async fn a_dementia_patient_leaving_the_safe_zone_is_high_and_coming_back_updates_it() {
+    let s = Server::start();
+    let mut sub = subscribe_in(&s, "en").await;
+    let gps = device(&s, "gps-4").await;
+    let t = now_ms();
+    // Fixes 1.1 km north of home, one minute apart, in the daytime or at
+    // night depending on when the test runs: check the severity by clock.
+    for (i, north_m) in [1100.0, 1150.0, 100.0].into_iter().enumerate() {
+        let lat = 31.2 + north_m / 111_195.0;
+        publish(
+            &gps,
+            "eldercare/v1/gps-4/location",
+            format!(
+                r#"{{"ts": {}, "lat": {lat}, "lon": 121.4, "accuracy_m": 10}}"#,
+                t + i as i64 * 60_000 - 180_000
+            ),
+        )
+        .await;
+    }
+    let ev = next(&mut sub).await;
+    let a = ev.alert.unwrap();
+    assert_eq!(a.kind, "geofence_exit");
+    assert!(
+        a.severity == pb::Severity::High as i32 || a.severity == pb::Severity::Critical as i32,
+        "dementia: HIGH by day, CRITICAL at night; got {}",
+        a.severity
+    );
+    assert_eq!(a.readings.len(), 2, "both fixes outside are evidence");
+    let ev = next(&mut sub).await;
+    assert_eq!(ev.kind, pb::AlertEventKind::Updated as i32);
+    assert!(ev.note.contains("Back inside"), "{}", ev.note);
+    assert!(ev.alert.unwrap().summary.contains("Back inside"));
+}
+
+#[test]
+fn a_bad_rule_file_is_refused_at_start_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[vitals]\npulse_high = \"fast\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--metrics-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vitals.pulse_high"), "{err}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_the_rules_and_keeps_what_the_engine_saw() {
+    let s = Server::start_with_rules(Some("[vitals]\nhold_s = 600\n"));
+    let mut sub = subscribe_in(&s, "en").await;
+    let band = device(&s, "band-1").await;
+    let t0 = now_ms() - 120_000;
+    let hr = |dt: i64| format!(r#"{{"ts": {}, "hr": 150}}"#, t0 + dt);
+    for dt in [0, 20_000, 40_000, 60_000] {
+        publish(&band, "eldercare/v1/band-1/vitals", hr(dt)).await;
+    }
+    // A marker through the same pipeline: once its alert is out, the four
+    // readings before it have been judged (and raised nothing, at 600 s).
+    let btn = device(&s, "btn-1").await;
+    sos(&btn, "btn-1").await;
+    assert_eq!(next(&mut sub).await.alert.unwrap().kind, "sos");
+
+    std::fs::write(s.dir.path().join("rules.toml"), "[vitals]\nhold_s = 30\n").unwrap();
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let line = s
+        .lines
+        .recv_timeout(DEADLINE)
+        .expect("the server reports the reload");
+    assert!(line.starts_with("rules reloaded"), "{line}");
+    publish(&band, "eldercare/v1/band-1/vitals", hr(80_000)).await;
+    let a = next(&mut sub).await.alert.unwrap();
+    assert_eq!(a.kind, "vital_out_of_range");
+    // The stretch began before the reload: the engine kept it.
+    assert_eq!(a.window_start.unwrap().seconds, t0.div_euclid(1000));
+    assert!(a.summary.contains("for 80 s"), "{}", a.summary);
 }

@@ -7,7 +7,15 @@ use eldercare_model::{
 };
 use serde_json::{Map, Value};
 
-pub(crate) fn decode(device_id: &str, stream: Stream, payload: &[u8]) -> Result<Reading, Refusal> {
+/// `now_ms` stamps a `status` message that carries no `ts`: a last will
+/// is published by the broker when the device is already gone, so the
+/// device could not date it.
+pub(crate) fn decode(
+    device_id: &str,
+    stream: Stream,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<Reading, Refusal> {
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| Refusal::MalformedJson(e.to_string()))?;
     let Value::Object(m) = value else {
@@ -15,7 +23,10 @@ pub(crate) fn decode(device_id: &str, stream: Stream, payload: &[u8]) -> Result<
             "payload is not a JSON object".into(),
         ));
     };
-    let ts_ms = ts(&m)?;
+    let ts_ms = match ts(&m) {
+        Err(Refusal::MissingField(_)) if stream == Stream::Status => now_ms,
+        r => r?,
+    };
     let seq = match m.get("seq") {
         None | Some(Value::Null) => None,
         Some(v) => Some(

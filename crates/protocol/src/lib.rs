@@ -169,8 +169,8 @@ pub fn decode(
         (e, _) => e,
     };
     let reading = match encoding {
-        Encoding::Json => json::decode(t.device_id, t.stream, payload)?,
-        Encoding::Protobuf => pb::decode(t.device_id, t.stream, payload)?,
+        Encoding::Json => json::decode(t.device_id, t.stream, payload, now_ms)?,
+        Encoding::Protobuf => pb::decode(t.device_id, t.stream, payload, now_ms)?,
     };
     validate::reading(&reading)?;
     check_ts(reading.ts_ms, now_ms)?;

@@ -6,12 +6,20 @@ use eldercare_model::{
 use eldercare_proto::v1::{DeviceMessage, device_message};
 use prost::Message;
 
-pub(crate) fn decode(device_id: &str, stream: Stream, payload: &[u8]) -> Result<Reading, Refusal> {
+/// `now_ms` stamps an undated `status` message, as for JSON.
+pub(crate) fn decode(
+    device_id: &str,
+    stream: Stream,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<Reading, Refusal> {
     let msg =
         DeviceMessage::decode(payload).map_err(|e| Refusal::MalformedProtobuf(e.to_string()))?;
-    if msg.ts_ms == 0 {
-        return Err(Refusal::MissingField("ts_ms".into()));
-    }
+    let ts_ms = match msg.ts_ms {
+        0 if stream == Stream::Status => now_ms,
+        0 => return Err(Refusal::MissingField("ts_ms".into())),
+        t => t,
+    };
     let body = msg
         .body
         .ok_or_else(|| Refusal::MissingField(format!("body ({stream})")))?;
@@ -62,7 +70,7 @@ pub(crate) fn decode(device_id: &str, stream: Stream, payload: &[u8]) -> Result<
     Ok(Reading {
         device_id: device_id.to_string(),
         seq: msg.seq,
-        ts_ms: msg.ts_ms,
+        ts_ms,
         body,
     })
 }

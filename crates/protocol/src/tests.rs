@@ -1,5 +1,5 @@
 use super::*;
-use eldercare_model::{Body, EventType};
+use eldercare_model::{Body, EventType, Status};
 use eldercare_proto::v1::{DeviceMessage, Event, device_message};
 use prost::Message;
 
@@ -199,5 +199,22 @@ fn protobuf_topic_and_content_type() {
             .unwrap_err()
             .reason(),
         "malformed_protobuf"
+    );
+}
+
+#[test]
+fn an_undated_last_will_is_stamped_on_arrival_and_other_streams_need_ts() {
+    let r = json("eldercare/v1/gps-1/status", r#"{"online": false}"#).unwrap();
+    assert_eq!(r.ts_ms, NOW);
+    assert_eq!(
+        r.body,
+        Body::Status(Status {
+            online: Some(false),
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        reason(json("eldercare/v1/band-1/vitals", r#"{"hr": 70}"#)),
+        "missing_field"
     );
 }

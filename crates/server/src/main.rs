@@ -11,6 +11,7 @@ use config::{Config, StorageArgs};
 use eldercare_alerts::AlertDesk;
 use eldercare_broker::{Ingest, IngestConfig, ingest::Refusals};
 use eldercare_store::{SqliteStore, Store};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -236,12 +237,14 @@ async fn reload_rules_on_sighup(
             match eldercare_rules::Rules::load(p) {
                 Ok(r) => {
                     info!(file = %p.display(), "SIGHUP: rule file reloaded.");
-                    println!("rules reloaded from {}", p.display());
+                    // stdout may be closed (a supervisor that only wanted the
+                    // ready line): a failed write is not an error here.
+                    let _ = writeln!(std::io::stdout(), "rules reloaded from {}", p.display());
                     let _ = tx.send(r);
                 }
                 Err(e) => {
                     error!(file = %p.display(), error = %e, "SIGHUP: rule file refused; the running rules stay.");
-                    println!("rules refused: {e}");
+                    let _ = writeln!(std::io::stdout(), "rules refused: {e}");
                 }
             }
         }
