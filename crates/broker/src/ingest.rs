@@ -218,6 +218,7 @@ impl Ingest {
             refusals,
             engine: Engine::new(rules.borrow_and_update().clone()),
             decisions: Vec::new(),
+            refreshed_at: None,
             seqs: HashMap::new(),
             batch: Vec::with_capacity(BATCH),
         };
@@ -307,6 +308,8 @@ struct Pipeline {
     /// Judges readings; also the device -> elder map of the registry.
     engine: Engine,
     decisions: Vec<Decision>,
+    /// When the engine last loaded the registry.
+    refreshed_at: Option<EpochMs>,
     seqs: HashMap<String, (HashSet<u64>, VecDeque<u64>)>,
     batch: Vec<StoredReading>,
 }
@@ -374,6 +377,14 @@ impl Pipeline {
 
     async fn decide(&self, decisions: &mut Vec<Decision>) {
         for d in decisions.drain(..) {
+            let what = match &d {
+                Decision::Raise(_) => "raise",
+                Decision::Update(_) => "update",
+                Decision::Resolve(_) => "resolve",
+            };
+            metrics::counter!("eldercare_rule_decisions_total",
+                "kind" => d.kind().as_str(), "decision" => what)
+            .increment(1);
             if self.desk.decide(d).await.is_err() {
                 error!("Alert desk closed; rule decision lost.");
             }
@@ -382,17 +393,25 @@ impl Pipeline {
 
     async fn tick(&mut self) {
         let mut decisions = std::mem::take(&mut self.decisions);
+        let started = std::time::Instant::now();
         self.engine.tick_into(now_ms(), &mut decisions);
+        metrics::histogram!("eldercare_rule_tick_seconds").record(started.elapsed().as_secs_f64());
         self.decide(&mut decisions).await;
         self.decisions = decisions;
     }
 
-    /// Loads the registry into the engine: new elders and devices are
-    /// added, changed ones updated (their state kept), deleted ones dropped.
+    /// Loads the registry into the engine: the whole of it the first
+    /// time, then what changed since the last refresh (new entries added,
+    /// changed ones updated with their state kept). Deleting from the
+    /// registry is for the registry API, which tells the engine itself.
     async fn refresh_registry(&mut self) {
+        let started = now_ms();
+        // Overlap the windows: an import commits rows stamped a moment
+        // before it finishes.
+        let since = self.refreshed_at.map(|t| t - 60_000);
         let (elders, devices) = match (
-            self.store.list_elders().await,
-            self.store.list_devices().await,
+            self.store.list_elders(since).await,
+            self.store.list_devices(since).await,
         ) {
             (Ok(e), Ok(d)) => (e, d),
             (Err(e), _) | (_, Err(e)) => {
@@ -400,23 +419,15 @@ impl Pipeline {
                 return;
             }
         };
-        let now = now_ms();
         for e in &elders {
-            self.engine.upsert_elder(&ElderProfile::from_elder(e), now);
-        }
-        let known: HashSet<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
-        let gone: Vec<String> = self
-            .engine
-            .device_ids()
-            .filter(|id| !known.contains(id))
-            .map(String::from)
-            .collect();
-        for id in gone {
-            self.engine.remove_device(&id);
+            self.engine.upsert_elder(&ElderProfile::from_elder(e), started);
         }
         for d in &devices {
-            self.engine.upsert_device(&DeviceProfile::from(d), now);
+            self.engine.upsert_device(&DeviceProfile::from(d), started);
         }
+        self.refreshed_at = Some(started);
+        metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
+        metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);
     }
 
     async fn flush(&mut self) {

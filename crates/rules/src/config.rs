@@ -561,3 +561,35 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    /// deploy/rules.toml documents every key at its default: keep it so.
+    #[test]
+    fn the_reference_file_is_the_defaults() {
+        let r = Rules::parse(include_str!("../../../deploy/rules.toml")).unwrap();
+        assert_eq!(**r.global(), RuleConfig::default());
+        let text = include_str!("../../../deploy/rules.toml");
+        let uncommented: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let table: toml::Table = toml::from_str(&uncommented).unwrap();
+        let defaults = toml::Table::try_from(RuleConfig::default()).unwrap();
+        for (section, keys) in &defaults {
+            let toml::Value::Table(keys) = keys else { continue };
+            for key in keys.keys() {
+                assert!(
+                    table
+                        .get(section)
+                        .and_then(|s| s.get(key))
+                        .is_some(),
+                    "deploy/rules.toml does not document {section}.{key}"
+                );
+            }
+        }
+    }
+}

@@ -77,9 +77,10 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_device(&self, device: &Device) -> Result<bool>;
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>>;
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>>;
-    /// The whole registry, for the rule engine at start and on refresh.
-    async fn list_elders(&self) -> Result<Vec<Elder>>;
-    async fn list_devices(&self) -> Result<Vec<Device>>;
+    /// The registry, for the rule engine: everything, or only the entries
+    /// written at or after `changed_since` (server time).
+    async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>>;
+    async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>>;
 
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()>;
 

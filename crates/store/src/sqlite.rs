@@ -5,7 +5,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use eldercare_model::{
-    Alert, AlertEvent, AlertEventKind, DeadLetter, Device, DeviceKind, Elder, Severity,
+    Alert, AlertEvent, AlertEventKind, DeadLetter, Device, DeviceKind, Elder, EpochMs, Severity,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -200,15 +200,17 @@ impl Store for SqliteStore {
         row.as_ref().map(device_from_row).transpose()
     }
 
-    async fn list_elders(&self) -> Result<Vec<Elder>> {
-        let rows = sqlx::query("SELECT * FROM elders ORDER BY elder_id")
+    async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>> {
+        let rows = sqlx::query("SELECT * FROM elders WHERE updated_at >= ? ORDER BY elder_id")
+            .bind(changed_since.unwrap_or(i64::MIN))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(elder_from_row).collect()
     }
 
-    async fn list_devices(&self) -> Result<Vec<Device>> {
-        let rows = sqlx::query("SELECT * FROM devices ORDER BY device_id")
+    async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>> {
+        let rows = sqlx::query("SELECT * FROM devices WHERE updated_at >= ? ORDER BY device_id")
+            .bind(changed_since.unwrap_or(i64::MIN))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(device_from_row).collect()
