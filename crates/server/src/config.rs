@@ -111,3 +111,15 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_config_parses() {
+        let f: FileConfig = toml::from_str(include_str!("../../../deploy/eldercare.toml")).unwrap();
+        assert_eq!(f.mqtt_addr, Some(([127, 0, 0, 1], 1883).into()));
+        assert!(f.rules_file.is_none());
+    }
+}
