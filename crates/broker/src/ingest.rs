@@ -223,6 +223,19 @@ impl Ingest {
             batch: Vec::with_capacity(BATCH),
         };
         state.refresh_registry().await;
+        // A restart must not forget what is already reported: conditions
+        // of open alerts are not raised again and still clear themselves.
+        match state.store.unresolved_alerts().await {
+            Ok(open) => {
+                let now = now_ms();
+                for a in open {
+                    state
+                        .engine
+                        .restore_open(a.kind, &a.elder_id, a.subject.as_deref(), now);
+                }
+            }
+            Err(e) => warn!(error = %e, "Could not read open alerts for the rule engine."),
+        }
         info!(
             elders = state.engine.elders(),
             devices = state.engine.devices(),
@@ -420,7 +433,8 @@ impl Pipeline {
             }
         };
         for e in &elders {
-            self.engine.upsert_elder(&ElderProfile::from_elder(e), started);
+            self.engine
+                .upsert_elder(&ElderProfile::from_elder(e), started);
         }
         for d in &devices {
             self.engine.upsert_device(&DeviceProfile::from(d), started);

@@ -580,13 +580,12 @@ mod reference {
         let table: toml::Table = toml::from_str(&uncommented).unwrap();
         let defaults = toml::Table::try_from(RuleConfig::default()).unwrap();
         for (section, keys) in &defaults {
-            let toml::Value::Table(keys) = keys else { continue };
+            let toml::Value::Table(keys) = keys else {
+                continue;
+            };
             for key in keys.keys() {
                 assert!(
-                    table
-                        .get(section)
-                        .and_then(|s| s.get(key))
-                        .is_some(),
+                    table.get(section).and_then(|s| s.get(key)).is_some(),
                     "deploy/rules.toml does not document {section}.{key}"
                 );
             }

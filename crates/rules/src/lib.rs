@@ -744,6 +744,42 @@ impl Engine {
         self.free_devices.push(d);
     }
 
+    /// Tells a fresh engine (after a restart) about an alert that is still
+    /// open, so the condition it reports is not raised twice and clears
+    /// itself when it goes away: an offline device counts as silent until
+    /// heard, a low battery as low until charged.
+    pub fn restore_open(
+        &mut self,
+        kind: AlertKind,
+        elder_id: &str,
+        subject: Option<&str>,
+        now: EpochMs,
+    ) {
+        let Some(&ei) = self.elder_ix.get(elder_id) else {
+            return;
+        };
+        let dev = subject
+            .and_then(|s| self.device_ix.get(s).copied())
+            .filter(|&d| self.devices[d as usize].elder == ei);
+        let e = &mut self.elders[ei as usize];
+        match (kind, dev) {
+            (AlertKind::DeviceOffline, Some(d)) => {
+                let dev = &mut self.devices[d as usize];
+                dev.offline_raised = true;
+                dev.silent_since.get_or_insert(now);
+            }
+            (AlertKind::LowBattery, Some(d)) => self.devices[d as usize].battery_low = true,
+            (AlertKind::HomeOffline, _) => {
+                e.home_offline = true;
+                for &d in &e.devices {
+                    self.devices[d as usize].silent_since.get_or_insert(now);
+                }
+            }
+            (AlertKind::GeofenceExit, _) => e.geofence_raised = true,
+            _ => {}
+        }
+    }
+
     /// Judges one validated reading; `now` is the engine clock at arrival.
     /// Readings of devices the engine does not know are ignored.
     pub fn on_reading(&mut self, r: &Reading, now: EpochMs) -> Vec<Decision> {

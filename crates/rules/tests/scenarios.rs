@@ -963,3 +963,23 @@ fn unknown_devices_are_ignored_and_moves_follow_the_registry() {
     assert!(h.read("btn-1", DAY, event(EventType::Sos, None)).is_empty());
     assert_eq!(h.e.devices(), 4);
 }
+
+// ---- restart ----
+
+#[test]
+fn after_a_restart_open_maintenance_alerts_still_clear_themselves() {
+    let mut h = Home::new();
+    h.e.restore_open(AlertKind::DeviceOffline, "E1", Some("gps-1"), DAY);
+    h.e.restore_open(AlertKind::LowBattery, "E1", Some("btn-1"), DAY);
+    // Not raised a second time while still silent...
+    h.heartbeat_except(DAY + 10 * MIN, "gps-1");
+    none_of(&h.e.tick(DAY + 10 * MIN), AlertKind::DeviceOffline);
+    // ...and cleared when heard.
+    let d = h.read("gps-1", DAY + 11 * MIN, north(10.0));
+    assert_eq!(resolves(&d)[0].kind, AlertKind::DeviceOffline);
+    assert!(h.read("btn-1", DAY + 11 * MIN, status(Some(14))).is_empty());
+    let d = h.read("btn-1", DAY + 12 * MIN, status(Some(90)));
+    assert_eq!(resolves(&d)[0].kind, AlertKind::LowBattery);
+    // An alert of a device that moved elsewhere is ignored.
+    h.e.restore_open(AlertKind::LowBattery, "E9", Some("btn-1"), DAY);
+}
