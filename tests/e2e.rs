@@ -60,6 +60,56 @@ impl Server {
     /// Like [`Server::start`], with a rule file of this text.
     fn start_with_rules(rules: Option<&str>) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = rules {
+            std::fs::write(dir.path().join("rules.toml"), text).unwrap();
+        }
+        let s = Server::spawn(dir);
+        std::fs::write(s.dir.path().join("elders.csv"), ELDERS).unwrap();
+        std::fs::write(s.dir.path().join("devices.csv"), DEVICES).unwrap();
+        let out = Command::new(BIN)
+            .arg("import")
+            .arg("--data-dir")
+            .arg(s.dir.path())
+            .arg(s.dir.path().join("devices.csv"))
+            .arg(s.dir.path().join("elders.csv"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s
+    }
+
+    /// Stops the server with SIGTERM and starts it again on the same data
+    /// (and rule file, if any); new ports. Waits off the runtime, so the
+    /// test's own clients keep running (and close) meanwhile.
+    async fn restart(mut self) -> Server {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let status = tokio::task::spawn_blocking(move || {
+            let st = self.child.wait();
+            (st, self)
+        })
+        .await
+        .unwrap()
+        .0
+        .unwrap();
+        assert!(status.success());
+        Server::spawn(dir)
+    }
+
+    /// Runs `eldercare serve` on free ports over `dir`, with its
+    /// `rules.toml` when there is one.
+    fn spawn(dir: tempfile::TempDir) -> Server {
         let rules_file = dir.path().join("rules.toml");
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -73,12 +123,15 @@ impl Server {
             "--data-dir",
         ])
         .arg(dir.path());
-        if let Some(text) = rules {
-            std::fs::write(&rules_file, text).unwrap();
+        if rules_file.exists() {
             cmd.arg("--rules").arg(&rules_file);
         }
         let mut child = cmd
-            .env("ELDERCARE_LOG", "warn,rumqttd=off")
+            // E2E_SERVER_LOG=debug shows what the server does, when a test fails.
+            .env(
+                "ELDERCARE_LOG",
+                std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -100,30 +153,14 @@ impl Server {
                 .find_map(|w| w.strip_prefix(&format!("{k}=")).map(String::from))
                 .unwrap_or_else(|| panic!("no {k}= in ready line {line:?}"))
         };
-        let s = Server {
+        Server {
             mqtt: field("mqtt"),
             grpc: field("grpc"),
             metrics: field("metrics"),
             child,
             dir,
             lines,
-        };
-        std::fs::write(s.dir.path().join("elders.csv"), ELDERS).unwrap();
-        std::fs::write(s.dir.path().join("devices.csv"), DEVICES).unwrap();
-        let out = Command::new(BIN)
-            .arg("import")
-            .arg("--data-dir")
-            .arg(s.dir.path())
-            .arg(s.dir.path().join("devices.csv"))
-            .arg(s.dir.path().join("elders.csv"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        s
+        }
     }
 
     async fn grpc(&self) -> AlertServiceClient<Channel> {
@@ -1020,4 +1057,27 @@ async fn sighup_reloads_the_rules_and_keeps_what_the_engine_saw() {
     // The stretch began before the reload: the engine kept it.
     assert_eq!(a.window_start.unwrap().seconds, t0.div_euclid(1000));
     assert!(a.summary.contains("for 80 s"), "{}", a.summary);
+}
+
+#[tokio::test]
+async fn after_a_restart_an_open_low_battery_alert_still_clears_itself() {
+    let s = Server::start();
+    let mut sub = s.subscribe(0).await;
+    let btn = device(&s, "btn-1").await;
+    let status = |pct: u32| format!(r#"{{"ts": {}, "battery_pct": {pct}}}"#, now_ms());
+    publish(&btn, "eldercare/v1/btn-1/status", status(9)).await;
+    let raised = next(&mut sub).await;
+    assert_eq!(raised.alert.as_ref().unwrap().kind, "low_battery");
+    drop((sub, btn));
+
+    let s = s.restart().await;
+    let mut sub = s.subscribe(raised.seq).await;
+    let btn = device(&s, "btn-1").await;
+    // Still low: not raised a second time. Charged: cleared.
+    publish(&btn, "eldercare/v1/btn-1/status", status(8)).await;
+    publish(&btn, "eldercare/v1/btn-1/status", status(80)).await;
+    let ev = next(&mut sub).await;
+    assert_eq!(ev.seq, raised.seq + 1, "nothing in between");
+    assert_eq!(ev.kind, pb::AlertEventKind::ResolvedEvent as i32);
+    assert_eq!(ev.alert.unwrap().id, raised.alert.unwrap().id);
 }

@@ -44,6 +44,8 @@ pub enum DeskError {
 
 enum Command {
     Decide(Decision),
+    /// Apply everything sent before, then stop.
+    Stop,
     Acknowledge {
         id: String,
         operator: String,
@@ -89,6 +91,13 @@ impl AlertDesk {
             .send(Command::Decide(d))
             .await
             .map_err(|_| DeskError::Closed)
+    }
+
+    /// Stops the desk after it has applied every change sent before; the
+    /// desk's task then ends even while other handles (a gRPC connection
+    /// that never closed) still exist.
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Command::Stop).await;
     }
 
     /// Raises an alert, or folds it into the open one of its kind.
@@ -214,6 +223,7 @@ impl DeskState {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(cmd) = rx.recv().await {
             match cmd {
+                Command::Stop => break,
                 Command::Decide(Decision::Raise(t)) => self.on_trigger(t).await,
                 Command::Decide(Decision::Update(u)) => self.on_update(u).await,
                 Command::Decide(Decision::Resolve(r)) => self.on_resolve(r).await,

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -191,10 +191,24 @@ pub async fn serve(
     shutdown.cancel();
     let drain = async {
         ingest.join().await;
-        let _ = grpc_task.await;
+        debug!("Drain: intake stopped.");
+        // Subscriptions were ended with UNAVAILABLE; a client that never
+        // reads or closes must not hold the shutdown: give them a moment,
+        // then drop their connections.
+        let grpc_abort = grpc_task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(2), grpc_task)
+            .await
+            .is_err()
+        {
+            warn!("gRPC clients did not close within 2 s; closing their connections.");
+            grpc_abort.abort();
+        }
+        debug!("Drain: gRPC stopped.");
         let _ = metrics_task.await;
+        desk.stop().await;
         drop(desk);
         let _ = desk_task.await;
+        debug!("Drain: alert desk stopped.");
         let _ = dl_task.await;
         let _ = reload_task.await;
     };
