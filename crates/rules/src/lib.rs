@@ -851,8 +851,9 @@ impl Engine {
                 news2(e, r, &cfg, out);
             }
             Body::Sleep(s) => {
-                if !late {
-                    bed(e, r, s.in_bed, &cfg);
+                // Getting back into bed after a fall: the person is up.
+                if !late && bed(e, r, s.in_bed, &cfg) {
+                    moved_after_fall(e, r, &cfg, out);
                 }
                 if s.in_bed {
                     if let Some(hr) = s.hr {
@@ -1251,9 +1252,10 @@ fn no_breathing(
     out.push(Decision::Raise(t));
 }
 
-fn bed(e: &mut ElderSlot, r: &Reading, in_bed: bool, cfg: &RuleConfig) {
+/// Tracks in/out of bed; true when the person just got into bed.
+fn bed(e: &mut ElderSlot, r: &Reading, in_bed: bool, cfg: &RuleConfig) -> bool {
     if r.ts_ms < e.bed_ts {
-        return;
+        return false;
     }
     e.bed_ts = r.ts_ms;
     let was = e.in_bed.replace(in_bed);
@@ -1263,6 +1265,7 @@ fn bed(e: &mut ElderSlot, r: &Reading, in_bed: bool, cfg: &RuleConfig) {
             e.out_of_bed_done = false;
             e.activity_at = e.activity_at.max(r.ts_ms);
             e.inactivity_raised = false;
+            return true;
         }
         (Some(true), false) => {
             e.left_bed = Some(Box::new(r.clone()));
@@ -1275,6 +1278,7 @@ fn bed(e: &mut ElderSlot, r: &Reading, in_bed: bool, cfg: &RuleConfig) {
         }
         _ => {}
     }
+    false
 }
 
 fn motion(e: &mut ElderSlot, r: &Reading, room: &str, cfg: &RuleConfig, out: &mut Vec<Decision>) {

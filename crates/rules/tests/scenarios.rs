@@ -286,6 +286,15 @@ fn motion_after_a_fall_says_the_person_is_up_but_keeps_it_raised() {
 }
 
 #[test]
+fn getting_back_into_bed_after_a_fall_is_getting_up() {
+    let mut h = Home::new();
+    h.read("bed-1", NIGHT - MIN, sleep(false, None, None));
+    h.read("btn-1", NIGHT, event(EventType::Fall, Some(0.9)));
+    let d = h.read("bed-1", NIGHT + 40 * S, sleep(true, Some(70), Some(16)));
+    assert_eq!(updates(&d).len(), 1, "{d:?}");
+}
+
+#[test]
 fn motion_later_than_the_window_is_not_getting_up() {
     let mut h = Home::new();
     h.read("btn-1", DAY, event(EventType::Fall, Some(0.9)));
