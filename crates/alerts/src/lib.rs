@@ -214,6 +214,12 @@ fn to_alert_readings(readings: &[eldercare_model::Reading]) -> Vec<AlertReading>
         .collect()
 }
 
+/// Adds a system note to the end of the alert's summary, in both languages.
+fn append_note(a: &mut Alert, note: &eldercare_model::Text) {
+    a.summary = format!("{}; {}", a.summary, note.en);
+    a.summary_zh = format!("{}；{}", a.summary_zh, note.zh);
+}
+
 fn keep_last_readings(a: &mut Alert) {
     let excess = a.readings.len().saturating_sub(MAX_READINGS_PER_ALERT);
     a.readings.drain(..excess);
@@ -322,10 +328,7 @@ impl DeskState {
                 a.summary = s.en;
                 a.summary_zh = s.zh;
             }
-            None => {
-                a.summary = format!("{}; {}", a.summary, u.note.en);
-                a.summary_zh = format!("{}；{}", a.summary_zh, u.note.zh);
-            }
+            None => append_note(&mut a, &u.note),
         }
         a.updated_at = now;
         a.readings.extend(to_alert_readings(&u.readings));
@@ -352,8 +355,7 @@ impl DeskState {
         a.updated_at = now;
         let kind = if r.outcome == Outcome::FalseAlarm && a.state != AlertState::Open {
             // An operator already acts on it: tell them, let them decide.
-            a.summary = format!("{}; {}", a.summary, r.note.en);
-            a.summary_zh = format!("{}；{}", a.summary_zh, r.note.zh);
+            append_note(&mut a, &r.note);
             AlertEventKind::Updated
         } else {
             a.state = AlertState::Resolved;
