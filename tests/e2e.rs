@@ -9,6 +9,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_eldercare");
@@ -23,6 +24,45 @@ struct Server {
     metrics: String,
     /// Lines the server prints to stdout after its ready line.
     lines: std::sync::mpsc::Receiver<String>,
+    /// A bearer token per role: operator `op-1`, dispatcher `disp-1`,
+    /// admin `adm-1`, viewer `view-1`.
+    tokens: std::collections::HashMap<&'static str, String>,
+}
+
+/// Adds the bearer token to every call, as an operator console does.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
+type Client = AlertServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Issues a token with the CLI, as an administrator would.
+fn add_token(dir: &std::path::Path, operator: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "add",
+            "--operator",
+            operator,
+            "--role",
+            role,
+            "--data-dir",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 impl Drop for Server {
@@ -63,7 +103,16 @@ impl Server {
         if let Some(text) = rules {
             std::fs::write(dir.path().join("rules.toml"), text).unwrap();
         }
-        let s = Server::spawn(dir);
+        let tokens = [
+            ("operator", "op-1"),
+            ("dispatcher", "disp-1"),
+            ("admin", "adm-1"),
+            ("viewer", "view-1"),
+        ]
+        .into_iter()
+        .map(|(role, who)| (role, add_token(dir.path(), who, role)))
+        .collect();
+        let s = Server::spawn(dir, tokens);
         std::fs::write(s.dir.path().join("elders.csv"), ELDERS).unwrap();
         std::fs::write(s.dir.path().join("devices.csv"), DEVICES).unwrap();
         let out = Command::new(BIN)
@@ -95,6 +144,7 @@ impl Server {
                 .success()
         );
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let tokens = std::mem::take(&mut self.tokens);
         let status = tokio::task::spawn_blocking(move || {
             let st = self.child.wait();
             (st, self)
@@ -104,12 +154,15 @@ impl Server {
         .0
         .unwrap();
         assert!(status.success());
-        Server::spawn(dir)
+        Server::spawn(dir, tokens)
     }
 
     /// Runs `eldercare serve` on free ports over `dir`, with its
     /// `rules.toml` when there is one.
-    fn spawn(dir: tempfile::TempDir) -> Server {
+    fn spawn(
+        dir: tempfile::TempDir,
+        tokens: std::collections::HashMap<&'static str, String>,
+    ) -> Server {
         let rules_file = dir.path().join("rules.toml");
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -160,13 +213,30 @@ impl Server {
             child,
             dir,
             lines,
+            tokens,
         }
     }
 
-    async fn grpc(&self) -> AlertServiceClient<Channel> {
-        AlertServiceClient::connect(format!("http://{}", self.grpc))
+    /// An AlertService client with the operator's token.
+    async fn grpc(&self) -> Client {
+        self.grpc_as("operator").await
+    }
+
+    async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
             .await
             .unwrap()
+    }
+
+    fn bearer(&self, role: &str) -> Bearer {
+        Bearer(format!("Bearer {}", self.tokens[role]).parse().unwrap())
+    }
+
+    /// An AlertService client with the token of `role`.
+    async fn grpc_as(&self, role: &str) -> Client {
+        AlertServiceClient::with_interceptor(self.channel().await, self.bearer(role))
     }
 
     async fn subscribe(&self, after_seq: u64) -> tonic::Streaming<pb::AlertEvent> {

@@ -2,6 +2,9 @@
 //! the standard health and reflection services so stock tools work.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub use auth::{Action, Auth, Principal, Role};
+
 use eldercare_alerts::{AlertDesk, DeskError};
 use eldercare_model as m;
 use eldercare_proto::v1 as pb;
@@ -168,8 +171,20 @@ fn desk_status(e: DeskError) -> Status {
     }
 }
 
+/// Who acts: the token's operator. A request may name its operator, but
+/// only the one its token belongs to.
+fn actor(who: &Principal, requested: &str) -> Result<String, Status> {
+    if !requested.is_empty() && requested != who.operator_id {
+        return Err(Status::invalid_argument(format!(
+            "operator_id `{requested}` is not the operator of this token"
+        )));
+    }
+    Ok(who.operator_id.clone())
+}
+
 pub struct Alerts {
     desk: AlertDesk,
+    auth: Auth,
     /// Ends open subscriptions at shutdown, so the server can drain.
     shutdown: CancellationToken,
 }
@@ -182,6 +197,7 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.auth.check(&req, Action::ReadAlerts)?;
         let r = req.into_inner();
         let lang = Lang::parse(&r.language)?;
         let min = from_pb_severity(r.min_severity);
@@ -230,6 +246,7 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        self.auth.check(&req, Action::ReadAlerts)?;
         let r = req.into_inner();
         let lang = Lang::parse(&r.language)?;
         let limit = match r.page_size {
@@ -275,6 +292,7 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::GetAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
+        self.auth.check(&req, Action::ReadAlerts)?;
         let r = req.into_inner();
         let (id, lang) = (r.id, Lang::parse(&r.language)?);
         match self.desk.store().get_alert(&id).await {
@@ -288,15 +306,14 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::AlertActionRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
+        let who = self.auth.check(&req, Action::Acknowledge)?;
         let r = req.into_inner();
         let lang = Lang::parse(&r.language)?;
-        if r.operator_id.is_empty() {
-            return Err(Status::invalid_argument("operator_id is required"));
-        }
+        let operator = actor(&who, &r.operator_id)?;
         let note = (!r.note.is_empty()).then_some(r.note);
         let a = self
             .desk
-            .acknowledge(&r.alert_id, &r.operator_id, note)
+            .acknowledge(&r.alert_id, &operator, note)
             .await
             .map_err(desk_status)?;
         Ok(Response::new(alert_to_pb(&a, lang)))
@@ -307,6 +324,7 @@ impl AlertService for Alerts {
 pub async fn serve(
     addr: SocketAddr,
     desk: AlertDesk,
+    auth: Auth,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -327,6 +345,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(AlertServiceServer::new(Alerts {
             desk,
+            auth,
             shutdown: shutdown.clone(),
         }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// [default: every rule at its default]
     #[arg(long, env = "ELDERCARE_RULES")]
     pub rules: Option<PathBuf>,
+    /// API tokens file (hashes; `eldercare token add` writes it); reloaded
+    /// on SIGHUP [default: <data-dir>/tokens.toml]
+    #[arg(long, env = "ELDERCARE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -58,6 +62,8 @@ struct FileConfig {
     database_url: Option<String>,
     /// Rule file (thresholds and durations of every rule).
     rules_file: Option<PathBuf>,
+    /// API tokens file.
+    tokens_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +75,8 @@ pub struct Config {
     /// Where the rules came from, to reload on SIGHUP.
     pub rules_file: Option<PathBuf>,
     pub rules: Rules,
+    /// Bearer tokens of the API, from `tokens_file` (reloaded on SIGHUP).
+    pub auth: eldercare_api::Auth,
 }
 
 impl Config {
@@ -82,7 +90,19 @@ impl Config {
             None => FileConfig::default(),
         };
         let rules_file = args.rules.clone().or(file.rules_file);
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "./data".into());
+        let tokens_file = args
+            .tokens_file
+            .clone()
+            .or(file.tokens_file)
+            .unwrap_or_else(|| data_dir.join("tokens.toml"));
+        let auth = eldercare_api::Auth::load(&tokens_file)?;
         Ok(Config {
+            auth,
             mqtt_addr: args
                 .mqtt_addr
                 .or(file.mqtt_addr)
@@ -96,11 +116,7 @@ impl Config {
                 .or(file.metrics_addr)
                 .unwrap_or(([127, 0, 0, 1], 9464).into()),
             storage: StorageArgs {
-                data_dir: args
-                    .data_dir
-                    .clone()
-                    .or(file.data_dir)
-                    .unwrap_or_else(|| "./data".into()),
+                data_dir,
                 database_url: args.database_url.clone().or(file.database_url),
             },
             rules: match &rules_file {

@@ -205,8 +205,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             store.unresolved_alerts().await?.len(),
         )
     };
+    // The demo's own console reads alerts with a viewer token of its own.
+    let tokens_file = args.data_dir.join("tokens.toml");
+    let token =
+        eldercare_api::auth::add_token(&tokens_file, "demo-console", eldercare_api::Role::Viewer)?;
+    let auth = eldercare_api::Auth::load(&tokens_file)?;
     let g = rules.global().clone();
     let cfg = Config {
+        auth,
         mqtt_addr: args.mqtt_addr,
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,
@@ -262,7 +268,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // Print alerts over our own gRPC subscription, from now on.
     let grpc = format!("http://{}", bound.grpc);
-    let mut client = pb::alert_service_client::AlertServiceClient::connect(grpc).await?;
+    let channel = tonic::transport::Endpoint::from_shared(grpc)?
+        .connect()
+        .await?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let mut client = pb::alert_service_client::AlertServiceClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        },
+    );
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             after_seq: last,

@@ -52,6 +52,28 @@ enum Cmd {
     /// Start everything on the embedded default with 50 simulated homes and
     /// print alerts as they arrive.
     Demo(demo::DemoArgs),
+    /// Manage API bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Issue a token for an operator with a role; prints it once and keeps
+    /// only its hash. A running server picks it up on SIGHUP.
+    Add {
+        /// The tokens file [default: <data-dir>/tokens.toml].
+        #[arg(long, env = "ELDERCARE_TOKENS_FILE")]
+        tokens_file: Option<PathBuf>,
+        #[arg(long, env = "ELDERCARE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Who the token belongs to; recorded with every action taken with it.
+        #[arg(long)]
+        operator: String,
+        /// operator, dispatcher, admin or viewer.
+        #[arg(long)]
+        role: String,
+    },
 }
 
 /// Bad configuration exits with this (EX_USAGE), never a panic.
@@ -89,6 +111,28 @@ fn main() -> ExitCode {
             Cmd::Import { storage, files } => import(&storage, &files).await,
             Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
             Cmd::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
+            Cmd::Token(TokenCmd::Add {
+                tokens_file,
+                data_dir,
+                operator,
+                role,
+            }) => {
+                let Some(role) = eldercare_api::Role::parse(&role) else {
+                    eprintln!(
+                        "eldercare: unknown role `{role}`; use operator, dispatcher, admin or viewer"
+                    );
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                };
+                let path = tokens_file.unwrap_or_else(|| data_dir.join("tokens.toml"));
+                let token = eldercare_api::auth::add_token(&path, &operator, role)?;
+                println!("{token}");
+                eprintln!(
+                    "token for `{operator}` ({}) added to {}; it is shown only now",
+                    role.as_str(),
+                    path.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -134,9 +178,10 @@ pub async fn serve(
     let (desk, desk_task) = AlertDesk::start(store.clone()).await?;
     let (refusals, dl_task) = Refusals::start(store.clone());
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(cfg.rules.clone());
-    let reload_task = tokio::spawn(reload_rules_on_sighup(
+    let reload_task = tokio::spawn(reload_on_sighup(
         cfg.rules_file.clone(),
         rules_tx,
+        cfg.auth.clone(),
         shutdown.clone(),
     ));
     let ingest = Ingest::start(
@@ -151,9 +196,19 @@ pub async fn serve(
     )
     .await
     .with_context(|| format!("starting MQTT on {}", cfg.mqtt_addr))?;
-    let (grpc_addr, grpc) = eldercare_api::serve(cfg.grpc_addr, desk.clone(), shutdown.clone())
-        .await
-        .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?;
+    if cfg.auth.is_empty() {
+        warn!(
+            "No API tokens: every gRPC call will be refused. Add one with `eldercare token add`, then send SIGHUP."
+        );
+    }
+    let (grpc_addr, grpc) = eldercare_api::serve(
+        cfg.grpc_addr,
+        desk.clone(),
+        cfg.auth.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?;
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
         .with_context(|| format!("binding metrics on {}", cfg.metrics_addr))?;
@@ -222,11 +277,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// SIGHUP re-reads the rule file; a bad file is refused (with the key
-/// and why) and the running rules stay.
-async fn reload_rules_on_sighup(
+/// SIGHUP re-reads the rule file and the tokens file; a bad file is
+/// refused (with the key and why) and what runs stays.
+async fn reload_on_sighup(
     path: Option<PathBuf>,
     tx: tokio::sync::watch::Sender<eldercare_rules::Rules>,
+    auth: eldercare_api::Auth,
     shutdown: CancellationToken,
 ) {
     #[cfg(unix)]
@@ -243,6 +299,12 @@ async fn reload_rules_on_sighup(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = hup.recv() => {}
+            }
+            match auth.reload() {
+                Ok(n) => info!(tokens = n, "SIGHUP: tokens file reloaded."),
+                Err(e) => {
+                    error!(error = %e, "SIGHUP: tokens file refused; the running tokens stay.")
+                }
             }
             let Some(p) = &path else {
                 info!("SIGHUP: no rule file configured; nothing to reload.");
@@ -265,7 +327,7 @@ async fn reload_rules_on_sighup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (path, tx);
+        let _ = (path, tx, auth);
         shutdown.cancelled().await;
     }
 }
