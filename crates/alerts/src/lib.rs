@@ -11,9 +11,10 @@
 #![forbid(unsafe_code)]
 
 use eldercare_model::{
-    Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, EpochMs,
+    Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, EpochMs, Outcome,
+    Responder, Severity, Silence,
 };
-use eldercare_rules::{Decision, Outcome, Resolve, Trigger, Update};
+use eldercare_rules::{Decision, Resolve, Trigger, Update};
 use eldercare_store::{NewAlertEvent, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,21 +37,141 @@ pub enum DeskError {
         state: &'static str,
         action: &'static str,
     },
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the alert desk has shut down")]
     Closed,
 }
 
+/// An operator's step on an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Acknowledge,
+    Dispatch(Responder),
+    Escalate,
+    Resolve(Outcome),
+    AddNote,
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Acknowledge => "acknowledge",
+            Action::Dispatch(_) => "dispatch",
+            Action::Escalate => "escalate",
+            Action::Resolve(_) => "resolve",
+            Action::AddNote => "add a note",
+        }
+    }
+
+    /// The lifecycle: OPEN -ack-> ACKNOWLEDGED -dispatch-> DISPATCHED
+    /// -resolve-> RESOLVED; a false alarm may be resolved from OPEN, and a
+    /// call handled by phone from ACKNOWLEDGED.
+    fn allowed_from(&self, state: AlertState) -> bool {
+        use AlertState::*;
+        match self {
+            Action::Acknowledge => state == Open,
+            Action::Dispatch(_) => matches!(state, Acknowledged | Dispatched),
+            Action::Escalate => state != Resolved,
+            Action::AddNote => true,
+            Action::Resolve(o) => match state {
+                Open => *o == Outcome::FalseAlarm,
+                Acknowledged => matches!(o, Outcome::FalseAlarm | Outcome::HandledByPhone),
+                Dispatched => true,
+                Resolved => false,
+            },
+        }
+    }
+}
+
+/// How long an OPEN alert may wait for an acknowledgement, by severity,
+/// before it is escalated (and reminded again at each further deadline).
+/// 0 means never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Escalation {
+    pub critical_s: u32,
+    pub high_s: u32,
+    pub medium_s: u32,
+    pub low_s: u32,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            critical_s: 60,
+            high_s: 180,
+            medium_s: 600,
+            low_s: 0,
+        }
+    }
+}
+
+impl Escalation {
+    fn deadline_ms(&self, s: Severity) -> Option<i64> {
+        let secs = match s {
+            Severity::Critical => self.critical_s,
+            Severity::High => self.high_s,
+            Severity::Medium => self.medium_s,
+            Severity::Low => self.low_s,
+        };
+        (secs > 0).then(|| i64::from(secs) * 1000)
+    }
+}
+
+/// The desk's time source: wall clock in service, driven in tests.
+pub type Clock = Arc<dyn Fn() -> EpochMs + Send + Sync>;
+
+pub fn wall_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp_millis())
+}
+
+/// How the desk runs.
+#[derive(Clone)]
+pub struct DeskConfig {
+    pub escalation: Escalation,
+    pub clock: Clock,
+    /// How often escalation deadlines are checked; `None` only when the
+    /// caller drives [`AlertDesk::tick`] itself (tests).
+    pub tick: Option<Duration>,
+}
+
+impl Default for DeskConfig {
+    fn default() -> Self {
+        DeskConfig {
+            escalation: Escalation::default(),
+            clock: wall_clock(),
+            tick: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Longest a silence may last.
+pub const MAX_SILENCE_MS: i64 = 31 * 24 * 3600 * 1000;
+
 enum Command {
     Decide(Decision),
     /// Apply everything sent before, then stop.
     Stop,
-    Acknowledge {
+    Act {
         id: String,
+        action: Action,
         operator: String,
         note: Option<String>,
         reply: oneshot::Sender<Result<Alert, DeskError>>,
+    },
+    /// Check escalation deadlines now.
+    Tick,
+    Silence {
+        silence: Silence,
+        reply: oneshot::Sender<Result<Silence, DeskError>>,
+    },
+    EndSilence {
+        id: String,
+        operator: String,
+        reply: oneshot::Sender<Result<Silence, DeskError>>,
     },
 }
 
@@ -62,26 +183,100 @@ pub struct AlertDesk {
     store: Arc<dyn Store>,
 }
 
-fn now_ms() -> EpochMs {
-    chrono::Utc::now().timestamp_millis()
-}
-
 impl AlertDesk {
-    /// Starts the desk's task. It ends when every handle is dropped, after
-    /// applying what was already sent.
+    /// Starts the desk's task with the defaults (wall clock, default
+    /// escalation deadlines). It ends on [`AlertDesk::stop`] or when every
+    /// handle is dropped, after applying what was already sent.
     pub async fn start(
         store: Arc<dyn Store>,
     ) -> Result<(AlertDesk, tokio::task::JoinHandle<()>), DeskError> {
+        AlertDesk::start_with(store, DeskConfig::default()).await
+    }
+
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        cfg: DeskConfig,
+    ) -> Result<(AlertDesk, tokio::task::JoinHandle<()>), DeskError> {
         let unresolved = store.unresolved_alerts().await?;
+        let silences = store.silences(Some((cfg.clock)())).await?;
         let (tx, rx) = mpsc::channel(4096);
         let (events, _) = broadcast::channel(4096);
         let state = DeskState {
             store: store.clone(),
             events: events.clone(),
             open: unresolved.into_iter().map(|a| (key_of(&a), a)).collect(),
+            silences,
+            escalation: cfg.escalation,
+            clock: cfg.clock,
         };
         let handle = tokio::spawn(state.run(rx));
+        if let Some(every) = cfg.tick {
+            // The ticker holds only a weak sender, so it never keeps the
+            // desk alive.
+            let weak = tx.downgrade();
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    t.tick().await;
+                    let Some(tx) = weak.upgrade() else { break };
+                    if tx.send(Command::Tick).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         Ok((AlertDesk { tx, events, store }, handle))
+    }
+
+    /// Checks escalation deadlines at the desk clock's time now.
+    pub async fn tick(&self) {
+        let _ = self.tx.send(Command::Tick).await;
+    }
+
+    /// An operator's step on an alert, recorded as theirs.
+    pub async fn act(
+        &self,
+        id: &str,
+        action: Action,
+        operator: &str,
+        note: Option<String>,
+    ) -> Result<Alert, DeskError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Act {
+                id: id.to_string(),
+                action,
+                operator: operator.to_string(),
+                note,
+                reply,
+            })
+            .await
+            .map_err(|_| DeskError::Closed)?;
+        rx.await.map_err(|_| DeskError::Closed)?
+    }
+
+    /// Mutes one kind of alert for one elder or device until `until`.
+    pub async fn silence(&self, silence: Silence) -> Result<Silence, DeskError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Silence { silence, reply })
+            .await
+            .map_err(|_| DeskError::Closed)?;
+        rx.await.map_err(|_| DeskError::Closed)?
+    }
+
+    pub async fn end_silence(&self, id: &str, operator: &str) -> Result<Silence, DeskError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::EndSilence {
+                id: id.to_string(),
+                operator: operator.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| DeskError::Closed)?;
+        rx.await.map_err(|_| DeskError::Closed)?
     }
 
     /// Hands a rule decision to the desk. Waits only when the desk's
@@ -111,17 +306,7 @@ impl AlertDesk {
         operator: &str,
         note: Option<String>,
     ) -> Result<Alert, DeskError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Acknowledge {
-                id: id.to_string(),
-                operator: operator.to_string(),
-                note,
-                reply,
-            })
-            .await
-            .map_err(|_| DeskError::Closed)?;
-        rx.await.map_err(|_| DeskError::Closed)?
+        self.act(id, Action::Acknowledge, operator, note).await
     }
 
     /// Live events only, from now on (no replay). For in-process
@@ -192,6 +377,10 @@ struct DeskState {
     events: broadcast::Sender<AlertEvent>,
     /// Unresolved alerts by (elder, kind, subject): where repeats fold.
     open: HashMap<AlertKey, Alert>,
+    /// Silences not yet over.
+    silences: Vec<Silence>,
+    escalation: Escalation,
+    clock: Clock,
 }
 
 /// Where repeats fold: one open alert per elder and kind, and per device
@@ -233,13 +422,27 @@ impl DeskState {
                 Command::Decide(Decision::Raise(t)) => self.on_trigger(t).await,
                 Command::Decide(Decision::Update(u)) => self.on_update(u).await,
                 Command::Decide(Decision::Resolve(r)) => self.on_resolve(r).await,
-                Command::Acknowledge {
+                Command::Act {
                     id,
+                    action,
                     operator,
                     note,
                     reply,
                 } => {
-                    let r = self.acknowledge(&id, &operator, note).await;
+                    let r = self.act(&id, action, &operator, note).await;
+                    let _ = reply.send(r);
+                }
+                Command::Tick => self.escalate_overdue().await,
+                Command::Silence { silence, reply } => {
+                    let r = self.add_silence(silence).await;
+                    let _ = reply.send(r);
+                }
+                Command::EndSilence {
+                    id,
+                    operator,
+                    reply,
+                } => {
+                    let r = self.end_silence(&id, &operator).await;
                     let _ = reply.send(r);
                 }
             }
@@ -247,8 +450,12 @@ impl DeskState {
         debug!("Alert desk stopped.");
     }
 
+    fn now(&self) -> EpochMs {
+        (self.clock)()
+    }
+
     async fn on_trigger(&mut self, t: Trigger) {
-        let now = now_ms();
+        let now = self.now();
         let readings = to_alert_readings(&t.readings);
         let key = (t.elder_id.clone(), t.kind, t.subject.clone());
         let (kind, alert) = match self.open.get(&key) {
@@ -276,6 +483,14 @@ impl DeskState {
                     Ok(Some(e)) => (e.district, e.community),
                     _ => (None, None),
                 };
+                let silence = self
+                    .silences
+                    .iter()
+                    .find(|s| {
+                        s.active_at(now)
+                            && s.covers(t.kind, &t.elder_id, &t.device_id, t.subject.as_deref())
+                    })
+                    .map(|s| s.id.clone());
                 let a = Alert {
                     id: uuid::Uuid::now_v7().to_string(),
                     elder_id: t.elder_id.clone(),
@@ -297,6 +512,13 @@ impl DeskState {
                     outcome: None,
                     district,
                     community,
+                    muted: silence.is_some(),
+                    silence_id: silence,
+                    escalations: 0,
+                    responder: None,
+                    acknowledged_at: None,
+                    dispatched_at: None,
+                    resolved_at: None,
                 };
                 (AlertEventKind::Raised, a)
             }
@@ -321,7 +543,7 @@ impl DeskState {
         let Some(open) = self.open.get(&key) else {
             return;
         };
-        let now = now_ms();
+        let now = self.now();
         let mut a = open.clone();
         match u.summary {
             Some(s) => {
@@ -350,16 +572,21 @@ impl DeskState {
         let Some(open) = self.open.get(&key) else {
             return;
         };
-        let now = now_ms();
+        let now = self.now();
         let mut a = open.clone();
         a.updated_at = now;
-        let kind = if r.outcome == Outcome::FalseAlarm && a.state != AlertState::Open {
+        let outcome = match r.outcome {
+            eldercare_rules::Outcome::FalseAlarm => Outcome::FalseAlarm,
+            eldercare_rules::Outcome::Cleared => Outcome::Cleared,
+        };
+        let kind = if outcome == Outcome::FalseAlarm && a.state != AlertState::Open {
             // An operator already acts on it: tell them, let them decide.
             append_note(&mut a, &r.note);
             AlertEventKind::Updated
         } else {
             a.state = AlertState::Resolved;
-            a.outcome = Some(r.outcome.as_str().to_string());
+            a.outcome = Some(outcome.as_str().to_string());
+            a.resolved_at = Some(now);
             AlertEventKind::Resolved
         };
         self.persist_retrying(NewAlertEvent {
@@ -412,40 +639,185 @@ impl DeskState {
         Ok(saved)
     }
 
-    async fn acknowledge(
-        &mut self,
-        id: &str,
-        operator: &str,
-        note: Option<String>,
-    ) -> Result<Alert, DeskError> {
-        let mut alert = match self.open.values().find(|a| a.id == id) {
-            Some(a) => a.clone(),
+    async fn find(&self, id: &str) -> Result<Alert, DeskError> {
+        match self.open.values().find(|a| a.id == id) {
+            Some(a) => Ok(a.clone()),
             None => self
                 .store
                 .get_alert(id)
                 .await?
-                .ok_or_else(|| DeskError::NotFound(id.to_string()))?,
-        };
-        if alert.state != AlertState::Open {
+                .ok_or_else(|| DeskError::NotFound(id.to_string())),
+        }
+    }
+
+    async fn act(
+        &mut self,
+        id: &str,
+        action: Action,
+        operator: &str,
+        note: Option<String>,
+    ) -> Result<Alert, DeskError> {
+        let mut alert = self.find(id).await?;
+        if let Action::Resolve(Outcome::Cleared) = action {
+            return Err(DeskError::Invalid(
+                "outcome `cleared` is for alerts that clear themselves; use false_alarm, handled_by_phone, responder_on_site or sent_to_hospital".into(),
+            ));
+        }
+        if !action.allowed_from(alert.state) {
             return Err(DeskError::NotAllowed {
                 id: id.to_string(),
                 state: alert.state.as_str(),
-                action: "acknowledge",
+                action: match &action {
+                    Action::Resolve(Outcome::HandledByPhone) => {
+                        "resolve as handled_by_phone (acknowledge first)"
+                    }
+                    Action::Resolve(_) if alert.state != AlertState::Resolved => {
+                        "resolve with this outcome (dispatch first)"
+                    }
+                    a => a.name(),
+                },
             });
         }
-        let now = now_ms();
-        alert.state = AlertState::Acknowledged;
+        let now = self.now();
         alert.updated_at = now;
+        let kind = match &action {
+            Action::Acknowledge => {
+                alert.state = AlertState::Acknowledged;
+                alert.acknowledged_at = Some(now);
+                AlertEventKind::Acknowledged
+            }
+            Action::Dispatch(r) => {
+                alert.state = AlertState::Dispatched;
+                alert.dispatched_at.get_or_insert(now);
+                alert.responder = Some(r.clone());
+                AlertEventKind::Dispatched
+            }
+            Action::Escalate => {
+                alert.escalations += 1;
+                AlertEventKind::Escalated
+            }
+            Action::Resolve(o) => {
+                alert.state = AlertState::Resolved;
+                alert.outcome = Some(o.as_str().to_string());
+                alert.resolved_at = Some(now);
+                AlertEventKind::Resolved
+            }
+            Action::AddNote => AlertEventKind::Note,
+        };
         let saved = self
             .persist(NewAlertEvent {
-                kind: AlertEventKind::Acknowledged,
+                kind,
                 alert,
                 actor: operator.to_string(),
                 at: now,
                 note,
             })
             .await?;
+        record_answer_time(&saved.alert, &action);
         Ok(saved.alert)
+    }
+
+    /// Escalates every OPEN, unmuted alert past its next deadline: the
+    /// first time at the severity's deadline after detection, then a
+    /// reminder at each further deadline until someone acknowledges.
+    async fn escalate_overdue(&mut self) {
+        let now = self.now();
+        let due: Vec<Alert> = self
+            .open
+            .values()
+            .filter(|a| a.state == AlertState::Open && !a.muted)
+            .filter(|a| {
+                self.escalation
+                    .deadline_ms(a.severity)
+                    .is_some_and(|d| now >= a.detected_at + d * i64::from(a.escalations + 1))
+            })
+            .cloned()
+            .collect();
+        for mut a in due {
+            let waited_s = (now - a.detected_at) / 1000;
+            a.escalations += 1;
+            a.updated_at = now;
+            let note = if a.escalations == 1 {
+                format!("Not acknowledged within {waited_s} s: escalated")
+            } else {
+                format!(
+                    "Reminder {}: still not acknowledged after {waited_s} s",
+                    a.escalations
+                )
+            };
+            metrics::counter!("eldercare_alert_escalations_total",
+                "severity" => a.severity.as_str())
+            .increment(1);
+            self.persist_retrying(NewAlertEvent {
+                kind: AlertEventKind::Escalated,
+                alert: a,
+                actor: String::new(),
+                at: now,
+                note: Some(note),
+            })
+            .await;
+        }
+        self.silences
+            .retain(|s| s.until > now && s.ended_at.is_none());
+    }
+
+    async fn add_silence(&mut self, s: Silence) -> Result<Silence, DeskError> {
+        let now = self.now();
+        if s.elder_id.is_some() == s.device_id.is_some() {
+            return Err(DeskError::Invalid(
+                "a silence names exactly one of elder_id and device_id".into(),
+            ));
+        }
+        if s.reason.trim().is_empty() {
+            return Err(DeskError::Invalid(
+                "a silence needs a reason (e.g. \"in hospital until Friday\")".into(),
+            ));
+        }
+        if s.until <= now || s.until - now > MAX_SILENCE_MS {
+            return Err(DeskError::Invalid(format!(
+                "until must be in the future and at most {} days away",
+                MAX_SILENCE_MS / 86_400_000
+            )));
+        }
+        let s = Silence {
+            id: uuid::Uuid::now_v7().to_string(),
+            created_at: now,
+            ended_at: None,
+            ..s
+        };
+        self.store.insert_silence(&s).await?;
+        info!(silence_id = %s.id, kind = s.kind.as_str(), by = %s.created_by, "Silence added.");
+        self.silences.push(s.clone());
+        Ok(s)
+    }
+
+    async fn end_silence(&mut self, id: &str, operator: &str) -> Result<Silence, DeskError> {
+        let now = self.now();
+        let Some(i) = self.silences.iter().position(|s| s.id == id) else {
+            return Err(DeskError::NotFound(format!(
+                "no active silence with id `{id}`"
+            )));
+        };
+        let mut s = self.silences.remove(i);
+        s.ended_at = Some(now);
+        self.store.insert_silence(&s).await?;
+        info!(silence_id = %s.id, by = %operator, "Silence ended.");
+        Ok(s)
+    }
+}
+
+/// Answer times, the alarm-centre measure: from detection to each step.
+fn record_answer_time(a: &Alert, action: &Action) {
+    let (step, at) = match action {
+        Action::Acknowledge => ("acknowledge", a.acknowledged_at),
+        Action::Dispatch(_) => ("dispatch", a.dispatched_at),
+        Action::Resolve(_) => ("resolve", a.resolved_at),
+        _ => return,
+    };
+    if let Some(at) = at {
+        metrics::histogram!("eldercare_alert_answer_seconds",
+            "step" => step, "severity" => a.severity.as_str(), "queue" => a.queue().as_str())
+        .record((at - a.detected_at).max(0) as f64 / 1000.0);
     }
 }
 

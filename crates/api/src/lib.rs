@@ -5,17 +5,20 @@
 pub mod auth;
 pub use auth::{Action, Auth, Principal, Role};
 
-use eldercare_alerts::{AlertDesk, DeskError};
+use eldercare_alerts::{Action as DeskAction, AlertDesk, DeskError};
 use eldercare_model as m;
 use eldercare_proto::v1 as pb;
 use eldercare_store::AlertQuery;
+use futures::StreamExt;
 use pb::alert_service_server::{AlertService, AlertServiceServer};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::debug;
 
 fn ts(ms: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
@@ -140,12 +143,19 @@ pub fn alert_to_pb(a: &m::Alert, lang: Lang) -> pb::Alert {
         occurrences: a.occurrences,
         outcome: a.outcome.clone().unwrap_or_default(),
         updated_at: ts(a.updated_at),
-        queue: if a.kind.is_maintenance() {
-            "operations"
-        } else {
-            "hotline"
-        }
-        .to_string(),
+        queue: a.queue().as_str().to_string(),
+        muted: a.muted,
+        silence_id: a.silence_id.clone().unwrap_or_default(),
+        escalations: a.escalations,
+        responder: a.responder.as_ref().map(|r| pb::Responder {
+            r#type: responder_type(r.kind) as i32,
+            name: r.name.clone(),
+            phone: r.phone.clone(),
+        }),
+        acknowledged_at: a.acknowledged_at.and_then(ts),
+        dispatched_at: a.dispatched_at.and_then(ts),
+        resolved_at: a.resolved_at.and_then(ts),
+        history: Vec::new(),
         district: a.district.clone().unwrap_or_default(),
         community: a.community.clone().unwrap_or_default(),
     }
@@ -159,13 +169,47 @@ pub fn event_to_pb(e: &m::AlertEvent, lang: Lang) -> pb::AlertEvent {
         actor: e.actor.clone(),
         at: ts(e.at),
         note: e.note.clone().unwrap_or_default(),
+        hash: e.hash.clone(),
     }
+}
+
+fn responder_type(t: m::ResponderType) -> pb::ResponderType {
+    match t {
+        m::ResponderType::FamilyContact => pb::ResponderType::FamilyContact,
+        m::ResponderType::CommunityWorker => pb::ResponderType::CommunityWorker,
+        m::ResponderType::FamilyDoctor => pb::ResponderType::FamilyDoctor,
+        m::ResponderType::Ambulance120 => pb::ResponderType::Ambulance120,
+    }
+}
+
+fn silence_to_pb(s: &m::Silence) -> pb::Silence {
+    pb::Silence {
+        id: s.id.clone(),
+        kind: s.kind.as_str().to_string(),
+        elder_id: s.elder_id.clone().unwrap_or_default(),
+        device_id: s.device_id.clone().unwrap_or_default(),
+        reason: s.reason.clone(),
+        created_by: s.created_by.clone(),
+        created_at: ts(s.created_at),
+        until: ts(s.until),
+        ended_at: s.ended_at.and_then(ts),
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn desk_status(e: DeskError) -> Status {
     match e {
         DeskError::NotFound(_) => Status::not_found(e.to_string()),
         DeskError::NotAllowed { .. } => Status::failed_precondition(e.to_string()),
+        DeskError::Invalid(_) => Status::invalid_argument(e.to_string()),
         DeskError::Store(_) => Status::unavailable(e.to_string()),
         DeskError::Closed => Status::unavailable(e.to_string()),
     }
@@ -182,16 +226,22 @@ fn actor(who: &Principal, requested: &str) -> Result<String, Status> {
     Ok(who.operator_id.clone())
 }
 
+/// Events buffered per subscriber by default; one that falls further
+/// behind is cut off with the seq to resume from.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+
 pub struct Alerts {
     desk: AlertDesk,
     auth: Auth,
+    subscriber_buffer: usize,
     /// Ends open subscriptions at shutdown, so the server can drain.
     shutdown: CancellationToken,
 }
 
 #[tonic::async_trait]
 impl AlertService for Alerts {
-    type SubscribeStream = ReceiverStream<Result<pb::AlertEvent, Status>>;
+    type SubscribeStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::AlertEvent, Status>> + Send>>;
 
     async fn subscribe(
         &self,
@@ -209,6 +259,14 @@ impl AlertService for Alerts {
                     .ok_or_else(|| Status::invalid_argument(format!("unknown alert kind `{k}`")))
             })
             .collect::<Result<_, _>>()?;
+        let queue = match r.queue.as_str() {
+            "" => None,
+            q => Some(m::Queue::parse(q).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown queue `{q}`; use \"hotline\" or \"operations\""
+                ))
+            })?),
+        };
         let (district, community) = (r.district, r.community);
         let keep = move |e: &m::AlertEvent| {
             let a = &e.alert;
@@ -216,30 +274,68 @@ impl AlertService for Alerts {
                 && (kinds.is_empty() || kinds.contains(&a.kind))
                 && (district.is_empty() || a.district.as_deref() == Some(district.as_str()))
                 && (community.is_empty() || a.community.as_deref() == Some(community.as_str()))
+                && queue.is_none_or(|q| a.queue() == q)
+        };
+        // Events flow desk -> forwarder -> a bounded buffer the client
+        // drains. The forwarder never waits on the client: when the buffer
+        // is full the subscriber is cut off, after the events already
+        // buffered, with the seq it can resume from. The stream's last
+        // item is that status (or the shutdown one), kept aside here.
+        let terminal: Arc<Mutex<Option<Status>>> = Arc::default();
+        let set_terminal = {
+            let t = terminal.clone();
+            move |st: Status| {
+                let mut g = t.lock().unwrap_or_else(|p| p.into_inner());
+                if g.is_none() {
+                    *g = Some(st);
+                }
+            }
         };
         let (tx, mut rx) = mpsc::channel::<m::AlertEvent>(256);
-        let (out_tx, out_rx) = mpsc::channel(256);
+        let (out_tx, out_rx) = mpsc::channel(self.subscriber_buffer.max(1));
         let desk = self.desk.clone();
-        let err_tx = out_tx.clone();
         let shutdown = self.shutdown.clone();
+        let on_end = set_terminal.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = err_tx.send(Err(Status::unavailable("server shutting down; resume with after_seq"))).await;
+                    on_end(Status::unavailable("server shutting down; resume with after_seq"));
                 }
                 r = desk.subscribe(r.after_seq, keep, tx) => if let Err(e) = r {
-                    let _ = err_tx.send(Err(desk_status(e))).await;
+                    on_end(desk_status(e));
                 }
             }
         });
+        let buffer = self.subscriber_buffer;
+        let mut last = r.after_seq;
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
-                if out_tx.send(Ok(event_to_pb(&ev, lang))).await.is_err() {
-                    break;
+                let seq = ev.seq;
+                match out_tx.try_send(Ok(event_to_pb(&ev, lang))) {
+                    Ok(()) => last = seq,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics::counter!("eldercare_subscribers_cut_off_total").increment(1);
+                        debug!(last, "Subscriber too slow; cut off.");
+                        let mut st = Status::resource_exhausted(format!(
+                            "subscriber fell {buffer} events behind and was cut off; last delivered seq {last}; resume with after_seq = {last}"
+                        ));
+                        if let Ok(v) = last.to_string().parse() {
+                            st.metadata_mut().insert("eldercare-last-seq", v);
+                        }
+                        set_terminal(st);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(out_rx)))
+        let end = futures::stream::once(async move {
+            terminal.lock().unwrap_or_else(|p| p.into_inner()).take()
+        })
+        .filter_map(|st| async move { st.map(Err) });
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(out_rx).chain(end),
+        )))
     }
 
     async fn list_alerts(
@@ -264,6 +360,7 @@ impl AlertService for Alerts {
             Some((t, id))
         };
         let q = AlertQuery {
+            community: None,
             states: r.states.iter().filter_map(|s| from_pb_state(*s)).collect(),
             min_severity: from_pb_severity(r.min_severity),
             elder_id: (!r.elder_id.is_empty()).then_some(r.elder_id),
@@ -295,11 +392,30 @@ impl AlertService for Alerts {
         self.auth.check(&req, Action::ReadAlerts)?;
         let r = req.into_inner();
         let (id, lang) = (r.id, Lang::parse(&r.language)?);
-        match self.desk.store().get_alert(&id).await {
-            Ok(Some(a)) => Ok(Response::new(alert_to_pb(&a, lang))),
-            Ok(None) => Err(Status::not_found(format!("no alert with id `{id}`"))),
-            Err(e) => Err(Status::unavailable(e.to_string())),
-        }
+        let store = self.desk.store();
+        let a = match store.get_alert(&id).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Err(Status::not_found(format!("no alert with id `{id}`"))),
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        let history = store
+            .events_of_alert(&id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut out = alert_to_pb(&a, lang);
+        out.history = history
+            .iter()
+            .map(|e| pb::HistoryEntry {
+                seq: e.seq,
+                kind: event_kind(e.kind) as i32,
+                actor: e.actor.clone(),
+                at: ts(e.at),
+                note: e.note.clone().unwrap_or_default(),
+                state: state(e.alert.state) as i32,
+                hash: e.hash.clone(),
+            })
+            .collect();
+        Ok(Response::new(out))
     }
 
     async fn acknowledge(
@@ -311,9 +427,271 @@ impl AlertService for Alerts {
         let lang = Lang::parse(&r.language)?;
         let operator = actor(&who, &r.operator_id)?;
         let note = (!r.note.is_empty()).then_some(r.note);
+        self.act(&r.alert_id, DeskAction::Acknowledge, &operator, note, lang)
+            .await
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<pb::DispatchRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
+        let who = self.auth.check(&req, Action::Dispatch)?;
+        let r = req.into_inner();
+        let lang = Lang::parse(&r.language)?;
+        let operator = actor(&who, &r.operator_id)?;
+        let p = r
+            .responder
+            .ok_or_else(|| Status::invalid_argument("responder is required"))?;
+        let kind = match pb::ResponderType::try_from(p.r#type) {
+            Ok(pb::ResponderType::FamilyContact) => m::ResponderType::FamilyContact,
+            Ok(pb::ResponderType::CommunityWorker) => m::ResponderType::CommunityWorker,
+            Ok(pb::ResponderType::FamilyDoctor) => m::ResponderType::FamilyDoctor,
+            Ok(pb::ResponderType::Ambulance120) => m::ResponderType::Ambulance120,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "responder.type is required: FAMILY_CONTACT, COMMUNITY_WORKER, FAMILY_DOCTOR or AMBULANCE_120",
+                ));
+            }
+        };
+        if kind != m::ResponderType::Ambulance120 && p.name.trim().is_empty() {
+            return Err(Status::invalid_argument("responder.name is required"));
+        }
+        if !p.phone.is_empty()
+            && !p
+                .phone
+                .chars()
+                .all(|c| c.is_ascii_digit() || "+- ()".contains(c))
+        {
+            return Err(Status::invalid_argument(
+                "responder.phone may hold only digits, spaces and + - ( )",
+            ));
+        }
+        let note = (!r.note.is_empty()).then_some(r.note);
+        let responder = m::Responder {
+            kind,
+            name: p.name,
+            phone: p.phone,
+        };
+        self.act(
+            &r.alert_id,
+            DeskAction::Dispatch(responder),
+            &operator,
+            note,
+            lang,
+        )
+        .await
+    }
+
+    async fn escalate(
+        &self,
+        req: Request<pb::AlertActionRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
+        let who = self.auth.check(&req, Action::Escalate)?;
+        let r = req.into_inner();
+        let lang = Lang::parse(&r.language)?;
+        let operator = actor(&who, &r.operator_id)?;
+        let note = (!r.note.is_empty()).then_some(r.note);
+        self.act(&r.alert_id, DeskAction::Escalate, &operator, note, lang)
+            .await
+    }
+
+    async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
+        let who = self.auth.check(&req, Action::Resolve)?;
+        let r = req.into_inner();
+        let lang = Lang::parse(&r.language)?;
+        let operator = actor(&who, &r.operator_id)?;
+        let outcome = m::Outcome::parse(&r.outcome)
+            .filter(|o| *o != m::Outcome::Cleared)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "outcome `{}` is not one of false_alarm, handled_by_phone, responder_on_site, sent_to_hospital",
+                    r.outcome
+                ))
+            })?;
+        let note = (!r.note.is_empty()).then_some(r.note);
+        self.act(
+            &r.alert_id,
+            DeskAction::Resolve(outcome),
+            &operator,
+            note,
+            lang,
+        )
+        .await
+    }
+
+    async fn add_note(
+        &self,
+        req: Request<pb::AlertActionRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
+        let who = self.auth.check(&req, Action::AddNote)?;
+        let r = req.into_inner();
+        let lang = Lang::parse(&r.language)?;
+        let operator = actor(&who, &r.operator_id)?;
+        if r.note.trim().is_empty() {
+            return Err(Status::invalid_argument("note is required"));
+        }
+        self.act(
+            &r.alert_id,
+            DeskAction::AddNote,
+            &operator,
+            Some(r.note),
+            lang,
+        )
+        .await
+    }
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.auth.check(&req, Action::ReadAlerts)?;
+        let r = req.into_inner();
+        let (Some(from), Some(to)) = (r.from.as_ref().map(ms), r.to.as_ref().map(ms)) else {
+            return Err(Status::invalid_argument("from and to are required"));
+        };
+        if from >= to {
+            return Err(Status::invalid_argument("from must be before to"));
+        }
+        let mut q = AlertQuery {
+            community: (!r.community.is_empty()).then_some(r.community),
+            raised_from: Some(from),
+            raised_to: Some(to),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut counts: std::collections::BTreeMap<(String, i32), u64> = Default::default();
+        let mut out = pb::StatsResponse::default();
+        let (mut within_60, mut within_180) = (0u64, 0u64);
+        let mut ack_s: Vec<f64> = Vec::new();
+        loop {
+            let page = self
+                .desk
+                .store()
+                .list_alerts(&q)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            for a in &page {
+                out.total += 1;
+                *counts
+                    .entry((a.kind.as_str().to_string(), severity(a.severity) as i32))
+                    .or_default() += 1;
+                out.acknowledged += u64::from(a.acknowledged_at.is_some());
+                out.dispatched += u64::from(a.dispatched_at.is_some());
+                out.resolved += u64::from(a.state == m::AlertState::Resolved);
+                if a.queue() != m::Queue::Hotline {
+                    continue;
+                }
+                out.hotline_total += 1;
+                if let Some(t) = a.acknowledged_at {
+                    let waited = (t - a.detected_at).max(0);
+                    within_60 += u64::from(waited <= 60_000);
+                    within_180 += u64::from(waited <= 180_000);
+                    ack_s.push(waited as f64 / 1000.0);
+                }
+            }
+            match page.last() {
+                Some(a) if page.len() == q.limit as usize => {
+                    q.after = Some((a.raised_at, a.id.clone()));
+                }
+                _ => break,
+            }
+        }
+        out.by_kind = counts
+            .into_iter()
+            .map(|((kind, severity), count)| pb::KindCount {
+                kind,
+                severity,
+                count,
+            })
+            .collect();
+        if out.hotline_total > 0 {
+            out.acknowledged_within_60s = within_60 as f64 / out.hotline_total as f64;
+            out.acknowledged_within_180s = within_180 as f64 / out.hotline_total as f64;
+        }
+        ack_s.sort_by(f64::total_cmp);
+        out.ack_p50_seconds = percentile(&ack_s, 50.0);
+        out.ack_p95_seconds = percentile(&ack_s, 95.0);
+        Ok(Response::new(out))
+    }
+
+    async fn create_silence(
+        &self,
+        req: Request<pb::CreateSilenceRequest>,
+    ) -> Result<Response<pb::Silence>, Status> {
+        let who = self.auth.check(&req, Action::Silence)?;
+        let r = req.into_inner();
+        let kind = m::AlertKind::parse(&r.kind)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown alert kind `{}`", r.kind)))?;
+        let until = r
+            .until
+            .as_ref()
+            .map(ms)
+            .ok_or_else(|| Status::invalid_argument("until is required"))?;
+        let s = m::Silence {
+            id: String::new(),
+            kind,
+            elder_id: (!r.elder_id.is_empty()).then_some(r.elder_id),
+            device_id: (!r.device_id.is_empty()).then_some(r.device_id),
+            reason: r.reason,
+            created_by: who.operator_id,
+            created_at: 0,
+            until,
+            ended_at: None,
+        };
+        let s = self.desk.silence(s).await.map_err(desk_status)?;
+        Ok(Response::new(silence_to_pb(&s)))
+    }
+
+    async fn list_silences(
+        &self,
+        req: Request<pb::ListSilencesRequest>,
+    ) -> Result<Response<pb::ListSilencesResponse>, Status> {
+        self.auth.check(&req, Action::ReadAlerts)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let list = self
+            .desk
+            .store()
+            .silences(Some(now))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::ListSilencesResponse {
+            silences: list.iter().map(silence_to_pb).collect(),
+        }))
+    }
+
+    async fn end_silence(
+        &self,
+        req: Request<pb::EndSilenceRequest>,
+    ) -> Result<Response<pb::Silence>, Status> {
+        let who = self.auth.check(&req, Action::Silence)?;
+        let id = req.into_inner().id;
+        let s = self
+            .desk
+            .end_silence(&id, &who.operator_id)
+            .await
+            .map_err(desk_status)?;
+        Ok(Response::new(silence_to_pb(&s)))
+    }
+}
+
+impl Alerts {
+    async fn act(
+        &self,
+        id: &str,
+        action: DeskAction,
+        operator: &str,
+        note: Option<String>,
+        lang: Lang,
+    ) -> Result<Response<pb::Alert>, Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument("alert_id is required"));
+        }
         let a = self
             .desk
-            .acknowledge(&r.alert_id, &operator, note)
+            .act(id, action, operator, note)
             .await
             .map_err(desk_status)?;
         Ok(Response::new(alert_to_pb(&a, lang)))
@@ -325,6 +703,7 @@ pub async fn serve(
     addr: SocketAddr,
     desk: AlertDesk,
     auth: Auth,
+    subscriber_buffer: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -346,6 +725,7 @@ pub async fn serve(
         .add_service(AlertServiceServer::new(Alerts {
             desk,
             auth,
+            subscriber_buffer,
             shutdown: shutdown.clone(),
         }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -438,6 +438,177 @@ pub struct Alert {
     pub outcome: Option<String>,
     pub district: Option<String>,
     pub community: Option<String>,
+    /// Stored and shown, but a silence was active: delivered to the
+    /// operations queue only, never escalated.
+    #[serde(default)]
+    pub muted: bool,
+    #[serde(default)]
+    pub silence_id: Option<String>,
+    /// Escalations so far (automatic reminders and manual).
+    #[serde(default)]
+    pub escalations: u32,
+    /// Who was sent, by the latest dispatch.
+    #[serde(default)]
+    pub responder: Option<Responder>,
+    /// Server times of the lifecycle steps, for answer-time accounting.
+    #[serde(default)]
+    pub acknowledged_at: Option<EpochMs>,
+    #[serde(default)]
+    pub dispatched_at: Option<EpochMs>,
+    #[serde(default)]
+    pub resolved_at: Option<EpochMs>,
+}
+
+impl Alert {
+    /// Maintenance alerts and muted alerts go to the operations queue;
+    /// everything else to the hotline.
+    pub fn queue(&self) -> Queue {
+        if self.muted || self.kind.is_maintenance() {
+            Queue::Operations
+        } else {
+            Queue::Hotline
+        }
+    }
+}
+
+/// Where an alert is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Queue {
+    Hotline,
+    Operations,
+}
+
+impl Queue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Queue::Hotline => "hotline",
+            Queue::Operations => "operations",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Queue> {
+        [Queue::Hotline, Queue::Operations]
+            .into_iter()
+            .find(|q| q.as_str() == s)
+    }
+}
+
+/// Who a dispatcher sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponderType {
+    FamilyContact,
+    CommunityWorker,
+    FamilyDoctor,
+    /// The 120 emergency ambulance.
+    Ambulance120,
+}
+
+impl ResponderType {
+    pub const ALL: [ResponderType; 4] = [
+        ResponderType::FamilyContact,
+        ResponderType::CommunityWorker,
+        ResponderType::FamilyDoctor,
+        ResponderType::Ambulance120,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponderType::FamilyContact => "family_contact",
+            ResponderType::CommunityWorker => "community_worker",
+            ResponderType::FamilyDoctor => "family_doctor",
+            ResponderType::Ambulance120 => "ambulance_120",
+        }
+    }
+}
+
+/// A responder sent to an alert. Name and phone are personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Responder {
+    pub kind: ResponderType,
+    pub name: String,
+    pub phone: String,
+}
+
+/// How an alert ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    FalseAlarm,
+    HandledByPhone,
+    ResponderOnSite,
+    SentToHospital,
+    /// A maintenance condition that went away by itself.
+    Cleared,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::FalseAlarm,
+        Outcome::HandledByPhone,
+        Outcome::ResponderOnSite,
+        Outcome::SentToHospital,
+        Outcome::Cleared,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::FalseAlarm => "false_alarm",
+            Outcome::HandledByPhone => "handled_by_phone",
+            Outcome::ResponderOnSite => "responder_on_site",
+            Outcome::SentToHospital => "sent_to_hospital",
+            Outcome::Cleared => "cleared",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            // The issue tracker's wording for the same outcome.
+            "taken_to_hospital" => Some(Outcome::SentToHospital),
+            _ => Outcome::ALL.into_iter().find(|o| o.as_str() == s),
+        }
+    }
+}
+
+/// An operator's mute of one kind of alert for one elder or one device,
+/// for a bounded time, with a reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub kind: AlertKind,
+    /// Exactly one of elder_id and device_id is set.
+    pub elder_id: Option<String>,
+    pub device_id: Option<String>,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: EpochMs,
+    pub until: EpochMs,
+    /// Set when ended early.
+    pub ended_at: Option<EpochMs>,
+}
+
+impl Silence {
+    pub fn active_at(&self, t: EpochMs) -> bool {
+        self.created_at <= t && t < self.until && self.ended_at.is_none_or(|e| t < e)
+    }
+
+    /// Whether this silence covers an alert of `kind` for `elder_id` from
+    /// `device_id` (or about `subject`).
+    pub fn covers(
+        &self,
+        kind: AlertKind,
+        elder_id: &str,
+        device_id: &str,
+        subject: Option<&str>,
+    ) -> bool {
+        self.kind == kind
+            && (self.elder_id.as_deref() == Some(elder_id)
+                || self
+                    .device_id
+                    .as_deref()
+                    .is_some_and(|d| d == device_id || Some(d) == subject))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,6 +662,10 @@ pub struct AlertEvent {
     pub actor: String,
     pub at: EpochMs,
     pub note: Option<String>,
+    /// SHA-256 chained over every event: hex of
+    /// `sha256(prev_hash || this event's canonical bytes)`.
+    #[serde(default)]
+    pub hash: String,
 }
 
 /// A message refused at ingest, kept for operators to inspect.

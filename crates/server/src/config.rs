@@ -64,6 +64,10 @@ struct FileConfig {
     rules_file: Option<PathBuf>,
     /// API tokens file.
     tokens_file: Option<PathBuf>,
+    /// Seconds an OPEN alert may wait for acknowledgement, by severity.
+    escalation: Option<eldercare_alerts::Escalation>,
+    /// Events buffered per gRPC subscriber before it is cut off.
+    subscriber_buffer: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +81,8 @@ pub struct Config {
     pub rules: Rules,
     /// Bearer tokens of the API, from `tokens_file` (reloaded on SIGHUP).
     pub auth: eldercare_api::Auth,
+    pub escalation: eldercare_alerts::Escalation,
+    pub subscriber_buffer: usize,
 }
 
 impl Config {
@@ -101,8 +107,15 @@ impl Config {
             .or(file.tokens_file)
             .unwrap_or_else(|| data_dir.join("tokens.toml"));
         let auth = eldercare_api::Auth::load(&tokens_file)?;
+        if file.subscriber_buffer == Some(0) {
+            anyhow::bail!("subscriber_buffer must be at least 1");
+        }
         Ok(Config {
             auth,
+            escalation: file.escalation.unwrap_or_default(),
+            subscriber_buffer: file
+                .subscriber_buffer
+                .unwrap_or(eldercare_api::SUBSCRIBER_BUFFER),
             mqtt_addr: args
                 .mqtt_addr
                 .or(file.mqtt_addr)

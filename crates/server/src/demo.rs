@@ -213,6 +213,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let g = rules.global().clone();
     let cfg = Config {
         auth,
+        escalation: Default::default(),
+        subscriber_buffer: eldercare_api::SUBSCRIBER_BUFFER,
         mqtt_addr: args.mqtt_addr,
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,

@@ -55,6 +55,19 @@ enum Cmd {
     /// Manage API bearer tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Check the alert event log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain over every alert event and report the
+    /// first break (an edited, inserted or deleted event); exits 1 then.
+    Verify {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +124,26 @@ fn main() -> ExitCode {
             Cmd::Import { storage, files } => import(&storage, &files).await,
             Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
             Cmd::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
+            Cmd::Audit(AuditCmd::Verify { storage }) => {
+                let store = open_store(&storage).await?;
+                let report = store.verify_chain().await?;
+                match report.first_break {
+                    None => {
+                        println!(
+                            "audit: OK, {} events, hash chain intact",
+                            report.checked
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Some((seq, why)) => {
+                        println!(
+                            "audit: BROKEN at seq {seq}: {why} ({} events checked)",
+                            report.checked
+                        );
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
             Cmd::Token(TokenCmd::Add {
                 tokens_file,
                 data_dir,
@@ -175,7 +208,14 @@ pub async fn serve(
         .context("installing the metrics recorder")?;
     let store = open_store(&cfg.storage).await?;
     let shutdown = CancellationToken::new();
-    let (desk, desk_task) = AlertDesk::start(store.clone()).await?;
+    let (desk, desk_task) = AlertDesk::start_with(
+        store.clone(),
+        eldercare_alerts::DeskConfig {
+            escalation: cfg.escalation,
+            ..Default::default()
+        },
+    )
+    .await?;
     let (refusals, dl_task) = Refusals::start(store.clone());
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(cfg.rules.clone());
     let reload_task = tokio::spawn(reload_on_sighup(
@@ -205,6 +245,7 @@ pub async fn serve(
         cfg.grpc_addr,
         desk.clone(),
         cfg.auth.clone(),
+        cfg.subscriber_buffer,
         shutdown.clone(),
     )
     .await

@@ -12,8 +12,9 @@ mod sqlite;
 use async_trait::async_trait;
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertState, DeadLetter, Device, Elder, EpochMs, Reading,
-    Severity,
+    Severity, Silence,
 };
+use sha2::{Digest, Sha256};
 
 pub mod import;
 pub use secret::{generate_secret, hash_secret, verify_secret};
@@ -39,6 +40,48 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What checking the event log's hash chain found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events checked.
+    pub checked: u64,
+    /// The first event where the chain breaks, and why.
+    pub first_break: Option<(u64, String)>,
+}
+
+/// The hash of one alert event, chained to the previous event's hash:
+/// hex SHA-256 over the previous hash and every stored field, each
+/// length-prefixed so no two different events hash the same bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn event_hash(
+    prev_hash: &str,
+    seq: u64,
+    kind: AlertEventKind,
+    alert_id: &str,
+    actor: &str,
+    at: EpochMs,
+    note: Option<&str>,
+    alert_json: &str,
+) -> String {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(prev_hash.as_bytes());
+    field(&seq.to_be_bytes());
+    field(kind.as_str().as_bytes());
+    field(alert_id.as_bytes());
+    field(actor.as_bytes());
+    field(&at.to_be_bytes());
+    match note {
+        Some(n) => field(n.as_bytes()),
+        None => field(b"\0none"),
+    }
+    field(alert_json.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// A reading with the elder it was attributed to at ingest.
 #[derive(Debug, Clone)]
 pub struct StoredReading {
@@ -62,6 +105,7 @@ pub struct AlertQuery {
     pub states: Vec<AlertState>,
     pub min_severity: Option<Severity>,
     pub elder_id: Option<String>,
+    pub community: Option<String>,
     pub raised_from: Option<EpochMs>,
     pub raised_to: Option<EpochMs>,
     pub limit: u32,
@@ -94,6 +138,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>>;
     /// Every alert not yet resolved.
     async fn unresolved_alerts(&self) -> Result<Vec<Alert>>;
+    /// The event history of one alert, in order.
+    async fn events_of_alert(&self, alert_id: &str) -> Result<Vec<AlertEvent>>;
+    /// Recomputes the hash chain of the whole event log.
+    async fn verify_chain(&self) -> Result<ChainReport>;
+
+    /// Inserts a silence, or updates its end.
+    async fn insert_silence(&self, silence: &Silence) -> Result<()>;
+    /// Silences active at a time, or all of them.
+    async fn silences(&self, active_at: Option<EpochMs>) -> Result<Vec<Silence>>;
 
     /// Keeps a refused message; the store holds the newest
     /// [`DEAD_LETTER_CAPACITY`].

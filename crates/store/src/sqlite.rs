@@ -1,11 +1,13 @@
 //! The embedded default backend: one SQLite file in the data directory,
 //! in WAL mode so `eldercare import` can write while the server runs.
 use crate::{
-    AlertQuery, DEAD_LETTER_CAPACITY, NewAlertEvent, Result, Store, StoreError, StoredReading,
+    AlertQuery, ChainReport, DEAD_LETTER_CAPACITY, NewAlertEvent, Result, Store, StoreError,
+    StoredReading,
 };
 use async_trait::async_trait;
 use eldercare_model::{
-    Alert, AlertEvent, AlertEventKind, DeadLetter, Device, DeviceKind, Elder, EpochMs, Severity,
+    Alert, AlertEvent, AlertEventKind, AlertKind, DeadLetter, Device, DeviceKind, Elder, EpochMs,
+    Severity, Silence,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -109,6 +111,22 @@ fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AlertEvent> {
         actor: r.try_get("actor")?,
         at: r.try_get("at")?,
         note: r.try_get("note")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn silence_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Silence> {
+    let kind: String = r.try_get("kind")?;
+    Ok(Silence {
+        id: r.try_get("id")?,
+        kind: AlertKind::parse(&kind).ok_or_else(|| corrupt(format!("silence kind {kind}")))?,
+        elder_id: r.try_get("elder_id")?,
+        device_id: r.try_get("device_id")?,
+        reason: r.try_get("reason")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        until: r.try_get("until")?,
+        ended_at: r.try_get("ended_at")?,
     })
 }
 
@@ -245,16 +263,28 @@ impl Store for SqliteStore {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result: Result<AlertEvent> = async {
-            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM alert_events")
-                .fetch_one(&mut *conn)
-                .await?;
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM alert_events ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let (last, prev_hash) = last.unwrap_or((0, String::new()));
             let seq = last + 1;
             let a = &ev.alert;
+            let hash = crate::event_hash(
+                &prev_hash,
+                seq as u64,
+                ev.kind,
+                &a.id,
+                &ev.actor,
+                ev.at,
+                ev.note.as_deref(),
+                &body,
+            );
             sqlx::query(
-                "INSERT INTO alerts (id, elder_id, kind, severity, state, raised_at, updated_at, body)
-                 VALUES (?,?,?,?,?,?,?,?)
+                "INSERT INTO alerts (id, elder_id, kind, severity, state, raised_at, updated_at, body, community)
+                 VALUES (?,?,?,?,?,?,?,?,?)
                  ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, state=excluded.state,
-                    updated_at=excluded.updated_at, body=excluded.body",
+                    updated_at=excluded.updated_at, body=excluded.body, community=excluded.community",
             )
             .bind(&a.id)
             .bind(&a.elder_id)
@@ -264,10 +294,11 @@ impl Store for SqliteStore {
             .bind(a.raised_at)
             .bind(a.updated_at)
             .bind(&body)
+            .bind(&a.community)
             .execute(&mut *conn)
             .await?;
             sqlx::query(
-                "INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash) VALUES (?,?,?,?,?,?,?,?)",
             )
             .bind(seq)
             .bind(&a.id)
@@ -276,6 +307,7 @@ impl Store for SqliteStore {
             .bind(ev.at)
             .bind(&ev.note)
             .bind(&body)
+            .bind(&hash)
             .execute(&mut *conn)
             .await?;
             Ok(AlertEvent {
@@ -285,6 +317,7 @@ impl Store for SqliteStore {
                 actor: ev.actor.clone(),
                 at: ev.at,
                 note: ev.note.clone(),
+                hash,
             })
         }
         .await;
@@ -337,6 +370,9 @@ impl Store for SqliteStore {
         if q.elder_id.is_some() {
             sql.push_str(" AND elder_id = ?");
         }
+        if q.community.is_some() {
+            sql.push_str(" AND community = ?");
+        }
         if q.raised_from.is_some() {
             sql.push_str(" AND raised_at >= ?");
         }
@@ -358,6 +394,9 @@ impl Store for SqliteStore {
         if let Some(e) = &q.elder_id {
             query = query.bind(e);
         }
+        if let Some(c) = &q.community {
+            query = query.bind(c);
+        }
         if let Some(f) = q.raised_from {
             query = query.bind(f);
         }
@@ -369,6 +408,101 @@ impl Store for SqliteStore {
         }
         let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await?;
         rows.iter().map(|b| alert_from_body(b)).collect()
+    }
+
+    async fn events_of_alert(&self, alert_id: &str) -> Result<Vec<AlertEvent>> {
+        let rows = sqlx::query("SELECT * FROM alert_events WHERE alert_id = ? ORDER BY seq")
+            .bind(alert_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn verify_chain(&self) -> Result<ChainReport> {
+        let mut report = ChainReport::default();
+        let mut prev = String::new();
+        let mut after = 0i64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, alert_id, kind, actor, at, note, alert, hash FROM alert_events
+                 WHERE seq > ? ORDER BY seq LIMIT 1000",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(report);
+            }
+            for r in &rows {
+                let seq: i64 = r.try_get("seq")?;
+                let kind: String = r.try_get("kind")?;
+                let stored: String = r.try_get("hash")?;
+                let note: Option<String> = r.try_get("note")?;
+                let expected = crate::event_hash(
+                    &prev,
+                    seq as u64,
+                    AlertEventKind::parse(&kind).unwrap_or(AlertEventKind::Note),
+                    &r.try_get::<String, _>("alert_id")?,
+                    &r.try_get::<String, _>("actor")?,
+                    r.try_get("at")?,
+                    note.as_deref(),
+                    &r.try_get::<String, _>("alert")?,
+                );
+                if seq != after + 1 && report.first_break.is_none() {
+                    report.first_break = Some((after as u64 + 1, "seq missing".into()));
+                }
+                if (expected != stored || AlertEventKind::parse(&kind).is_none())
+                    && report.first_break.is_none()
+                {
+                    report.first_break = Some((seq as u64, "hash does not match the event".into()));
+                }
+                report.checked += 1;
+                prev = stored;
+                after = seq;
+            }
+        }
+    }
+
+    async fn insert_silence(&self, s: &Silence) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO silences (id, kind, elder_id, device_id, reason, created_by, created_at, until, ended_at)
+             VALUES (?,?,?,?,?,?,?,?,?)
+             ON CONFLICT(id) DO UPDATE SET until=excluded.until, ended_at=excluded.ended_at",
+        )
+        .bind(&s.id)
+        .bind(s.kind.as_str())
+        .bind(&s.elder_id)
+        .bind(&s.device_id)
+        .bind(&s.reason)
+        .bind(&s.created_by)
+        .bind(s.created_at)
+        .bind(s.until)
+        .bind(s.ended_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn silences(&self, active_at: Option<EpochMs>) -> Result<Vec<Silence>> {
+        let rows = match active_at {
+            Some(t) => {
+                sqlx::query(
+                    "SELECT * FROM silences WHERE created_at <= ? AND until > ?
+                   AND (ended_at IS NULL OR ended_at > ?) ORDER BY created_at",
+                )
+                .bind(t)
+                .bind(t)
+                .bind(t)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM silences ORDER BY created_at")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(silence_from_row).collect()
     }
 
     async fn unresolved_alerts(&self) -> Result<Vec<Alert>> {
@@ -419,5 +553,125 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eldercare_model::{AlertState, Severity};
+
+    fn alert(id: &str) -> Alert {
+        Alert {
+            id: id.into(),
+            elder_id: "E1".into(),
+            device_id: "btn-1".into(),
+            kind: AlertKind::Sos,
+            severity: Severity::Critical,
+            state: AlertState::Open,
+            raised_at: 1,
+            detected_at: 1,
+            updated_at: 1,
+            summary: "SOS".into(),
+            summary_zh: String::new(),
+            subject: None,
+            window: None,
+            score: None,
+            factors: Vec::new(),
+            readings: Vec::new(),
+            occurrences: 1,
+            outcome: None,
+            district: None,
+            community: Some("C1".into()),
+            muted: false,
+            silence_id: None,
+            escalations: 0,
+            responder: None,
+            acknowledged_at: None,
+            dispatched_at: None,
+            resolved_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_event_log_is_a_hash_chain_and_tampering_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let mut hashes = Vec::new();
+        for (i, id) in ["a1", "a2", "a1", "a3"].iter().enumerate() {
+            let ev = s
+                .append_alert_event(NewAlertEvent {
+                    kind: AlertEventKind::Raised,
+                    alert: alert(id),
+                    actor: String::new(),
+                    at: i as i64,
+                    note: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(ev.hash.len(), 64);
+            hashes.push(ev.hash);
+        }
+        assert_eq!(s.events_after(0, 10).await.unwrap()[1].hash, hashes[1]);
+        let ok = s.verify_chain().await.unwrap();
+        assert_eq!((ok.checked, ok.first_break), (4, None));
+        assert_eq!(s.events_of_alert("a1").await.unwrap().len(), 2);
+
+        // Someone edits who acted on event 3.
+        sqlx::query("UPDATE alert_events SET actor = 'nobody' WHERE seq = 3")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let bad = s.verify_chain().await.unwrap();
+        assert_eq!(bad.first_break.map(|b| b.0), Some(3));
+        // Rewriting its hash too breaks the link to event 4.
+        let forged = crate::event_hash(
+            &hashes[1],
+            3,
+            AlertEventKind::Raised,
+            "a1",
+            "nobody",
+            2,
+            None,
+            &serde_json::to_string(&alert("a1")).unwrap(),
+        );
+        sqlx::query("UPDATE alert_events SET hash = ? WHERE seq = 3")
+            .bind(&forged)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let bad = s.verify_chain().await.unwrap();
+        assert_eq!(bad.first_break.map(|b| b.0), Some(4));
+        // A deleted event is a gap.
+        sqlx::query("DELETE FROM alert_events WHERE seq = 2")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let bad = s.verify_chain().await.unwrap();
+        assert_eq!(bad.first_break.map(|b| b.0), Some(2));
+    }
+
+    #[tokio::test]
+    async fn silences_are_kept_and_listed_while_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let mut sil = Silence {
+            id: "s1".into(),
+            kind: AlertKind::DeviceOffline,
+            elder_id: None,
+            device_id: Some("gps-1".into()),
+            reason: "device being replaced".into(),
+            created_by: "op-1".into(),
+            created_at: 100,
+            until: 200,
+            ended_at: None,
+        };
+        s.insert_silence(&sil).await.unwrap();
+        assert_eq!(s.silences(Some(150)).await.unwrap(), vec![sil.clone()]);
+        assert!(s.silences(Some(200)).await.unwrap().is_empty());
+        sil.ended_at = Some(120);
+        s.insert_silence(&sil).await.unwrap();
+        assert!(s.silences(Some(150)).await.unwrap().is_empty());
+        assert_eq!(s.silences(None).await.unwrap().len(), 1);
     }
 }
