@@ -114,3 +114,246 @@ async fn replay_then_live_without_gap_or_duplicate_even_when_lagging() {
         expect += 1;
     }
 }
+
+/// A desk on a clock the test moves.
+async fn driven() -> (
+    AlertDesk,
+    Arc<std::sync::atomic::AtomicI64>,
+    tempfile::TempDir,
+) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let now = Arc::new(AtomicI64::new(1_000_000));
+    let n = now.clone();
+    let (desk, _) = AlertDesk::start_with(
+        store,
+        DeskConfig {
+            escalation: Escalation::default(),
+            clock: Arc::new(move || n.load(Ordering::SeqCst)),
+            tick: None,
+        },
+    )
+    .await
+    .unwrap();
+    (desk, now, dir)
+}
+
+fn set(now: &std::sync::atomic::AtomicI64, t: i64) {
+    now.store(t, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Everything the desk has persisted, in order.
+async fn log(desk: &AlertDesk) -> Vec<AlertEvent> {
+    // A round trip through the desk's queue: everything sent before is applied.
+    desk.tick().await;
+    let _ = desk.act("none", Action::AddNote, "t", None).await;
+    desk.store().events_after(0, 1000).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_unacknowledged_critical_alert_escalates_at_each_deadline_until_acknowledged() {
+    let (desk, now, _dir) = driven().await;
+    let t0 = 1_000_000;
+    desk.trigger(sos("e1")).await.unwrap();
+    let id = log(&desk).await[0].alert.id.clone();
+    for (t, want) in [
+        (59_999, 1),
+        (60_000, 2),
+        (119_999, 2),
+        (120_000, 3),
+        (180_000, 4),
+    ] {
+        set(&now, t0 + t);
+        let events = log(&desk).await;
+        assert_eq!(events.len(), want, "at +{t} ms: {events:?}");
+    }
+    let events = log(&desk).await;
+    assert_eq!(events[1].kind, AlertEventKind::Escalated);
+    assert_eq!(events[1].actor, "");
+    assert!(events[1].note.as_deref().unwrap().contains("60 s"));
+    assert!(events[2].note.as_deref().unwrap().starts_with("Reminder 2"));
+    assert_eq!(events[3].alert.escalations, 3);
+    // Acknowledged: no more reminders.
+    desk.acknowledge(&id, "op-1", None).await.unwrap();
+    set(&now, t0 + 600_000);
+    let events = log(&desk).await;
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[4].kind, AlertEventKind::Acknowledged);
+    assert_eq!(events[4].alert.acknowledged_at, Some(t0 + 180_000));
+}
+
+#[tokio::test]
+async fn high_waits_three_minutes_and_low_never_escalates() {
+    let (desk, now, _dir) = driven().await;
+    let t0 = 1_000_000;
+    let mut high = sos("e1");
+    high.kind = AlertKind::VitalOutOfRange;
+    high.severity = Severity::High;
+    let mut low = sos("e2");
+    low.kind = AlertKind::LowBattery;
+    low.severity = Severity::Low;
+    desk.trigger(high).await.unwrap();
+    desk.trigger(low).await.unwrap();
+    set(&now, t0 + 179_999);
+    assert_eq!(log(&desk).await.len(), 2);
+    set(&now, t0 + 3_600_000);
+    let events = log(&desk).await;
+    let escalated: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == AlertEventKind::Escalated)
+        .collect();
+    assert_eq!(escalated.len(), 1, "one check at +1 h: one escalation");
+    assert_eq!(escalated[0].alert.kind, AlertKind::VitalOutOfRange);
+}
+
+#[tokio::test]
+async fn a_silenced_alert_is_muted_goes_to_operations_and_is_not_escalated() {
+    let (desk, now, _dir) = driven().await;
+    let t0 = 1_000_000;
+    let base = Silence {
+        id: String::new(),
+        kind: AlertKind::Sos,
+        elder_id: Some("e1".into()),
+        device_id: None,
+        reason: "in hospital until Friday".into(),
+        created_by: "op-1".into(),
+        created_at: 0,
+        until: t0 + 3_600_000,
+        ended_at: None,
+    };
+    let bad = |f: fn(&mut Silence)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s
+    };
+    for s in [
+        bad(|s| s.reason = " ".into()),
+        bad(|s| s.device_id = Some("btn-e1".into())),
+        bad(|s| s.elder_id = None),
+        bad(|s| s.until = 1),
+        bad(|s| s.until = 1_000_000 + MAX_SILENCE_MS + 1),
+    ] {
+        assert!(matches!(desk.silence(s).await, Err(DeskError::Invalid(_))));
+    }
+    let sil = desk.silence(base.clone()).await.unwrap();
+    desk.trigger(sos("e1")).await.unwrap();
+    desk.trigger(sos("e2")).await.unwrap();
+    set(&now, t0 + 600_000);
+    let events = log(&desk).await;
+    let e1 = &events[0].alert;
+    assert!(e1.muted);
+    assert_eq!(e1.silence_id.as_deref(), Some(sil.id.as_str()));
+    assert_eq!(e1.queue(), eldercare_model::Queue::Operations);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.kind == AlertEventKind::Escalated)
+            .all(|e| e.alert.elder_id == "e2"),
+        "only the unmuted alert escalates"
+    );
+    // Ended: the next alert is not muted.
+    desk.end_silence(&sil.id, "op-1").await.unwrap();
+    assert!(matches!(
+        desk.end_silence(&sil.id, "op-1").await,
+        Err(DeskError::NotFound(_))
+    ));
+    let id = e1.id.clone();
+    desk.act(&id, Action::Resolve(Outcome::FalseAlarm), "op-1", None)
+        .await
+        .unwrap();
+    desk.trigger(sos("e1")).await.unwrap();
+    let last = log(&desk).await.pop().unwrap();
+    assert_eq!(last.kind, AlertEventKind::Raised);
+    assert!(!last.alert.muted);
+}
+
+#[tokio::test]
+async fn every_action_from_every_state_is_allowed_or_refused_as_the_lifecycle_says() {
+    use AlertState::*;
+    let responder = Responder {
+        kind: eldercare_model::ResponderType::CommunityWorker,
+        name: "Worker".into(),
+        phone: "123".into(),
+    };
+    let actions = [
+        Action::Acknowledge,
+        Action::Dispatch(responder.clone()),
+        Action::Escalate,
+        Action::AddNote,
+        Action::Resolve(Outcome::FalseAlarm),
+        Action::Resolve(Outcome::HandledByPhone),
+        Action::Resolve(Outcome::ResponderOnSite),
+        Action::Resolve(Outcome::SentToHospital),
+    ];
+    // Steps that bring a fresh alert to each state.
+    let paths: [(AlertState, Vec<Action>); 4] = [
+        (Open, vec![]),
+        (Acknowledged, vec![Action::Acknowledge]),
+        (
+            Dispatched,
+            vec![Action::Acknowledge, Action::Dispatch(responder.clone())],
+        ),
+        (Resolved, vec![Action::Resolve(Outcome::FalseAlarm)]),
+    ];
+    let allowed = |state: AlertState, a: &Action| match (state, a) {
+        (_, Action::AddNote) => true,
+        (Resolved, _) => false,
+        (Open, Action::Acknowledge | Action::Escalate) => true,
+        (Open, Action::Resolve(Outcome::FalseAlarm)) => true,
+        (Open, _) => false,
+        (Acknowledged, Action::Acknowledge) => false,
+        (Acknowledged, Action::Resolve(o)) => {
+            matches!(o, Outcome::FalseAlarm | Outcome::HandledByPhone)
+        }
+        (Acknowledged, _) => true,
+        (Dispatched, Action::Acknowledge) => false,
+        (Dispatched, _) => true,
+    };
+    let (desk, _now, _dir) = driven().await;
+    let mut n = 0;
+    for (state, path) in &paths {
+        for a in &actions {
+            n += 1;
+            desk.trigger(sos(&format!("e{n}"))).await.unwrap();
+            let id = log(&desk)
+                .await
+                .into_iter()
+                .rev()
+                .find(|e| e.kind == AlertEventKind::Raised)
+                .unwrap()
+                .alert
+                .id;
+            for step in path {
+                desk.act(&id, step.clone(), "op-1", None).await.unwrap();
+            }
+            let r = desk.act(&id, a.clone(), "op-2", Some("n".into())).await;
+            if allowed(*state, a) {
+                let got = r.unwrap_or_else(|e| panic!("{a:?} from {state:?}: {e}"));
+                assert_eq!(
+                    desk.store()
+                        .events_of_alert(&id)
+                        .await
+                        .unwrap()
+                        .last()
+                        .unwrap()
+                        .actor,
+                    "op-2"
+                );
+                if let Action::Resolve(o) = a {
+                    assert_eq!(got.outcome.as_deref(), Some(o.as_str()));
+                    assert!(got.resolved_at.is_some());
+                }
+            } else {
+                assert!(
+                    matches!(r, Err(DeskError::NotAllowed { .. })),
+                    "{a:?} from {state:?}: {r:?}"
+                );
+            }
+        }
+    }
+    assert!(matches!(
+        desk.act("missing", Action::Acknowledge, "op", None).await,
+        Err(DeskError::NotFound(_))
+    ));
+}
