@@ -29,13 +29,16 @@ struct Server {
     tokens: std::collections::HashMap<&'static str, String>,
 }
 
-/// Adds the bearer token to every call, as an operator console does.
+/// Adds the bearer token to every call, as an operator console does
+/// (or none, for the refusal tests).
 #[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
         Ok(r)
     }
 }
@@ -99,9 +102,17 @@ impl Server {
 
     /// Like [`Server::start`], with a rule file of this text.
     fn start_with_rules(rules: Option<&str>) -> Server {
+        Server::start_with(rules, None)
+    }
+
+    /// Like [`Server::start`], with a rule file and a config file.
+    fn start_with(rules: Option<&str>, config: Option<&str>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         if let Some(text) = rules {
             std::fs::write(dir.path().join("rules.toml"), text).unwrap();
+        }
+        if let Some(text) = config {
+            std::fs::write(dir.path().join("config.toml"), text).unwrap();
         }
         let tokens = [
             ("operator", "op-1"),
@@ -179,6 +190,10 @@ impl Server {
         if rules_file.exists() {
             cmd.arg("--rules").arg(&rules_file);
         }
+        let config_file = dir.path().join("config.toml");
+        if config_file.exists() {
+            cmd.arg("--config").arg(&config_file);
+        }
         let mut child = cmd
             // E2E_SERVER_LOG=debug shows what the server does, when a test fails.
             .env(
@@ -230,11 +245,16 @@ impl Server {
             .unwrap()
     }
 
+    /// The token of `role`; `none` for no token at all.
     fn bearer(&self, role: &str) -> Bearer {
-        Bearer(format!("Bearer {}", self.tokens[role]).parse().unwrap())
+        Bearer(
+            self.tokens
+                .get(role)
+                .map(|t| format!("Bearer {t}").parse().unwrap()),
+        )
     }
 
-    /// An AlertService client with the token of `role`.
+    /// An AlertService client with the token of `role` (`none`: no token).
     async fn grpc_as(&self, role: &str) -> Client {
         AlertServiceClient::with_interceptor(self.channel().await, self.bearer(role))
     }
@@ -1150,4 +1170,635 @@ async fn after_a_restart_an_open_low_battery_alert_still_clears_itself() {
     assert_eq!(ev.seq, raised.seq + 1, "nothing in between");
     assert_eq!(ev.kind, pb::AlertEventKind::ResolvedEvent as i32);
     assert_eq!(ev.alert.unwrap().id, raised.alert.unwrap().id);
+}
+
+/// The alert of the next event, which must be of `kind`.
+async fn expect(
+    stream: &mut tonic::Streaming<pb::AlertEvent>,
+    kind: pb::AlertEventKind,
+) -> (pb::AlertEvent, pb::Alert) {
+    let ev = next(stream).await;
+    assert_eq!(
+        pb::AlertEventKind::try_from(ev.kind).unwrap(),
+        kind,
+        "unexpected event {ev:?}"
+    );
+    let a = ev.alert.clone().unwrap();
+    (ev, a)
+}
+
+fn action(id: &str) -> pb::AlertActionRequest {
+    pb::AlertActionRequest {
+        alert_id: id.into(),
+        ..Default::default()
+    }
+}
+
+fn resolve(id: &str, outcome: &str) -> pb::ResolveRequest {
+    pb::ResolveRequest {
+        alert_id: id.into(),
+        outcome: outcome.into(),
+        ..Default::default()
+    }
+}
+
+fn dispatch(id: &str, t: pb::ResponderType, name: &str) -> pb::DispatchRequest {
+    pb::DispatchRequest {
+        alert_id: id.into(),
+        responder: Some(pb::Responder {
+            r#type: t as i32,
+            name: name.into(),
+            phone: "138 0000 0000".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Code {
+    match r {
+        Ok(_) => tonic::Code::Ok,
+        Err(e) => e.code(),
+    }
+}
+
+#[tokio::test]
+async fn the_alert_lifecycle_over_grpc_with_every_refusal() {
+    use pb::AlertEventKind as K;
+    use tonic::Code;
+    let s = Server::start();
+    let mut sub = s.subscribe(0).await;
+    let btn = device(&s, "btn-1").await;
+    sos(&btn, "btn-1").await;
+    let (_, a) = expect(&mut sub, K::Raised).await;
+    let id = a.id.as_str();
+    let mut op = s.grpc().await;
+    let mut disp = s.grpc_as("dispatcher").await;
+
+    // Not yet acknowledged: no dispatch, no "handled by phone".
+    let e = disp
+        .dispatch(dispatch(id, pb::ResponderType::CommunityWorker, "Wang"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("OPEN"), "{}", e.message());
+    assert_eq!(
+        code(disp.resolve(resolve(id, "handled_by_phone")).await),
+        Code::FailedPrecondition
+    );
+
+    let acked = op.acknowledge(action(id)).await.unwrap().into_inner();
+    assert_eq!(acked.state, pb::AlertState::Acknowledged as i32);
+    assert!(acked.acknowledged_at.is_some());
+    expect(&mut sub, K::AcknowledgedEvent).await;
+
+    // Bad arguments say what is wrong.
+    let e = disp
+        .dispatch(pb::DispatchRequest {
+            alert_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "responder is required")
+    );
+    let e = disp
+        .dispatch(dispatch(id, pb::ResponderType::Unspecified, "Wang"))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("responder.type"), "{}", e.message());
+    let e = disp.resolve(resolve(id, "fixed")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("fixed"), "{}", e.message());
+    let e = op
+        .add_note(pb::AlertActionRequest {
+            alert_id: id.into(),
+            operator_id: "someone-else".into(),
+            note: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::InvalidArgument,
+        "the token decides who acts"
+    );
+    let e = op.add_note(action(id)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "note is required")
+    );
+
+    let d = disp
+        .dispatch(dispatch(id, pb::ResponderType::CommunityWorker, "Wang"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.state, pb::AlertState::Dispatched as i32);
+    assert_eq!(d.responder.as_ref().unwrap().name, "Wang");
+    let (ev, _) = expect(&mut sub, K::DispatchedEvent).await;
+    assert_eq!(ev.actor, "disp-1");
+    // A second responder: the ambulance.
+    let d = disp
+        .dispatch(dispatch(id, pb::ResponderType::Ambulance120, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.responder.unwrap().r#type,
+        pb::ResponderType::Ambulance120 as i32
+    );
+    expect(&mut sub, K::DispatchedEvent).await;
+    let mut note = action(id);
+    note.note = "daughter on her way".into();
+    disp.add_note(note).await.unwrap();
+    expect(&mut sub, K::Note).await;
+    let esc = op.escalate(action(id)).await.unwrap().into_inner();
+    assert_eq!(esc.escalations, 1);
+    expect(&mut sub, K::Escalated).await;
+    let done = disp
+        .resolve(resolve(id, "sent_to_hospital"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (done.state, done.outcome.as_str()),
+        (pb::AlertState::Resolved as i32, "sent_to_hospital")
+    );
+    expect(&mut sub, K::ResolvedEvent).await;
+
+    // Resolved is final, but can take notes.
+    assert_eq!(
+        code(op.acknowledge(action(id)).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(op.escalate(action(id)).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(disp.resolve(resolve(id, "false_alarm")).await),
+        Code::FailedPrecondition
+    );
+    let mut late = action(id);
+    late.note = "follow-up call tomorrow".into();
+    op.add_note(late).await.unwrap();
+    expect(&mut sub, K::Note).await;
+    assert_eq!(
+        code(op.acknowledge(action("no-such-alert")).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(disp.resolve(resolve("no-such-alert", "false_alarm")).await),
+        Code::NotFound
+    );
+
+    // The whole story, with who did what.
+    let full = op
+        .get_alert(pb::GetAlertRequest {
+            id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let story: Vec<(i32, &str)> = full
+        .history
+        .iter()
+        .map(|h| (h.kind, h.actor.as_str()))
+        .collect();
+    assert_eq!(
+        story,
+        vec![
+            (K::Raised as i32, ""),
+            (K::AcknowledgedEvent as i32, "op-1"),
+            (K::DispatchedEvent as i32, "disp-1"),
+            (K::DispatchedEvent as i32, "disp-1"),
+            (K::Note as i32, "disp-1"),
+            (K::Escalated as i32, "op-1"),
+            (K::ResolvedEvent as i32, "disp-1"),
+            (K::Note as i32, "op-1"),
+        ]
+    );
+    assert!(full.history.iter().all(|h| h.hash.len() == 64));
+
+    // A false alarm can be closed straight from OPEN.
+    let btn2 = device(&s, "btn-2").await;
+    sos(&btn2, "btn-2").await;
+    let (_, b) = expect(&mut sub, K::Raised).await;
+    let r = op
+        .resolve(resolve(&b.id, "false_alarm"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome, "false_alarm");
+}
+
+#[tokio::test]
+async fn every_role_against_every_rpc() {
+    use tonic::Code;
+    let s = Server::start();
+    let allowed: &[(&str, &[&str])] = &[
+        ("Subscribe", &["operator", "dispatcher", "viewer"]),
+        ("ListAlerts", &["operator", "dispatcher", "viewer"]),
+        ("GetAlert", &["operator", "dispatcher", "viewer"]),
+        ("Stats", &["operator", "dispatcher", "viewer"]),
+        ("ListSilences", &["operator", "dispatcher", "viewer"]),
+        ("Acknowledge", &["operator"]),
+        ("Escalate", &["operator"]),
+        ("CreateSilence", &["operator"]),
+        ("EndSilence", &["operator"]),
+        ("Dispatch", &["operator", "dispatcher"]),
+        ("Resolve", &["operator", "dispatcher"]),
+        ("AddNote", &["operator", "dispatcher"]),
+    ];
+    for role in ["operator", "dispatcher", "admin", "viewer", "none"] {
+        let mut c = s.grpc_as(role).await;
+        for (rpc, roles) in allowed {
+            let got = match *rpc {
+                "Subscribe" => code(c.subscribe(pb::SubscribeRequest::default()).await),
+                "ListAlerts" => code(c.list_alerts(pb::ListAlertsRequest::default()).await),
+                "GetAlert" => code(
+                    c.get_alert(pb::GetAlertRequest {
+                        id: "x".into(),
+                        ..Default::default()
+                    })
+                    .await,
+                ),
+                "Stats" => code(c.stats(pb::StatsRequest::default()).await),
+                "ListSilences" => code(c.list_silences(pb::ListSilencesRequest::default()).await),
+                "Acknowledge" => code(c.acknowledge(action("x")).await),
+                "Escalate" => code(c.escalate(action("x")).await),
+                "CreateSilence" => {
+                    code(c.create_silence(pb::CreateSilenceRequest::default()).await)
+                }
+                "EndSilence" => code(
+                    c.end_silence(pb::EndSilenceRequest { id: "x".into() })
+                        .await,
+                ),
+                "Dispatch" => code(
+                    c.dispatch(dispatch("x", pb::ResponderType::FamilyDoctor, "Li"))
+                        .await,
+                ),
+                "Resolve" => code(c.resolve(resolve("x", "false_alarm")).await),
+                "AddNote" => code(
+                    c.add_note(pb::AlertActionRequest {
+                        alert_id: "x".into(),
+                        note: "n".into(),
+                        ..Default::default()
+                    })
+                    .await,
+                ),
+                other => unreachable!("{other}"),
+            };
+            if role == "none" {
+                assert_eq!(got, Code::Unauthenticated, "{rpc} without a token");
+            } else if roles.contains(&role) {
+                assert!(
+                    !matches!(got, Code::Unauthenticated | Code::PermissionDenied),
+                    "{role} may call {rpc}, got {got:?}"
+                );
+            } else {
+                assert_eq!(got, Code::PermissionDenied, "{role} must not call {rpc}");
+            }
+        }
+    }
+    // A token that is not in the file.
+    let mut c = AlertServiceClient::with_interceptor(
+        s.channel().await,
+        Bearer(Some("Bearer ect_forged".parse().unwrap())),
+    );
+    assert_eq!(
+        code(c.list_alerts(pb::ListAlertsRequest::default()).await),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_alert_is_escalated_then_reminded_until_acknowledged() {
+    use pb::AlertEventKind as K;
+    let s = Server::start_with(None, Some("[escalation]\ncritical_s = 1\n"));
+    let mut sub = s.subscribe(0).await;
+    let btn = device(&s, "btn-1").await;
+    sos(&btn, "btn-1").await;
+    let (_, a) = expect(&mut sub, K::Raised).await;
+    let (ev, e1) = expect(&mut sub, K::Escalated).await;
+    assert_eq!((e1.escalations, ev.actor.as_str()), (1, ""));
+    assert!(ev.note.contains("Not acknowledged"), "{}", ev.note);
+    let (ev, e2) = expect(&mut sub, K::Escalated).await;
+    assert_eq!(e2.escalations, 2);
+    assert!(ev.note.starts_with("Reminder 2"), "{}", ev.note);
+    s.grpc().await.acknowledge(action(&a.id)).await.unwrap();
+    // Reminders may have crossed with the acknowledgement; after it, none.
+    loop {
+        let ev = next(&mut sub).await;
+        if ev.kind == K::AcknowledgedEvent as i32 {
+            break;
+        }
+        assert_eq!(ev.kind, K::Escalated as i32);
+    }
+    let btn2 = device(&s, "btn-2").await;
+    sos(&btn2, "btn-2").await;
+    let (_, b) = expect(&mut sub, K::Raised).await;
+    assert_eq!(
+        b.elder_id, "E2",
+        "nothing for the acknowledged alert in between"
+    );
+}
+
+#[tokio::test]
+async fn a_silenced_alert_is_stored_marked_muted_and_reaches_only_the_operations_queue() {
+    use pb::AlertEventKind as K;
+    use tonic::Code;
+    let s = Server::start();
+    let mut op = s.grpc().await;
+    let until = Some(prost_types::Timestamp {
+        seconds: now_ms() / 1000 + 3600,
+        nanos: 0,
+    });
+    let silence = |elder: &str, device: &str, reason: &str| pb::CreateSilenceRequest {
+        kind: "sos".into(),
+        elder_id: elder.into(),
+        device_id: device.into(),
+        reason: reason.into(),
+        until,
+    };
+    for (req, why) in [
+        (silence("E3", "", ""), "reason"),
+        (silence("E3", "btn-3", "x"), "exactly one"),
+        (
+            pb::CreateSilenceRequest {
+                until: Some(prost_types::Timestamp {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                ..silence("E3", "", "x")
+            },
+            "future",
+        ),
+        (
+            pb::CreateSilenceRequest {
+                kind: "nap".into(),
+                ..silence("E3", "", "x")
+            },
+            "unknown alert kind",
+        ),
+    ] {
+        let e = op.create_silence(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(why), "{why}: {}", e.message());
+    }
+    let sil = op
+        .create_silence(silence("E3", "", "in hospital until Friday"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sil.created_by, "op-1");
+    let listed = op
+        .list_silences(pb::ListSilencesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.silences.len(), 1);
+
+    let sub_in = |queue: &'static str| {
+        let s = &s;
+        async move {
+            s.grpc()
+                .await
+                .subscribe(pb::SubscribeRequest {
+                    queue: queue.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut hotline = sub_in("hotline").await;
+    let mut operations = sub_in("operations").await;
+    let btn3 = device(&s, "btn-3").await;
+    sos(&btn3, "btn-3").await;
+    let (_, muted) = expect(&mut operations, K::Raised).await;
+    assert!(muted.muted);
+    assert_eq!(
+        (muted.queue.as_str(), muted.silence_id.as_str()),
+        ("operations", sil.id.as_str())
+    );
+    // The hotline does not see it: its next event is another elder's SOS.
+    let btn1 = device(&s, "btn-1").await;
+    sos(&btn1, "btn-1").await;
+    let (_, other) = expect(&mut hotline, K::Raised).await;
+    assert_eq!((other.elder_id.as_str(), other.muted), ("E1", false));
+    // Still stored and listed.
+    let stored = op
+        .get_alert(pb::GetAlertRequest {
+            id: muted.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stored.muted);
+
+    // Ended: the next SOS of E3 rings the hotline again.
+    op.end_silence(pb::EndSilenceRequest { id: sil.id.clone() })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(op.end_silence(pb::EndSilenceRequest { id: sil.id }).await),
+        Code::NotFound
+    );
+    op.resolve(resolve(&muted.id, "false_alarm")).await.unwrap();
+    sos(&btn3, "btn-3").await;
+    let (_, again) = expect(&mut hotline, K::Raised).await;
+    assert_eq!((again.elder_id.as_str(), again.muted), ("E3", false));
+    let bad = s
+        .grpc()
+        .await
+        .subscribe(pb::SubscribeRequest {
+            queue: "vip".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nineteen_subscribers_get_everything_while_a_stalled_one_is_cut_off_and_resumes() {
+    const EVENTS: u64 = 300;
+    let s = Server::start_with(
+        None,
+        Some("subscriber_buffer = 8\nsubscriber_stall_s = 1.0\n"),
+    );
+    // Each reader reports every seq it gets; the next SOS goes out once all
+    // 19 have the previous event, so "promptly" is checked event by event.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut readers = Vec::new();
+    for _ in 0..19 {
+        let mut sub = s.subscribe(0).await;
+        let seen_tx = seen_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while (seqs.len() as u64) < EVENTS {
+                let seq = next(&mut sub).await.seq;
+                seqs.push(seq);
+                let _ = seen_tx.send(seq);
+            }
+            seqs
+        }));
+    }
+    // The stalled client also keeps a small HTTP/2 window, as a phone on a
+    // bad network would, so the server's buffer is what fills.
+    let small = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut stalled = AlertServiceClient::with_interceptor(small, s.bearer("viewer"))
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let btn = device(&s, "btn-1").await;
+    for i in 1..=EVENTS {
+        sos(&btn, "btn-1").await;
+        let mut n = 0;
+        while n < 19 {
+            let seq = tokio::time::timeout(DEADLINE, seen.recv())
+                .await
+                .expect("a reader stopped receiving")
+                .unwrap();
+            assert_eq!(seq, i);
+            n += 1;
+        }
+    }
+    for r in readers {
+        assert_eq!(r.await.unwrap(), (1..=EVENTS).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        s.await_counter("eldercare_subscribers_cut_off_total", "", 1)
+            .await,
+        1,
+        "the stalled subscriber, and only it, is cut off"
+    );
+    // Now the stalled one reads: what was buffered, then the cut.
+    let mut got = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(DEADLINE, stalled.message())
+            .await
+            .expect("hang")
+        {
+            Ok(Some(ev)) => got.push(ev.seq),
+            Ok(None) => panic!("ended without telling why"),
+            Err(st) => break st,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let last: u64 = status
+        .metadata()
+        .get("eldercare-last-seq")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        status.message().contains(&format!("after_seq = {last}")),
+        "{}",
+        status.message()
+    );
+    assert!(last < EVENTS, "it was cut off before the end");
+    assert_eq!(got, (1..=last).collect::<Vec<_>>());
+    let mut resumed = s.subscribe(last).await;
+    for want in last + 1..=EVENTS {
+        assert_eq!(next(&mut resumed).await.seq, want);
+    }
+}
+
+#[tokio::test]
+async fn audit_verify_finds_a_tampered_event() {
+    let s = Server::start();
+    let mut sub = s.subscribe(0).await;
+    let btn = device(&s, "btn-1").await;
+    for _ in 0..3 {
+        sos(&btn, "btn-1").await;
+        next(&mut sub).await;
+    }
+    let verify = |dir: &std::path::Path| {
+        Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(s.dir.path());
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK, 3 events"));
+    // Someone rewrites who acted on event 2, straight in the database.
+    let url = format!("sqlite://{}", s.dir.path().join("eldercare.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE alert_events SET actor = 'op-9' WHERE seq = 2")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let bad = verify(s.dir.path());
+    assert_eq!(bad.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(out.contains("BROKEN at seq 2"), "{out}");
+}
+
+#[tokio::test]
+async fn stats_count_by_kind_and_measure_answer_times() {
+    let s = Server::start();
+    let mut sub = s.subscribe(0).await;
+    let t0 = now_ms() - 1000;
+    let mut op = s.grpc().await;
+    for id in ["btn-1", "btn-2", "btn-3"] {
+        let d = device(&s, id).await;
+        sos(&d, id).await;
+        let a = next(&mut sub).await.alert.unwrap();
+        if id != "btn-3" {
+            op.acknowledge(action(&a.id)).await.unwrap();
+            next(&mut sub).await;
+        }
+    }
+    let range = |community: &str| pb::StatsRequest {
+        from: Some(prost_types::Timestamp {
+            seconds: t0 / 1000 - 60,
+            nanos: 0,
+        }),
+        to: Some(prost_types::Timestamp {
+            seconds: now_ms() / 1000 + 60,
+            nanos: 0,
+        }),
+        community: community.into(),
+    };
+    let st = op.stats(range("")).await.unwrap().into_inner();
+    assert_eq!((st.total, st.hotline_total, st.acknowledged), (3, 3, 2));
+    assert_eq!(st.by_kind.len(), 1);
+    assert_eq!(
+        (st.by_kind[0].kind.as_str(), st.by_kind[0].count),
+        ("sos", 3)
+    );
+    assert!(
+        (st.acknowledged_within_60s - 2.0 / 3.0).abs() < 1e-9,
+        "{st:?}"
+    );
+    assert!((st.acknowledged_within_180s - 2.0 / 3.0).abs() < 1e-9);
+    let c1 = op.stats(range("C1")).await.unwrap().into_inner();
+    assert_eq!((c1.total, c1.acknowledged_within_60s), (1, 1.0));
+    let e = op.stats(pb::StatsRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let m = s.metrics();
+    assert!(
+        m.contains("eldercare_alert_answer_seconds"),
+        "answer-time histogram exported"
+    );
 }

@@ -226,14 +226,30 @@ fn actor(who: &Principal, requested: &str) -> Result<String, Status> {
     Ok(who.operator_id.clone())
 }
 
-/// Events buffered per subscriber by default; one that falls further
-/// behind is cut off with the seq to resume from.
-pub const SUBSCRIBER_BUFFER: usize = 1024;
+/// How subscribers are served. Each has a bounded buffer of events on
+/// their way to it; one whose buffer stays full for `stall` has stopped
+/// reading and is cut off with RESOURCE_EXHAUSTED naming the last seq it
+/// was sent, to resume from. Ingestion and other subscribers never wait
+/// on it either way.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscribers {
+    pub buffer: usize,
+    pub stall: std::time::Duration,
+}
+
+impl Default for Subscribers {
+    fn default() -> Self {
+        Subscribers {
+            buffer: 1024,
+            stall: std::time::Duration::from_secs(10),
+        }
+    }
+}
 
 pub struct Alerts {
     desk: AlertDesk,
     auth: Auth,
-    subscriber_buffer: usize,
+    subscribers: Subscribers,
     /// Ends open subscriptions at shutdown, so the server can drain.
     shutdown: CancellationToken,
 }
@@ -292,7 +308,7 @@ impl AlertService for Alerts {
             }
         };
         let (tx, mut rx) = mpsc::channel::<m::AlertEvent>(256);
-        let (out_tx, out_rx) = mpsc::channel(self.subscriber_buffer.max(1));
+        let (out_tx, out_rx) = mpsc::channel(self.subscribers.buffer.max(1));
         let desk = self.desk.clone();
         let shutdown = self.shutdown.clone();
         let on_end = set_terminal.clone();
@@ -306,18 +322,25 @@ impl AlertService for Alerts {
                 }
             }
         });
-        let buffer = self.subscriber_buffer;
+        let (buffer, stall) = (self.subscribers.buffer, self.subscribers.stall);
         let mut last = r.after_seq;
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 let seq = ev.seq;
-                match out_tx.try_send(Ok(event_to_pb(&ev, lang))) {
-                    Ok(()) => last = seq,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                // A client catching up drains the buffer as it goes; one
+                // whose buffer stays full for the stall time has stopped.
+                match tokio::time::timeout(stall, out_tx.reserve()).await {
+                    Ok(Ok(permit)) => {
+                        permit.send(Ok(event_to_pb(&ev, lang)));
+                        last = seq;
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) => {
                         metrics::counter!("eldercare_subscribers_cut_off_total").increment(1);
-                        debug!(last, "Subscriber too slow; cut off.");
+                        debug!(last, "Subscriber stalled; cut off.");
                         let mut st = Status::resource_exhausted(format!(
-                            "subscriber fell {buffer} events behind and was cut off; last delivered seq {last}; resume with after_seq = {last}"
+                            "subscriber stopped reading ({buffer} events buffered for {} s) and was cut off; last delivered seq {last}; resume with after_seq = {last}",
+                            stall.as_secs_f64()
                         ));
                         if let Ok(v) = last.to_string().parse() {
                             st.metadata_mut().insert("eldercare-last-seq", v);
@@ -325,7 +348,6 @@ impl AlertService for Alerts {
                         set_terminal(st);
                         break;
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
         });
@@ -703,7 +725,7 @@ pub async fn serve(
     addr: SocketAddr,
     desk: AlertDesk,
     auth: Auth,
-    subscriber_buffer: usize,
+    subscribers: Subscribers,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -725,7 +747,7 @@ pub async fn serve(
         .add_service(AlertServiceServer::new(Alerts {
             desk,
             auth,
-            subscriber_buffer,
+            subscribers,
             shutdown: shutdown.clone(),
         }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

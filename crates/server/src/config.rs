@@ -66,8 +66,10 @@ struct FileConfig {
     tokens_file: Option<PathBuf>,
     /// Seconds an OPEN alert may wait for acknowledgement, by severity.
     escalation: Option<eldercare_alerts::Escalation>,
-    /// Events buffered per gRPC subscriber before it is cut off.
+    /// Events buffered per gRPC subscriber.
     subscriber_buffer: Option<usize>,
+    /// Seconds a subscriber's buffer may stay full before it is cut off.
+    subscriber_stall_s: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +84,7 @@ pub struct Config {
     /// Bearer tokens of the API, from `tokens_file` (reloaded on SIGHUP).
     pub auth: eldercare_api::Auth,
     pub escalation: eldercare_alerts::Escalation,
-    pub subscriber_buffer: usize,
+    pub subscribers: eldercare_api::Subscribers,
 }
 
 impl Config {
@@ -110,12 +112,23 @@ impl Config {
         if file.subscriber_buffer == Some(0) {
             anyhow::bail!("subscriber_buffer must be at least 1");
         }
+        if file
+            .subscriber_stall_s
+            .is_some_and(|s| !(s > 0.0 && s < 3600.0))
+        {
+            anyhow::bail!("subscriber_stall_s must be between 0 and 3600 seconds");
+        }
+        let d = eldercare_api::Subscribers::default();
         Ok(Config {
             auth,
             escalation: file.escalation.unwrap_or_default(),
-            subscriber_buffer: file
-                .subscriber_buffer
-                .unwrap_or(eldercare_api::SUBSCRIBER_BUFFER),
+            subscribers: eldercare_api::Subscribers {
+                buffer: file.subscriber_buffer.unwrap_or(d.buffer),
+                stall: file
+                    .subscriber_stall_s
+                    .map(std::time::Duration::from_secs_f64)
+                    .unwrap_or(d.stall),
+            },
             mqtt_addr: args
                 .mqtt_addr
                 .or(file.mqtt_addr)

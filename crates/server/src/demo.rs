@@ -214,7 +214,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let cfg = Config {
         auth,
         escalation: Default::default(),
-        subscriber_buffer: eldercare_api::SUBSCRIBER_BUFFER,
+        subscribers: Default::default(),
         mqtt_addr: args.mqtt_addr,
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,

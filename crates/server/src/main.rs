@@ -245,7 +245,7 @@ pub async fn serve(
         cfg.grpc_addr,
         desk.clone(),
         cfg.auth.clone(),
-        cfg.subscriber_buffer,
+        cfg.subscribers,
         shutdown.clone(),
     )
     .await
