@@ -163,5 +163,7 @@ mod tests {
         let f: FileConfig = toml::from_str(include_str!("../../../deploy/eldercare.toml")).unwrap();
         assert_eq!(f.mqtt_addr, Some(([127, 0, 0, 1], 1883).into()));
         assert!(f.rules_file.is_none());
+        assert_eq!(f.escalation, Some(eldercare_alerts::Escalation::default()));
+        assert_eq!(f.subscriber_buffer, Some(eldercare_api::Subscribers::default().buffer));
     }
 }
