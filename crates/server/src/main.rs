@@ -201,10 +201,16 @@ pub async fn serve(
             "No API tokens: every gRPC call will be refused. Add one with `eldercare token add`, then send SIGHUP."
         );
     }
+    let registry = eldercare_api::RegistryHandles {
+        store: store.clone(),
+        sessions: Arc::new(GuardSessions(ingest.sessions())),
+        changes: ingest.registry_changes(),
+    };
     let (grpc_addr, grpc) = eldercare_api::serve(
         cfg.grpc_addr,
         desk.clone(),
         cfg.auth.clone(),
+        registry,
         shutdown.clone(),
     )
     .await
@@ -275,6 +281,18 @@ pub async fn serve(
     }
     info!("Stopped.");
     Ok(())
+}
+
+/// The registry API's way to close a device's MQTT sessions: the broker's
+/// guard tracks and closes them, and this adapter lets the API use it
+/// while neither crate depends on the other (the MQTT intake stays free of
+/// gRPC, and the API free of MQTT).
+struct GuardSessions(eldercare_broker::guard::Sessions);
+
+impl eldercare_api::DeviceSessions for GuardSessions {
+    fn disconnect(&self, device_id: &str) -> usize {
+        self.0.disconnect(device_id)
+    }
 }
 
 /// SIGHUP re-reads the rule file and the tokens file; a bad file is
