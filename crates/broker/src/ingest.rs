@@ -178,6 +178,8 @@ impl Ingest {
         }
 
         let sessions = Sessions::default();
+        // Exported from the start, so a dashboard sees 0 rather than nothing.
+        metrics::counter!("eldercare_mqtt_sessions_closed_total").absolute(0);
         let guard = Guard::bind(
             cfg.mqtt_addr,
             GuardConfig {

@@ -386,6 +386,12 @@ async fn import(storage: &StorageArgs, files: &[PathBuf]) -> anyhow::Result<Exit
         for (dev, secret) in &r.generated_secrets {
             println!("generated secret for device {dev}: {secret}   (shown once; not stored)");
         }
+        // This process cannot reach a running server's MQTT sessions.
+        for dev in &r.rekeyed {
+            eprintln!(
+                "device {dev}: new secret; a session it already has open stays until it reconnects (import through the API, or RotateDeviceSecret, closes it at once)"
+            );
+        }
         println!(
             "{}: {:?}: {} imported, {} updated, {} refused",
             f.display(),
