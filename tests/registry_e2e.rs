@@ -937,6 +937,30 @@ async fn import_over_grpc_reports_counts_refused_rows_by_line_and_secrets_once()
     assert!(again.generated_secrets.is_empty());
     assert!(again.rekeyed_devices.is_empty());
 
+    // A file giving a connected device a new secret revokes the old one
+    // like a rotation: its session is closed.
+    let mut btn = connect(&s.mqtt, "btn-1", "s-btn-1").await.unwrap();
+    let rekey = reg
+        .import(pb::ImportRequest {
+            text: "device_id,kind,elder_id,secret\nbtn-1,sos_button,E1,s-btn-1-v2\n".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (rekey.updated, rekey.rekeyed_devices.as_slice()),
+        (1, ["btn-1".to_string()].as_slice())
+    );
+    closed(&mut btn).await;
+    let e = connect(&s.mqtt, "btn-1", "s-btn-1")
+        .await
+        .err()
+        .expect("the old secret no longer logs in");
+    assert!(e.contains("BadUserNamePassword"), "{e}");
+    connect(&s.mqtt, "btn-1", "s-btn-1-v2")
+        .await
+        .expect("the imported secret logs in");
+
     refused(
         reg.import(pb::ImportRequest {
             text: "colour,size\nred,9\n".into(),

@@ -473,3 +473,32 @@ fn protocol_level(frame: &[u8]) -> Option<u8> {
     let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
     body.get(2 + name_len).copied()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_closed_per_device_and_leave_when_they_end() {
+        let s = Sessions::default();
+        let a1 = s.register("a");
+        let a2 = s.register("a");
+        let b = s.register("b");
+        a1.set_live();
+        a2.set_live();
+        b.set_live();
+        // Still checking its credentials: closed too, but not counted as live.
+        let pending = s.register("a");
+        assert_eq!(s.live("a"), 2);
+        assert_eq!(s.disconnect("a"), 2);
+        assert!(a1.close.is_cancelled() && a2.close.is_cancelled());
+        assert!(pending.close.is_cancelled(), "a CONNECT racing the change");
+        assert!(!b.close.is_cancelled(), "other devices untouched");
+        assert_eq!(s.disconnect("a"), 0);
+        drop(b);
+        assert_eq!(s.live("b"), 0);
+        assert!(s.lock().is_empty(), "ended sessions leave no entry");
+        drop((a1, a2, pending));
+        assert!(s.lock().is_empty());
+    }
+}
