@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["eldercare/v1/device.proto", "eldercare/v1/alerts.proto"];
+    let files = [
+        "eldercare/v1/device.proto",
+        "eldercare/v1/alerts.proto",
+        "eldercare/v1/registry.proto",
+        "eldercare/v1/telemetry.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

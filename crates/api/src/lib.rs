@@ -3,7 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod registry;
+pub mod telemetry;
 pub use auth::{Action, Auth, Principal, Role};
+pub use registry::{DeviceSessions, RegistryHandles};
 
 use eldercare_alerts::{Action as DeskAction, AlertDesk, DeskError};
 use eldercare_model as m;
@@ -720,12 +723,17 @@ impl Alerts {
     }
 }
 
+/// A registry import is one whole file in one message: a city's list is
+/// larger than tonic's default 4 MiB limit.
+const MAX_REGISTRY_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// Binds the gRPC listener; returns its address and the serving future.
 pub async fn serve(
     addr: SocketAddr,
     desk: AlertDesk,
     auth: Auth,
     subscribers: Subscribers,
+    registry: RegistryHandles,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -737,6 +745,17 @@ pub async fn serve(
     health_reporter
         .set_serving::<AlertServiceServer<Alerts>>()
         .await;
+    health_reporter
+        .set_serving::<pb::registry_service_server::RegistryServiceServer<registry::Registry>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::telemetry_service_server::TelemetryServiceServer<telemetry::Telemetry>>()
+        .await;
+    let telemetry = telemetry::Telemetry::new(registry.store.clone(), auth.clone());
+    let registry = pb::registry_service_server::RegistryServiceServer::new(
+        registry::Registry::new(registry, auth.clone()),
+    )
+    .max_decoding_message_size(MAX_REGISTRY_MESSAGE);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -750,6 +769,10 @@ pub async fn serve(
             subscribers,
             shutdown: shutdown.clone(),
         }))
+        .add_service(registry)
+        .add_service(pb::telemetry_service_server::TelemetryServiceServer::new(
+            telemetry,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.cancelled().await
         });

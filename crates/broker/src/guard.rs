@@ -8,8 +8,11 @@ use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{self, QoS};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
@@ -26,6 +29,125 @@ pub struct GuardConfig {
     pub broker_addr: SocketAddr,
     /// Password the guard presents to rumqttd; nothing else knows it.
     pub internal_token: String,
+    /// The live sessions, which the registry API can close.
+    pub sessions: Sessions,
+}
+
+/// How long a closed session may take to finish the frame it is writing
+/// before its sockets are dropped regardless (a device that stops reading
+/// must not keep a revoked session open).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The live MQTT sessions of each device, so that rotating a device's
+/// secret or deleting the device ends them at once: a session is only
+/// authenticated at CONNECT, so without this a revoked device would stay
+/// connected for as long as it liked.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<SessionsInner>,
+}
+
+#[derive(Default)]
+struct SessionsInner {
+    next_id: AtomicU64,
+    /// device id -> connection id -> its session. A std mutex: it is never
+    /// held across an await.
+    map: std::sync::Mutex<HashMap<String, HashMap<u64, SessionEntry>>>,
+}
+
+struct SessionEntry {
+    close: CancellationToken,
+    /// Past CONNECT: authenticated and forwarded to the broker.
+    live: bool,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, SessionEntry>>> {
+        self.inner.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection that claims to be `device_id`, before its
+    /// credentials are checked: a rotation that commits while the old
+    /// secret is being verified then still finds (and closes) it.
+    fn register(&self, device_id: &str) -> SessionHandle {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let close = CancellationToken::new();
+        self.lock()
+            .entry(device_id.to_string())
+            .or_default()
+            .insert(
+                id,
+                SessionEntry {
+                    close: close.clone(),
+                    live: false,
+                },
+            );
+        SessionHandle {
+            sessions: self.clone(),
+            device_id: device_id.to_string(),
+            id,
+            close,
+        }
+    }
+
+    /// Closes every session of `device_id`, including connections still
+    /// being authenticated; returns how many were live (past CONNECT).
+    pub fn disconnect(&self, device_id: &str) -> usize {
+        let Some(entries) = self.lock().remove(device_id) else {
+            return 0;
+        };
+        let mut live = 0;
+        for e in entries.into_values() {
+            live += usize::from(e.live);
+            e.close.cancel();
+        }
+        metrics::counter!("eldercare_mqtt_sessions_closed_total").increment(live as u64);
+        if live > 0 {
+            info!(%device_id, sessions = live, "MQTT sessions closed by the registry.");
+        }
+        live
+    }
+
+    /// Live sessions of `device_id`.
+    pub fn live(&self, device_id: &str) -> usize {
+        self.lock()
+            .get(device_id)
+            .map(|m| m.values().filter(|e| e.live).count())
+            .unwrap_or(0)
+    }
+}
+
+/// One connection's place in [`Sessions`]; leaves it when dropped.
+struct SessionHandle {
+    sessions: Sessions,
+    device_id: String,
+    id: u64,
+    close: CancellationToken,
+}
+
+impl SessionHandle {
+    fn set_live(&self) {
+        if let Some(e) = self
+            .sessions
+            .lock()
+            .get_mut(&self.device_id)
+            .and_then(|m| m.get_mut(&self.id))
+        {
+            e.live = true;
+        }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        let mut map = self.sessions.lock();
+        if let Some(m) = map.get_mut(&self.device_id) {
+            m.remove(&self.id);
+            if m.is_empty() {
+                map.remove(&self.device_id);
+            }
+        }
+    }
 }
 
 pub struct Guard {
@@ -41,6 +163,9 @@ enum ConnRefusal {
     UnknownDevice,
     BadCredentials,
     WillNotOwned,
+    /// The device's secret was rotated, or the device deleted, while its
+    /// credentials were being checked: it may retry.
+    RegistryChanged,
 }
 
 impl ConnRefusal {
@@ -50,6 +175,7 @@ impl ConnRefusal {
             ConnRefusal::UnknownDevice => "unknown_device",
             ConnRefusal::BadCredentials => "bad_credentials",
             ConnRefusal::WillNotOwned => "will_not_owned",
+            ConnRefusal::RegistryChanged => "registry_changed",
         }
     }
 }
@@ -141,13 +267,24 @@ impl Guard {
         let Ok(Packet::Connect(connect)) = Packet::read(&mut first, MAX_PACKET) else {
             return Ok(());
         };
-        let device_id = match self.authenticate(&connect).await {
+        let session = connect
+            .login
+            .as_ref()
+            .map(|l| self.cfg.sessions.register(&l.username));
+        let authenticated = match self.authenticate(&connect).await {
+            Ok(_) if session.as_ref().is_none_or(|s| s.close.is_cancelled()) => {
+                Err(ConnRefusal::RegistryChanged)
+            }
+            other => other,
+        };
+        let device_id = match authenticated {
             Ok(id) => id,
             Err(r) => {
                 metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => r.reason()).increment(1);
                 info!(reason = r.reason(), "MQTT connection refused.");
                 let code = match r {
                     ConnRefusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+                    ConnRefusal::RegistryChanged => ConnectReturnCode::ServiceUnavailable,
                     _ => ConnectReturnCode::NotAuthorized,
                 };
                 let mut out = BytesMut::new();
@@ -156,6 +293,12 @@ impl Guard {
                 return Ok(());
             }
         };
+        // Authenticated: a session exists, since the login named the device.
+        let Some(session) = session else {
+            return Ok(());
+        };
+        session.set_live();
+        let close = session.close.clone();
         metrics::counter!("eldercare_mqtt_connections_total").increment(1);
         debug!(%device_id, "Device connected.");
 
@@ -201,7 +344,20 @@ impl Guard {
         let own_cmd = format!("eldercare/v1/{device_id}/cmd");
         let from_dev = async {
             loop {
-                let frame = read_frame(&mut dr, &mut buf).await?;
+                // Closing is only taken between frames (reading is cancel
+                // safe: bytes stay in `buf`), so the DISCONNECT never lands
+                // inside a frame forwarded to the broker.
+                let frame = tokio::select! {
+                    biased;
+                    _ = close.cancelled() => {
+                        // A clean DISCONNECT: the broker then drops the
+                        // session's last will. The backend ended the session
+                        // on purpose; the device was not lost.
+                        bw.write_all(&[0xe0, 0x00]).await?;
+                        return Ok(());
+                    }
+                    f = read_frame(&mut dr, &mut buf) => f?,
+                };
                 let Some(frame) = frame else {
                     return Ok::<_, std::io::Error>(());
                 };
@@ -273,10 +429,18 @@ impl Guard {
                 }
             }
         };
-        tokio::select! {
+        let r = tokio::select! {
             r = to_dev => r,
             r = from_dev => r,
-        }
+            // A session stuck writing to a device that does not read is
+            // dropped anyway.
+            _ = async {
+                close.cancelled().await;
+                tokio::time::sleep(CLOSE_GRACE).await;
+            } => Ok(()),
+        };
+        drop(session);
+        r
     }
 }
 
@@ -308,4 +472,33 @@ fn protocol_level(frame: &[u8]) -> Option<u8> {
     let body = frame.get(1 + len_bytes..)?;
     let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
     body.get(2 + name_len).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_closed_per_device_and_leave_when_they_end() {
+        let s = Sessions::default();
+        let a1 = s.register("a");
+        let a2 = s.register("a");
+        let b = s.register("b");
+        a1.set_live();
+        a2.set_live();
+        b.set_live();
+        // Still checking its credentials: closed too, but not counted as live.
+        let pending = s.register("a");
+        assert_eq!(s.live("a"), 2);
+        assert_eq!(s.disconnect("a"), 2);
+        assert!(a1.close.is_cancelled() && a2.close.is_cancelled());
+        assert!(pending.close.is_cancelled(), "a CONNECT racing the change");
+        assert!(!b.close.is_cancelled(), "other devices untouched");
+        assert_eq!(s.disconnect("a"), 0);
+        drop(b);
+        assert_eq!(s.live("b"), 0);
+        assert!(s.lock().is_empty(), "ended sessions leave no entry");
+        drop((a1, a2, pending));
+        assert!(s.lock().is_empty());
+    }
 }

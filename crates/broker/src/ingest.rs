@@ -2,9 +2,9 @@
 //! broker accepts is read in-process from a local link, decoded,
 //! validated, de-duplicated, attributed to its elder, stored, and judged
 //! by the rule engine; triggers go to the alert desk.
-use crate::guard::{Guard, GuardConfig};
+use crate::guard::{Guard, GuardConfig, Sessions};
 use eldercare_alerts::AlertDesk;
-use eldercare_model::{AlertEventKind, AlertKind, DeadLetter, EpochMs};
+use eldercare_model::{AlertEventKind, AlertKind, DeadLetter, EpochMs, RegistryChange};
 use eldercare_protocol::{Refusal, decode};
 use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, Rules};
 use eldercare_store::{Store, StoredReading};
@@ -26,6 +26,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often the engine's copy of the registry is refreshed, so devices
 /// imported while running are watched even before they first speak.
 const REGISTRY_REFRESH: Duration = Duration::from_secs(30);
+/// Registry changes from the API waiting for the ingest loop; a full queue
+/// makes the API call wait, never drops a deletion.
+const REGISTRY_CHANGES: usize = 1024;
 
 #[derive(Clone)]
 pub struct IngestConfig {
@@ -85,6 +88,8 @@ impl Refusals {
 pub struct Ingest {
     pub mqtt_addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    sessions: Sessions,
+    changes: mpsc::Sender<RegistryChange>,
 }
 
 fn free_loopback_port() -> std::io::Result<SocketAddr> {
@@ -172,11 +177,15 @@ impl Ingest {
             ));
         }
 
+        let sessions = Sessions::default();
+        // Exported from the start, so a dashboard sees 0 rather than nothing.
+        metrics::counter!("eldercare_mqtt_sessions_closed_total").absolute(0);
         let guard = Guard::bind(
             cfg.mqtt_addr,
             GuardConfig {
                 broker_addr,
                 internal_token: token,
+                sessions: sessions.clone(),
             },
             store.clone(),
             refusals.clone(),
@@ -241,6 +250,7 @@ impl Ingest {
             devices = state.engine.devices(),
             "Rule engine watching the registry."
         );
+        let (changes, mut changes_rx) = mpsc::channel::<RegistryChange>(REGISTRY_CHANGES);
         tasks.push(tokio::spawn(async move {
             let mut flush = tokio::time::interval(Duration::from_millis(200));
             let mut tick = tokio::time::interval(TICK);
@@ -254,6 +264,8 @@ impl Ingest {
                     _ = flush.tick() => state.flush().await,
                     _ = tick.tick() => state.tick().await,
                     _ = refresh.tick() => state.refresh_registry().await,
+                    // Never closes: `Ingest` keeps a sender.
+                    Some(c) = changes_rx.recv() => state.registry_change(c).await,
                     r = rules.changed(), if rules_open => match r {
                         Ok(()) => {
                             let new = rules.borrow_and_update().clone();
@@ -285,7 +297,24 @@ impl Ingest {
             state.flush().await;
             info!("Ingest stopped; telemetry flushed.");
         }));
-        Ok(Ingest { mqtt_addr, tasks })
+        Ok(Ingest {
+            mqtt_addr,
+            tasks,
+            sessions,
+            changes,
+        })
+    }
+
+    /// The live MQTT sessions per device, for the registry API to close.
+    pub fn sessions(&self) -> Sessions {
+        self.sessions.clone()
+    }
+
+    /// Where the registry API reports changes, so the rule engine applies
+    /// them at once (deletions above all, which its periodic refresh never
+    /// sees).
+    pub fn registry_changes(&self) -> mpsc::Sender<RegistryChange> {
+        self.changes.clone()
     }
 
     /// Waits for the guard and ingest loop to finish after shutdown.
@@ -440,6 +469,30 @@ impl Pipeline {
             self.engine.upsert_device(&DeviceProfile::from(d), started);
         }
         self.refreshed_at = Some(started);
+        metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
+        metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);
+    }
+
+    /// Applies one change from the registry API: reads what the store now
+    /// holds, so changes applied out of order still end in the right state.
+    async fn registry_change(&mut self, change: RegistryChange) {
+        let now = now_ms();
+        match change {
+            RegistryChange::Elder(id) => match self.store.get_elder(&id).await {
+                Ok(Some(e)) => self.engine.upsert_elder(&ElderProfile::from_elder(&e), now),
+                Ok(None) => self.engine.remove_elder(&id),
+                Err(e) => warn!(error = %e, elder_id = %id, "Could not read a changed elder."),
+            },
+            RegistryChange::Device(id) => match self.store.get_device(&id).await {
+                Ok(Some(d)) => self.engine.upsert_device(&DeviceProfile::from(&d), now),
+                Ok(None) => {
+                    self.engine.remove_device(&id);
+                    self.seqs.remove(&id);
+                }
+                Err(e) => warn!(error = %e, device_id = %id, "Could not read a changed device."),
+            },
+            RegistryChange::Many => self.refresh_registry().await,
+        }
         metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
         metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);
     }

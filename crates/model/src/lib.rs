@@ -681,3 +681,18 @@ pub struct DeadLetter {
     /// The payload, truncated to the protocol's size limit.
     pub payload: Vec<u8>,
 }
+
+/// A registry change the operator API tells the rule engine about, so it
+/// learns creations, updates and deletions at once instead of at its next
+/// periodic refresh (which never sees deletions). It names what changed;
+/// the receiver reads the store for the current state, so changes applied
+/// in any order still end at what the store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryChange {
+    /// This elder was created, updated or deleted.
+    Elder(String),
+    /// This device was created, updated, deleted or given a new secret.
+    Device(String),
+    /// Many entries changed at once (a bulk import): reload what changed.
+    Many,
+}

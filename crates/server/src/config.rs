@@ -164,6 +164,9 @@ mod tests {
         assert_eq!(f.mqtt_addr, Some(([127, 0, 0, 1], 1883).into()));
         assert!(f.rules_file.is_none());
         assert_eq!(f.escalation, Some(eldercare_alerts::Escalation::default()));
-        assert_eq!(f.subscriber_buffer, Some(eldercare_api::Subscribers::default().buffer));
+        assert_eq!(
+            f.subscriber_buffer,
+            Some(eldercare_api::Subscribers::default().buffer)
+        );
     }
 }

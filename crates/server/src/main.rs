@@ -241,11 +241,17 @@ pub async fn serve(
             "No API tokens: every gRPC call will be refused. Add one with `eldercare token add`, then send SIGHUP."
         );
     }
+    let registry = eldercare_api::RegistryHandles {
+        store: store.clone(),
+        sessions: Arc::new(GuardSessions(ingest.sessions())),
+        changes: ingest.registry_changes(),
+    };
     let (grpc_addr, grpc) = eldercare_api::serve(
         cfg.grpc_addr,
         desk.clone(),
         cfg.auth.clone(),
         cfg.subscribers,
+        registry,
         shutdown.clone(),
     )
     .await
@@ -316,6 +322,18 @@ pub async fn serve(
     }
     info!("Stopped.");
     Ok(())
+}
+
+/// The registry API's way to close a device's MQTT sessions: the broker's
+/// guard tracks and closes them, and this adapter lets the API use it
+/// while neither crate depends on the other (the MQTT intake stays free of
+/// gRPC, and the API free of MQTT).
+struct GuardSessions(eldercare_broker::guard::Sessions);
+
+impl eldercare_api::DeviceSessions for GuardSessions {
+    fn disconnect(&self, device_id: &str) -> usize {
+        self.0.disconnect(device_id)
+    }
 }
 
 /// SIGHUP re-reads the rule file and the tokens file; a bad file is
@@ -408,6 +426,12 @@ async fn import(storage: &StorageArgs, files: &[PathBuf]) -> anyhow::Result<Exit
         }
         for (dev, secret) in &r.generated_secrets {
             println!("generated secret for device {dev}: {secret}   (shown once; not stored)");
+        }
+        // This process cannot reach a running server's MQTT sessions.
+        for dev in &r.rekeyed {
+            eprintln!(
+                "device {dev}: new secret; a session it already has open stays until it reconnects (import through the API, or RotateDeviceSecret, closes it at once)"
+            );
         }
         println!(
             "{}: {:?}: {} imported, {} updated, {} refused",

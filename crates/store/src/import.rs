@@ -3,7 +3,7 @@
 //! The header (or the first object's fields) tells which list a file is.
 //! Each row is checked on its own; a bad row is refused with its line
 //! number and reason, and the others are imported.
-use crate::{Store, StoreError, generate_secret, hash_secret};
+use crate::{DeviceWrite, Store, StoreError, generate_secret, hash_secret, verify_secret};
 use eldercare_model::{Device, DeviceKind, Elder};
 use std::collections::BTreeMap;
 
@@ -23,6 +23,9 @@ pub struct ImportReport {
     pub refused: Vec<(usize, String)>,
     /// Secrets generated for devices listed without one: shown once, never stored.
     pub generated_secrets: Vec<(String, String)>,
+    /// Devices already registered that the file gave a different secret:
+    /// their old secret no longer works, so their open sessions should end.
+    pub rekeyed: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,32 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
-type Row = BTreeMap<String, String>;
+/// One row of a registry list: field name to non-empty value. The operator
+/// API builds the same rows from its messages, so both paths are checked
+/// by the same code and agree on every rule and message.
+pub type Row = BTreeMap<String, String>;
+
+/// The fields of an elders row, in the order of registry-import.md.
+pub const ELDER_FIELDS: [&str; 15] = [
+    "elder_id",
+    "name",
+    "phone",
+    "address",
+    "district",
+    "community",
+    "home_lat",
+    "home_lon",
+    "safe_radius_m",
+    "flags",
+    "timezone",
+    "night_start",
+    "night_end",
+    "contact_name",
+    "contact_phone",
+];
+
+/// The fields of a devices row, `secret` aside.
+pub const DEVICE_FIELDS: [&str; 5] = ["device_id", "kind", "elder_id", "room", "heartbeat_s"];
 
 /// Reads rows from CSV or JSON-lines text. Line numbers are 1-based lines
 /// of the file (the CSV header is line 1).
@@ -162,7 +190,9 @@ const FLAGS: [&str; 5] = [
     "low_income",
 ];
 
-fn elder(row: &Row) -> Result<Elder, String> {
+/// Checks an elders row and builds the elder; the error names the field
+/// and why.
+pub fn elder_from_row(row: &Row) -> Result<Elder, String> {
     let id = required(row, "elder_id")?;
     if !valid_id(id) {
         return Err("`elder_id` must be 1 to 64 characters of A-Z a-z 0-9 _ -".into());
@@ -209,7 +239,110 @@ fn elder(row: &Row) -> Result<Elder, String> {
     })
 }
 
-fn valid_id(id: &str) -> bool {
+/// An elder as a row, the inverse of [`elder_from_row`].
+pub fn elder_to_row(e: &Elder) -> Row {
+    let mut row = Row::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            row.insert(k.to_string(), v);
+        }
+    };
+    put("elder_id", Some(e.elder_id.clone()));
+    put("name", Some(e.name.clone()));
+    put("phone", e.phone.clone());
+    put("address", e.address.clone());
+    put("district", e.district.clone());
+    put("community", e.community.clone());
+    // `f64` prints the shortest text that parses back to the same value.
+    put("home_lat", e.home_lat.map(|v| v.to_string()));
+    put("home_lon", e.home_lon.map(|v| v.to_string()));
+    put("safe_radius_m", e.safe_radius_m.map(|v| v.to_string()));
+    put("flags", Some(e.flags.join(";")));
+    put("timezone", Some(e.timezone.clone()));
+    put("night_start", Some(e.night_start.clone()));
+    put("night_end", Some(e.night_end.clone()));
+    put("contact_name", e.contact_name.clone());
+    put("contact_phone", e.contact_phone.clone());
+    row
+}
+
+/// A devices row, checked; the secret is handled apart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceFields {
+    pub device_id: String,
+    pub kind: DeviceKind,
+    pub elder_id: String,
+    pub room: Option<String>,
+    pub heartbeat_s: u32,
+}
+
+impl DeviceFields {
+    /// The device with these fields and the given secret hash.
+    pub fn into_device(self, secret_salt: String, secret_hash: String) -> Device {
+        Device {
+            device_id: self.device_id,
+            kind: self.kind,
+            elder_id: self.elder_id,
+            room: self.room,
+            heartbeat_s: self.heartbeat_s,
+            secret_salt,
+            secret_hash,
+        }
+    }
+}
+
+/// Checks a devices row (all but whether its elder exists, which needs the
+/// store); the error names the field and why.
+pub fn device_from_row(row: &Row) -> Result<DeviceFields, String> {
+    let id = required(row, "device_id")?;
+    if !valid_id(id) {
+        return Err("`device_id` must be 1 to 64 characters of A-Z a-z 0-9 _ -".into());
+    }
+    let k = required(row, "kind")?;
+    let kind = DeviceKind::parse(k).ok_or_else(|| {
+        format!(
+            "unknown kind `{k}` (expected sleep_sensor, vital_band, pir, gps_watch, sos_button)"
+        )
+    })?;
+    let elder_id = required(row, "elder_id")?.to_string();
+    let heartbeat_s = match row.get("heartbeat_s") {
+        None => 300,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (10..=86_400).contains(&n) => n,
+            _ => return Err(format!("`heartbeat_s` = {v:?} is not 10–86400 seconds")),
+        },
+    };
+    if let Some(room) = row.get("room")
+        && room.chars().count() > 32
+    {
+        return Err("`room` is longer than 32 characters".into());
+    }
+    Ok(DeviceFields {
+        device_id: id.to_string(),
+        kind,
+        elder_id,
+        room: row.get("room").cloned(),
+        heartbeat_s,
+    })
+}
+
+/// A device as a row (without its secret), the inverse of [`device_from_row`].
+pub fn device_to_row(d: &Device) -> Row {
+    let mut row = Row::from([
+        ("device_id".to_string(), d.device_id.clone()),
+        ("kind".to_string(), d.kind.as_str().to_string()),
+        ("elder_id".to_string(), d.elder_id.clone()),
+        ("heartbeat_s".to_string(), d.heartbeat_s.to_string()),
+    ]);
+    if let Some(room) = d.room.clone().filter(|r| !r.is_empty()) {
+        row.insert("room".to_string(), room);
+    }
+    row
+}
+
+/// Whether `id` is a valid elder or device id: 1 to 64 characters of
+/// `A-Z a-z 0-9 _ -`.
+pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -233,7 +366,7 @@ pub async fn import(
             }
         };
         let outcome = match kind {
-            ListKind::Elders => match elder(&row) {
+            ListKind::Elders => match elder_from_row(&row) {
                 Ok(e) => store.upsert_elder(&e).await.map(Some)?,
                 Err(reason) => {
                     report.refused.push((line, reason));
@@ -241,10 +374,27 @@ pub async fn import(
                 }
             },
             ListKind::Devices => match device_row(store, &row).await? {
-                Ok((d, generated)) => {
-                    let new = store.upsert_device(&d).await?;
+                Ok(DeviceRow {
+                    device,
+                    generated,
+                    kept_secret,
+                    rekeyed,
+                }) => {
+                    // A device keeping its secret is updated without
+                    // writing the secret back, so a rotation racing the
+                    // import is never undone.
+                    let new = if kept_secret
+                        && store.update_device(&device).await? == DeviceWrite::Written
+                    {
+                        false
+                    } else {
+                        store.upsert_device(&device).await?
+                    };
                     if let Some(s) = generated {
-                        report.generated_secrets.push((d.device_id.clone(), s));
+                        report.generated_secrets.push((device.device_id.clone(), s));
+                    }
+                    if rekeyed {
+                        report.rekeyed.push(device.device_id.clone());
                     }
                     Some(new)
                 }
@@ -263,71 +413,52 @@ pub async fn import(
     Ok((kind, report))
 }
 
+/// A checked device row, ready to write.
+struct DeviceRow {
+    device: Device,
+    /// The secret generated for a new device listed without one.
+    generated: Option<String>,
+    /// The device exists and keeps the secret it has.
+    kept_secret: bool,
+    /// The device exists and the row gives it a different secret.
+    rekeyed: bool,
+}
+
 /// A device row, or the reason it is refused. An empty `secret` keeps the
-/// secret of a device already registered, and generates one for a new one.
-async fn device_row(
-    store: &dyn Store,
-    row: &Row,
-) -> Result<Result<(Device, Option<String>), String>, StoreError> {
-    let check = || -> Result<(String, DeviceKind, String, u32), String> {
-        let id = required(row, "device_id")?;
-        if !valid_id(id) {
-            return Err("`device_id` must be 1 to 64 characters of A-Z a-z 0-9 _ -".into());
-        }
-        let k = required(row, "kind")?;
-        let kind = DeviceKind::parse(k).ok_or_else(|| {
-            format!(
-                "unknown kind `{k}` (expected sleep_sensor, vital_band, pir, gps_watch, sos_button)"
-            )
-        })?;
-        let elder_id = required(row, "elder_id")?.to_string();
-        let hb = match row.get("heartbeat_s") {
-            None => 300,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (10..=86_400).contains(&n) => n,
-                _ => return Err(format!("`heartbeat_s` = {v:?} is not 10–86400 seconds")),
-            },
-        };
-        if let Some(room) = row.get("room")
-            && room.chars().count() > 32
-        {
-            return Err("`room` is longer than 32 characters".into());
-        }
-        Ok((id.to_string(), kind, elder_id, hb))
-    };
-    let (device_id, kind, elder_id, heartbeat_s) = match check() {
+/// secret of a device already registered, and generates one for a new one;
+/// a `secret` equal to the registered one keeps it too (re-importing the
+/// same file changes nothing).
+async fn device_row(store: &dyn Store, row: &Row) -> Result<Result<DeviceRow, String>, StoreError> {
+    let fields = match device_from_row(row) {
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
-    if store.get_elder(&elder_id).await?.is_none() {
-        return Ok(Err(format!("unknown elder_id `{elder_id}`")));
+    if store.get_elder(&fields.elder_id).await?.is_none() {
+        return Ok(Err(format!("unknown elder_id `{}`", fields.elder_id)));
     }
-    let (salt, hash, generated) = match row.get("secret") {
-        Some(s) => {
-            let (salt, hash) = hash_secret(s);
-            (salt, hash, None)
+    let existing = store.get_device(&fields.device_id).await?;
+    let given = row.get("secret");
+    let (salt, hash, generated, kept_secret, rekeyed) = match (given, existing) {
+        (Some(s), Some(ex)) if verify_secret(s, &ex.secret_salt, &ex.secret_hash) => {
+            (ex.secret_salt, ex.secret_hash, None, true, false)
         }
-        None => match store.get_device(&device_id).await? {
-            Some(existing) => (existing.secret_salt, existing.secret_hash, None),
-            None => {
-                let s = generate_secret();
-                let (salt, hash) = hash_secret(&s);
-                (salt, hash, Some(s))
-            }
-        },
+        (Some(s), existing) => {
+            let (salt, hash) = hash_secret(s);
+            (salt, hash, None, false, existing.is_some())
+        }
+        (None, Some(ex)) => (ex.secret_salt, ex.secret_hash, None, true, false),
+        (None, None) => {
+            let s = generate_secret();
+            let (salt, hash) = hash_secret(&s);
+            (salt, hash, Some(s), false, false)
+        }
     };
-    Ok(Ok((
-        Device {
-            device_id,
-            kind,
-            elder_id,
-            room: row.get("room").cloned(),
-            heartbeat_s,
-            secret_salt: salt,
-            secret_hash: hash,
-        },
+    Ok(Ok(DeviceRow {
+        device: fields.into_device(salt, hash),
         generated,
-    )))
+        kept_secret,
+        rekeyed,
+    }))
 }
 
 #[cfg(test)]
@@ -371,6 +502,24 @@ mod tests {
         let (_, r) = import(&store, devices).await.unwrap();
         assert_eq!((r.imported, r.updated), (0, 2));
         assert!(r.generated_secrets.is_empty(), "existing secret kept");
+        assert!(r.rekeyed.is_empty(), "the same secret is no new secret");
+        let kept = store.get_device("btn-1").await.unwrap().unwrap();
+        assert_eq!(kept.secret_hash, d.secret_hash, "not even re-salted");
+
+        // A different secret for a registered device is reported, so its
+        // sessions can be closed.
+        let (_, r) = import(
+            &store,
+            "device_id,kind,elder_id,secret\nbtn-1,sos_button,E1,pw2\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.updated, r.rekeyed.as_slice()),
+            (1, ["btn-1".to_string()].as_slice())
+        );
+        let d = store.get_device("btn-1").await.unwrap().unwrap();
+        assert!(crate::verify_secret("pw2", &d.secret_salt, &d.secret_hash));
 
         let jsonl = "{\"elder_id\": \"E5\", \"name\": \"Sun\", \"home_lat\": 31.2}\n";
         let (kind, r) = import(&store, jsonl).await.unwrap();

@@ -12,7 +12,7 @@ mod sqlite;
 use async_trait::async_trait;
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertState, DeadLetter, Device, Elder, EpochMs, Reading,
-    Severity, Silence,
+    Severity, Silence, Stream,
 };
 use sha2::{Digest, Sha256};
 
@@ -153,4 +153,108 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()>;
     /// Newest first.
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>>;
+
+    // The registry and telemetry of the operator API.
+
+    /// Adds an elder; `false`, with nothing written, when the id exists.
+    async fn insert_elder(&self, elder: &Elder) -> Result<bool>;
+    /// Replaces an elder; `false` when there is none with its id.
+    async fn update_elder(&self, elder: &Elder) -> Result<bool>;
+    /// Deletes an elder, unless devices still watch them.
+    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion>;
+    /// Elders in id order, filtered and paged.
+    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>>;
+    /// Adds a device: [`DeviceWrite::Written`], `AlreadyExists` or `UnknownElder`.
+    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite>;
+    /// Updates a device's kind, elder, room and heartbeat but never its
+    /// secret (see [`Store::set_device_secret`]): `Written`, `NotFound` or
+    /// `UnknownElder`.
+    async fn update_device(&self, device: &Device) -> Result<DeviceWrite>;
+    /// Replaces a device's secret hash; `false` when there is no such device.
+    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool>;
+    /// Deletes a device; `false` when there was none. Its readings stay.
+    async fn delete_device(&self, device_id: &str) -> Result<bool>;
+    /// Devices in id order, filtered and paged.
+    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>>;
+    /// Stored readings of an elder or a device, filtered and paged.
+    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>>;
+    /// The newest stored reading of each stream of each device now
+    /// registered to the elder, attributed to that elder.
+    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>>;
+}
+
+/// What [`Store::delete_elder`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElderDeletion {
+    Deleted,
+    NotFound,
+    /// Not deleted: this many devices still watch the elder.
+    HasDevices(u32),
+}
+
+/// What writing a device did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceWrite {
+    Written,
+    AlreadyExists,
+    NotFound,
+    /// The device names an elder that is not registered.
+    UnknownElder,
+}
+
+/// Filters and paging for listing elders, in id order.
+#[derive(Debug, Clone, Default)]
+pub struct ElderQuery {
+    pub district: Option<String>,
+    pub community: Option<String>,
+    /// Continue after this id, from a previous page.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// Filters and paging for listing devices, in id order.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery {
+    pub elder_id: Option<String>,
+    /// Continue after this id, from a previous page.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// Whose readings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadingSubject {
+    /// Every reading attributed to the elder at ingest.
+    Elder(String),
+    Device(String),
+}
+
+/// Filters and paging for readings, ordered by event time then arrival.
+#[derive(Debug, Clone)]
+pub struct ReadingQuery {
+    pub subject: ReadingSubject,
+    /// Event time, inclusive.
+    pub from: Option<EpochMs>,
+    /// Event time, exclusive.
+    pub to: Option<EpochMs>,
+    /// Only these streams (empty: all).
+    pub streams: Vec<Stream>,
+    pub newest_first: bool,
+    /// Continue after this `(ts, id)`, from a previous page.
+    pub after: Option<(EpochMs, i64)>,
+    pub limit: u32,
+}
+
+/// One stored reading, as the operator API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadingRecord {
+    /// Storage order, for paging past readings with the same `ts`.
+    pub id: i64,
+    pub elder_id: String,
+    pub device_id: String,
+    pub stream: Stream,
+    pub ts_ms: EpochMs,
+    pub seq: Option<u64>,
+    /// The validated body as JSON, in the device protocol's field names.
+    pub json: String,
 }

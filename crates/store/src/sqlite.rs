@@ -4,6 +4,7 @@ use crate::{
     AlertQuery, ChainReport, DEAD_LETTER_CAPACITY, NewAlertEvent, Result, Store, StoreError,
     StoredReading,
 };
+use crate::{DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, ReadingQuery, ReadingRecord};
 use async_trait::async_trait;
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertKind, DeadLetter, Device, DeviceKind, Elder, EpochMs,
@@ -14,6 +15,8 @@ use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
+
+mod registry_api;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -553,6 +556,52 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    // The operator API's registry and telemetry: see `sqlite/registry_api.rs`.
+
+    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
+        self.api_insert_elder(elder).await
+    }
+
+    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
+        self.api_update_elder(elder).await
+    }
+
+    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
+        self.api_delete_elder(elder_id).await
+    }
+
+    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
+        self.api_query_elders(query).await
+    }
+
+    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.api_insert_device(device).await
+    }
+
+    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.api_update_device(device).await
+    }
+
+    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
+        self.api_set_device_secret(device_id, salt, hash).await
+    }
+
+    async fn delete_device(&self, device_id: &str) -> Result<bool> {
+        self.api_delete_device(device_id).await
+    }
+
+    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+        self.api_query_devices(query).await
+    }
+
+    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+        self.api_query_readings(query).await
+    }
+
+    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+        self.api_latest_readings(elder_id).await
     }
 }
 

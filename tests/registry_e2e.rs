@@ -1,0 +1,1488 @@
+//! End-to-end tests of the registry and telemetry services: the real
+//! `eldercare` binary, real tonic clients over TCP, and real MQTT devices
+//! (rumqttc). Every wait is on an event, or polls a condition where there
+//! is no event to wait on, bounded by a generous deadline that only turns
+//! a hang into a failure.
+use eldercare_proto::v1 as pb;
+use pb::alert_service_client::AlertServiceClient;
+use pb::registry_service_client::RegistryServiceClient;
+use pb::telemetry_service_client::TelemetryServiceClient;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eldercare");
+/// Only turns a hang into a failure; no test relies on it for timing.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Adds the bearer token to every call, as an operator console does.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+type Registry = RegistryServiceClient<InterceptedService<Channel, Bearer>>;
+type Telemetry = TelemetryServiceClient<InterceptedService<Channel, Bearer>>;
+
+struct Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+    mqtt: String,
+    grpc: String,
+    metrics: String,
+    /// A bearer token per role: operator, dispatcher, admin, viewer.
+    tokens: HashMap<&'static str, String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issues a token with the CLI, as an administrator would.
+fn add_token(dir: &std::path::Path, operator: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "add",
+            "--operator",
+            operator,
+            "--role",
+            role,
+            "--data-dir",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+const ELDERS: &str = "elder_id,name,phone,address,district,community,home_lat,home_lon,safe_radius_m,flags\n\
+E1,Test One,13800000001,1 Road,D1,C1,,,,lives_alone\n\
+E2,Test Two,,,D1,C2,,,,\n\
+E3,Test Three,,,D2,C3,31.2,121.4,500,dementia\n";
+const DEVICES: &str = "device_id,kind,elder_id,room,secret\n\
+btn-1,sos_button,E1,,s-btn-1\n\
+band-1,vital_band,E1,,s-band-1\n\
+gps-1,gps_watch,E1,,s-gps-1\n\
+band-2,vital_band,E2,,s-band-2\n";
+
+impl Server {
+    /// Starts `eldercare serve` on free ports with an empty registry.
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = [
+            ("operator", "op-1"),
+            ("dispatcher", "disp-1"),
+            ("admin", "adm-1"),
+            ("viewer", "view-1"),
+        ]
+        .into_iter()
+        .map(|(role, who)| (role, add_token(dir.path(), who, role)))
+        .collect();
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--mqtt-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            // E2E_SERVER_LOG=debug shows what the server does, when a test fails.
+            .env(
+                "ELDERCARE_LOG",
+                std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn eldercare serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")).map(String::from))
+                .unwrap_or_else(|| panic!("no {k}= in ready line {line:?}"))
+        };
+        Server {
+            mqtt: field("mqtt"),
+            grpc: field("grpc"),
+            metrics: field("metrics"),
+            child,
+            _dir: dir,
+            tokens,
+        }
+    }
+
+    /// Starts the server and loads the test registry over gRPC.
+    async fn with_registry() -> Server {
+        let s = Server::start();
+        let mut reg = s.registry("admin").await;
+        for text in [ELDERS, DEVICES] {
+            let r = reg
+                .import(pb::ImportRequest { text: text.into() })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.refused, 0, "{:?}", r.refused_rows);
+        }
+        s
+    }
+
+    async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// The interceptor for `role`; "none" sends no token at all.
+    fn bearer(&self, role: &str) -> Bearer {
+        Bearer(
+            self.tokens
+                .get(role)
+                .map(|t| format!("Bearer {t}").parse().unwrap()),
+        )
+    }
+
+    async fn registry(&self, role: &str) -> Registry {
+        RegistryServiceClient::with_interceptor(self.channel().await, self.bearer(role))
+    }
+
+    async fn telemetry(&self, role: &str) -> Telemetry {
+        TelemetryServiceClient::with_interceptor(self.channel().await, self.bearer(role))
+    }
+
+    async fn subscribe(&self) -> tonic::Streaming<pb::AlertEvent> {
+        AlertServiceClient::with_interceptor(self.channel().await, self.bearer("operator"))
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The value of the first metric line starting with `name` and
+    /// containing `label`.
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body.lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls a metric (there is no event for it) until `ok` holds.
+    async fn await_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let t = tokio::time::Instant::now();
+        loop {
+            let v = self.metric(name, "");
+            if ok(v) || t.elapsed() > DEADLINE {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A connected MQTT device. `events` ends when the connection does.
+struct Device {
+    client: AsyncClient,
+    events: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+}
+
+fn options(addr: &str, user: &str, pass: &str) -> MqttOptions {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut o = MqttOptions::new(format!("{user}-test"), host, port.parse().unwrap());
+    o.set_credentials(user, pass);
+    o
+}
+
+/// Connects; the CONNACK refusal as an error string.
+async fn connect_with(o: MqttOptions) -> Result<Device, String> {
+    let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(o, 100);
+    loop {
+        match tokio::time::timeout(DEADLINE, el.poll())
+            .await
+            .expect("connect hung")
+        {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    // Stops polling at the first error, so the client never reconnects:
+    // the channel closing is the event "the connection ended".
+    tokio::spawn(async move {
+        while let Ok(ev) = el.poll().await {
+            if let Event::Incoming(p) = ev
+                && tx.send(p).is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok(Device { client, events })
+}
+
+async fn connect(addr: &str, user: &str, pass: &str) -> Result<Device, String> {
+    connect_with(options(addr, user, pass)).await
+}
+
+async fn publish(d: &Device, topic: &str, payload: impl Into<Vec<u8>>) {
+    d.client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+}
+
+/// Waits until the server ends the device's connection.
+async fn closed(d: &mut Device) {
+    tokio::time::timeout(DEADLINE, async { while d.events.recv().await.is_some() {} })
+        .await
+        .expect("the server did not close the session");
+}
+
+async fn next(stream: &mut tonic::Streaming<pb::AlertEvent>) -> pb::AlertEvent {
+    tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("no alert event arrived")
+        .unwrap()
+        .expect("stream ended")
+}
+
+/// The error of a call that must fail with `code`, its message containing
+/// every one of `words`.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, code: Code, words: &[&str]) {
+    let e = r.expect_err("the call should have been refused");
+    assert_eq!(e.code(), code, "{e:?}");
+    for w in words {
+        assert!(e.message().contains(w), "{w:?} not in {:?}", e.message());
+    }
+}
+
+fn ts(ms: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
+fn ms(t: &Option<prost_types::Timestamp>) -> i64 {
+    let t = t.as_ref().unwrap();
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+fn elder(id: &str, name: &str, district: &str, community: &str) -> pb::Elder {
+    pb::Elder {
+        elder_id: id.into(),
+        name: name.into(),
+        district: district.into(),
+        community: community.into(),
+        ..Default::default()
+    }
+}
+
+/// Polls the readings of `elder_id` (stored in batches, with no event to
+/// wait on) until there are at least `want`.
+async fn await_readings(t: &mut Telemetry, elder_id: &str, want: usize) -> Vec<pb::Reading> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let got = t
+            .list_readings(pb::ListReadingsRequest {
+                subject: Some(pb::list_readings_request::Subject::ElderId(elder_id.into())),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .readings;
+        if got.len() >= want || start.elapsed() > DEADLINE {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn elders_are_created_read_listed_updated_and_deleted_with_clear_errors() {
+    let s = Server::start();
+    let mut reg = s.registry("admin").await;
+
+    let full = pb::Elder {
+        elder_id: "E1".into(),
+        name: "Wang Li".into(),
+        phone: "13800000001".into(),
+        address: "1 Road, Flat 2".into(),
+        district: "D1".into(),
+        community: "C1".into(),
+        home_lat: Some(31.230416),
+        home_lon: Some(121.473701),
+        safe_radius_m: Some(500.0),
+        flags: vec!["lives_alone".into(), "dementia".into()],
+        timezone: "Asia/Shanghai".into(),
+        night_start: "22:00".into(),
+        night_end: "06:30".into(),
+        contact_name: "Wang Wei".into(),
+        contact_phone: "13900000002".into(),
+    };
+    let created = reg
+        .create_elder(pb::CreateElderRequest {
+            elder: Some(full.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created, full);
+    let got = reg
+        .get_elder(pb::GetElderRequest {
+            elder_id: "E1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, full, "every field kept");
+    // Defaults are the import's.
+    let minimal = reg
+        .create_elder(pb::CreateElderRequest {
+            elder: Some(elder("E2", "Li Na", "D1", "C2")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            minimal.timezone.as_str(),
+            minimal.night_start.as_str(),
+            minimal.night_end.as_str()
+        ),
+        ("Asia/Shanghai", "21:00", "07:00")
+    );
+    reg.create_elder(pb::CreateElderRequest {
+        elder: Some(elder("E3", "Zhao Min", "D2", "C3")),
+    })
+    .await
+    .unwrap();
+
+    // Errors say which field and why.
+    refused(
+        reg.create_elder(pb::CreateElderRequest {
+            elder: Some(elder("E1", "Again", "D1", "C1")),
+        })
+        .await,
+        Code::AlreadyExists,
+        &["E1"],
+    );
+    let bad = |f: fn(&mut pb::Elder)| {
+        let mut e = elder("E9", "Someone", "D1", "C1");
+        f(&mut e);
+        pb::CreateElderRequest { elder: Some(e) }
+    };
+    refused(
+        reg.create_elder(bad(|e| e.home_lat = Some(95.0))).await,
+        Code::InvalidArgument,
+        &["home_lat", "outside"],
+    );
+    refused(
+        reg.create_elder(bad(|e| e.name.clear())).await,
+        Code::InvalidArgument,
+        &["missing required `name`"],
+    );
+    refused(
+        reg.create_elder(bad(|e| e.flags = vec!["rich".into()]))
+            .await,
+        Code::InvalidArgument,
+        &["unknown flag `rich`"],
+    );
+    refused(
+        reg.create_elder(bad(|e| e.night_start = "9pm".into()))
+            .await,
+        Code::InvalidArgument,
+        &["night_start", "HH:MM"],
+    );
+    refused(
+        reg.create_elder(bad(|e| e.elder_id = "bad id".into()))
+            .await,
+        Code::InvalidArgument,
+        &["elder_id"],
+    );
+    refused(
+        reg.create_elder(pb::CreateElderRequest { elder: None })
+            .await,
+        Code::InvalidArgument,
+        &["elder"],
+    );
+    refused(
+        reg.get_elder(pb::GetElderRequest {
+            elder_id: "E404".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["E404"],
+    );
+
+    // An update mask changes only what it names; a named, unset field is cleared.
+    let updated = reg
+        .update_elder(pb::UpdateElderRequest {
+            elder: Some(pb::Elder {
+                elder_id: "E1".into(),
+                phone: "13800000009".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["phone", "contact_name"]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.phone, "13800000009");
+    assert_eq!(updated.contact_name, "");
+    assert_eq!(
+        (updated.name.as_str(), updated.home_lat),
+        ("Wang Li", Some(31.230416))
+    );
+    assert_eq!(
+        reg.get_elder(pb::GetElderRequest {
+            elder_id: "E1".into()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+        updated
+    );
+    // Without a mask, the whole record is replaced.
+    let replaced = reg
+        .update_elder(pb::UpdateElderRequest {
+            elder: Some(elder("E2", "Li Na", "D2", "C3")),
+            update_mask: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replaced.district, "D2");
+    refused(
+        reg.update_elder(pb::UpdateElderRequest {
+            elder: Some(elder("E404", "Nobody", "D1", "C1")),
+            update_mask: None,
+        })
+        .await,
+        Code::NotFound,
+        &["E404"],
+    );
+    refused(
+        reg.update_elder(pb::UpdateElderRequest {
+            elder: Some(elder("E1", "x", "", "")),
+            update_mask: mask(&["shoe_size"]),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["update_mask", "shoe_size"],
+    );
+    refused(
+        reg.update_elder(pb::UpdateElderRequest {
+            elder: Some(pb::Elder {
+                elder_id: "E1".into(),
+                safe_radius_m: Some(-1.0),
+                ..Default::default()
+            }),
+            update_mask: mask(&["safe_radius_m"]),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["safe_radius_m"],
+    );
+
+    // Lists: in id order, filtered, paged.
+    let list = |district: &str, community: &str, page_size: u32, page_token: String| {
+        pb::ListEldersRequest {
+            district: district.into(),
+            community: community.into(),
+            page_size,
+            page_token,
+        }
+    };
+    let all = reg
+        .list_elders(list("", "", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = all.elders.iter().map(|e| e.elder_id.as_str()).collect();
+    assert_eq!(
+        (ids, all.next_page_token.as_str()),
+        (vec!["E1", "E2", "E3"], "")
+    );
+    let p1 = reg
+        .list_elders(list("D2", "", 1, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.elders[0].elder_id, "E2");
+    assert!(!p1.next_page_token.is_empty());
+    let p2 = reg
+        .list_elders(list("D2", "", 1, p1.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p2.elders[0].elder_id, "E3");
+    assert_eq!(p2.next_page_token, "", "the last page says so");
+    let c3 = reg
+        .list_elders(list("D2", "C3", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c3.elders.len(), 2);
+    refused(
+        reg.list_elders(list("", "", 5000, String::new())).await,
+        Code::InvalidArgument,
+        &["page_size"],
+    );
+
+    // An elder with devices cannot go.
+    reg.create_device(pb::CreateDeviceRequest {
+        device: Some(pb::Device {
+            device_id: "btn-3".into(),
+            kind: "sos_button".into(),
+            elder_id: "E3".into(),
+            ..Default::default()
+        }),
+        secret: String::new(),
+    })
+    .await
+    .unwrap();
+    refused(
+        reg.delete_elder(pb::DeleteElderRequest {
+            elder_id: "E3".into(),
+        })
+        .await,
+        Code::FailedPrecondition,
+        &["E3", "1 device"],
+    );
+    reg.delete_device(pb::DeleteDeviceRequest {
+        device_id: "btn-3".into(),
+    })
+    .await
+    .unwrap();
+    reg.delete_elder(pb::DeleteElderRequest {
+        elder_id: "E3".into(),
+    })
+    .await
+    .unwrap();
+    refused(
+        reg.get_elder(pb::GetElderRequest {
+            elder_id: "E3".into(),
+        })
+        .await,
+        Code::NotFound,
+        &[],
+    );
+    refused(
+        reg.delete_elder(pb::DeleteElderRequest {
+            elder_id: "E3".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["E3"],
+    );
+}
+
+#[tokio::test]
+async fn devices_are_managed_and_a_secret_is_shown_once_and_never_again() {
+    let s = Server::with_registry().await;
+    let mut reg = s.registry("admin").await;
+    let band = |id: &str, elder_id: &str| pb::Device {
+        device_id: id.into(),
+        kind: "vital_band".into(),
+        elder_id: elder_id.into(),
+        ..Default::default()
+    };
+
+    // Created without a secret: one is generated and returned, once.
+    let created = reg
+        .create_device(pb::CreateDeviceRequest {
+            device: Some(band("band-9", "E2")),
+            secret: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = created.secret.clone();
+    assert_eq!(secret.len(), 32);
+    let dev = created.device.unwrap();
+    assert_eq!((dev.heartbeat_s, dev.elder_id.as_str()), (300, "E2"));
+    // It logs in with that secret, and nothing shows the secret again.
+    let mut d = connect(&s.mqtt, "band-9", &secret).await.expect("logs in");
+    let got = reg
+        .get_device(pb::GetDeviceRequest {
+            device_id: "band-9".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = reg
+        .list_devices(pb::ListDevicesRequest {
+            elder_id: "E2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use prost::Message;
+    for bytes in [got.encode_to_vec(), listed.encode_to_vec()] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is never readable afterwards"
+        );
+    }
+    assert_eq!(got, dev);
+    let ids: Vec<&str> = listed
+        .devices
+        .iter()
+        .map(|d| d.device_id.as_str())
+        .collect();
+    assert_eq!(ids, ["band-2", "band-9"]);
+
+    // A secret the request gives is not echoed.
+    let given = reg
+        .create_device(pb::CreateDeviceRequest {
+            device: Some(pb::Device {
+                device_id: "pir-1".into(),
+                kind: "pir".into(),
+                elder_id: "E1".into(),
+                room: "bathroom".into(),
+                heartbeat_s: 60,
+            }),
+            secret: "my-own-secret".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(given.secret, "");
+    connect(&s.mqtt, "pir-1", "my-own-secret")
+        .await
+        .expect("logs in with the given secret");
+
+    refused(
+        reg.create_device(pb::CreateDeviceRequest {
+            device: Some(band("band-9", "E1")),
+            secret: String::new(),
+        })
+        .await,
+        Code::AlreadyExists,
+        &["band-9"],
+    );
+    refused(
+        reg.create_device(pb::CreateDeviceRequest {
+            device: Some(band("band-8", "E404")),
+            secret: String::new(),
+        })
+        .await,
+        Code::NotFound,
+        &["unknown elder_id `E404`"],
+    );
+    refused(
+        reg.create_device(pb::CreateDeviceRequest {
+            device: Some(pb::Device {
+                kind: "toaster".into(),
+                ..band("band-8", "E1")
+            }),
+            secret: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["unknown kind `toaster`"],
+    );
+    refused(
+        reg.create_device(pb::CreateDeviceRequest {
+            device: Some(pb::Device {
+                heartbeat_s: 5,
+                ..band("band-8", "E1")
+            }),
+            secret: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["heartbeat_s", "10–86400"],
+    );
+    refused(
+        reg.get_device(pb::GetDeviceRequest {
+            device_id: "nope".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["nope"],
+    );
+
+    // Update: move band-9 to E1 with a shorter heartbeat. Its secret stays,
+    // and its session is untouched.
+    let moved = reg
+        .update_device(pb::UpdateDeviceRequest {
+            device: Some(pb::Device {
+                device_id: "band-9".into(),
+                elder_id: "E1".into(),
+                heartbeat_s: 120,
+                ..Default::default()
+            }),
+            update_mask: mask(&["elder_id", "heartbeat_s"]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            moved.kind.as_str(),
+            moved.elder_id.as_str(),
+            moved.heartbeat_s
+        ),
+        ("vital_band", "E1", 120)
+    );
+    connect(&s.mqtt, "band-9", &secret)
+        .await
+        .expect("an update keeps the secret");
+    refused(
+        reg.update_device(pb::UpdateDeviceRequest {
+            device: Some(band("band-9", "E404")),
+            update_mask: mask(&["elder_id"]),
+        })
+        .await,
+        Code::NotFound,
+        &["E404"],
+    );
+    refused(
+        reg.update_device(pb::UpdateDeviceRequest {
+            device: Some(band("ghost", "E1")),
+            update_mask: None,
+        })
+        .await,
+        Code::NotFound,
+        &["ghost"],
+    );
+    refused(
+        reg.update_device(pb::UpdateDeviceRequest {
+            device: Some(band("band-9", "E1")),
+            update_mask: mask(&["secret"]),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["update_mask", "secret"],
+    );
+
+    // Lists page in id order.
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = reg
+            .list_devices(pb::ListDevicesRequest {
+                elder_id: "E1".into(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.devices.into_iter().map(|d| d.device_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(ids, ["band-1", "band-9", "btn-1", "gps-1", "pir-1"]);
+
+    refused(
+        reg.delete_device(pb::DeleteDeviceRequest {
+            device_id: "ghost".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["ghost"],
+    );
+    refused(
+        reg.rotate_device_secret(pb::RotateDeviceSecretRequest {
+            device_id: "ghost".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["ghost"],
+    );
+    refused(
+        reg.delete_device(pb::DeleteDeviceRequest {
+            device_id: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["device_id"],
+    );
+    drop(d.client.disconnect().await);
+    closed(&mut d).await;
+}
+
+#[tokio::test]
+async fn import_over_grpc_reports_counts_refused_rows_by_line_and_secrets_once() {
+    let s = Server::start();
+    let mut reg = s.registry("admin").await;
+    let elders = "elder_id,name,district,home_lat\n\
+                  E1,\"Wang, Li\",D1,31.2\n\
+                  E2,,D1,\n\
+                  E3,Zhao,D2,95\n\
+                  E4,Sun,D2,\n";
+    let r = reg
+        .import(pb::ImportRequest {
+            text: elders.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.list, pb::RegistryList::Elders as i32);
+    assert_eq!((r.imported, r.updated, r.refused), (2, 0, 2));
+    let lines: Vec<u32> = r.refused_rows.iter().map(|x| x.line).collect();
+    assert_eq!(lines, [3, 4]);
+    assert!(
+        r.refused_rows[0].reason.contains("name"),
+        "{:?}",
+        r.refused_rows
+    );
+    assert!(
+        r.refused_rows[1].reason.contains("home_lat"),
+        "{:?}",
+        r.refused_rows
+    );
+    let e1 = reg
+        .get_elder(pb::GetElderRequest {
+            elder_id: "E1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((e1.name.as_str(), e1.home_lat), ("Wang, Li", Some(31.2)));
+
+    // JSON lines; a device without a secret gets one, shown in this answer only.
+    let devices = "{\"device_id\": \"btn-1\", \"kind\": \"sos_button\", \"elder_id\": \"E1\", \"secret\": \"s-btn-1\"}\n\
+                   {\"device_id\": \"band-1\", \"kind\": \"vital_band\", \"elder_id\": \"E1\"}\n\
+                   {\"device_id\": \"band-2\", \"kind\": \"vital_band\", \"elder_id\": \"E2\"}\n";
+    let r = reg
+        .import(pb::ImportRequest {
+            text: devices.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.list, pb::RegistryList::Devices as i32);
+    assert_eq!((r.imported, r.refused), (2, 1));
+    assert_eq!(r.refused_rows[0].line, 3);
+    assert!(
+        r.refused_rows[0].reason.contains("unknown elder_id `E2`"),
+        "{:?}",
+        r.refused_rows
+    );
+    assert_eq!(r.generated_secrets.len(), 1);
+    let issued = &r.generated_secrets[0];
+    assert_eq!(issued.device_id, "band-1");
+    connect(&s.mqtt, "band-1", &issued.secret)
+        .await
+        .expect("the generated secret works");
+    connect(&s.mqtt, "btn-1", "s-btn-1")
+        .await
+        .expect("the given secret works");
+
+    // Idempotent: the same file again updates, and issues no secret.
+    let again = reg
+        .import(pb::ImportRequest {
+            text: devices.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.imported, again.updated), (0, 2));
+    assert!(again.generated_secrets.is_empty());
+    assert!(again.rekeyed_devices.is_empty());
+
+    // A file giving a connected device a new secret revokes the old one
+    // like a rotation: its session is closed.
+    let mut btn = connect(&s.mqtt, "btn-1", "s-btn-1").await.unwrap();
+    let rekey = reg
+        .import(pb::ImportRequest {
+            text: "device_id,kind,elder_id,secret\nbtn-1,sos_button,E1,s-btn-1-v2\n".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (rekey.updated, rekey.rekeyed_devices.as_slice()),
+        (1, ["btn-1".to_string()].as_slice())
+    );
+    closed(&mut btn).await;
+    let e = connect(&s.mqtt, "btn-1", "s-btn-1")
+        .await
+        .err()
+        .expect("the old secret no longer logs in");
+    assert!(e.contains("BadUserNamePassword"), "{e}");
+    connect(&s.mqtt, "btn-1", "s-btn-1-v2")
+        .await
+        .expect("the imported secret logs in");
+
+    refused(
+        reg.import(pb::ImportRequest {
+            text: "colour,size\nred,9\n".into(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["elders list", "devices list"],
+    );
+}
+
+#[tokio::test]
+async fn rotation_closes_the_live_session_refuses_the_old_secret_and_the_new_one_works() {
+    let s = Server::with_registry().await;
+    let mut reg = s.registry("admin").await;
+    let mut tel = s.telemetry("operator").await;
+    let mut sub = s.subscribe().await;
+
+    // The button is connected, with a last will as devices should set.
+    let mut o = options(&s.mqtt, "btn-1", "s-btn-1");
+    o.set_last_will(rumqttc::LastWill::new(
+        "eldercare/v1/btn-1/status",
+        r#"{"online": false}"#,
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let mut old = connect_with(o).await.expect("connects with its secret");
+
+    let r = reg
+        .rotate_device_secret(pb::RotateDeviceSecretRequest {
+            device_id: "btn-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.device_id.as_str(), r.sessions_closed), ("btn-1", 1));
+    assert_eq!(r.secret.len(), 32);
+    // The connected session is closed by the server.
+    closed(&mut old).await;
+    assert_eq!(
+        s.await_metric("eldercare_mqtt_sessions_closed_total", |v| v >= 1.0)
+            .await,
+        1.0
+    );
+
+    // The old secret is refused at CONNECT.
+    let e = connect(&s.mqtt, "btn-1", "s-btn-1")
+        .await
+        .err()
+        .expect("the old secret no longer logs in");
+    assert!(e.contains("BadUserNamePassword"), "{e}");
+
+    // The new one works, and what it sends is accepted.
+    let new = connect(&s.mqtt, "btn-1", &r.secret)
+        .await
+        .expect("the new secret logs in");
+    publish(
+        &new,
+        "eldercare/v1/btn-1/event",
+        format!(r#"{{"ts": {}, "type": "sos"}}"#, now_ms()),
+    )
+    .await;
+    let ev = next(&mut sub).await;
+    let a = ev.alert.unwrap();
+    assert_eq!(
+        (a.kind.as_str(), a.device_id.as_str(), a.elder_id.as_str()),
+        ("sos", "btn-1", "E1")
+    );
+
+    // The session was ended on purpose: the broker dropped its last will,
+    // so no "offline" status was stored ahead of the SOS.
+    let stored = await_readings(&mut tel, "E1", 1).await;
+    let streams: Vec<&str> = stored.iter().map(|r| r.stream.as_str()).collect();
+    assert_eq!(streams, ["event"]);
+
+    // A rotation with nothing connected closes nothing.
+    drop(new);
+    let r2 = reg
+        .rotate_device_secret(pb::RotateDeviceSecretRequest {
+            device_id: "band-2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r2.sessions_closed, 0);
+    assert_ne!(r2.secret, r.secret);
+}
+
+#[tokio::test]
+async fn a_deleted_device_is_disconnected_refused_and_forgotten_by_the_engine() {
+    let s = Server::with_registry().await;
+    let mut reg = s.registry("admin").await;
+    let mut tel = s.telemetry("operator").await;
+    let engine_devices = s
+        .await_metric("eldercare_rule_engine_devices", |v| v >= 4.0)
+        .await;
+    assert_eq!(engine_devices, 4.0);
+
+    let mut band = connect(&s.mqtt, "band-1", "s-band-1").await.unwrap();
+    let t = now_ms();
+    publish(
+        &band,
+        "eldercare/v1/band-1/vitals",
+        format!(r#"{{"ts": {t}, "hr": 72, "spo2": 97}}"#),
+    )
+    .await;
+    assert_eq!(await_readings(&mut tel, "E1", 1).await.len(), 1);
+
+    let r = reg
+        .delete_device(pb::DeleteDeviceRequest {
+            device_id: "band-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.sessions_closed, 1);
+    closed(&mut band).await;
+    // The engine learns it at once, not at its next periodic refresh.
+    assert_eq!(
+        s.await_metric("eldercare_rule_engine_devices", |v| v == 3.0)
+            .await,
+        3.0
+    );
+    let e = connect(&s.mqtt, "band-1", "s-band-1")
+        .await
+        .err()
+        .expect("a deleted device cannot connect");
+    assert!(e.contains("NotAuthorized"), "{e}");
+    refused(
+        reg.get_device(pb::GetDeviceRequest {
+            device_id: "band-1".into(),
+        })
+        .await,
+        Code::NotFound,
+        &[],
+    );
+
+    // The same id registered again for another elder: the engine must not
+    // attribute its readings to the old one.
+    let created = reg
+        .create_device(pb::CreateDeviceRequest {
+            device: Some(pb::Device {
+                device_id: "band-1".into(),
+                kind: "vital_band".into(),
+                elder_id: "E2".into(),
+                ..Default::default()
+            }),
+            secret: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let again = connect(&s.mqtt, "band-1", &created.secret).await.unwrap();
+    publish(
+        &again,
+        "eldercare/v1/band-1/vitals",
+        format!(r#"{{"ts": {}, "hr": 64, "spo2": 98}}"#, now_ms()),
+    )
+    .await;
+    let e2 = await_readings(&mut tel, "E2", 1).await;
+    assert_eq!(e2.len(), 1);
+    assert!(e2[0].json.contains("64"), "{:?}", e2[0]);
+    let e1 = await_readings(&mut tel, "E1", 1).await;
+    assert_eq!(e1.len(), 1, "E1 keeps only its own past reading");
+    assert!(e1[0].json.contains("72"), "{:?}", e1[0]);
+}
+
+#[tokio::test]
+async fn telemetry_of_an_elder_and_a_device_over_a_range_and_the_latest_of_each_stream() {
+    let s = Server::with_registry().await;
+    let mut tel = s.telemetry("viewer").await;
+    let band = connect(&s.mqtt, "band-1", "s-band-1").await.unwrap();
+    let gps = connect(&s.mqtt, "gps-1", "s-gps-1").await.unwrap();
+    let band2 = connect(&s.mqtt, "band-2", "s-band-2").await.unwrap();
+    let now = now_ms();
+    let min = 60_000;
+    // Heart rate each minute for the last 40 minutes, newest 79.
+    for i in 0..40 {
+        publish(
+            &band,
+            "eldercare/v1/band-1/vitals",
+            format!(
+                r#"{{"ts": {}, "hr": {}, "spo2": 97}}"#,
+                now - (40 - i) * min,
+                40 + i
+            ),
+        )
+        .await;
+    }
+    publish(
+        &band,
+        "eldercare/v1/band-1/status",
+        format!(r#"{{"ts": {}, "battery_pct": 80}}"#, now - 5 * min),
+    )
+    .await;
+    for (i, lat) in [31.20, 31.21, 31.22].iter().enumerate() {
+        publish(
+            &gps,
+            "eldercare/v1/gps-1/location",
+            format!(
+                r#"{{"ts": {}, "lat": {lat}, "lon": 121.4}}"#,
+                now - (20 - i as i64 * 5) * min
+            ),
+        )
+        .await;
+    }
+    publish(
+        &band2,
+        "eldercare/v1/band-2/vitals",
+        format!(r#"{{"ts": {}, "hr": 90}}"#, now - min),
+    )
+    .await;
+    assert_eq!(await_readings(&mut tel, "E1", 44).await.len(), 44);
+    assert_eq!(await_readings(&mut tel, "E2", 1).await.len(), 1);
+
+    let req = |subject: pb::list_readings_request::Subject| pb::ListReadingsRequest {
+        subject: Some(subject),
+        ..Default::default()
+    };
+    use pb::list_readings_request::Subject;
+
+    // The last 30 minutes of heart rate, newest first, in pages of 7.
+    let mut r = req(Subject::ElderId("E1".into()));
+    r.from = ts(now - 30 * min);
+    r.to = ts(now);
+    r.streams = vec!["vitals".into()];
+    r.page_size = 7;
+    let mut hr = Vec::new();
+    loop {
+        let page = tel.list_readings(r.clone()).await.unwrap().into_inner();
+        assert!(page.readings.len() <= 7);
+        for x in &page.readings {
+            assert_eq!(
+                (x.device_id.as_str(), x.stream.as_str()),
+                ("band-1", "vitals")
+            );
+            let v: serde_json::Value = serde_json::from_str(&x.json).unwrap();
+            hr.push((ms(&x.ts), v["hr"].as_u64().unwrap()));
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        r.page_token = page.next_page_token;
+    }
+    let want: Vec<(i64, u64)> = (10..40)
+        .rev()
+        .map(|i| (now - (40 - i) * min, 40 + i as u64))
+        .collect();
+    assert_eq!(
+        hr, want,
+        "30 readings, newest first, none skipped or repeated"
+    );
+
+    // Where the GPS watch was, oldest first, by device.
+    let mut r = req(Subject::DeviceId("gps-1".into()));
+    r.order = pb::ReadingOrder::OldestFirst as i32;
+    let fixes = tel.list_readings(r).await.unwrap().into_inner().readings;
+    let lats: Vec<f64> = fixes
+        .iter()
+        .map(|x| {
+            serde_json::from_str::<serde_json::Value>(&x.json).unwrap()["lat"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lats, [31.20, 31.21, 31.22]);
+    // A range selects by event time: from inclusive, to exclusive.
+    let mut r = req(Subject::DeviceId("gps-1".into()));
+    r.from = ts(now - 15 * min);
+    r.to = ts(now - 10 * min);
+    let one = tel.list_readings(r).await.unwrap().into_inner().readings;
+    assert_eq!(one.len(), 1);
+    assert_eq!(ms(&one[0].ts), now - 15 * min);
+
+    // The latest of each stream of each device of E1.
+    let latest = tel
+        .latest_readings(pb::LatestReadingsRequest {
+            elder_id: "E1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .readings;
+    let got: Vec<(&str, &str, i64)> = latest
+        .iter()
+        .map(|x| (x.device_id.as_str(), x.stream.as_str(), ms(&x.ts)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("gps-1", "location", now - 10 * min),
+            ("band-1", "status", now - 5 * min),
+            ("band-1", "vitals", now - min),
+        ]
+    );
+    assert!(latest[2].json.contains("\"hr\":79"), "{:?}", latest[2]);
+
+    // Bad requests.
+    let mut bad = req(Subject::ElderId("E1".into()));
+    bad.from = ts(now);
+    bad.to = ts(now - min);
+    refused(
+        tel.list_readings(bad.clone()).await,
+        Code::InvalidArgument,
+        &["from", "before", "to"],
+    );
+    bad.to = bad.from;
+    refused(
+        tel.list_readings(bad).await,
+        Code::InvalidArgument,
+        &["from"],
+    );
+    let mut bad = req(Subject::ElderId("E1".into()));
+    bad.page_size = 5000;
+    refused(
+        tel.list_readings(bad).await,
+        Code::InvalidArgument,
+        &["page_size", "1000"],
+    );
+    let mut bad = req(Subject::ElderId("E1".into()));
+    bad.streams = vec!["heart".into()];
+    refused(
+        tel.list_readings(bad).await,
+        Code::InvalidArgument,
+        &["unknown stream `heart`"],
+    );
+    let mut bad = req(Subject::ElderId("E1".into()));
+    bad.to = Some(prost_types::Timestamp {
+        seconds: 1,
+        nanos: 2_000_000_000,
+    });
+    refused(
+        tel.list_readings(bad).await,
+        Code::InvalidArgument,
+        &["`to`"],
+    );
+    let mut bad = req(Subject::ElderId("E1".into()));
+    bad.page_token = "garbage".into();
+    refused(
+        tel.list_readings(bad).await,
+        Code::InvalidArgument,
+        &["page_token"],
+    );
+    refused(
+        tel.list_readings(pb::ListReadingsRequest::default()).await,
+        Code::InvalidArgument,
+        &["elder_id", "device_id"],
+    );
+    refused(
+        tel.list_readings(req(Subject::ElderId("E404".into())))
+            .await,
+        Code::NotFound,
+        &["E404"],
+    );
+    refused(
+        tel.list_readings(req(Subject::DeviceId("ghost".into())))
+            .await,
+        Code::NotFound,
+        &["ghost"],
+    );
+    refused(
+        tel.latest_readings(pb::LatestReadingsRequest {
+            elder_id: "E404".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["E404"],
+    );
+}
+
+#[tokio::test]
+async fn roles_only_admin_writes_the_registry_and_admin_reads_no_telemetry() {
+    let s = Server::with_registry().await;
+    let create = || pb::CreateElderRequest {
+        elder: Some(elder("E9", "Someone", "D1", "C1")),
+    };
+    for role in ["operator", "dispatcher", "viewer"] {
+        let mut reg = s.registry(role).await;
+        refused(
+            reg.create_elder(create()).await,
+            Code::PermissionDenied,
+            &[role],
+        );
+        refused(
+            reg.delete_device(pb::DeleteDeviceRequest {
+                device_id: "btn-1".into(),
+            })
+            .await,
+            Code::PermissionDenied,
+            &[],
+        );
+        refused(
+            reg.rotate_device_secret(pb::RotateDeviceSecretRequest {
+                device_id: "btn-1".into(),
+            })
+            .await,
+            Code::PermissionDenied,
+            &[],
+        );
+        refused(
+            reg.import(pb::ImportRequest {
+                text: ELDERS.into(),
+            })
+            .await,
+            Code::PermissionDenied,
+            &[],
+        );
+        // Reading the registry is allowed.
+        let e = reg
+            .get_elder(pb::GetElderRequest {
+                elder_id: "E1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(e.name, "Test One");
+        // And telemetry.
+        s.telemetry(role)
+            .await
+            .latest_readings(pb::LatestReadingsRequest {
+                elder_id: "E1".into(),
+            })
+            .await
+            .unwrap();
+    }
+    refused(
+        s.registry("none").await.create_elder(create()).await,
+        Code::Unauthenticated,
+        &[],
+    );
+    refused(
+        s.registry("none")
+            .await
+            .list_elders(pb::ListEldersRequest::default())
+            .await,
+        Code::Unauthenticated,
+        &[],
+    );
+    refused(
+        s.telemetry("none")
+            .await
+            .latest_readings(pb::LatestReadingsRequest {
+                elder_id: "E1".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        &[],
+    );
+    let mut admin_tel = s.telemetry("admin").await;
+    refused(
+        admin_tel
+            .list_readings(pb::ListReadingsRequest {
+                subject: Some(pb::list_readings_request::Subject::ElderId("E1".into())),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        &["admin"],
+    );
+    refused(
+        admin_tel
+            .latest_readings(pb::LatestReadingsRequest {
+                elder_id: "E1".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        &[],
+    );
+    // Nothing the refused calls asked for happened.
+    refused(
+        s.registry("admin")
+            .await
+            .get_elder(pb::GetElderRequest {
+                elder_id: "E9".into(),
+            })
+            .await,
+        Code::NotFound,
+        &[],
+    );
+}
+
+#[tokio::test]
+async fn health_and_reflection_list_the_registry_and_telemetry_services() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let s = Server::start();
+    let ch = s.channel().await;
+    for service in [
+        "eldercare.v1.RegistryService",
+        "eldercare.v1.TelemetryService",
+    ] {
+        let h = HealthClient::new(ch.clone())
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(h.status, ServingStatus::Serving as i32, "{service}");
+    }
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer: {msg:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "eldercare.v1.RegistryService",
+        "eldercare.v1.TelemetryService",
+    ] {
+        assert!(names.contains(&want.to_string()), "{names:?}");
+    }
+}
