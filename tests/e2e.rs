@@ -1794,6 +1794,30 @@ async fn stats_count_by_kind_and_measure_answer_times() {
     assert!((st.acknowledged_within_180s - 2.0 / 3.0).abs() < 1e-9);
     let c1 = op.stats(range("C1")).await.unwrap().into_inner();
     assert_eq!((c1.total, c1.acknowledged_within_60s), (1, 1.0));
+    let list = |kinds: &[&str], community: &str| pb::ListAlertsRequest {
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        community: community.into(),
+        ..Default::default()
+    };
+    let got = op
+        .list_alerts(list(&["sos"], "C1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.alerts.len(), 1);
+    assert_eq!(got.alerts[0].community, "C1");
+    assert!(
+        op.list_alerts(list(&["fall"], ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts
+            .is_empty()
+    );
+    assert_eq!(
+        code(op.list_alerts(list(&["nap"], "")).await),
+        tonic::Code::InvalidArgument
+    );
     let e = op.stats(pb::StatsRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let m = s.metrics();

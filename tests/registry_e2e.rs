@@ -1486,3 +1486,120 @@ async fn health_and_reflection_list_the_registry_and_telemetry_services() {
         assert!(names.contains(&want.to_string()), "{names:?}");
     }
 }
+
+fn status_code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(e) => e.code(),
+    }
+}
+
+#[tokio::test]
+async fn every_role_against_every_registry_and_telemetry_rpc() {
+    let s = Server::with_registry().await;
+    const READ: &[&str] = &["operator", "dispatcher", "admin", "viewer"];
+    const WRITE: &[&str] = &["admin"];
+    const TELEMETRY: &[&str] = &["operator", "dispatcher", "viewer"];
+    let table: &[(&str, &[&str])] = &[
+        ("CreateElder", WRITE),
+        ("UpdateElder", WRITE),
+        ("GetElder", READ),
+        ("ListElders", READ),
+        ("DeleteElder", WRITE),
+        ("CreateDevice", WRITE),
+        ("UpdateDevice", WRITE),
+        ("GetDevice", READ),
+        ("ListDevices", READ),
+        ("DeleteDevice", WRITE),
+        ("RotateDeviceSecret", WRITE),
+        ("Import", WRITE),
+        ("ListReadings", TELEMETRY),
+        ("LatestReadings", TELEMETRY),
+    ];
+    for role in ["operator", "dispatcher", "admin", "viewer", "none"] {
+        let mut reg = s.registry(role).await;
+        let mut tel = s.telemetry(role).await;
+        for (rpc, roles) in table {
+            // Requests that, when allowed, fail (or succeed) for other
+            // reasons than who is asking; nothing here changes the registry.
+            let got = match *rpc {
+                "CreateElder" => {
+                    status_code(reg.create_elder(pb::CreateElderRequest::default()).await)
+                }
+                "UpdateElder" => {
+                    status_code(reg.update_elder(pb::UpdateElderRequest::default()).await)
+                }
+                "GetElder" => status_code(
+                    reg.get_elder(pb::GetElderRequest {
+                        elder_id: "E1".into(),
+                    })
+                    .await,
+                ),
+                "ListElders" => {
+                    status_code(reg.list_elders(pb::ListEldersRequest::default()).await)
+                }
+                "DeleteElder" => status_code(
+                    reg.delete_elder(pb::DeleteElderRequest {
+                        elder_id: "nobody".into(),
+                        ..Default::default()
+                    })
+                    .await,
+                ),
+                "CreateDevice" => {
+                    status_code(reg.create_device(pb::CreateDeviceRequest::default()).await)
+                }
+                "UpdateDevice" => {
+                    status_code(reg.update_device(pb::UpdateDeviceRequest::default()).await)
+                }
+                "GetDevice" => status_code(
+                    reg.get_device(pb::GetDeviceRequest {
+                        device_id: "btn-1".into(),
+                    })
+                    .await,
+                ),
+                "ListDevices" => {
+                    status_code(reg.list_devices(pb::ListDevicesRequest::default()).await)
+                }
+                "DeleteDevice" => status_code(
+                    reg.delete_device(pb::DeleteDeviceRequest {
+                        device_id: "nothing".into(),
+                        ..Default::default()
+                    })
+                    .await,
+                ),
+                "RotateDeviceSecret" => status_code(
+                    reg.rotate_device_secret(pb::RotateDeviceSecretRequest {
+                        device_id: "nothing".into(),
+                    })
+                    .await,
+                ),
+                "Import" => status_code(
+                    reg.import(pb::ImportRequest {
+                        text: "nonsense".into(),
+                    })
+                    .await,
+                ),
+                "ListReadings" => {
+                    status_code(tel.list_readings(pb::ListReadingsRequest::default()).await)
+                }
+                "LatestReadings" => status_code(
+                    tel.latest_readings(pb::LatestReadingsRequest {
+                        elder_id: "E1".into(),
+                    })
+                    .await,
+                ),
+                other => unreachable!("{other}"),
+            };
+            if role == "none" {
+                assert_eq!(got, Code::Unauthenticated, "{rpc} without a token");
+            } else if roles.contains(&role) {
+                assert!(
+                    !matches!(got, Code::Unauthenticated | Code::PermissionDenied),
+                    "{role} may call {rpc}, got {got:?}"
+                );
+            } else {
+                assert_eq!(got, Code::PermissionDenied, "{role} must not call {rpc}");
+            }
+        }
+    }
+}

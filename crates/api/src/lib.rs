@@ -384,8 +384,17 @@ impl AlertService for Alerts {
                 .ok_or_else(|| Status::invalid_argument("malformed page_token"))?;
             Some((t, id))
         };
+        let kinds: Vec<m::AlertKind> = r
+            .kinds
+            .iter()
+            .map(|k| {
+                m::AlertKind::parse(k)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown alert kind `{k}`")))
+            })
+            .collect::<Result<_, _>>()?;
         let q = AlertQuery {
-            community: None,
+            community: (!r.community.is_empty()).then_some(r.community),
+            kinds,
             states: r.states.iter().filter_map(|s| from_pb_state(*s)).collect(),
             min_severity: from_pb_severity(r.min_severity),
             elder_id: (!r.elder_id.is_empty()).then_some(r.elder_id),

@@ -106,6 +106,7 @@ pub struct AlertQuery {
     pub min_severity: Option<Severity>,
     pub elder_id: Option<String>,
     pub community: Option<String>,
+    pub kinds: Vec<eldercare_model::AlertKind>,
     pub raised_from: Option<EpochMs>,
     pub raised_to: Option<EpochMs>,
     pub limit: u32,

@@ -376,6 +376,11 @@ impl Store for SqliteStore {
         if q.community.is_some() {
             sql.push_str(" AND community = ?");
         }
+        if !q.kinds.is_empty() {
+            sql.push_str(" AND kind IN (");
+            sql.push_str(&vec!["?"; q.kinds.len()].join(","));
+            sql.push(')');
+        }
         if q.raised_from.is_some() {
             sql.push_str(" AND raised_at >= ?");
         }
@@ -399,6 +404,9 @@ impl Store for SqliteStore {
         }
         if let Some(c) = &q.community {
             query = query.bind(c);
+        }
+        for k in &q.kinds {
+            query = query.bind(k.as_str());
         }
         if let Some(f) = q.raised_from {
             query = query.bind(f);
