@@ -1541,7 +1541,6 @@ async fn every_role_against_every_registry_and_telemetry_rpc() {
                 "DeleteElder" => status_code(
                     reg.delete_elder(pb::DeleteElderRequest {
                         elder_id: "nobody".into(),
-                        ..Default::default()
                     })
                     .await,
                 ),
@@ -1563,7 +1562,6 @@ async fn every_role_against_every_registry_and_telemetry_rpc() {
                 "DeleteDevice" => status_code(
                     reg.delete_device(pb::DeleteDeviceRequest {
                         device_id: "nothing".into(),
-                        ..Default::default()
                     })
                     .await,
                 ),
