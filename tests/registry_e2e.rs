@@ -3,82 +3,14 @@
 //! (rumqttc). Every wait is on an event, or polls a condition where there
 //! is no event to wait on, bounded by a generous deadline that only turns
 //! a hang into a failure.
+mod support;
+
 use eldercare_proto::v1 as pb;
-use pb::alert_service_client::AlertServiceClient;
-use pb::registry_service_client::RegistryServiceClient;
-use pb::telemetry_service_client::TelemetryServiceClient;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use rumqttc::MqttOptions;
+use rumqttc::QoS;
 use std::time::Duration;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use support::*;
 use tonic::{Code, Status};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eldercare");
-/// Only turns a hang into a failure; no test relies on it for timing.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Adds the bearer token to every call, as an operator console does.
-#[derive(Clone)]
-struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            r.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(r)
-    }
-}
-
-type Registry = RegistryServiceClient<InterceptedService<Channel, Bearer>>;
-type Telemetry = TelemetryServiceClient<InterceptedService<Channel, Bearer>>;
-
-struct Server {
-    child: Child,
-    _dir: tempfile::TempDir,
-    mqtt: String,
-    grpc: String,
-    metrics: String,
-    /// A bearer token per role: operator, dispatcher, admin, viewer.
-    tokens: HashMap<&'static str, String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Issues a token with the CLI, as an administrator would.
-fn add_token(dir: &std::path::Path, operator: &str, role: &str) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "token",
-            "add",
-            "--operator",
-            operator,
-            "--role",
-            role,
-            "--data-dir",
-        ])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 const ELDERS: &str = "elder_id,name,phone,address,district,community,home_lat,home_lon,safe_radius_m,flags\n\
 E1,Test One,13800000001,1 Road,D1,C1,,,,lives_alone\n\
@@ -91,62 +23,9 @@ gps-1,gps_watch,E1,,s-gps-1\n\
 band-2,vital_band,E2,,s-band-2\n";
 
 impl Server {
-    /// Starts `eldercare serve` on free ports with an empty registry.
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = [
-            ("operator", "op-1"),
-            ("dispatcher", "disp-1"),
-            ("admin", "adm-1"),
-            ("viewer", "view-1"),
-        ]
-        .into_iter()
-        .map(|(role, who)| (role, add_token(dir.path(), who, role)))
-        .collect();
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--mqtt-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            // E2E_SERVER_LOG=debug shows what the server does, when a test fails.
-            .env(
-                "ELDERCARE_LOG",
-                std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn eldercare serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{k}=")).map(String::from))
-                .unwrap_or_else(|| panic!("no {k}= in ready line {line:?}"))
-        };
-        Server {
-            mqtt: field("mqtt"),
-            grpc: field("grpc"),
-            metrics: field("metrics"),
-            child,
-            _dir: dir,
-            tokens,
-        }
-    }
-
     /// Starts the server and loads the test registry over gRPC.
     async fn with_registry() -> Server {
-        let s = Server::start();
+        let s = Server::with_tokens();
         let mut reg = s.registry("admin").await;
         for text in [ELDERS, DEVICES] {
             let r = reg
@@ -158,132 +37,16 @@ impl Server {
         }
         s
     }
-
-    async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    /// The interceptor for `role`; "none" sends no token at all.
-    fn bearer(&self, role: &str) -> Bearer {
-        Bearer(
-            self.tokens
-                .get(role)
-                .map(|t| format!("Bearer {t}").parse().unwrap()),
-        )
-    }
-
-    async fn registry(&self, role: &str) -> Registry {
-        RegistryServiceClient::with_interceptor(self.channel().await, self.bearer(role))
-    }
-
-    async fn telemetry(&self, role: &str) -> Telemetry {
-        TelemetryServiceClient::with_interceptor(self.channel().await, self.bearer(role))
-    }
-
-    async fn subscribe(&self) -> tonic::Streaming<pb::AlertEvent> {
-        AlertServiceClient::with_interceptor(self.channel().await, self.bearer("operator"))
-            .subscribe(pb::SubscribeRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-    }
-
-    /// The value of the first metric line starting with `name` and
-    /// containing `label`.
-    fn metric(&self, name: &str, label: &str) -> f64 {
-        let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.lines()
-            .find(|l| l.starts_with(name) && l.contains(label))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    /// Polls a metric (there is no event for it) until `ok` holds.
-    async fn await_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let t = tokio::time::Instant::now();
-        loop {
-            let v = self.metric(name, "");
-            if ok(v) || t.elapsed() > DEADLINE {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
-/// A connected MQTT device. `events` ends when the connection does.
-struct Device {
-    client: AsyncClient,
-    events: tokio::sync::mpsc::UnboundedReceiver<Packet>,
-}
-
+/// Options for device `user` logging in with `pass`.
 fn options(addr: &str, user: &str, pass: &str) -> MqttOptions {
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut o = MqttOptions::new(format!("{user}-test"), host, port.parse().unwrap());
-    o.set_credentials(user, pass);
-    o
+    mqtt_options(addr, &format!("{user}-test"), Some((user, pass)))
 }
 
-/// Connects; the CONNACK refusal as an error string.
-async fn connect_with(o: MqttOptions) -> Result<Device, String> {
-    let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(o, 100);
-    loop {
-        match tokio::time::timeout(DEADLINE, el.poll())
-            .await
-            .expect("connect hung")
-        {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-    // Stops polling at the first error, so the client never reconnects:
-    // the channel closing is the event "the connection ended".
-    tokio::spawn(async move {
-        while let Ok(ev) = el.poll().await {
-            if let Event::Incoming(p) = ev
-                && tx.send(p).is_err()
-            {
-                break;
-            }
-        }
-    });
-    Ok(Device { client, events })
-}
-
+/// Connects `user` with `pass`; the CONNACK refusal as an error string.
 async fn connect(addr: &str, user: &str, pass: &str) -> Result<Device, String> {
     connect_with(options(addr, user, pass)).await
-}
-
-async fn publish(d: &Device, topic: &str, payload: impl Into<Vec<u8>>) {
-    d.client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .await
-        .unwrap();
-}
-
-/// Waits until the server ends the device's connection.
-async fn closed(d: &mut Device) {
-    tokio::time::timeout(DEADLINE, async { while d.events.recv().await.is_some() {} })
-        .await
-        .expect("the server did not close the session");
-}
-
-async fn next(stream: &mut tonic::Streaming<pb::AlertEvent>) -> pb::AlertEvent {
-    tokio::time::timeout(DEADLINE, stream.message())
-        .await
-        .expect("no alert event arrived")
-        .unwrap()
-        .expect("stream ended")
 }
 
 /// The error of a call that must fail with `code`, its message containing
@@ -349,7 +112,7 @@ async fn await_readings(t: &mut Telemetry, elder_id: &str, want: usize) -> Vec<p
 
 #[tokio::test]
 async fn elders_are_created_read_listed_updated_and_deleted_with_clear_errors() {
-    let s = Server::start();
+    let s = Server::with_tokens();
     let mut reg = s.registry("admin").await;
 
     let full = pb::Elder {
@@ -859,7 +622,7 @@ async fn devices_are_managed_and_a_secret_is_shown_once_and_never_again() {
 
 #[tokio::test]
 async fn import_over_grpc_reports_counts_refused_rows_by_line_and_secrets_once() {
-    let s = Server::start();
+    let s = Server::with_tokens();
     let mut reg = s.registry("admin").await;
     let elders = "elder_id,name,district,home_lat\n\
                   E1,\"Wang, Li\",D1,31.2\n\
@@ -976,7 +739,7 @@ async fn rotation_closes_the_live_session_refuses_the_old_secret_and_the_new_one
     let s = Server::with_registry().await;
     let mut reg = s.registry("admin").await;
     let mut tel = s.telemetry("operator").await;
-    let mut sub = s.subscribe().await;
+    let mut sub = s.subscribe(0).await;
 
     // The button is connected, with a last will as devices should set.
     let mut o = options(&s.mqtt, "btn-1", "s-btn-1");
@@ -1450,7 +1213,7 @@ async fn health_and_reflection_list_the_registry_and_telemetry_services() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let s = Server::start();
+    let s = Server::with_tokens();
     let ch = s.channel().await;
     for service in [
         "eldercare.v1.RegistryService",
