@@ -456,24 +456,17 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::AlertActionRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        let who = self.auth.check(&req, Action::Acknowledge)?;
-        let r = req.into_inner();
-        let lang = Lang::parse(&r.language)?;
-        let operator = actor(&who, &r.operator_id)?;
-        let note = (!r.note.is_empty()).then_some(r.note);
-        self.act(&r.alert_id, DeskAction::Acknowledge, &operator, note, lang)
-            .await
+        let step = self.step(&req, Action::Acknowledge)?;
+        self.act(step, DeskAction::Acknowledge).await
     }
 
     async fn dispatch(
         &self,
         req: Request<pb::DispatchRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        let who = self.auth.check(&req, Action::Dispatch)?;
-        let r = req.into_inner();
-        let lang = Lang::parse(&r.language)?;
-        let operator = actor(&who, &r.operator_id)?;
-        let p = r
+        let step = self.step(&req, Action::Dispatch)?;
+        let p = req
+            .into_inner()
             .responder
             .ok_or_else(|| Status::invalid_argument("responder is required"))?;
         let kind = match pb::ResponderType::try_from(p.r#type) {
@@ -500,43 +493,28 @@ impl AlertService for Alerts {
                 "responder.phone may hold only digits, spaces and + - ( )",
             ));
         }
-        let note = (!r.note.is_empty()).then_some(r.note);
         let responder = m::Responder {
             kind,
             name: p.name,
             phone: p.phone,
         };
-        self.act(
-            &r.alert_id,
-            DeskAction::Dispatch(responder),
-            &operator,
-            note,
-            lang,
-        )
-        .await
+        self.act(step, DeskAction::Dispatch(responder)).await
     }
 
     async fn escalate(
         &self,
         req: Request<pb::AlertActionRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        let who = self.auth.check(&req, Action::Escalate)?;
-        let r = req.into_inner();
-        let lang = Lang::parse(&r.language)?;
-        let operator = actor(&who, &r.operator_id)?;
-        let note = (!r.note.is_empty()).then_some(r.note);
-        self.act(&r.alert_id, DeskAction::Escalate, &operator, note, lang)
-            .await
+        let step = self.step(&req, Action::Escalate)?;
+        self.act(step, DeskAction::Escalate).await
     }
 
     async fn resolve(
         &self,
         req: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        let who = self.auth.check(&req, Action::Resolve)?;
+        let step = self.step(&req, Action::Resolve)?;
         let r = req.into_inner();
-        let lang = Lang::parse(&r.language)?;
-        let operator = actor(&who, &r.operator_id)?;
         let outcome = m::Outcome::parse(&r.outcome)
             .filter(|o| *o != m::Outcome::Cleared)
             .ok_or_else(|| {
@@ -545,36 +523,18 @@ impl AlertService for Alerts {
                     r.outcome
                 ))
             })?;
-        let note = (!r.note.is_empty()).then_some(r.note);
-        self.act(
-            &r.alert_id,
-            DeskAction::Resolve(outcome),
-            &operator,
-            note,
-            lang,
-        )
-        .await
+        self.act(step, DeskAction::Resolve(outcome)).await
     }
 
     async fn add_note(
         &self,
         req: Request<pb::AlertActionRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        let who = self.auth.check(&req, Action::AddNote)?;
-        let r = req.into_inner();
-        let lang = Lang::parse(&r.language)?;
-        let operator = actor(&who, &r.operator_id)?;
-        if r.note.trim().is_empty() {
+        let step = self.step(&req, Action::AddNote)?;
+        if step.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
             return Err(Status::invalid_argument("note is required"));
         }
-        self.act(
-            &r.alert_id,
-            DeskAction::AddNote,
-            &operator,
-            Some(r.note),
-            lang,
-        )
-        .await
+        self.act(step, DeskAction::AddNote).await
     }
 
     async fn stats(
@@ -711,24 +671,75 @@ impl AlertService for Alerts {
     }
 }
 
+/// The parts every alert action request has.
+trait StepRequest {
+    /// (alert_id, operator_id, note, language)
+    fn parts(&self) -> (&str, &str, &str, &str);
+}
+
+impl StepRequest for pb::AlertActionRequest {
+    fn parts(&self) -> (&str, &str, &str, &str) {
+        (
+            &self.alert_id,
+            &self.operator_id,
+            &self.note,
+            &self.language,
+        )
+    }
+}
+
+impl StepRequest for pb::DispatchRequest {
+    fn parts(&self) -> (&str, &str, &str, &str) {
+        (
+            &self.alert_id,
+            &self.operator_id,
+            &self.note,
+            &self.language,
+        )
+    }
+}
+
+impl StepRequest for pb::ResolveRequest {
+    fn parts(&self) -> (&str, &str, &str, &str) {
+        (
+            &self.alert_id,
+            &self.operator_id,
+            &self.note,
+            &self.language,
+        )
+    }
+}
+
+/// An alert action request, checked: who acts, on what, how to answer.
+struct Step {
+    id: String,
+    operator: String,
+    note: Option<String>,
+    lang: Lang,
+}
+
 impl Alerts {
-    async fn act(
-        &self,
-        id: &str,
-        action: DeskAction,
-        operator: &str,
-        note: Option<String>,
-        lang: Lang,
-    ) -> Result<Response<pb::Alert>, Status> {
+    fn step<R: StepRequest>(&self, req: &Request<R>, action: Action) -> Result<Step, Status> {
+        let who = self.auth.check(req, action)?;
+        let (id, operator_id, note, language) = req.get_ref().parts();
         if id.is_empty() {
             return Err(Status::invalid_argument("alert_id is required"));
         }
+        Ok(Step {
+            id: id.to_string(),
+            operator: actor(&who, operator_id)?,
+            note: (!note.is_empty()).then(|| note.to_string()),
+            lang: Lang::parse(language)?,
+        })
+    }
+
+    async fn act(&self, step: Step, action: DeskAction) -> Result<Response<pb::Alert>, Status> {
         let a = self
             .desk
-            .act(id, action, operator, note)
+            .act(&step.id, action, &step.operator, step.note)
             .await
             .map_err(desk_status)?;
-        Ok(Response::new(alert_to_pb(&a, lang)))
+        Ok(Response::new(alert_to_pb(&a, step.lang)))
     }
 }
 
