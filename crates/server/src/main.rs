@@ -203,7 +203,17 @@ pub async fn serve(
     cfg: Config,
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> anyhow::Result<()> {
+    // Answer times as a histogram with buckets at the alarm-centre
+    // standard's 60 s and 180 s, so "share answered within" is a ratio of
+    // two series; other histograms render as summaries.
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("eldercare_alert_answer_seconds".into()),
+            &[
+                5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0, 3600.0,
+            ],
+        )
+        .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     let store = open_store(&cfg.storage).await?;
