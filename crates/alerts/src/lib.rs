@@ -719,23 +719,24 @@ impl DeskState {
 
     /// Escalates every OPEN, unmuted alert past its next deadline: the
     /// first time at the severity's deadline after detection, then a
-    /// reminder at each further deadline until someone acknowledges.
+    /// reminder at each further deadline until someone acknowledges. An
+    /// alert that missed several deadlines at once (the server was down)
+    /// gets one event that counts them all, not a burst.
     async fn escalate_overdue(&mut self) {
         let now = self.now();
-        let due: Vec<Alert> = self
+        let due: Vec<(Alert, u32)> = self
             .open
             .values()
             .filter(|a| a.state == AlertState::Open && !a.muted)
-            .filter(|a| {
-                self.escalation
-                    .deadline_ms(a.severity)
-                    .is_some_and(|d| now >= a.detected_at + d * i64::from(a.escalations + 1))
+            .filter_map(|a| {
+                let d = self.escalation.deadline_ms(a.severity)?;
+                let passed = u32::try_from((now - a.detected_at) / d).unwrap_or(u32::MAX);
+                (passed > a.escalations).then(|| (a.clone(), passed))
             })
-            .cloned()
             .collect();
-        for mut a in due {
+        for (mut a, passed) in due {
             let waited_s = (now - a.detected_at) / 1000;
-            a.escalations += 1;
+            a.escalations = passed;
             a.updated_at = now;
             let note = if a.escalations == 1 {
                 format!("Not acknowledged within {waited_s} s: escalated")

@@ -195,6 +195,7 @@ async fn high_waits_three_minutes_and_low_never_escalates() {
     low.severity = Severity::Low;
     desk.trigger(high).await.unwrap();
     desk.trigger(low).await.unwrap();
+    assert_eq!(log(&desk).await.len(), 2, "both raised at t0");
     set(&now, t0 + 179_999);
     assert_eq!(log(&desk).await.len(), 2);
     set(&now, t0 + 3_600_000);
@@ -203,8 +204,16 @@ async fn high_waits_three_minutes_and_low_never_escalates() {
         .iter()
         .filter(|e| e.kind == AlertEventKind::Escalated)
         .collect();
-    assert_eq!(escalated.len(), 1, "one check at +1 h: one escalation");
+    assert_eq!(
+        escalated.len(),
+        1,
+        "one check at +1 h: one event, not a burst"
+    );
     assert_eq!(escalated[0].alert.kind, AlertKind::VitalOutOfRange);
+    assert_eq!(
+        escalated[0].alert.escalations, 20,
+        "it counts every missed deadline"
+    );
 }
 
 #[tokio::test]
@@ -239,19 +248,19 @@ async fn a_silenced_alert_is_muted_goes_to_operations_and_is_not_escalated() {
     let sil = desk.silence(base.clone()).await.unwrap();
     desk.trigger(sos("e1")).await.unwrap();
     desk.trigger(sos("e2")).await.unwrap();
+    assert_eq!(log(&desk).await.len(), 2, "both raised at t0");
     set(&now, t0 + 600_000);
     let events = log(&desk).await;
     let e1 = &events[0].alert;
     assert!(e1.muted);
     assert_eq!(e1.silence_id.as_deref(), Some(sil.id.as_str()));
     assert_eq!(e1.queue(), eldercare_model::Queue::Operations);
-    assert!(
-        events
-            .iter()
-            .filter(|e| e.kind == AlertEventKind::Escalated)
-            .all(|e| e.alert.elder_id == "e2"),
-        "only the unmuted alert escalates"
-    );
+    let escalated: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == AlertEventKind::Escalated)
+        .map(|e| e.alert.elder_id.as_str())
+        .collect();
+    assert_eq!(escalated, vec!["e2"], "only the unmuted alert escalates");
     // Ended: the next alert is not muted.
     desk.end_silence(&sil.id, "op-1").await.unwrap();
     assert!(matches!(
