@@ -1525,3 +1525,52 @@ async fn stats_count_by_kind_and_measure_answer_times() {
         "answer-time histogram exported"
     );
 }
+
+#[tokio::test]
+async fn an_admin_reloads_the_rules_over_the_api_and_a_bad_file_is_refused_with_its_key() {
+    use pb::admin_service_client::AdminServiceClient;
+    let s = Server::start_with_rules(Some("[vitals]\nhold_s = 60\n"));
+    let admin = |role: &'static str| {
+        let s = &s;
+        async move { AdminServiceClient::with_interceptor(s.channel().await, s.bearer(role)) }
+    };
+    std::fs::write(
+        s.dir.path().join("rules.toml"),
+        "[vitals]\nhold_s = 30\n[elders.E1.vitals]\npulse_high = 150\n",
+    )
+    .unwrap();
+    let r = admin("admin")
+        .await
+        .reload_rules(pb::ReloadRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.file.ends_with("rules.toml"), "{}", r.file);
+    assert_eq!(r.elder_overrides, 1);
+    let line = s.lines.recv_timeout(DEADLINE).unwrap();
+    assert!(line.starts_with("rules reloaded"), "{line}");
+
+    std::fs::write(s.dir.path().join("rules.toml"), "[vitals]\nhold_s = -1\n").unwrap();
+    let e = admin("admin")
+        .await
+        .reload_rules(pb::ReloadRulesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("vitals.hold_s"), "{}", e.message());
+    for role in ["operator", "dispatcher", "viewer"] {
+        let e = admin(role)
+            .await
+            .reload_rules(pb::ReloadRulesRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{role}");
+    }
+
+    let plain = Server::start();
+    let e = AdminServiceClient::with_interceptor(plain.channel().await, plain.bearer("admin"))
+        .reload_rules(pb::ReloadRulesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+}

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "eldercare/v1/device.proto",
         "eldercare/v1/alerts.proto",
+        "eldercare/v1/admin.proto",
         "eldercare/v1/registry.proto",
         "eldercare/v1/telemetry.proto",
     ];

@@ -66,6 +66,8 @@ pub enum Action {
     WriteRegistry,
     /// Readings and latest values.
     ReadTelemetry,
+    /// Operate the server (reload rules).
+    Administer,
 }
 
 impl Action {
@@ -79,6 +81,7 @@ impl Action {
             Action::ReadRegistry => &[Operator, Dispatcher, Admin, Viewer],
             Action::WriteRegistry => &[Admin],
             Action::ReadTelemetry => &[Operator, Dispatcher, Viewer],
+            Action::Administer => &[Admin],
         }
     }
 }

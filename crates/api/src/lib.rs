@@ -2,6 +2,7 @@
 //! the standard health and reflection services so stock tools work.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod registry;
 pub mod telemetry;
@@ -754,6 +755,7 @@ pub async fn serve(
     auth: Auth,
     subscribers: Subscribers,
     registry: RegistryHandles,
+    rules: Arc<dyn admin::RulesReload>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -771,6 +773,11 @@ pub async fn serve(
     health_reporter
         .set_serving::<pb::telemetry_service_server::TelemetryServiceServer<telemetry::Telemetry>>()
         .await;
+    health_reporter
+        .set_serving::<pb::admin_service_server::AdminServiceServer<admin::Admin>>()
+        .await;
+    let admin =
+        pb::admin_service_server::AdminServiceServer::new(admin::Admin::new(auth.clone(), rules));
     let telemetry = telemetry::Telemetry::new(registry.store.clone(), auth.clone());
     let registry = pb::registry_service_server::RegistryServiceServer::new(
         registry::Registry::new(registry, auth.clone()),
@@ -783,6 +790,7 @@ pub async fn serve(
     let fut = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
+        .add_service(admin)
         .add_service(AlertServiceServer::new(Alerts {
             desk,
             auth,

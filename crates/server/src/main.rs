@@ -228,9 +228,12 @@ pub async fn serve(
     .await?;
     let (refusals, dl_task) = Refusals::start(store.clone());
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(cfg.rules.clone());
+    let reloader = Arc::new(RulesReloader {
+        path: cfg.rules_file.clone(),
+        tx: rules_tx,
+    });
     let reload_task = tokio::spawn(reload_on_sighup(
-        cfg.rules_file.clone(),
-        rules_tx,
+        reloader.clone(),
         cfg.auth.clone(),
         shutdown.clone(),
     ));
@@ -262,6 +265,7 @@ pub async fn serve(
         cfg.auth.clone(),
         cfg.subscribers,
         registry,
+        reloader,
         shutdown.clone(),
     )
     .await
@@ -346,16 +350,46 @@ impl eldercare_api::DeviceSessions for GuardSessions {
     }
 }
 
-/// SIGHUP re-reads the rule file and the tokens file; a bad file is
-/// refused (with the key and why) and what runs stays.
-async fn reload_on_sighup(
+/// Re-reads the rule file into the running rule engine, for SIGHUP and
+/// for AdminService.ReloadRules alike.
+struct RulesReloader {
     path: Option<PathBuf>,
     tx: tokio::sync::watch::Sender<eldercare_rules::Rules>,
+}
+
+impl eldercare_api::admin::RulesReload for RulesReloader {
+    fn reload(&self) -> Result<(String, usize), eldercare_api::admin::ReloadError> {
+        use eldercare_api::admin::ReloadError;
+        let p = self.path.as_ref().ok_or(ReloadError::NoFile)?;
+        match eldercare_rules::Rules::load(p) {
+            Ok(r) => {
+                let n = r.overridden();
+                info!(file = %p.display(), "Rule file reloaded.");
+                // stdout may be closed (a supervisor that only wanted the
+                // ready line): a failed write is not an error here.
+                let _ = writeln!(std::io::stdout(), "rules reloaded from {}", p.display());
+                let _ = self.tx.send(r);
+                Ok((p.display().to_string(), n))
+            }
+            Err(e) => {
+                error!(file = %p.display(), error = %e, "Rule file refused; the running rules stay.");
+                let _ = writeln!(std::io::stdout(), "rules refused: {e}");
+                Err(ReloadError::Refused(e.to_string()))
+            }
+        }
+    }
+}
+
+/// SIGHUP re-reads the tokens file and the rule file; a bad file is
+/// refused (with the key and why) and what runs stays.
+async fn reload_on_sighup(
+    rules: Arc<RulesReloader>,
     auth: eldercare_api::Auth,
     shutdown: CancellationToken,
 ) {
     #[cfg(unix)]
     {
+        use eldercare_api::admin::RulesReload;
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
@@ -375,28 +409,14 @@ async fn reload_on_sighup(
                     error!(error = %e, "SIGHUP: tokens file refused; the running tokens stay.")
                 }
             }
-            let Some(p) = &path else {
+            if let Err(eldercare_api::admin::ReloadError::NoFile) = rules.reload() {
                 info!("SIGHUP: no rule file configured; nothing to reload.");
-                continue;
-            };
-            match eldercare_rules::Rules::load(p) {
-                Ok(r) => {
-                    info!(file = %p.display(), "SIGHUP: rule file reloaded.");
-                    // stdout may be closed (a supervisor that only wanted the
-                    // ready line): a failed write is not an error here.
-                    let _ = writeln!(std::io::stdout(), "rules reloaded from {}", p.display());
-                    let _ = tx.send(r);
-                }
-                Err(e) => {
-                    error!(file = %p.display(), error = %e, "SIGHUP: rule file refused; the running rules stay.");
-                    let _ = writeln!(std::io::stdout(), "rules refused: {e}");
-                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (path, tx, auth);
+        let _ = (rules, auth);
         shutdown.cancelled().await;
     }
 }
