@@ -19,8 +19,6 @@ use tracing::{debug, error, info, warn};
 
 /// Seqs remembered per device to drop QoS 1 redeliveries.
 const SEQ_WINDOW: usize = 1024;
-/// Readings written to storage in one batch at most.
-const BATCH: usize = 500;
 /// How often the rule engine's timers run.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the engine's copy of the registry is refreshed, so devices
@@ -221,6 +219,7 @@ impl Ingest {
         }));
 
         let mut rules = cfg.rules;
+        let (writer, writer_task) = crate::TelemetryWriter::start(store.clone());
         let mut state = Pipeline {
             store,
             desk,
@@ -229,7 +228,7 @@ impl Ingest {
             decisions: Vec::new(),
             refreshed_at: None,
             seqs: HashMap::new(),
-            batch: Vec::with_capacity(BATCH),
+            writer,
         };
         state.refresh_registry().await;
         // A restart must not forget what is already reported: conditions
@@ -252,7 +251,6 @@ impl Ingest {
         );
         let (changes, mut changes_rx) = mpsc::channel::<RegistryChange>(REGISTRY_CHANGES);
         tasks.push(tokio::spawn(async move {
-            let mut flush = tokio::time::interval(Duration::from_millis(200));
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut refresh = tokio::time::interval(REGISTRY_REFRESH);
@@ -261,7 +259,6 @@ impl Ingest {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = flush.tick() => state.flush().await,
                     _ = tick.tick() => state.tick().await,
                     _ = refresh.tick() => state.refresh_registry().await,
                     // Never closes: `Ingest` keeps a sender.
@@ -294,7 +291,10 @@ impl Ingest {
                     },
                 }
             }
-            state.flush().await;
+            // Dropping the pipeline drops the writer's handle: it writes
+            // what is queued and ends.
+            drop(state);
+            let _ = writer_task.await;
             info!("Ingest stopped; telemetry flushed.");
         }));
         Ok(Ingest {
@@ -353,7 +353,8 @@ struct Pipeline {
     /// When the engine last loaded the registry.
     refreshed_at: Option<EpochMs>,
     seqs: HashMap<String, (HashSet<u64>, VecDeque<u64>)>,
-    batch: Vec<StoredReading>,
+    /// Batches telemetry to storage on its own task.
+    writer: crate::TelemetryWriter,
 }
 
 impl Pipeline {
@@ -411,10 +412,7 @@ impl Pipeline {
         self.engine.on_reading_into(&reading, now, &mut decisions);
         self.decide(&mut decisions).await;
         self.decisions = decisions;
-        self.batch.push(StoredReading { elder_id, reading });
-        if self.batch.len() >= BATCH {
-            self.flush().await;
-        }
+        self.writer.push(StoredReading { elder_id, reading });
     }
 
     async fn decide(&self, decisions: &mut Vec<Decision>) {
@@ -495,16 +493,5 @@ impl Pipeline {
         }
         metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
         metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);
-    }
-
-    async fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        if let Err(e) = self.store.insert_readings(&batch).await {
-            error!(error = %e, count = batch.len(), "Could not store telemetry.");
-            metrics::counter!("eldercare_telemetry_write_errors_total").increment(1);
-        }
     }
 }

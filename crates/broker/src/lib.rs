@@ -17,6 +17,8 @@
 
 pub mod guard;
 pub mod ingest;
+pub mod writer;
 
 pub use guard::{Guard, GuardConfig};
 pub use ingest::{Ingest, IngestConfig};
+pub use writer::TelemetryWriter;
