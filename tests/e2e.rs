@@ -839,6 +839,11 @@ async fn sighup_reloads_the_rules_and_keeps_what_the_engine_saw() {
         .lines
         .recv_timeout(DEADLINE)
         .expect("the server reports the reload");
+    assert!(line.starts_with("tokens reloaded"), "{line}");
+    let line = s
+        .lines
+        .recv_timeout(DEADLINE)
+        .expect("the server reports the reload");
     assert!(line.starts_with("rules reloaded"), "{line}");
     publish(&band, "eldercare/v1/band-1/vitals", hr(80_000)).await;
     let a = next(&mut sub).await.alert.unwrap();
@@ -1573,4 +1578,56 @@ async fn an_admin_reloads_the_rules_over_the_api_and_a_bad_file_is_refused_with_
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_revoked_token_stops_working_after_sighup() {
+    let s = Server::start();
+    let mut op = s.grpc().await;
+    op.list_alerts(pb::ListAlertsRequest::default())
+        .await
+        .unwrap();
+    let list = Command::new(BIN)
+        .args(["token", "list", "--data-dir"])
+        .arg(s.dir.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.contains("op-1\toperator"), "{listed}");
+    assert!(!listed.contains(&s.tokens["operator"]), "never the token");
+    let out = Command::new(BIN)
+        .args(["token", "revoke", "--operator", "op-1", "--data-dir"])
+        .arg(s.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let line = s
+        .lines
+        .recv_timeout(DEADLINE)
+        .expect("the server reports the reload");
+    assert_eq!(line, "tokens reloaded (3)");
+    let e = op
+        .list_alerts(pb::ListAlertsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    // The other roles' tokens still work.
+    s.grpc_as("viewer")
+        .await
+        .list_alerts(pb::ListAlertsRequest::default())
+        .await
+        .unwrap();
 }

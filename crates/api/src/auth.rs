@@ -257,9 +257,39 @@ pub fn add_token(path: &Path, operator_id: &str, role: Role) -> Result<String, A
         role,
         sha256: digest(&token),
     });
+    write_file(path, &file)?;
+    Ok(token)
+}
+
+/// The operators and roles in the tokens file (never the hashes).
+pub fn list_tokens(path: &Path) -> Result<Vec<Principal>, AuthError> {
+    Ok(read_file(path)?
+        .tokens
+        .into_iter()
+        .map(|t| Principal {
+            operator_id: t.operator_id,
+            role: t.role,
+        })
+        .collect())
+}
+
+/// Removes every token of `operator_id`; returns how many there were.
+/// A running server stops accepting them on SIGHUP.
+pub fn revoke_tokens(path: &Path, operator_id: &str) -> Result<usize, AuthError> {
+    let mut file = read_file(path)?;
+    let before = file.tokens.len();
+    file.tokens.retain(|t| t.operator_id != operator_id);
+    let removed = before - file.tokens.len();
+    if removed > 0 {
+        write_file(path, &file)?;
+    }
+    Ok(removed)
+}
+
+fn write_file(path: &Path, file: &TokensFile) -> Result<(), AuthError> {
     let text = format!(
         "# eldercare API tokens: SHA-256 of each bearer token, never the token.\n# Add with `eldercare token add`; the server re-reads this file on SIGHUP.\n{}",
-        toml::to_string(&file).map_err(|e| AuthError::Invalid {
+        toml::to_string(file).map_err(|e| AuthError::Invalid {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?
@@ -275,7 +305,7 @@ pub fn add_token(path: &Path, operator_id: &str, role: Role) -> Result<String, A
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).map_err(write_err)?;
     std::fs::rename(&tmp, path).map_err(write_err)?;
-    Ok(token)
+    Ok(())
 }
 
 #[cfg(test)]

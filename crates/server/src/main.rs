@@ -87,6 +87,23 @@ enum TokenCmd {
         #[arg(long)]
         role: String,
     },
+    /// List who has tokens, and their roles (never the tokens).
+    List {
+        #[arg(long, env = "ELDERCARE_TOKENS_FILE")]
+        tokens_file: Option<PathBuf>,
+        #[arg(long, env = "ELDERCARE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Remove every token of an operator; a running server stops accepting
+    /// them on SIGHUP.
+    Revoke {
+        #[arg(long, env = "ELDERCARE_TOKENS_FILE")]
+        tokens_file: Option<PathBuf>,
+        #[arg(long, env = "ELDERCARE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        operator: String,
+    },
 }
 
 /// Bad configuration exits with this (EX_USAGE), never a panic.
@@ -143,6 +160,30 @@ fn main() -> ExitCode {
                         Ok(ExitCode::FAILURE)
                     }
                 }
+            }
+            Cmd::Token(TokenCmd::List {
+                tokens_file,
+                data_dir,
+            }) => {
+                let path = tokens_file.unwrap_or_else(|| data_dir.join("tokens.toml"));
+                for p in eldercare_api::auth::list_tokens(&path)? {
+                    println!("{}\t{}", p.operator_id, p.role.as_str());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Cmd::Token(TokenCmd::Revoke {
+                tokens_file,
+                data_dir,
+                operator,
+            }) => {
+                let path = tokens_file.unwrap_or_else(|| data_dir.join("tokens.toml"));
+                let n = eldercare_api::auth::revoke_tokens(&path, &operator)?;
+                println!("revoked {n} token(s) of `{operator}`; send SIGHUP to a running server");
+                Ok(if n == 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
             }
             Cmd::Token(TokenCmd::Add {
                 tokens_file,
@@ -404,7 +445,10 @@ async fn reload_on_sighup(
                 _ = hup.recv() => {}
             }
             match auth.reload() {
-                Ok(n) => info!(tokens = n, "SIGHUP: tokens file reloaded."),
+                Ok(n) => {
+                    info!(tokens = n, "SIGHUP: tokens file reloaded.");
+                    let _ = writeln!(std::io::stdout(), "tokens reloaded ({n})");
+                }
                 Err(e) => {
                     error!(error = %e, "SIGHUP: tokens file refused; the running tokens stay.")
                 }
