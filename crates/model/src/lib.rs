@@ -97,6 +97,19 @@ impl Body {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// Reads back what [`Body::to_json`] wrote for a reading of `stream`
+    /// (the JSON alone cannot tell a vitals body from a status body).
+    pub fn from_json(stream: Stream, json: &str) -> Result<Body, serde_json::Error> {
+        Ok(match stream {
+            Stream::Vitals => Body::Vitals(serde_json::from_str(json)?),
+            Stream::Sleep => Body::Sleep(serde_json::from_str(json)?),
+            Stream::Motion => Body::Motion(serde_json::from_str(json)?),
+            Stream::Location => Body::Location(serde_json::from_str(json)?),
+            Stream::Event => Body::Event(serde_json::from_str(json)?),
+            Stream::Status => Body::Status(serde_json::from_str(json)?),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

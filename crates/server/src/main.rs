@@ -257,8 +257,22 @@ pub async fn serve(
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let store = open_store(&cfg.storage).await?;
+    let database = open_store(&cfg.storage).await?;
+    // A database outage must not stop alerts: writes it refuses go to a
+    // bounded spool in the data directory and are written when it is back.
+    let spool = eldercare_store::SpoolingStore::open(
+        database,
+        &cfg.storage.data_dir.join("spool"),
+        eldercare_store::spool::SPOOL_READINGS,
+    )
+    .await
+    .context("opening the spool")?;
     let shutdown = CancellationToken::new();
+    // The drain stops with the drain token, after everything else, so a
+    // last attempt to write the spool happens at shutdown.
+    let drain_stop = CancellationToken::new();
+    let drain_task = spool.start_drain(std::time::Duration::from_secs(1), drain_stop.clone());
+    let store: Arc<dyn Store> = spool.clone();
     let (desk, desk_task) = AlertDesk::start_with(
         store.clone(),
         eldercare_alerts::DeskConfig {
@@ -368,6 +382,17 @@ pub async fn serve(
         debug!("Drain: alert desk stopped.");
         let _ = dl_task.await;
         let _ = reload_task.await;
+        drain_stop.cancel();
+        let _ = drain_task.await;
+        spool.drain().await;
+        let (events, readings) = spool.spooled();
+        if events + readings > 0 {
+            warn!(
+                events,
+                readings,
+                "The database is still unreachable; the spool stays on disk for the next start."
+            );
+        }
     };
     if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
         .await

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod secret;
+pub mod spool;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 pub mod import;
 pub use secret::{generate_secret, hash_secret, verify_secret};
+pub use spool::SpoolingStore;
 pub use sqlite::SqliteStore;
 
 /// Most dead letters kept; older ones are dropped first.
