@@ -1,0 +1,375 @@
+//! What only the PostgreSQL backend has: its migrations, and the daily
+//! partitions of the readings table, created ahead and dropped after the
+//! retention. The clock is driven by passing "now" to `maintain`.
+//!
+//!     cargo test -p eldercare-store --test postgres
+//!
+//! The TimescaleDB path (hypertable, compression, retention policy,
+//! hourly continuous aggregate) cannot run here: these machines'
+//! PostgreSQL has no TimescaleDB. The tests check the fallback is taken.
+mod support;
+
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use eldercare_model::{Body, Reading, Status, Vitals};
+use eldercare_store::postgres::{Layout, Maintenance};
+use eldercare_store::{
+    PgOptions, PgStore, ReadingQuery, ReadingSubject, Store, StoreError, StoredReading,
+};
+use sqlx::PgPool;
+
+fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+}
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn days(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+    from.iter_days().take_while(|d| *d <= to).collect()
+}
+
+fn reading(device: &str, t: DateTime<Utc>, hr: u32) -> StoredReading {
+    StoredReading {
+        elder_id: "E1".into(),
+        reading: Reading {
+            device_id: device.into(),
+            seq: Some(u64::from(hr)),
+            ts_ms: t.timestamp_millis(),
+            body: Body::Vitals(Vitals {
+                hr: Some(hr),
+                ..Default::default()
+            }),
+        },
+    }
+}
+
+fn all_of(device: &str) -> ReadingQuery {
+    ReadingQuery {
+        subject: ReadingSubject::Device(device.into()),
+        from: None,
+        to: None,
+        streams: vec![],
+        newest_first: false,
+        after: None,
+        limit: 100_000,
+    }
+}
+
+/// Readings per table that holds them: a day's partition or the default.
+async fn placement(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1 ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn store(url: &str, retention_days: u32) -> PgStore {
+    PgStore::connect(
+        url,
+        PgOptions {
+            retention_days,
+            partitions_ahead: 7,
+            max_connections: 8,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Everything that describes the schema and the migrations applied.
+async fn schema(pool: &PgPool) -> Vec<String> {
+    let mut out: Vec<String> = sqlx::query_scalar(
+        "SELECT format('migration %s %s %s %s', version, encode(checksum, 'hex'), installed_on, success)
+         FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let objects: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s %s', c.relkind, c.relname) FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' ORDER BY c.relname",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    out.extend(objects);
+    out
+}
+
+#[tokio::test]
+async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
+    let db = support::pg::fresh_db().await;
+    let raw = PgPool::connect(&db.url).await.unwrap();
+    let before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public'",
+    )
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert_eq!(before, 0, "an empty database");
+
+    let s = store(&db.url, 400).await;
+    let first = schema(&raw).await;
+    let applied: Vec<&String> = first
+        .iter()
+        .filter(|l| l.starts_with("migration"))
+        .collect();
+    assert_eq!(applied.len(), PgStore::migrator().iter().count());
+    assert!(applied.iter().all(|l| l.ends_with(" t")), "{applied:?}");
+    for table in [
+        "r elders",
+        "r devices",
+        "p readings",
+        "r readings_default",
+        "r alerts",
+        "r alert_events",
+        "r alert_chain_head",
+        "r silences",
+        "r dead_letters",
+        "S readings_id_seq",
+    ] {
+        assert!(first.iter().any(|l| l == table), "{table} in {first:?}");
+    }
+    // No TimescaleDB on this machine: the migration fell back to daily
+    // partitions instead of failing.
+    assert_eq!(s.layout(), Layout::Partitioned);
+    let timescale: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+    assert_eq!(timescale, 0);
+
+    // Again, explicitly and by a second connect: nothing changes, not even
+    // the time the migrations were installed.
+    PgStore::migrator().run(&raw).await.unwrap();
+    let again = store(&db.url, 400).await;
+    assert_eq!(schema(&raw).await, first);
+    // And the store works after it.
+    again
+        .insert_readings(&[reading("d1", at(2026, 1, 1, 0), 70)])
+        .await
+        .unwrap();
+    assert_eq!(s.query_readings(&all_of("d1")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn partitions_are_created_ahead_and_expired_ones_dropped() {
+    let db = support::pg::fresh_db().await;
+    let s = store(&db.url, 30).await;
+    assert!(s.partitions().await.unwrap().is_empty());
+
+    let now = at(2026, 3, 10, 12);
+    let m = s.maintain(now).await.unwrap();
+    // From yesterday to a week ahead.
+    let ahead = days(day(2026, 3, 9), day(2026, 3, 17));
+    assert_eq!(
+        m,
+        Maintenance {
+            created: ahead.clone(),
+            ..Default::default()
+        }
+    );
+    assert_eq!(s.partitions().await.unwrap(), ahead);
+    assert_eq!(
+        s.maintain(now).await.unwrap(),
+        Maintenance::default(),
+        "a second run changes nothing"
+    );
+
+    s.insert_readings(&[
+        reading("d1", at(2026, 3, 9, 10), 61),
+        reading("d1", at(2026, 3, 10, 12), 62),
+        reading("d1", at(2026, 3, 11, 0), 63),
+        reading("d1", at(2026, 3, 17, 23), 64),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        placement(s.pool()).await,
+        [
+            ("readings_p20260309".to_string(), 1),
+            ("readings_p20260310".to_string(), 1),
+            ("readings_p20260311".to_string(), 1),
+            ("readings_p20260317".to_string(), 1),
+        ],
+        "each reading in its day's partition, none in the default"
+    );
+
+    // 31 days on: the cutoff is 2026-03-11 12:00, so the days that ended
+    // by then go, and the 11th (which may hold readings newer than the
+    // cutoff) stays.
+    let later = now + Days::new(31);
+    let m = s.maintain(later).await.unwrap();
+    assert_eq!(m.dropped, [day(2026, 3, 9), day(2026, 3, 10)]);
+    assert_eq!(m.created, days(day(2026, 4, 9), day(2026, 4, 17)));
+    assert_eq!((m.moved, m.expired), (0, 0));
+    let mut want = days(day(2026, 3, 11), day(2026, 3, 17));
+    want.extend(days(day(2026, 4, 9), day(2026, 4, 17)));
+    assert_eq!(s.partitions().await.unwrap(), want);
+    let hrs: Vec<String> = s
+        .query_readings(&all_of("d1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.json)
+        .collect();
+    assert_eq!(hrs, [r#"{"hr":63}"#, r#"{"hr":64}"#]);
+
+    // Much later still: every old day is gone, whatever the gap.
+    let m = s.maintain(at(2027, 1, 1, 0)).await.unwrap();
+    assert_eq!(m.dropped.len(), want.len());
+    assert_eq!(
+        s.partitions().await.unwrap(),
+        days(day(2026, 12, 31), day(2027, 1, 8))
+    );
+    assert!(s.query_readings(&all_of("d1")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn readings_for_a_day_without_a_partition_wait_in_the_default_and_move_in() {
+    let db = support::pg::fresh_db().await;
+    let s = store(&db.url, 400).await;
+    // No maintenance has run: everything lands in the default partition,
+    // and nothing is refused for its time.
+    s.insert_readings(&[
+        reading("d1", at(2025, 1, 1, 0), 60),
+        reading("d1", at(2026, 5, 1, 9), 61),
+        reading("d1", at(2026, 5, 1, 10), 62),
+        reading("d1", at(2026, 6, 30, 0), 63),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        placement(s.pool()).await,
+        [("readings_default".to_string(), 4)]
+    );
+    let before = s.query_readings(&all_of("d1")).await.unwrap();
+
+    let m = s.maintain(at(2026, 5, 1, 8)).await.unwrap();
+    // 2025-01-01 is past the 400 days; 2026-06-30 is beyond the week ahead.
+    assert_eq!(m.expired, 1);
+    assert_eq!(m.moved, 2);
+    assert_eq!(m.created, days(day(2026, 4, 30), day(2026, 5, 8)));
+    assert_eq!(
+        placement(s.pool()).await,
+        [
+            ("readings_default".to_string(), 1),
+            ("readings_p20260501".to_string(), 2)
+        ]
+    );
+    // Moved rows keep their ids, so page tokens stay valid.
+    assert_eq!(
+        s.query_readings(&all_of("d1")).await.unwrap(),
+        before[1..].to_vec()
+    );
+
+    // When the far day comes within the week ahead, it gets its partition
+    // and its reading moves in.
+    let m = s.maintain(at(2026, 6, 25, 8)).await.unwrap();
+    assert_eq!(m.moved, 1);
+    assert!(m.created.contains(&day(2026, 6, 30)));
+    assert_eq!(
+        placement(s.pool()).await,
+        [
+            ("readings_p20260501".to_string(), 2),
+            ("readings_p20260630".to_string(), 1)
+        ]
+    );
+    // A late reading for a past day without a partition waits in the
+    // default, and the next run gives that day a partition too.
+    s.insert_readings(&[reading("d1", at(2026, 6, 1, 12), 64)])
+        .await
+        .unwrap();
+    let m = s.maintain(at(2026, 6, 25, 9)).await.unwrap();
+    assert_eq!((m.created, m.moved), (vec![day(2026, 6, 1)], 1));
+    assert_eq!(s.query_readings(&all_of("d1")).await.unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_while_readings_arrive_loses_nothing() {
+    // Ingest keeps writing, into days with and without partitions, while
+    // maintenance (from two servers at once) creates partitions and moves
+    // readings out of the default: no insert may fail or deadlock, and
+    // every reading must be there at the end.
+    let db = support::pg::fresh_db().await;
+    let a = store(&db.url, 400).await;
+    let b = store(&db.url, 400).await;
+    let start = at(2026, 8, 1, 0);
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            for batch in 0..60u32 {
+                let rows: Vec<StoredReading> = (0..50u32)
+                    .map(|i| {
+                        n += 1;
+                        let t = start
+                            + chrono::Duration::hours(i64::from((batch * 50 + i) % (24 * 20)));
+                        reading("w", t, 20 + n % 200)
+                    })
+                    .collect();
+                a.insert_readings(&rows).await.unwrap();
+            }
+            n
+        })
+    };
+    let maintainers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|s| {
+            tokio::spawn(async move {
+                for k in 0..12u64 {
+                    s.maintain(start + Days::new(k)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let written = writer.await.unwrap();
+    for m in maintainers {
+        m.await.unwrap();
+    }
+    a.maintain(start + Days::new(12)).await.unwrap();
+    let stored = a.query_readings(&all_of("w")).await.unwrap();
+    assert_eq!(stored.len() as u32, written);
+    // Every day up to 12 days ahead now has its partition.
+    let parts = a.partitions().await.unwrap();
+    assert!(
+        days(day(2026, 7, 31), day(2026, 8, 20))
+            .iter()
+            .all(|d| parts.contains(d))
+    );
+    assert_eq!(
+        placement(a.pool())
+            .await
+            .iter()
+            .find(|(t, _)| t == "readings_default"),
+        None,
+        "the default partition emptied"
+    );
+}
+
+#[tokio::test]
+async fn a_reading_the_columns_cannot_hold_fails_its_batch_and_writes_nothing() {
+    let db = support::pg::fresh_db().await;
+    let s = store(&db.url, 400).await;
+    let mut bad = reading("d1", at(2026, 1, 1, 0), 70);
+    bad.reading.body = Body::Status(Status {
+        battery_pct: Some(70_000),
+        ..Default::default()
+    });
+    let err = s
+        .insert_readings(&[reading("d1", at(2026, 1, 1, 0), 71), bad])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutOfRange(_)), "{err}");
+    let mut ancient = reading("d1", at(2026, 1, 1, 0), 72);
+    ancient.reading.ts_ms = -300_000_000_000_000;
+    assert!(matches!(
+        s.insert_readings(&[ancient]).await,
+        Err(StoreError::OutOfRange(_))
+    ));
+    assert!(s.query_readings(&all_of("d1")).await.unwrap().is_empty());
+}
