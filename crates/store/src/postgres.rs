@@ -86,7 +86,12 @@ impl PgStore {
     pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore> {
         // sqlx logs statements at DEBUG and slow ones at WARN: their text
         // only, never the bound values, so no personal data reaches a log.
-        let connect = PgConnectOptions::from_str(url)?.application_name("eldercare");
+        //
+        // Server notices ("relation already exists, skipping" on every
+        // migration check) are not worth a line each time a command runs.
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("eldercare")
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))

@@ -373,3 +373,212 @@ async fn a_reading_the_columns_cannot_hold_fails_its_batch_and_writes_nothing() 
     ));
     assert!(s.query_readings(&all_of("d1")).await.unwrap().is_empty());
 }
+
+/// One reading as a line of COPY text: tab-separated, `\N` for NULL.
+fn copy_line(out: &mut String, r: &StoredReading) {
+    use eldercare_model::{DeviceEvent, Location, Motion, Sleep};
+    use std::fmt::Write;
+    fn text(out: &mut String, s: &str) {
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    fn opt<T: std::fmt::Display>(out: &mut String, v: Option<T>) {
+        match v {
+            Some(v) => write!(out, "{v}").unwrap(),
+            None => out.push_str("\\N"),
+        }
+    }
+    let t = DateTime::from_timestamp_millis(r.reading.ts_ms).unwrap();
+    write!(out, "{}\t", t.format("%Y-%m-%d %H:%M:%S%.3f+00")).unwrap();
+    opt(out, r.reading.seq.map(|s| s as i64));
+    let (mut lat, mut lon, mut temp, mut mov, mut acc, mut conf) =
+        (None, None, None, None, None, None);
+    let (mut rssi, mut hr, mut spo2, mut rr, mut sys, mut dia) =
+        (None, None, None, None, None, None);
+    let (mut ev, mut bat, mut bed, mut motion, mut online) = (None, None, None, None, None);
+    let (mut room, mut fw): (Option<&str>, Option<&str>) = (None, None);
+    let stream = match &r.reading.body {
+        Body::Vitals(v) => {
+            (hr, spo2, rr, sys, dia) = (v.hr, v.spo2, v.rr, v.sys, v.dia);
+            temp = v.temp_c.map(|x| x as f32);
+            1
+        }
+        Body::Sleep(Sleep {
+            in_bed,
+            hr: h,
+            rr: r,
+            movement,
+        }) => {
+            (bed, hr, rr) = (Some(*in_bed), *h, *r);
+            mov = movement.map(|x| x as f32);
+            2
+        }
+        Body::Motion(Motion {
+            room: ro,
+            motion: m,
+        }) => {
+            (room, motion) = (Some(ro.as_str()), Some(*m));
+            3
+        }
+        Body::Location(Location {
+            lat: la,
+            lon: lo,
+            accuracy_m,
+        }) => {
+            (lat, lon) = (Some(*la), Some(*lo));
+            acc = accuracy_m.map(|x| x as f32);
+            4
+        }
+        Body::Event(DeviceEvent { kind, confidence }) => {
+            ev = Some(*kind as u8 + 1);
+            conf = confidence.map(|x| x as f32);
+            5
+        }
+        Body::Status(s) => {
+            (online, bat, rssi, fw) = (s.online, s.battery_pct, s.rssi, s.fw.as_deref());
+            6
+        }
+    };
+    let b = |v: Option<bool>| v.map(|b| if b { 't' } else { 'f' });
+    for f in [lat, lon] {
+        out.push('\t');
+        opt(out, f);
+    }
+    for f in [temp, mov, acc, conf] {
+        out.push('\t');
+        opt(out, f);
+    }
+    out.push('\t');
+    opt(out, rssi);
+    write!(out, "\t{stream}").unwrap();
+    for f in [hr, spo2, rr, sys, dia] {
+        out.push('\t');
+        opt(out, f);
+    }
+    out.push('\t');
+    opt(out, ev);
+    out.push('\t');
+    opt(out, bat);
+    for f in [bed, motion, online] {
+        out.push('\t');
+        opt(out, b(f));
+    }
+    out.push('\t');
+    text(out, &r.reading.device_id);
+    out.push('\t');
+    text(out, &r.elder_id);
+    for f in [room, fw] {
+        out.push('\t');
+        match f {
+            Some(s) => text(out, s),
+            None => out.push_str("\\N"),
+        }
+    }
+    out.push('\n');
+}
+
+/// How the batch writer's choice was made: the same readings written in
+/// batches by `insert_readings` (one INSERT ... SELECT FROM UNNEST) and by
+/// COPY FROM STDIN (text format, encoded here), into the partitioned table
+/// with its indexes. Run in release, on a quiet machine:
+///
+///     cargo test --release -p eldercare-store --test postgres copy_vs_unnest -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn copy_vs_unnest() {
+    const TOTAL: usize = 200_000;
+    let db = support::pg::fresh_db().await;
+    // COPY_VS_UNNEST_SOCKET=1: over the Unix socket instead of TCP, to
+    // tell the network's part from the database's.
+    let url = if std::env::var_os("COPY_VS_UNNEST_SOCKET").is_some() {
+        support::pg::server().socket_url(&db.name)
+    } else {
+        db.url.clone()
+    };
+    let s = store(&url, 400).await;
+    let start = at(2026, 9, 1, 0);
+    s.maintain(start).await.unwrap();
+    let readings: Vec<StoredReading> = (0..TOTAL)
+        .map(|i| {
+            let t = start + chrono::Duration::milliseconds(i as i64 * 50);
+            let mut r = reading(&format!("band-{:05}", i % 5000), t, 60 + (i % 40) as u32);
+            r.elder_id = format!("E{:05}", i % 5000);
+            r.reading.body = match i % 4 {
+                0 | 1 => Body::Vitals(Vitals {
+                    hr: Some(60 + (i % 40) as u32),
+                    spo2: Some(95),
+                    temp_c: Some(36.6),
+                    ..Default::default()
+                }),
+                2 => Body::Status(Status {
+                    online: Some(true),
+                    battery_pct: Some(80),
+                    rssi: Some(-60),
+                    fw: Some("1.4.2".into()),
+                }),
+                _ => Body::Motion(eldercare_model::Motion {
+                    room: "living room".into(),
+                    motion: true,
+                }),
+            };
+            r
+        })
+        .collect();
+    const COLUMNS: &str = "ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence, rssi, \
+        stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion, online, \
+        device_id, elder_id, room, fw";
+    println!("{TOTAL} readings per run, rows/s (higher is better)");
+    let rounds = std::env::var("COPY_VS_UNNEST_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    for batch in [100usize, 500, 1000, 5000] {
+        for round in 0..rounds {
+            sqlx::query("TRUNCATE readings")
+                .execute(s.pool())
+                .await
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            for chunk in readings.chunks(batch) {
+                s.insert_readings(chunk).await.unwrap();
+            }
+            let unnest = TOTAL as f64 / t0.elapsed().as_secs_f64();
+            sqlx::query("TRUNCATE readings")
+                .execute(s.pool())
+                .await
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            let mut conn = s.pool().acquire().await.unwrap();
+            let mut buf = String::new();
+            for chunk in readings.chunks(batch) {
+                buf.clear();
+                for r in chunk {
+                    copy_line(&mut buf, r);
+                }
+                let mut copy = conn
+                    .copy_in_raw(&format!("COPY readings ({COLUMNS}) FROM STDIN"))
+                    .await
+                    .unwrap();
+                copy.send(buf.as_bytes()).await.unwrap();
+                assert_eq!(copy.finish().await.unwrap(), chunk.len() as u64);
+            }
+            drop(conn);
+            let copy = TOTAL as f64 / t0.elapsed().as_secs_f64();
+            println!(
+                "batch {batch:>5} round {round}: UNNEST {unnest:>9.0}  COPY {copy:>9.0}  (COPY/UNNEST {:.2})",
+                copy / unnest
+            );
+        }
+    }
+    // Both wrote the same rows: the last COPY run reads back like UNNEST's.
+    let back = s.query_readings(&all_of("band-00001")).await.unwrap();
+    assert_eq!(back.len(), TOTAL / 5000);
+    assert_eq!(back[0].json, readings[1].reading.body.to_json());
+}

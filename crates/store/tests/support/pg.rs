@@ -280,6 +280,15 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// A URL for one database over the server's Unix socket.
+    pub fn socket_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@localhost/{db}?host={}&port={}",
+            self.root_str(),
+            self.port
+        )
+    }
+
     /// A new, empty database, dropped when the returned guard is.
     pub async fn fresh_db(&self) -> TestDb {
         static N: AtomicU32 = AtomicU32::new(0);
