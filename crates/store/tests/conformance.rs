@@ -47,6 +47,7 @@ on_both_backends!(
     readings_keep_every_field_of_every_stream,
     readings_page_both_ways_and_latest_is_per_device_and_stream,
     readings_filter_by_subject_stream_and_range,
+    latest_readings_are_the_newest_whether_recent_or_long_ago,
     a_large_batch_is_stored_whole,
     alert_events_are_gap_free_under_concurrent_appends,
     the_event_log_is_a_hash_chain_and_tampering_is_found,
@@ -1244,4 +1245,55 @@ async fn dead_letters_are_kept_newest_first_up_to_the_capacity(b: Backend) {
     assert_eq!(kept.last().unwrap().id, 3);
     assert_eq!(newest[0].id, DEAD_LETTER_CAPACITY + 2);
     assert_eq!(s.dead_letters(2).await.unwrap(), newest[..2].to_vec());
+}
+
+async fn latest_readings_are_the_newest_whether_recent_or_long_ago(b: Backend) {
+    let s = &b.store;
+    s.insert_elder(&elder("E1", "D1")).await.unwrap();
+    s.insert_elder(&elder("E2", "D1")).await.unwrap();
+    for d in ["band", "btn", "pir"] {
+        s.insert_device(&device(d, "E1")).await.unwrap();
+    }
+    let now = now_ms();
+    let hour = 3_600_000;
+    let day = 24 * hour;
+    let sos = Body::Event(DeviceEvent {
+        kind: EventType::Sos,
+        confidence: None,
+    });
+    s.insert_readings(&[
+        // Reporting now, with history.
+        stored("E1", "band", now - 90 * day, None, vitals_hr(60)),
+        stored("E1", "band", now - hour, None, vitals_hr(61)),
+        stored("E1", "band", now - 2 * hour, None, vitals_hr(62)),
+        stored("E1", "band", now - 5 * day, None, status_battery(50)),
+        // One SOS, months ago, and a heartbeat today.
+        stored("E1", "btn", now - 200 * day, None, sos.clone()),
+        stored("E1", "btn", now - 10 * hour, None, status_battery(90)),
+        // Only long ago.
+        stored("E1", "pir", now - 40 * day, None, status_battery(30)),
+        stored("E1", "pir", now - 41 * day, None, status_battery(31)),
+        // Newer, but attributed to someone else before the device moved.
+        stored("E2", "pir", now - hour, None, status_battery(29)),
+    ])
+    .await
+    .unwrap();
+    let got: Vec<(String, &str, i64)> = s
+        .latest_readings("E1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.device_id, r.stream.as_str(), now - r.ts_ms))
+        .collect();
+    let row = |d: &str, stream: &'static str, ago: i64| (d.to_string(), stream, ago);
+    assert_eq!(
+        got,
+        [
+            row("btn", "event", 200 * day),
+            row("band", "status", 5 * day),
+            row("btn", "status", 10 * hour),
+            row("pir", "status", 40 * day),
+            row("band", "vitals", hour),
+        ]
+    );
 }

@@ -129,6 +129,7 @@ async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
         "r alert_chain_head",
         "r silences",
         "r dead_letters",
+        "r reading_streams",
         "S readings_id_seq",
     ] {
         assert!(first.iter().any(|l| l == table), "{table} in {first:?}");

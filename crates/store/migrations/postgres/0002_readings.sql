@@ -85,3 +85,13 @@ CREATE INDEX readings_elder_ts ON readings (elder_id, ts, id);
 CREATE INDEX readings_device_ts ON readings (device_id, ts, id);
 -- "The newest reading of each stream of a device": one probe per stream.
 CREATE INDEX readings_device_stream_ts ON readings (device_id, stream, ts, id);
+
+-- The streams each device has ever sent, written with every batch (an
+-- index probe per new pair; nothing when already known). The newest
+-- reading of a stream a device never sends would otherwise be looked for
+-- in every one of the ~400 daily partitions.
+CREATE TABLE reading_streams (
+    device_id text COLLATE "C" NOT NULL,
+    stream    smallint NOT NULL,
+    PRIMARY KEY (device_id, stream)
+);

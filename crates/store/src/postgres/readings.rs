@@ -2,7 +2,7 @@
 //! reading (see `migrations/postgres/0002_readings.sql`), and their JSON
 //! body is rebuilt from the columns when read, identical to what the
 //! SQLite backend stores.
-use super::{PgStore, corrupt};
+use super::{PgStore, corrupt, now_ms};
 use crate::{ReadingQuery, ReadingRecord, ReadingSubject, Result, StoreError, StoredReading};
 use chrono::{DateTime, Utc};
 use eldercare_model::{
@@ -40,6 +40,11 @@ fn event_of(code: i16) -> Option<EventType> {
         .into_iter()
         .find(|e| event_code(*e) == code)
 }
+
+/// How far back the latest readings are looked for first: devices report
+/// at least every heartbeat (minutes), and the protocol refuses readings
+/// older than a day.
+const LATEST_WINDOW_MS: EpochMs = 2 * 24 * 3600 * 1000;
 
 /// The earliest instant PostgreSQL's timestamptz holds (4713-11-24 BC),
 /// in epoch milliseconds. chrono's range is narrower at the other end.
@@ -297,21 +302,28 @@ impl PgStore {
     ///
     /// `INSERT ... SELECT FROM UNNEST(one array per column)` rather than
     /// COPY, measured here (tests/postgres.rs `copy_vs_unnest`, release,
-    /// 200 000 readings into the partitioned table with its indexes):
+    /// 200 000 readings from 5 000 devices into the partitioned table with
+    /// its indexes; readings per second):
     ///
-    /// | batch | UNNEST   | COPY over TCP | COPY over a Unix socket |
-    /// |-------|----------|---------------|-------------------------|
-    /// | 100   | ~75k/s   | ~2.3k/s       | ~99k/s                  |
-    /// | 500   | ~90k/s   | ~11k/s        | ~106k/s                 |
-    /// | 1000  | ~95k/s   | ~114k/s       | ~118k/s                 |
-    /// | 5000  | ~95k/s   | ~116k/s       | ~129k/s                 |
+    /// | batch | UNNEST | COPY over TCP | COPY over a Unix socket |
+    /// |-------|--------|---------------|-------------------------|
+    /// | 100   | ~67k   | ~2.3k         | ~92k                    |
+    /// | 500   | ~80k   | ~11k          | ~113k                   |
+    /// | 1000  | ~82k   | ~120k         | ~118k                   |
+    /// | 5000  | ~85k   | ~116k         | ~129k                   |
     ///
-    /// COPY is 10-30 % faster in the database, but through sqlx over TCP
-    /// each COPY of a small batch stalls ~44 ms: sqlx 0.9 does not set
-    /// TCP_NODELAY, so its separate CopyDone write waits for the delayed
-    /// ACK of the data before it (the stall is gone over a Unix socket). Ingest flushes small batches often (at most 500
-    /// readings, or whatever arrived in the last interval), exactly where
-    /// COPY collapses, and the server is normally reached over TCP.
+    /// (UNNEST's figures include recording the batch's (device, stream)
+    /// pairs, ~15 % of its time; COPY's do not, and would need a second
+    /// statement for them.)
+    ///
+    /// COPY is faster in the database, but through sqlx over TCP each COPY
+    /// of a small batch stalls ~44 ms: sqlx 0.9 does not set TCP_NODELAY,
+    /// so its separate CopyDone write waits for the delayed ACK of the
+    /// data before it (the stall is gone over a Unix socket). Ingest
+    /// flushes small batches often (at most 500 readings, or whatever
+    /// arrived in the last interval), exactly where COPY collapses, and
+    /// the server is normally reached over TCP. The batch writer's
+    /// benchmark may revisit COPY for large batches.
     /// UNNEST also sends typed binary arrays (no text escaping of device
     /// ids or firmware strings to get wrong), runs as a cached prepared
     /// statement, and is one ordinary statement that reports constraint
@@ -329,10 +341,25 @@ impl PgStore {
         for r in readings {
             c.push(r)?;
         }
+        // The batch's (device, stream) pairs, sorted: two batches adding
+        // the same new pairs then lock them in the same order.
+        let pairs: std::collections::BTreeSet<(&str, i16)> = c
+            .device_id
+            .iter()
+            .copied()
+            .zip(c.stream.iter().copied())
+            .collect();
+        let (pair_devices, pair_streams): (Vec<&str>, Vec<i16>) = pairs.into_iter().unzip();
         // WITH ORDINALITY / ORDER BY: ids are drawn in the batch's order,
         // so readings with the same ts page in arrival order, as in SQLite.
+        // The pairs are recorded in the same statement, so a reading is
+        // never stored without its pair.
         sqlx::query(
-            "INSERT INTO readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
+            "WITH pairs AS (
+                INSERT INTO reading_streams (device_id, stream)
+                SELECT * FROM UNNEST($25::text[], $26::int2[])
+                ON CONFLICT DO NOTHING)
+             INSERT INTO readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
                 rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
                 online, device_id, elder_id, room, fw)
              SELECT ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
@@ -372,6 +399,8 @@ impl PgStore {
         .bind(&c.elder_id)
         .bind(&c.room)
         .bind(&c.fw)
+        .bind(&pair_devices)
+        .bind(&pair_streams)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -418,28 +447,59 @@ impl PgStore {
     }
 
     pub(super) async fn pg_latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
-        // One index probe per (registered device, stream) pair, newest
-        // first and stopping at the first hit, instead of grouping over
-        // the elder's whole history.
-        let codes: Vec<i16> = Stream::ALL.iter().map(|s| stream_code(*s)).collect();
+        // Over ~400 daily partitions an unbounded "newest reading" costs
+        // tens of milliseconds to plan and to probe, per stream a device
+        // never sends. So: only the (device, stream) pairs that exist
+        // (reading_streams), looked for first in the last two days, which
+        // plans and runs in a few partitions and finds every device that
+        // reports; only the pairs not found there are looked for further
+        // back. Either way it is the newest reading attributed to the
+        // elder, the same answer as one unbounded search.
+        let window = bound_ts(now_ms() - LATEST_WINDOW_MS);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT r.* FROM devices d
-             CROSS JOIN UNNEST($2::int2[]) AS s(stream)
-             CROSS JOIN LATERAL (
+            "SELECT p.device_id AS pair_device, p.stream AS pair_stream, r.*
+             FROM devices d
+             JOIN reading_streams p ON p.device_id = d.device_id
+             LEFT JOIN LATERAL (
                 SELECT {READ_COLUMNS} FROM readings x
-                WHERE x.device_id = d.device_id AND x.stream = s.stream
-                  AND x.elder_id = d.elder_id
-                ORDER BY x.ts DESC, x.id DESC LIMIT 1) r
+                WHERE x.device_id = p.device_id AND x.stream = p.stream
+                  AND x.elder_id = d.elder_id AND x.ts >= $2
+                ORDER BY x.ts DESC, x.id DESC LIMIT 1) r ON true
              WHERE d.elder_id = $1"
         )))
         .bind(elder_id)
-        .bind(codes)
+        .bind(window)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = rows
-            .iter()
-            .map(reading_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        let (mut older_devices, mut older_streams) = (Vec::<String>::new(), Vec::<i16>::new());
+        for r in &rows {
+            if r.try_get::<Option<i64>, _>("id")?.is_some() {
+                out.push(reading_from_row(r)?);
+            } else {
+                older_devices.push(r.try_get("pair_device")?);
+                older_streams.push(r.try_get("pair_stream")?);
+            }
+        }
+        if !older_devices.is_empty() {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT r.* FROM UNNEST($2::text[], $3::int2[]) AS p(device_id, stream)
+                 CROSS JOIN LATERAL (
+                    SELECT {READ_COLUMNS} FROM readings x
+                    WHERE x.device_id = p.device_id AND x.stream = p.stream
+                      AND x.elder_id = $1 AND x.ts < $4
+                    ORDER BY x.ts DESC, x.id DESC LIMIT 1) r"
+            )))
+            .bind(elder_id)
+            .bind(&older_devices)
+            .bind(&older_streams)
+            .bind(window)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(reading_from_row(r)?);
+            }
+        }
         // The SQLite backend's order: by stream name, then device.
         out.sort_by(|a, b| {
             (a.stream.as_str(), &a.device_id).cmp(&(b.stream.as_str(), &b.device_id))
