@@ -6,6 +6,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Days of telemetry kept on PostgreSQL when nothing says otherwise.
+pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct StorageArgs {
     /// Directory of the embedded store (SQLite).
@@ -36,6 +39,9 @@ pub struct ServeArgs {
     /// PostgreSQL / TimescaleDB URL
     #[arg(long, env = "ELDERCARE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Days of telemetry kept on PostgreSQL / TimescaleDB [default: 400]
+    #[arg(long, env = "ELDERCARE_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
     /// Rule file (see deploy/rules.toml); reloaded on SIGHUP
     /// [default: every rule at its default]
     #[arg(long, env = "ELDERCARE_RULES")]
@@ -60,6 +66,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     /// PostgreSQL / TimescaleDB URL.
     database_url: Option<String>,
+    /// Days of telemetry kept (PostgreSQL / TimescaleDB).
+    retention_days: Option<u32>,
     /// Rule file (thresholds and durations of every rule).
     rules_file: Option<PathBuf>,
     /// API tokens file.
@@ -78,6 +86,8 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub storage: StorageArgs,
+    /// Days of telemetry kept on PostgreSQL; older days are dropped.
+    pub retention_days: u32,
     /// Where the rules came from, to reload on SIGHUP.
     pub rules_file: Option<PathBuf>,
     pub rules: Rules,
@@ -118,6 +128,13 @@ impl Config {
         {
             anyhow::bail!("subscriber_stall_s must be between 0 and 3600 seconds");
         }
+        let retention_days = args
+            .retention_days
+            .or(file.retention_days)
+            .unwrap_or(DEFAULT_RETENTION_DAYS);
+        if retention_days == 0 {
+            anyhow::bail!("retention_days must be at least 1");
+        }
         let d = eldercare_api::Subscribers::default();
         Ok(Config {
             auth,
@@ -145,6 +162,7 @@ impl Config {
                 data_dir,
                 database_url: args.database_url.clone().or(file.database_url),
             },
+            retention_days,
             rules: match &rules_file {
                 Some(p) => Rules::load(p)?,
                 None => Rules::defaults(),
@@ -164,6 +182,7 @@ mod tests {
         assert_eq!(f.mqtt_addr, Some(([127, 0, 0, 1], 1883).into()));
         assert!(f.rules_file.is_none());
         assert_eq!(f.escalation, Some(eldercare_alerts::Escalation::default()));
+        assert_eq!(f.retention_days, Some(DEFAULT_RETENTION_DAYS));
         assert_eq!(
             f.subscriber_buffer,
             Some(eldercare_api::Subscribers::default().buffer)

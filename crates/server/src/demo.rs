@@ -219,6 +219,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,
         storage,
+        retention_days: crate::config::DEFAULT_RETENTION_DAYS,
         rules_file: None,
         rules,
     };

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use config::{Config, StorageArgs};
 use eldercare_alerts::AlertDesk;
 use eldercare_broker::{Ingest, IngestConfig, ingest::Refusals};
-use eldercare_store::{SqliteStore, Store};
+use eldercare_store::postgres::{Maintenance, is_postgres_url, redact_url};
+use eldercare_store::{PgOptions, PgStore, SqliteStore, Store};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -218,16 +219,67 @@ fn main() -> ExitCode {
     }
 }
 
-pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
-    if storage.database_url.is_some() {
-        anyhow::bail!(
-            "--database-url (PostgreSQL) is not supported by this build yet; use --data-dir"
-        );
+/// The store the configuration names.
+enum Opened {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// PostgreSQL when a database URL is given, else SQLite in the data dir.
+/// The URL's password never appears in a message.
+async fn open_backend(storage: &StorageArgs, pg: PgOptions) -> anyhow::Result<Opened> {
+    if let Some(url) = &storage.database_url {
+        if !is_postgres_url(url) {
+            anyhow::bail!(
+                "--database-url must be a postgres:// or postgresql:// URL, not {}",
+                redact_url(url)
+            );
+        }
+        let s = PgStore::connect(url, pg)
+            .await
+            .with_context(|| format!("opening the store at {}", redact_url(url)))?;
+        return Ok(Opened::Postgres(s));
     }
     let s = SqliteStore::open(&storage.data_dir)
         .await
         .with_context(|| format!("opening the store in {}", storage.data_dir.display()))?;
-    Ok(Arc::new(s))
+    Ok(Opened::Sqlite(s))
+}
+
+/// The store for one-shot commands (import, dead-letters, audit): these
+/// never maintain the readings partitions; the server does.
+pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match open_backend(storage, PgOptions::default()).await? {
+        Opened::Sqlite(s) => Arc::new(s),
+        Opened::Postgres(s) => Arc::new(s),
+    })
+}
+
+/// Re-runs the readings maintenance every hour (partitions ahead,
+/// retention); it already ran once at start. A failure is retried at the
+/// next run: a day's partition exists a week before it is needed, and
+/// until then its readings wait in the default partition.
+async fn maintain_hourly(pg: PgStore, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match pg.maintain(chrono::Utc::now()).await {
+            Ok(m) if m == Maintenance::default() => debug!("Readings maintenance: nothing to do."),
+            Ok(m) => info!(
+                created = m.created.len(),
+                dropped = m.dropped.len(),
+                moved = m.moved,
+                expired = m.expired,
+                "Readings maintenance done."
+            ),
+            Err(e) => warn!(error = %e, "Readings maintenance failed; retrying in an hour."),
+        }
+    }
 }
 
 /// Addresses the server actually listens on.
@@ -257,7 +309,32 @@ pub async fn serve(
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let database = open_store(&cfg.storage).await?;
+    let shutdown = CancellationToken::new();
+    let pg_options = PgOptions {
+        retention_days: cfg.retention_days,
+        ..PgOptions::default()
+    };
+    let (database, maintenance_task): (Arc<dyn Store>, _) =
+        match open_backend(&cfg.storage, pg_options).await? {
+            Opened::Sqlite(s) => (Arc::new(s), None),
+            Opened::Postgres(pg) => {
+                // Before intake starts: today's and the coming week's
+                // partitions exist, and expired days are gone.
+                let m = pg
+                    .maintain(chrono::Utc::now())
+                    .await
+                    .context("preparing the readings table")?;
+                info!(
+                    layout = ?pg.layout(),
+                    retention_days = cfg.retention_days,
+                    partitions_created = m.created.len(),
+                    partitions_dropped = m.dropped.len(),
+                    "PostgreSQL store ready."
+                );
+                let task = tokio::spawn(maintain_hourly(pg.clone(), shutdown.clone()));
+                (Arc::new(pg), Some(task))
+            }
+        };
     // A database outage must not stop alerts: writes it refuses go to a
     // bounded spool in the data directory and are written when it is back.
     let spool = eldercare_store::SpoolingStore::open(
@@ -267,7 +344,6 @@ pub async fn serve(
     )
     .await
     .context("opening the spool")?;
-    let shutdown = CancellationToken::new();
     // The drain stops with the drain token, after everything else, so a
     // last attempt to write the spool happens at shutdown.
     let drain_stop = CancellationToken::new();
@@ -382,6 +458,9 @@ pub async fn serve(
         debug!("Drain: alert desk stopped.");
         let _ = dl_task.await;
         let _ = reload_task.await;
+        if let Some(t) = maintenance_task {
+            let _ = t.await;
+        }
         drain_stop.cancel();
         let _ = drain_task.await;
         spool.drain().await;

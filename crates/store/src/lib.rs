@@ -2,10 +2,11 @@
 //! gap-free event log, and the bounded dead-letter store.
 //!
 //! [`Store`] is the interface the rest of the system uses; [`SqliteStore`]
-//! is the embedded default, kept in `--data-dir`. The PostgreSQL /
-//! TimescaleDB backend implements the same trait.
+//! is the embedded default, kept in `--data-dir`, and [`PgStore`] the
+//! PostgreSQL / TimescaleDB backend for a city (`--database-url`).
 #![forbid(unsafe_code)]
 
+pub mod postgres;
 mod secret;
 pub mod spool;
 mod sqlite;
@@ -18,6 +19,7 @@ use eldercare_model::{
 use sha2::{Digest, Sha256};
 
 pub mod import;
+pub use postgres::{PgOptions, PgStore};
 pub use secret::{generate_secret, hash_secret, verify_secret};
 pub use spool::SpoolingStore;
 pub use sqlite::SqliteStore;
@@ -33,6 +35,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A value the storage's columns cannot hold (the PostgreSQL readings
+    /// table keeps the protocol's small counts as smallint).
+    #[error("value out of range: {0}")]
+    OutOfRange(String),
     #[error("cannot open data directory {path}: {source}")]
     DataDir {
         path: String,

@@ -1,0 +1,299 @@
+//! The PostgreSQL / TimescaleDB backend, for a city: the same [`Store`]
+//! as the embedded SQLite one, with exactly its semantics, so the rest of
+//! the system cannot tell them apart.
+//!
+//! Telemetry lives in a narrow, typed table (one row per reading, a column
+//! per protocol field; see `migrations/postgres/0002_readings.sql`). With
+//! TimescaleDB it is a hypertable with compression and a retention policy;
+//! on plain PostgreSQL it is partitioned by day, and [`PgStore::maintain`]
+//! creates partitions ahead and drops expired ones.
+//!
+//! Every query is built at run time (`sqlx::query`, never the `query!`
+//! macros), so a fresh clone builds without a database.
+use crate::{
+    AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
+    ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading,
+};
+use async_trait::async_trait;
+use eldercare_model::{AlertEvent, DeadLetter, Device, Elder, EpochMs, Silence};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+mod alerts;
+mod maintenance;
+mod readings;
+mod registry;
+
+pub use maintenance::{Layout, Maintenance};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How the PostgreSQL store runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Days of telemetry kept; older partitions (or TimescaleDB chunks)
+    /// are dropped. Alerts, their events and the registry are never
+    /// expired.
+    pub retention_days: u32,
+    /// Daily partitions created ahead of today (plain PostgreSQL only).
+    pub partitions_ahead: u32,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for PgOptions {
+    fn default() -> PgOptions {
+        PgOptions {
+            retention_days: 400,
+            partitions_ahead: 7,
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    opts: PgOptions,
+    layout: Layout,
+}
+
+impl std::fmt::Debug for PgStore {
+    // The pool's options hold the password: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("layout", &self.layout)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://` or `postgresql://`) and applies the
+    /// migrations (a no-op when they are applied already; concurrent
+    /// migrators wait on sqlx's advisory lock). Does not touch partitions:
+    /// the server calls [`PgStore::maintain`], one-shot commands do not.
+    pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore> {
+        // sqlx logs statements at DEBUG and slow ones at WARN: their text
+        // only, never the bound values, so no personal data reaches a log.
+        //
+        // Server notices ("relation already exists, skipping" on every
+        // migration check) are not worth a line each time a command runs.
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("eldercare")
+            .options([("client_min_messages", "warning")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        let layout = maintenance::detect_layout(&pool).await?;
+        Ok(PgStore { pool, opts, layout })
+    }
+
+    /// The migrations of this backend, e.g. to check that re-applying them
+    /// is a no-op.
+    pub fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+
+    /// Whether telemetry is in a TimescaleDB hypertable or in daily
+    /// partitions.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn options(&self) -> &PgOptions {
+        &self.opts
+    }
+
+    /// The connection pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn upsert_elder(&self, elder: &Elder) -> Result<bool> {
+        self.pg_upsert_elder(elder).await
+    }
+
+    async fn upsert_device(&self, device: &Device) -> Result<bool> {
+        self.pg_upsert_device(device).await
+    }
+
+    async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>> {
+        self.pg_get_elder(elder_id).await
+    }
+
+    async fn get_device(&self, device_id: &str) -> Result<Option<Device>> {
+        self.pg_get_device(device_id).await
+    }
+
+    async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>> {
+        self.pg_list_elders(changed_since).await
+    }
+
+    async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>> {
+        self.pg_list_devices(changed_since).await
+    }
+
+    async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
+        self.pg_insert_readings(readings).await
+    }
+
+    async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
+        self.pg_append_alert_event(event).await
+    }
+
+    async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>> {
+        self.pg_events_after(after_seq, limit).await
+    }
+
+    async fn last_seq(&self) -> Result<u64> {
+        self.pg_last_seq().await
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<eldercare_model::Alert>> {
+        self.pg_get_alert(id).await
+    }
+
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<eldercare_model::Alert>> {
+        self.pg_list_alerts(query).await
+    }
+
+    async fn unresolved_alerts(&self) -> Result<Vec<eldercare_model::Alert>> {
+        self.pg_unresolved_alerts().await
+    }
+
+    async fn events_of_alert(&self, alert_id: &str) -> Result<Vec<AlertEvent>> {
+        self.pg_events_of_alert(alert_id).await
+    }
+
+    async fn verify_chain(&self) -> Result<ChainReport> {
+        self.pg_verify_chain().await
+    }
+
+    async fn insert_silence(&self, silence: &Silence) -> Result<()> {
+        self.pg_insert_silence(silence).await
+    }
+
+    async fn silences(&self, active_at: Option<EpochMs>) -> Result<Vec<Silence>> {
+        self.pg_silences(active_at).await
+    }
+
+    async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
+        self.pg_insert_dead_letter(dl).await
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+        self.pg_dead_letters(limit).await
+    }
+
+    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
+        self.pg_insert_elder(elder).await
+    }
+
+    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
+        self.pg_update_elder(elder).await
+    }
+
+    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
+        self.pg_delete_elder(elder_id).await
+    }
+
+    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
+        self.pg_query_elders(query).await
+    }
+
+    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.pg_insert_device(device).await
+    }
+
+    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.pg_update_device(device).await
+    }
+
+    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
+        self.pg_set_device_secret(device_id, salt, hash).await
+    }
+
+    async fn delete_device(&self, device_id: &str) -> Result<bool> {
+        self.pg_delete_device(device_id).await
+    }
+
+    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+        self.pg_query_devices(query).await
+    }
+
+    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+        self.pg_query_readings(query).await
+    }
+
+    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+        self.pg_latest_readings(elder_id).await
+    }
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<database url>".into();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    // Query parameters may carry a password too (`?password=`).
+    let path = tail.split('?').next().unwrap_or("");
+    format!("{scheme}://{host}{path}")
+}
+
+/// Whether `url` names a PostgreSQL server.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://ec:s3cret@db.local:5432/eldercare?sslmode=require"),
+            "postgres://ec:***@db.local:5432/eldercare"
+        );
+        assert_eq!(
+            redact_url("postgresql://ec@db/x?password=s3cret"),
+            "postgresql://ec@db/x"
+        );
+        assert_eq!(redact_url("postgres://db"), "postgres://db");
+        assert_eq!(redact_url("nonsense"), "<database url>");
+        assert!(is_postgres_url("postgresql://x") && is_postgres_url("postgres://x"));
+        assert!(!is_postgres_url("sqlite://x"));
+    }
+}

@@ -1,0 +1,559 @@
+//! Telemetry on PostgreSQL: readings go into typed columns, one row per
+//! reading (see `migrations/postgres/0002_readings.sql`), and their JSON
+//! body is rebuilt from the columns when read, identical to what the
+//! SQLite backend stores.
+use super::{PgStore, corrupt, now_ms};
+use crate::{ReadingQuery, ReadingRecord, ReadingSubject, Result, StoreError, StoredReading};
+use chrono::{DateTime, Utc};
+use eldercare_model::{
+    Body, DeviceEvent, EpochMs, EventType, Location, Motion, Sleep, Status, Stream, Vitals,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+/// The `stream` column's code of each stream.
+pub(super) fn stream_code(s: Stream) -> i16 {
+    match s {
+        Stream::Vitals => 1,
+        Stream::Sleep => 2,
+        Stream::Motion => 3,
+        Stream::Location => 4,
+        Stream::Event => 5,
+        Stream::Status => 6,
+    }
+}
+
+fn stream_of(code: i16) -> Option<Stream> {
+    Stream::ALL.into_iter().find(|s| stream_code(*s) == code)
+}
+
+fn event_code(e: EventType) -> i16 {
+    match e {
+        EventType::Sos => 1,
+        EventType::Fall => 2,
+        EventType::SosCancel => 3,
+    }
+}
+
+fn event_of(code: i16) -> Option<EventType> {
+    [EventType::Sos, EventType::Fall, EventType::SosCancel]
+        .into_iter()
+        .find(|e| event_code(*e) == code)
+}
+
+/// How far back the latest readings are looked for first: devices report
+/// at least every heartbeat (minutes), and the protocol refuses readings
+/// older than a day.
+const LATEST_WINDOW_MS: EpochMs = 2 * 24 * 3600 * 1000;
+
+/// The earliest instant PostgreSQL's timestamptz holds (4713-11-24 BC),
+/// in epoch milliseconds. chrono's range is narrower at the other end.
+const PG_MIN_MS: EpochMs = -210_866_803_200_000;
+
+/// A reading's time as a timestamptz; `None` outside what it can hold.
+fn to_ts(ms: EpochMs) -> Option<DateTime<Utc>> {
+    if ms < PG_MIN_MS {
+        return None;
+    }
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// A query bound as a timestamptz. Bounds beyond what can be stored are
+/// moved to the nearest storable instant, which selects the same readings.
+fn bound_ts(ms: EpochMs) -> DateTime<Utc> {
+    let max = DateTime::<Utc>::MAX_UTC.timestamp_millis();
+    DateTime::from_timestamp_millis(ms.clamp(PG_MIN_MS, max)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The protocol's small counts (hr, spo2, rr, sys, dia, battery) fit a
+/// smallint many times over; a value that does not was never validated.
+fn small(field: &str, v: Option<u32>) -> Result<Option<i16>> {
+    v.map(|v| {
+        i16::try_from(v).map_err(|_| {
+            StoreError::OutOfRange(format!("{field} {v} does not fit the readings table"))
+        })
+    })
+    .transpose()
+}
+
+/// Fractions kept as `real`: readings are single-precision measurements
+/// (a thermometer's 36.6, a confidence of 0.93), so 4 bytes keep every
+/// digit a sensor reports.
+fn narrow(v: Option<f64>) -> Option<f32> {
+    v.map(|v| v as f32)
+}
+
+/// Back from `real` to the decimal that was stored: 36.6 read as an f32
+/// widened bit for bit would print as 36.599998474121094. The shortest
+/// decimal that round-trips the f32 is the value the device sent (up to
+/// an f32's 6 to 9 significant digits), and that decimal parsed as f64 is
+/// what the SQLite backend would have kept.
+fn widen(v: Option<f32>) -> Option<f64> {
+    v.map(|v| v.to_string().parse().unwrap_or(f64::from(v)))
+}
+
+fn unsigned(v: Option<i16>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
+}
+
+/// A batch of readings as one array per column, for `UNNEST`.
+#[derive(Default)]
+struct Columns<'a> {
+    ts: Vec<DateTime<Utc>>,
+    seq: Vec<Option<i64>>,
+    lat: Vec<Option<f64>>,
+    lon: Vec<Option<f64>>,
+    temp_c: Vec<Option<f32>>,
+    movement: Vec<Option<f32>>,
+    accuracy_m: Vec<Option<f32>>,
+    confidence: Vec<Option<f32>>,
+    rssi: Vec<Option<i32>>,
+    stream: Vec<i16>,
+    hr: Vec<Option<i16>>,
+    spo2: Vec<Option<i16>>,
+    rr: Vec<Option<i16>>,
+    sys: Vec<Option<i16>>,
+    dia: Vec<Option<i16>>,
+    event_type: Vec<Option<i16>>,
+    battery_pct: Vec<Option<i16>>,
+    in_bed: Vec<Option<bool>>,
+    motion: Vec<Option<bool>>,
+    online: Vec<Option<bool>>,
+    device_id: Vec<&'a str>,
+    elder_id: Vec<&'a str>,
+    room: Vec<Option<&'a str>>,
+    fw: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, r: &'a StoredReading) -> Result<()> {
+        let reading = &r.reading;
+        let ts = to_ts(reading.ts_ms).ok_or_else(|| {
+            StoreError::OutOfRange(format!("ts {} is not a storable time", reading.ts_ms))
+        })?;
+        // Every column gets a value (most of them NULL) for every reading,
+        // so the arrays stay aligned.
+        let mut row = Row24::default();
+        match &reading.body {
+            Body::Vitals(v) => {
+                row.hr = small("hr", v.hr)?;
+                row.spo2 = small("spo2", v.spo2)?;
+                row.rr = small("rr", v.rr)?;
+                row.temp_c = narrow(v.temp_c);
+                row.sys = small("sys", v.sys)?;
+                row.dia = small("dia", v.dia)?;
+            }
+            Body::Sleep(s) => {
+                row.in_bed = Some(s.in_bed);
+                row.hr = small("hr", s.hr)?;
+                row.rr = small("rr", s.rr)?;
+                row.movement = narrow(s.movement);
+            }
+            Body::Motion(m) => {
+                row.room = Some(m.room.as_str());
+                row.motion = Some(m.motion);
+            }
+            Body::Location(l) => {
+                row.lat = Some(l.lat);
+                row.lon = Some(l.lon);
+                row.accuracy_m = narrow(l.accuracy_m);
+            }
+            Body::Event(e) => {
+                row.event_type = Some(event_code(e.kind));
+                row.confidence = narrow(e.confidence);
+            }
+            Body::Status(s) => {
+                row.online = s.online;
+                row.battery_pct = small("battery_pct", s.battery_pct)?;
+                row.rssi = s.rssi;
+                row.fw = s.fw.as_deref();
+            }
+        }
+        self.ts.push(ts);
+        // Stored bit for bit, as SQLite does: a u64 above i64::MAX comes
+        // back unchanged.
+        self.seq.push(reading.seq.map(|s| s as i64));
+        self.stream.push(stream_code(reading.stream()));
+        self.device_id.push(&reading.device_id);
+        self.elder_id.push(&r.elder_id);
+        self.lat.push(row.lat);
+        self.lon.push(row.lon);
+        self.temp_c.push(row.temp_c);
+        self.movement.push(row.movement);
+        self.accuracy_m.push(row.accuracy_m);
+        self.confidence.push(row.confidence);
+        self.rssi.push(row.rssi);
+        self.hr.push(row.hr);
+        self.spo2.push(row.spo2);
+        self.rr.push(row.rr);
+        self.sys.push(row.sys);
+        self.dia.push(row.dia);
+        self.event_type.push(row.event_type);
+        self.battery_pct.push(row.battery_pct);
+        self.in_bed.push(row.in_bed);
+        self.motion.push(row.motion);
+        self.online.push(row.online);
+        self.room.push(row.room);
+        self.fw.push(row.fw);
+        Ok(())
+    }
+}
+
+/// The stream-specific columns of one reading.
+#[derive(Default)]
+struct Row24<'a> {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    temp_c: Option<f32>,
+    movement: Option<f32>,
+    accuracy_m: Option<f32>,
+    confidence: Option<f32>,
+    rssi: Option<i32>,
+    hr: Option<i16>,
+    spo2: Option<i16>,
+    rr: Option<i16>,
+    sys: Option<i16>,
+    dia: Option<i16>,
+    event_type: Option<i16>,
+    battery_pct: Option<i16>,
+    in_bed: Option<bool>,
+    motion: Option<bool>,
+    online: Option<bool>,
+    room: Option<&'a str>,
+    fw: Option<&'a str>,
+}
+
+/// The columns a reading is read back from.
+const READ_COLUMNS: &str = "id, elder_id, device_id, stream, ts, seq, hr, spo2, rr, temp_c, \
+     sys, dia, in_bed, movement, room, motion, lat, lon, accuracy_m, event_type, confidence, \
+     online, battery_pct, rssi, fw";
+
+/// Rebuilds the reading's body from its columns.
+fn body_from_row(stream: Stream, r: &PgRow) -> Result<Body> {
+    let missing = |field: &str| corrupt(format!("{stream} reading without {field}"));
+    Ok(match stream {
+        Stream::Vitals => Body::Vitals(Vitals {
+            hr: unsigned(r.try_get("hr")?),
+            spo2: unsigned(r.try_get("spo2")?),
+            rr: unsigned(r.try_get("rr")?),
+            temp_c: widen(r.try_get("temp_c")?),
+            sys: unsigned(r.try_get("sys")?),
+            dia: unsigned(r.try_get("dia")?),
+        }),
+        Stream::Sleep => Body::Sleep(Sleep {
+            in_bed: r
+                .try_get::<Option<bool>, _>("in_bed")?
+                .ok_or_else(|| missing("in_bed"))?,
+            hr: unsigned(r.try_get("hr")?),
+            rr: unsigned(r.try_get("rr")?),
+            movement: widen(r.try_get("movement")?),
+        }),
+        Stream::Motion => Body::Motion(Motion {
+            room: r
+                .try_get::<Option<String>, _>("room")?
+                .ok_or_else(|| missing("room"))?,
+            motion: r
+                .try_get::<Option<bool>, _>("motion")?
+                .ok_or_else(|| missing("motion"))?,
+        }),
+        Stream::Location => Body::Location(Location {
+            lat: r
+                .try_get::<Option<f64>, _>("lat")?
+                .ok_or_else(|| missing("lat"))?,
+            lon: r
+                .try_get::<Option<f64>, _>("lon")?
+                .ok_or_else(|| missing("lon"))?,
+            accuracy_m: widen(r.try_get("accuracy_m")?),
+        }),
+        Stream::Event => {
+            let code: Option<i16> = r.try_get("event_type")?;
+            Body::Event(DeviceEvent {
+                kind: code.and_then(event_of).ok_or_else(|| missing("type"))?,
+                confidence: widen(r.try_get("confidence")?),
+            })
+        }
+        Stream::Status => Body::Status(Status {
+            online: r.try_get("online")?,
+            battery_pct: unsigned(r.try_get("battery_pct")?),
+            rssi: r.try_get("rssi")?,
+            fw: r.try_get("fw")?,
+        }),
+    })
+}
+
+fn reading_from_row(r: &PgRow) -> Result<ReadingRecord> {
+    let code: i16 = r.try_get("stream")?;
+    let stream = stream_of(code).ok_or_else(|| corrupt(format!("stream code {code}")))?;
+    let ts: DateTime<Utc> = r.try_get("ts")?;
+    let seq: Option<i64> = r.try_get("seq")?;
+    Ok(ReadingRecord {
+        id: r.try_get("id")?,
+        elder_id: r.try_get("elder_id")?,
+        device_id: r.try_get("device_id")?,
+        stream,
+        ts_ms: ts.timestamp_millis(),
+        seq: seq.map(|s| s as u64),
+        json: body_from_row(stream, r)?.to_json(),
+    })
+}
+
+impl PgStore {
+    /// Writes a batch in one statement, one round trip whatever its size.
+    ///
+    /// `INSERT ... SELECT FROM UNNEST(one array per column)` rather than
+    /// COPY, measured here (tests/postgres.rs `copy_vs_unnest`, release,
+    /// 200 000 readings from 5 000 devices into the partitioned table with
+    /// its indexes; readings per second):
+    ///
+    /// | batch | UNNEST | COPY over TCP | COPY over a Unix socket |
+    /// |-------|--------|---------------|-------------------------|
+    /// | 100   | ~67k   | ~2.3k         | ~92k                    |
+    /// | 500   | ~80k   | ~11k          | ~113k                   |
+    /// | 1000  | ~82k   | ~120k         | ~118k                   |
+    /// | 5000  | ~85k   | ~116k         | ~129k                   |
+    ///
+    /// (UNNEST's figures include recording the batch's (device, stream)
+    /// pairs, ~15 % of its time; COPY's do not, and would need a second
+    /// statement for them.)
+    ///
+    /// COPY is faster in the database, but through sqlx over TCP each COPY
+    /// of a small batch stalls ~44 ms: sqlx 0.9 does not set TCP_NODELAY,
+    /// so its separate CopyDone write waits for the delayed ACK of the
+    /// data before it (the stall is gone over a Unix socket). Ingest
+    /// flushes small batches often (at most 500 readings, or whatever
+    /// arrived in the last interval), exactly where COPY collapses, and
+    /// the server is normally reached over TCP. The batch writer's
+    /// benchmark may revisit COPY for large batches.
+    /// UNNEST also sends typed binary arrays (no text escaping of device
+    /// ids or firmware strings to get wrong), runs as a cached prepared
+    /// statement, and is one ordinary statement that reports constraint
+    /// errors and can be retried.
+    ///
+    /// Every reading is checked before anything is sent: a value the
+    /// columns cannot hold (far outside the protocol's ranges, so never a
+    /// validated reading) fails the batch with [`StoreError::OutOfRange`]
+    /// and writes nothing.
+    pub(super) async fn pg_insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let mut c = Columns::default();
+        for r in readings {
+            c.push(r)?;
+        }
+        // The batch's (device, stream) pairs, sorted: two batches adding
+        // the same new pairs then lock them in the same order.
+        let pairs: std::collections::BTreeSet<(&str, i16)> = c
+            .device_id
+            .iter()
+            .copied()
+            .zip(c.stream.iter().copied())
+            .collect();
+        let (pair_devices, pair_streams): (Vec<&str>, Vec<i16>) = pairs.into_iter().unzip();
+        // WITH ORDINALITY / ORDER BY: ids are drawn in the batch's order,
+        // so readings with the same ts page in arrival order, as in SQLite.
+        // The pairs are recorded in the same statement, so a reading is
+        // never stored without its pair.
+        sqlx::query(
+            "WITH pairs AS (
+                INSERT INTO reading_streams (device_id, stream)
+                SELECT * FROM UNNEST($25::text[], $26::int2[])
+                ON CONFLICT DO NOTHING)
+             INSERT INTO readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
+                rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
+                online, device_id, elder_id, room, fw)
+             SELECT ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
+                rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
+                online, device_id, elder_id, room, fw
+             FROM UNNEST($1::timestamptz[], $2::int8[], $3::float8[], $4::float8[],
+                $5::float4[], $6::float4[], $7::float4[], $8::float4[], $9::int4[],
+                $10::int2[], $11::int2[], $12::int2[], $13::int2[], $14::int2[], $15::int2[],
+                $16::int2[], $17::int2[], $18::bool[], $19::bool[], $20::bool[],
+                $21::text[], $22::text[], $23::text[], $24::text[])
+                WITH ORDINALITY AS u(ts, seq, lat, lon, temp_c, movement, accuracy_m,
+                    confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct,
+                    in_bed, motion, online, device_id, elder_id, room, fw, n)
+             ORDER BY n",
+        )
+        .bind(&c.ts)
+        .bind(&c.seq)
+        .bind(&c.lat)
+        .bind(&c.lon)
+        .bind(&c.temp_c)
+        .bind(&c.movement)
+        .bind(&c.accuracy_m)
+        .bind(&c.confidence)
+        .bind(&c.rssi)
+        .bind(&c.stream)
+        .bind(&c.hr)
+        .bind(&c.spo2)
+        .bind(&c.rr)
+        .bind(&c.sys)
+        .bind(&c.dia)
+        .bind(&c.event_type)
+        .bind(&c.battery_pct)
+        .bind(&c.in_bed)
+        .bind(&c.motion)
+        .bind(&c.online)
+        .bind(&c.device_id)
+        .bind(&c.elder_id)
+        .bind(&c.room)
+        .bind(&c.fw)
+        .bind(&pair_devices)
+        .bind(&pair_streams)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn pg_query_readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+        let mut b =
+            QueryBuilder::<Postgres>::new(format!("SELECT {READ_COLUMNS} FROM readings WHERE "));
+        match &q.subject {
+            ReadingSubject::Elder(e) => b.push("elder_id = ").push_bind(e.clone()),
+            ReadingSubject::Device(d) => b.push("device_id = ").push_bind(d.clone()),
+        };
+        // Bounds on ts let the planner skip every partition (or chunk)
+        // outside the range.
+        if let Some(f) = q.from {
+            b.push(" AND ts >= ").push_bind(bound_ts(f));
+        }
+        if let Some(t) = q.to {
+            b.push(" AND ts < ").push_bind(bound_ts(t));
+        }
+        if !q.streams.is_empty() {
+            let codes: Vec<i16> = q.streams.iter().map(|s| stream_code(*s)).collect();
+            b.push(" AND stream = ANY(").push_bind(codes).push(")");
+        }
+        // Keyset paging on (ts, id): stable while readings arrive, and
+        // cheap however deep the page; the row comparison is served by the
+        // (elder_id | device_id, ts, id) indexes.
+        let (cmp, dir) = if q.newest_first {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some((ts, id)) = q.after {
+            b.push(format!(" AND (ts, id) {cmp} ("))
+                .push_bind(bound_ts(ts))
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        b.push(format!(" ORDER BY ts {dir}, id {dir} LIMIT "))
+            .push_bind(i64::from(q.limit));
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(reading_from_row).collect()
+    }
+
+    pub(super) async fn pg_latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+        // Over ~400 daily partitions an unbounded "newest reading" costs
+        // tens of milliseconds to plan and to probe, per stream a device
+        // never sends. So: only the (device, stream) pairs that exist
+        // (reading_streams), looked for first in the last two days, which
+        // plans and runs in a few partitions and finds every device that
+        // reports; only the pairs not found there are looked for further
+        // back. Either way it is the newest reading attributed to the
+        // elder, the same answer as one unbounded search.
+        let window = bound_ts(now_ms() - LATEST_WINDOW_MS);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT p.device_id AS pair_device, p.stream AS pair_stream, r.*
+             FROM devices d
+             JOIN reading_streams p ON p.device_id = d.device_id
+             LEFT JOIN LATERAL (
+                SELECT {READ_COLUMNS} FROM readings x
+                WHERE x.device_id = p.device_id AND x.stream = p.stream
+                  AND x.elder_id = d.elder_id AND x.ts >= $2
+                ORDER BY x.ts DESC, x.id DESC LIMIT 1) r ON true
+             WHERE d.elder_id = $1"
+        )))
+        .bind(elder_id)
+        .bind(window)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        let (mut older_devices, mut older_streams) = (Vec::<String>::new(), Vec::<i16>::new());
+        for r in &rows {
+            if r.try_get::<Option<i64>, _>("id")?.is_some() {
+                out.push(reading_from_row(r)?);
+            } else {
+                older_devices.push(r.try_get("pair_device")?);
+                older_streams.push(r.try_get("pair_stream")?);
+            }
+        }
+        if !older_devices.is_empty() {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT r.* FROM UNNEST($2::text[], $3::int2[]) AS p(device_id, stream)
+                 CROSS JOIN LATERAL (
+                    SELECT {READ_COLUMNS} FROM readings x
+                    WHERE x.device_id = p.device_id AND x.stream = p.stream
+                      AND x.elder_id = $1 AND x.ts < $4
+                    ORDER BY x.ts DESC, x.id DESC LIMIT 1) r"
+            )))
+            .bind(elder_id)
+            .bind(&older_devices)
+            .bind(&older_streams)
+            .bind(window)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(reading_from_row(r)?);
+            }
+        }
+        // The SQLite backend's order: by stream name, then device.
+        out.sort_by(|a, b| {
+            (a.stream.as_str(), &a.device_id).cmp(&(b.stream.as_str(), &b.device_id))
+        });
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for s in Stream::ALL {
+            assert_eq!(stream_of(stream_code(s)), Some(s));
+        }
+        for e in [EventType::Sos, EventType::Fall, EventType::SosCancel] {
+            assert_eq!(event_of(event_code(e)), Some(e));
+        }
+        assert_eq!(stream_of(0), None);
+        assert_eq!(event_of(9), None);
+    }
+
+    #[test]
+    fn fractions_come_back_as_the_decimal_that_was_sent() {
+        for v in [36.6, 37.25, 0.93, 0.35, 12.5, 9999.9, 0.0, 1.0, 44.999] {
+            assert_eq!(widen(narrow(Some(v))), Some(v), "{v}");
+        }
+        assert_eq!(widen(None), None);
+    }
+
+    #[test]
+    fn times_outside_timestamptz_are_refused_and_bounds_clamped() {
+        assert!(to_ts(PG_MIN_MS - 1).is_none());
+        assert!(to_ts(PG_MIN_MS).is_some());
+        assert!(to_ts(i64::MAX).is_none());
+        assert_eq!(
+            to_ts(1_700_000_000_123).unwrap().timestamp_millis(),
+            1_700_000_000_123
+        );
+        assert_eq!(bound_ts(i64::MIN).timestamp_millis(), PG_MIN_MS);
+        assert_eq!(
+            bound_ts(i64::MAX).timestamp_millis(),
+            DateTime::<Utc>::MAX_UTC.timestamp_millis()
+        );
+    }
+
+    #[test]
+    fn counts_that_do_not_fit_are_refused() {
+        assert_eq!(small("hr", Some(250)).unwrap(), Some(250));
+        assert!(matches!(
+            small("hr", Some(40_000)),
+            Err(StoreError::OutOfRange(_))
+        ));
+    }
+}

@@ -1,0 +1,585 @@
+//! What only the PostgreSQL backend has: its migrations, and the daily
+//! partitions of the readings table, created ahead and dropped after the
+//! retention. The clock is driven by passing "now" to `maintain`.
+//!
+//!     cargo test -p eldercare-store --test postgres
+//!
+//! The TimescaleDB path (hypertable, compression, retention policy,
+//! hourly continuous aggregate) cannot run here: these machines'
+//! PostgreSQL has no TimescaleDB. The tests check the fallback is taken.
+mod support;
+
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use eldercare_model::{Body, Reading, Status, Vitals};
+use eldercare_store::postgres::{Layout, Maintenance};
+use eldercare_store::{
+    PgOptions, PgStore, ReadingQuery, ReadingSubject, Store, StoreError, StoredReading,
+};
+use sqlx::PgPool;
+
+fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+}
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn days(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+    from.iter_days().take_while(|d| *d <= to).collect()
+}
+
+fn reading(device: &str, t: DateTime<Utc>, hr: u32) -> StoredReading {
+    StoredReading {
+        elder_id: "E1".into(),
+        reading: Reading {
+            device_id: device.into(),
+            seq: Some(u64::from(hr)),
+            ts_ms: t.timestamp_millis(),
+            body: Body::Vitals(Vitals {
+                hr: Some(hr),
+                ..Default::default()
+            }),
+        },
+    }
+}
+
+fn all_of(device: &str) -> ReadingQuery {
+    ReadingQuery {
+        subject: ReadingSubject::Device(device.into()),
+        from: None,
+        to: None,
+        streams: vec![],
+        newest_first: false,
+        after: None,
+        limit: 100_000,
+    }
+}
+
+/// Readings per table that holds them: a day's partition or the default.
+async fn placement(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1 ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn store(url: &str, retention_days: u32) -> PgStore {
+    PgStore::connect(
+        url,
+        PgOptions {
+            retention_days,
+            partitions_ahead: 7,
+            max_connections: 8,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Everything that describes the schema and the migrations applied.
+async fn schema(pool: &PgPool) -> Vec<String> {
+    let mut out: Vec<String> = sqlx::query_scalar(
+        "SELECT format('migration %s %s %s %s', version, encode(checksum, 'hex'), installed_on, success)
+         FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let objects: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s %s', c.relkind, c.relname) FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' ORDER BY c.relname",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    out.extend(objects);
+    out
+}
+
+#[tokio::test]
+async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
+    let db = support::pg::fresh_db().await;
+    let raw = PgPool::connect(&db.url).await.unwrap();
+    let before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public'",
+    )
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert_eq!(before, 0, "an empty database");
+
+    let s = store(&db.url, 400).await;
+    let first = schema(&raw).await;
+    let applied: Vec<&String> = first
+        .iter()
+        .filter(|l| l.starts_with("migration"))
+        .collect();
+    assert_eq!(applied.len(), PgStore::migrator().iter().count());
+    assert!(applied.iter().all(|l| l.ends_with(" t")), "{applied:?}");
+    for table in [
+        "r elders",
+        "r devices",
+        "p readings",
+        "r readings_default",
+        "r alerts",
+        "r alert_events",
+        "r alert_chain_head",
+        "r silences",
+        "r dead_letters",
+        "r reading_streams",
+        "S readings_id_seq",
+    ] {
+        assert!(first.iter().any(|l| l == table), "{table} in {first:?}");
+    }
+    // No TimescaleDB on this machine: the migration fell back to daily
+    // partitions instead of failing.
+    assert_eq!(s.layout(), Layout::Partitioned);
+    let timescale: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+    assert_eq!(timescale, 0);
+
+    // Again, explicitly and by a second connect: nothing changes, not even
+    // the time the migrations were installed.
+    PgStore::migrator().run(&raw).await.unwrap();
+    let again = store(&db.url, 400).await;
+    assert_eq!(schema(&raw).await, first);
+    // And the store works after it.
+    again
+        .insert_readings(&[reading("d1", at(2026, 1, 1, 0), 70)])
+        .await
+        .unwrap();
+    assert_eq!(s.query_readings(&all_of("d1")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn partitions_are_created_ahead_and_expired_ones_dropped() {
+    let db = support::pg::fresh_db().await;
+    let s = store(&db.url, 30).await;
+    assert!(s.partitions().await.unwrap().is_empty());
+
+    let now = at(2026, 3, 10, 12);
+    let m = s.maintain(now).await.unwrap();
+    // From yesterday to a week ahead.
+    let ahead = days(day(2026, 3, 9), day(2026, 3, 17));
+    assert_eq!(
+        m,
+        Maintenance {
+            created: ahead.clone(),
+            ..Default::default()
+        }
+    );
+    assert_eq!(s.partitions().await.unwrap(), ahead);
+    assert_eq!(
+        s.maintain(now).await.unwrap(),
+        Maintenance::default(),
+        "a second run changes nothing"
+    );
+
+    s.insert_readings(&[
+        reading("d1", at(2026, 3, 9, 10), 61),
+        reading("d1", at(2026, 3, 10, 12), 62),
+        reading("d1", at(2026, 3, 11, 0), 63),
+        reading("d1", at(2026, 3, 17, 23), 64),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        placement(s.pool()).await,
+        [
+            ("readings_p20260309".to_string(), 1),
+            ("readings_p20260310".to_string(), 1),
+            ("readings_p20260311".to_string(), 1),
+            ("readings_p20260317".to_string(), 1),
+        ],
+        "each reading in its day's partition, none in the default"
+    );
+
+    // 31 days on: the cutoff is 2026-03-11 12:00, so the days that ended
+    // by then go, and the 11th (which may hold readings newer than the
+    // cutoff) stays.
+    let later = now + Days::new(31);
+    let m = s.maintain(later).await.unwrap();
+    assert_eq!(m.dropped, [day(2026, 3, 9), day(2026, 3, 10)]);
+    assert_eq!(m.created, days(day(2026, 4, 9), day(2026, 4, 17)));
+    assert_eq!((m.moved, m.expired), (0, 0));
+    let mut want = days(day(2026, 3, 11), day(2026, 3, 17));
+    want.extend(days(day(2026, 4, 9), day(2026, 4, 17)));
+    assert_eq!(s.partitions().await.unwrap(), want);
+    let hrs: Vec<String> = s
+        .query_readings(&all_of("d1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.json)
+        .collect();
+    assert_eq!(hrs, [r#"{"hr":63}"#, r#"{"hr":64}"#]);
+
+    // Much later still: every old day is gone, whatever the gap.
+    let m = s.maintain(at(2027, 1, 1, 0)).await.unwrap();
+    assert_eq!(m.dropped.len(), want.len());
+    assert_eq!(
+        s.partitions().await.unwrap(),
+        days(day(2026, 12, 31), day(2027, 1, 8))
+    );
+    assert!(s.query_readings(&all_of("d1")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn readings_for_a_day_without_a_partition_wait_in_the_default_and_move_in() {
+    let db = support::pg::fresh_db().await;
+    let s = store(&db.url, 400).await;
+    // No maintenance has run: everything lands in the default partition,
+    // and nothing is refused for its time.
+    s.insert_readings(&[
+        reading("d1", at(2025, 1, 1, 0), 60),
+        reading("d1", at(2026, 5, 1, 9), 61),
+        reading("d1", at(2026, 5, 1, 10), 62),
+        reading("d1", at(2026, 6, 30, 0), 63),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        placement(s.pool()).await,
+        [("readings_default".to_string(), 4)]
+    );
+    let before = s.query_readings(&all_of("d1")).await.unwrap();
+
+    let m = s.maintain(at(2026, 5, 1, 8)).await.unwrap();
+    // 2025-01-01 is past the 400 days; 2026-06-30 is beyond the week ahead.
+    assert_eq!(m.expired, 1);
+    assert_eq!(m.moved, 2);
+    assert_eq!(m.created, days(day(2026, 4, 30), day(2026, 5, 8)));
+    assert_eq!(
+        placement(s.pool()).await,
+        [
+            ("readings_default".to_string(), 1),
+            ("readings_p20260501".to_string(), 2)
+        ]
+    );
+    // Moved rows keep their ids, so page tokens stay valid.
+    assert_eq!(
+        s.query_readings(&all_of("d1")).await.unwrap(),
+        before[1..].to_vec()
+    );
+
+    // When the far day comes within the week ahead, it gets its partition
+    // and its reading moves in.
+    let m = s.maintain(at(2026, 6, 25, 8)).await.unwrap();
+    assert_eq!(m.moved, 1);
+    assert!(m.created.contains(&day(2026, 6, 30)));
+    assert_eq!(
+        placement(s.pool()).await,
+        [
+            ("readings_p20260501".to_string(), 2),
+            ("readings_p20260630".to_string(), 1)
+        ]
+    );
+    // A late reading for a past day without a partition waits in the
+    // default, and the next run gives that day a partition too.
+    s.insert_readings(&[reading("d1", at(2026, 6, 1, 12), 64)])
+        .await
+        .unwrap();
+    let m = s.maintain(at(2026, 6, 25, 9)).await.unwrap();
+    assert_eq!((m.created, m.moved), (vec![day(2026, 6, 1)], 1));
+    assert_eq!(s.query_readings(&all_of("d1")).await.unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_while_readings_arrive_loses_nothing() {
+    // Ingest keeps writing, into days with and without partitions, while
+    // maintenance (from two servers at once) creates partitions and moves
+    // readings out of the default: no insert may fail or deadlock, and
+    // every reading must be there at the end.
+    let db = support::pg::fresh_db().await;
+    let a = store(&db.url, 400).await;
+    let b = store(&db.url, 400).await;
+    let start = at(2026, 8, 1, 0);
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            for batch in 0..60u32 {
+                let rows: Vec<StoredReading> = (0..50u32)
+                    .map(|i| {
+                        n += 1;
+                        let t = start
+                            + chrono::Duration::hours(i64::from((batch * 50 + i) % (24 * 20)));
+                        reading("w", t, 20 + n % 200)
+                    })
+                    .collect();
+                a.insert_readings(&rows).await.unwrap();
+            }
+            n
+        })
+    };
+    let maintainers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|s| {
+            tokio::spawn(async move {
+                for k in 0..12u64 {
+                    s.maintain(start + Days::new(k)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let written = writer.await.unwrap();
+    for m in maintainers {
+        m.await.unwrap();
+    }
+    a.maintain(start + Days::new(12)).await.unwrap();
+    let stored = a.query_readings(&all_of("w")).await.unwrap();
+    assert_eq!(stored.len() as u32, written);
+    // Every day up to 12 days ahead now has its partition.
+    let parts = a.partitions().await.unwrap();
+    assert!(
+        days(day(2026, 7, 31), day(2026, 8, 20))
+            .iter()
+            .all(|d| parts.contains(d))
+    );
+    assert_eq!(
+        placement(a.pool())
+            .await
+            .iter()
+            .find(|(t, _)| t == "readings_default"),
+        None,
+        "the default partition emptied"
+    );
+}
+
+#[tokio::test]
+async fn a_reading_the_columns_cannot_hold_fails_its_batch_and_writes_nothing() {
+    let db = support::pg::fresh_db().await;
+    let s = store(&db.url, 400).await;
+    let mut bad = reading("d1", at(2026, 1, 1, 0), 70);
+    bad.reading.body = Body::Status(Status {
+        battery_pct: Some(70_000),
+        ..Default::default()
+    });
+    let err = s
+        .insert_readings(&[reading("d1", at(2026, 1, 1, 0), 71), bad])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutOfRange(_)), "{err}");
+    let mut ancient = reading("d1", at(2026, 1, 1, 0), 72);
+    ancient.reading.ts_ms = -300_000_000_000_000;
+    assert!(matches!(
+        s.insert_readings(&[ancient]).await,
+        Err(StoreError::OutOfRange(_))
+    ));
+    assert!(s.query_readings(&all_of("d1")).await.unwrap().is_empty());
+}
+
+/// One reading as a line of COPY text: tab-separated, `\N` for NULL.
+fn copy_line(out: &mut String, r: &StoredReading) {
+    use eldercare_model::{DeviceEvent, Location, Motion, Sleep};
+    use std::fmt::Write;
+    fn text(out: &mut String, s: &str) {
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    fn opt<T: std::fmt::Display>(out: &mut String, v: Option<T>) {
+        match v {
+            Some(v) => write!(out, "{v}").unwrap(),
+            None => out.push_str("\\N"),
+        }
+    }
+    let t = DateTime::from_timestamp_millis(r.reading.ts_ms).unwrap();
+    write!(out, "{}\t", t.format("%Y-%m-%d %H:%M:%S%.3f+00")).unwrap();
+    opt(out, r.reading.seq.map(|s| s as i64));
+    let (mut lat, mut lon, mut temp, mut mov, mut acc, mut conf) =
+        (None, None, None, None, None, None);
+    let (mut rssi, mut hr, mut spo2, mut rr, mut sys, mut dia) =
+        (None, None, None, None, None, None);
+    let (mut ev, mut bat, mut bed, mut motion, mut online) = (None, None, None, None, None);
+    let (mut room, mut fw): (Option<&str>, Option<&str>) = (None, None);
+    let stream = match &r.reading.body {
+        Body::Vitals(v) => {
+            (hr, spo2, rr, sys, dia) = (v.hr, v.spo2, v.rr, v.sys, v.dia);
+            temp = v.temp_c.map(|x| x as f32);
+            1
+        }
+        Body::Sleep(Sleep {
+            in_bed,
+            hr: h,
+            rr: r,
+            movement,
+        }) => {
+            (bed, hr, rr) = (Some(*in_bed), *h, *r);
+            mov = movement.map(|x| x as f32);
+            2
+        }
+        Body::Motion(Motion {
+            room: ro,
+            motion: m,
+        }) => {
+            (room, motion) = (Some(ro.as_str()), Some(*m));
+            3
+        }
+        Body::Location(Location {
+            lat: la,
+            lon: lo,
+            accuracy_m,
+        }) => {
+            (lat, lon) = (Some(*la), Some(*lo));
+            acc = accuracy_m.map(|x| x as f32);
+            4
+        }
+        Body::Event(DeviceEvent { kind, confidence }) => {
+            ev = Some(*kind as u8 + 1);
+            conf = confidence.map(|x| x as f32);
+            5
+        }
+        Body::Status(s) => {
+            (online, bat, rssi, fw) = (s.online, s.battery_pct, s.rssi, s.fw.as_deref());
+            6
+        }
+    };
+    let b = |v: Option<bool>| v.map(|b| if b { 't' } else { 'f' });
+    for f in [lat, lon] {
+        out.push('\t');
+        opt(out, f);
+    }
+    for f in [temp, mov, acc, conf] {
+        out.push('\t');
+        opt(out, f);
+    }
+    out.push('\t');
+    opt(out, rssi);
+    write!(out, "\t{stream}").unwrap();
+    for f in [hr, spo2, rr, sys, dia] {
+        out.push('\t');
+        opt(out, f);
+    }
+    out.push('\t');
+    opt(out, ev);
+    out.push('\t');
+    opt(out, bat);
+    for f in [bed, motion, online] {
+        out.push('\t');
+        opt(out, b(f));
+    }
+    out.push('\t');
+    text(out, &r.reading.device_id);
+    out.push('\t');
+    text(out, &r.elder_id);
+    for f in [room, fw] {
+        out.push('\t');
+        match f {
+            Some(s) => text(out, s),
+            None => out.push_str("\\N"),
+        }
+    }
+    out.push('\n');
+}
+
+/// How the batch writer's choice was made: the same readings written in
+/// batches by `insert_readings` (one INSERT ... SELECT FROM UNNEST) and by
+/// COPY FROM STDIN (text format, encoded here), into the partitioned table
+/// with its indexes. Run in release, on a quiet machine:
+///
+///     cargo test --release -p eldercare-store --test postgres copy_vs_unnest -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn copy_vs_unnest() {
+    const TOTAL: usize = 200_000;
+    let db = support::pg::fresh_db().await;
+    // COPY_VS_UNNEST_SOCKET=1: over the Unix socket instead of TCP, to
+    // tell the network's part from the database's.
+    let url = if std::env::var_os("COPY_VS_UNNEST_SOCKET").is_some() {
+        support::pg::server().socket_url(&db.name)
+    } else {
+        db.url.clone()
+    };
+    let s = store(&url, 400).await;
+    let start = at(2026, 9, 1, 0);
+    s.maintain(start).await.unwrap();
+    let readings: Vec<StoredReading> = (0..TOTAL)
+        .map(|i| {
+            let t = start + chrono::Duration::milliseconds(i as i64 * 50);
+            let mut r = reading(&format!("band-{:05}", i % 5000), t, 60 + (i % 40) as u32);
+            r.elder_id = format!("E{:05}", i % 5000);
+            r.reading.body = match i % 4 {
+                0 | 1 => Body::Vitals(Vitals {
+                    hr: Some(60 + (i % 40) as u32),
+                    spo2: Some(95),
+                    temp_c: Some(36.6),
+                    ..Default::default()
+                }),
+                2 => Body::Status(Status {
+                    online: Some(true),
+                    battery_pct: Some(80),
+                    rssi: Some(-60),
+                    fw: Some("1.4.2".into()),
+                }),
+                _ => Body::Motion(eldercare_model::Motion {
+                    room: "living room".into(),
+                    motion: true,
+                }),
+            };
+            r
+        })
+        .collect();
+    const COLUMNS: &str = "ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence, rssi, \
+        stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion, online, \
+        device_id, elder_id, room, fw";
+    println!("{TOTAL} readings per run, rows/s (higher is better)");
+    let rounds = std::env::var("COPY_VS_UNNEST_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    for batch in [100usize, 500, 1000, 5000] {
+        for round in 0..rounds {
+            sqlx::query("TRUNCATE readings")
+                .execute(s.pool())
+                .await
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            for chunk in readings.chunks(batch) {
+                s.insert_readings(chunk).await.unwrap();
+            }
+            let unnest = TOTAL as f64 / t0.elapsed().as_secs_f64();
+            sqlx::query("TRUNCATE readings")
+                .execute(s.pool())
+                .await
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            let mut conn = s.pool().acquire().await.unwrap();
+            let mut buf = String::new();
+            for chunk in readings.chunks(batch) {
+                buf.clear();
+                for r in chunk {
+                    copy_line(&mut buf, r);
+                }
+                let mut copy = conn
+                    .copy_in_raw(&format!("COPY readings ({COLUMNS}) FROM STDIN"))
+                    .await
+                    .unwrap();
+                copy.send(buf.as_bytes()).await.unwrap();
+                assert_eq!(copy.finish().await.unwrap(), chunk.len() as u64);
+            }
+            drop(conn);
+            let copy = TOTAL as f64 / t0.elapsed().as_secs_f64();
+            println!(
+                "batch {batch:>5} round {round}: UNNEST {unnest:>9.0}  COPY {copy:>9.0}  (COPY/UNNEST {:.2})",
+                copy / unnest
+            );
+        }
+    }
+    // Both wrote the same rows: the last COPY run reads back like UNNEST's.
+    let back = s.query_readings(&all_of("band-00001")).await.unwrap();
+    assert_eq!(back.len(), TOTAL / 5000);
+    assert_eq!(back[0].json, readings[1].reading.body.to_json());
+}
