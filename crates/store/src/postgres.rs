@@ -94,7 +94,9 @@ impl PgStore {
             .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            // Short: when the database is gone, writes fail fast and go to
+            // the outage spool instead of holding an alert back.
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(connect)
             .await?;
         MIGRATOR.run(&pool).await?;

@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How much telemetry the spool holds at most, by default.
 pub const SPOOL_READINGS: usize = 1_000_000;
@@ -324,7 +324,9 @@ impl SpoolingStore {
                     }
                 }
                 Err(e) => {
-                    if !unreachable(&e) {
+                    if unreachable(&e) {
+                        debug!(error = %e, seq = ev.seq, "Database still unreachable; the spool waits.");
+                    } else {
                         error!(error = %e, seq = ev.seq, "A spooled alert event cannot be stored; it stays spooled.");
                     }
                     self.publish_metrics();

@@ -275,6 +275,37 @@ impl PgServer {
             .spawn();
     }
 
+    /// Stops the server (a database outage); [`PgServer::resume`] starts it
+    /// again on the same port and data.
+    pub fn pause(&self) -> Result<(), String> {
+        self.run(
+            self.pg_cmd("pg_ctl")
+                .args(["-D", &self.data_dir(), "-m", "fast", "-w", "stop"]),
+        )
+    }
+
+    pub fn resume(&self) -> Result<(), String> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.root_str()
+        );
+        let log = self.root.join("server.log");
+        self.run(self.pg_cmd("pg_ctl").args([
+            "-D",
+            &self.data_dir(),
+            "-l",
+            log.to_str().expect("utf-8 temp path"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &opts,
+            "start",
+        ]))
+    }
+
     /// A URL for one database of this server.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
