@@ -227,6 +227,8 @@ impl Ingest {
             engine: Engine::new(rules.borrow_and_update().clone()),
             decisions: Vec::new(),
             refreshed_at: None,
+            held: VecDeque::new(),
+            registry_down_until: 0,
             seqs: HashMap::new(),
             writer,
         };
@@ -343,6 +345,15 @@ async fn probe(addr: SocketAddr, token: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Messages held for a retry at most.
+const HELD_MAX: usize = 10_000;
+
+struct Held {
+    topic: String,
+    payload: Vec<u8>,
+    content_type: Option<String>,
+}
+
 struct Pipeline {
     store: Arc<dyn Store>,
     desk: AlertDesk,
@@ -352,6 +363,10 @@ struct Pipeline {
     decisions: Vec<Decision>,
     /// When the engine last loaded the registry.
     refreshed_at: Option<EpochMs>,
+    /// Messages of devices new to the engine whose registry lookup failed.
+    held: VecDeque<Held>,
+    /// No registry lookups before this (engine clock), after a failure.
+    registry_down_until: EpochMs,
     seqs: HashMap<String, (HashSet<u64>, VecDeque<u64>)>,
     /// Batches telemetry to storage on its own task.
     writer: crate::TelemetryWriter,
@@ -373,7 +388,7 @@ impl Pipeline {
         let now = now_ms();
         let elder_id = match self.engine.elder_of(&reading.device_id) {
             Some(e) => e.to_string(),
-            None => match self.store.get_device(&reading.device_id).await {
+            None => match self.lookup_device(&reading.device_id, now).await {
                 Ok(Some(d)) => {
                     // New since the last registry refresh.
                     if let Ok(Some(e)) = self.store.get_elder(&d.elder_id).await {
@@ -388,7 +403,21 @@ impl Pipeline {
                     return;
                 }
                 Err(e) => {
-                    error!(error = %e, "Registry lookup failed; message kept as dead letter.");
+                    // The database is away and this device is new to the
+                    // engine: hold the message and try again on the next
+                    // ticks rather than lose it (it may be an SOS).
+                    if self.held.len() < HELD_MAX {
+                        warn!(error = %e, device_id = %reading.device_id, "Registry lookup failed; message held for a retry.");
+                        self.held.push_back(Held {
+                            topic: topic.to_string(),
+                            payload: payload.to_vec(),
+                            content_type: content_type.map(String::from),
+                        });
+                        metrics::gauge!("eldercare_ingest_held").set(self.held.len() as f64);
+                    } else {
+                        error!(error = %e, "Registry lookup failed and the retry queue is full; message dropped.");
+                        metrics::counter!("eldercare_ingest_lost_total").increment(1);
+                    }
                     return;
                 }
             },
@@ -431,7 +460,43 @@ impl Pipeline {
         }
     }
 
+    /// The registry entry of a device the engine does not know yet. While
+    /// the database is failing, lookups are not retried for a few seconds,
+    /// so a flood of unknown devices cannot stall the pipeline (their
+    /// messages are held instead).
+    async fn lookup_device(
+        &mut self,
+        device_id: &str,
+        now: EpochMs,
+    ) -> Result<Option<eldercare_model::Device>, String> {
+        if now < self.registry_down_until {
+            return Err("the registry was unreachable moments ago".into());
+        }
+        // Not cut short with a timeout: dropping a pool acquire midway can
+        // leave the pool stuck; the store's own acquire timeout bounds it.
+        let r = self
+            .store
+            .get_device(device_id)
+            .await
+            .map_err(|e| e.to_string());
+        if r.is_err() {
+            self.registry_down_until = now + 5_000;
+        }
+        r
+    }
+
     async fn tick(&mut self) {
+        // Messages held while the registry could not be read: once each,
+        // when it may be back.
+        let held: Vec<Held> = if now_ms() >= self.registry_down_until {
+            self.held.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        for h in held {
+            Box::pin(self.message(&h.topic, &h.payload, h.content_type.as_deref())).await;
+        }
+        metrics::gauge!("eldercare_ingest_held").set(self.held.len() as f64);
         let mut decisions = std::mem::take(&mut self.decisions);
         let started = std::time::Instant::now();
         self.engine.tick_into(now_ms(), &mut decisions);
