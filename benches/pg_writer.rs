@@ -392,8 +392,10 @@ async fn main() {
         let writer = run_writer(&server, &readings, batch, socket, known_pairs).await;
         let copy = run_copy(&server, &csv, n).await;
         println!(
-            "rep {rep}: writer {writer:>9.0}/s  \\copy {copy:>9.0}/s  ratio {:.2}",
-            writer / copy
+            "rep {rep}: writer {writer:>9.0}/s  \\copy {copy:>9.0}/s  ratio {:.2}  (load {})",
+            writer / copy,
+            // Another build on the machine shows here: such a rep says little.
+            sh("cut -d' ' -f1-3 /proc/loadavg"),
         );
         w.push(writer);
         c.push(copy);

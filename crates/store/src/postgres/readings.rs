@@ -409,7 +409,7 @@ impl PgStore {
     /// pairs' INSERT, in one transaction. UNNEST does not get faster
     /// beyond ~1000 readings a statement (its executor cost is per row),
     /// COPY does (multi-row heap and WAL inserts). The batch writer's
-    /// benchmark (benches/pg_writer.rs, 1 M readings, devices known,
+    /// benchmark (benches/pg_writer.rs, 300,000 readings, devices known,
     /// over TCP; readings/s): batch 5000 UNNEST ~97k, COPY ~123k; batch
     /// 20000 UNNEST ~92k, COPY ~132k; at 1000 the two are even (~83-92k),
     /// COPY's four round trips eating its gain. No stall was seen at
