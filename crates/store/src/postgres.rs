@@ -27,6 +27,7 @@ mod readings;
 mod registry;
 
 pub use maintenance::{Layout, Maintenance};
+pub use readings::COPY_MIN;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -375,6 +375,107 @@ async fn a_reading_the_columns_cannot_hold_fails_its_batch_and_writes_nothing() 
     assert!(s.query_readings(&all_of("d1")).await.unwrap().is_empty());
 }
 
+/// A batch large enough for COPY stores exactly what UNNEST stores in
+/// small batches: every stream, NULLs, the widest values, awkward text
+/// (tabs, quotes, backslashes, newlines, non-ASCII, an empty room), ids
+/// in batch order, and the (device, stream) pairs; an unstorable value
+/// still fails the whole batch.
+#[tokio::test]
+async fn large_batches_by_copy_store_what_small_batches_store() {
+    use eldercare_model::{DeviceEvent, EventType, Location, Motion, Sleep};
+    let n = eldercare_store::postgres::COPY_MIN + 7;
+    let t = at(2026, 9, 1, 0);
+    let device = |i: usize| format!("dev\t\"{}\\\n\u{e9}", i % 13);
+    let readings: Vec<StoredReading> = (0..n)
+        .map(|i| {
+            let mut r = reading(
+                &device(i),
+                t + chrono::Duration::milliseconds((i / 3) as i64),
+                60,
+            );
+            r.elder_id = format!("E,{}", i % 5);
+            r.reading.seq = (i % 4 != 0).then_some(if i == 1 { u64::MAX } else { i as u64 });
+            r.reading.body = match i % 7 {
+                0 => Body::Vitals(Vitals {
+                    hr: Some(250),
+                    spo2: None,
+                    rr: Some(12),
+                    temp_c: Some(36.6),
+                    sys: Some(140),
+                    dia: None,
+                }),
+                1 => Body::Sleep(Sleep {
+                    in_bed: i % 2 == 0,
+                    hr: None,
+                    rr: Some(14),
+                    movement: Some(0.35),
+                }),
+                2 => Body::Motion(Motion {
+                    room: if i % 2 == 0 { "" } else { "living\troom \\N" }.into(),
+                    motion: i % 3 == 0,
+                }),
+                3 => Body::Location(Location {
+                    lat: -89.123456789012,
+                    lon: 179.987654321098,
+                    accuracy_m: None,
+                }),
+                4 => Body::Event(DeviceEvent {
+                    kind: [EventType::Sos, EventType::Fall, EventType::SosCancel][i % 3],
+                    confidence: Some(0.93),
+                }),
+                5 => Body::Status(Status {
+                    online: Some(false),
+                    battery_pct: Some(100),
+                    rssi: Some(i32::MIN),
+                    fw: Some("1.4.2-\u{4e2d}\n".into()),
+                }),
+                _ => Body::Status(Status::default()),
+            };
+            r
+        })
+        .collect();
+    let (db_copy, db_unnest) = (support::pg::fresh_db().await, support::pg::fresh_db().await);
+    let (by_copy, by_unnest) = (
+        store(&db_copy.url, 400).await,
+        store(&db_unnest.url, 400).await,
+    );
+    by_copy.insert_readings(&readings).await.unwrap();
+    for chunk in readings.chunks(500) {
+        by_unnest.insert_readings(chunk).await.unwrap();
+    }
+    for i in 0..13 {
+        let a = by_copy.query_readings(&all_of(&device(i))).await.unwrap();
+        let b = by_unnest.query_readings(&all_of(&device(i))).await.unwrap();
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "device {i}");
+    }
+    let pairs = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, i16)>(
+            "SELECT device_id, stream FROM reading_streams ORDER BY 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let got = pairs(by_copy.pool().clone()).await;
+    assert!(!got.is_empty());
+    assert_eq!(got, pairs(by_unnest.pool().clone()).await);
+
+    // One unstorable value in a COPY-sized batch writes nothing.
+    let mut bad = readings.clone();
+    bad[n - 1].reading.ts_ms = i64::MIN;
+    sqlx::query("TRUNCATE readings, reading_streams")
+        .execute(by_copy.pool())
+        .await
+        .unwrap();
+    assert!(by_copy.insert_readings(&bad).await.is_err());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(by_copy.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 /// One reading as a line of COPY text: tab-separated, `\N` for NULL.
 fn copy_line(out: &mut String, r: &StoredReading) {
     use eldercare_model::{DeviceEvent, Location, Motion, Sleep};

@@ -199,6 +199,83 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Batches of at least this many readings are written with COPY, smaller
+/// ones with UNNEST (see [`PgStore::pg_insert_readings`]).
+pub const COPY_MIN: usize = 2000;
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+impl Columns<'_> {
+    /// The batch in COPY's binary format: no text to format, escape or
+    /// parse, every value as the server stores it.
+    fn copy_binary(&self) -> Vec<u8> {
+        fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
+            match v {
+                Some(b) => {
+                    out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    out.extend_from_slice(b);
+                }
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        let n = self.ts.len();
+        let mut out = Vec::with_capacity(19 + n * 220);
+        out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        out.extend_from_slice(&0i32.to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes());
+        for i in 0..n {
+            out.extend_from_slice(&24i16.to_be_bytes());
+            let ts = self.ts[i].timestamp_micros() - PG_EPOCH_US;
+            field(&mut out, Some(&ts.to_be_bytes()));
+            field(
+                &mut out,
+                self.seq[i].map(i64::to_be_bytes).as_ref().map(|b| &b[..]),
+            );
+            for v in [self.lat[i], self.lon[i]] {
+                field(&mut out, v.map(f64::to_be_bytes).as_ref().map(|b| &b[..]));
+            }
+            for v in [
+                self.temp_c[i],
+                self.movement[i],
+                self.accuracy_m[i],
+                self.confidence[i],
+            ] {
+                field(&mut out, v.map(f32::to_be_bytes).as_ref().map(|b| &b[..]));
+            }
+            field(
+                &mut out,
+                self.rssi[i].map(i32::to_be_bytes).as_ref().map(|b| &b[..]),
+            );
+            field(&mut out, Some(&self.stream[i].to_be_bytes()));
+            for v in [
+                self.hr[i],
+                self.spo2[i],
+                self.rr[i],
+                self.sys[i],
+                self.dia[i],
+                self.event_type[i],
+                self.battery_pct[i],
+            ] {
+                field(&mut out, v.map(i16::to_be_bytes).as_ref().map(|b| &b[..]));
+            }
+            for v in [self.in_bed[i], self.motion[i], self.online[i]] {
+                field(&mut out, v.map(|b| [u8::from(b)]).as_ref().map(|b| &b[..]));
+            }
+            for v in [
+                Some(self.device_id[i]),
+                Some(self.elder_id[i]),
+                self.room[i],
+                self.fw[i],
+            ] {
+                field(&mut out, v.map(str::as_bytes));
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+}
+
 /// The stream-specific columns of one reading.
 #[derive(Default)]
 struct Row24<'a> {
@@ -298,12 +375,14 @@ fn reading_from_row(r: &PgRow) -> Result<ReadingRecord> {
 }
 
 impl PgStore {
-    /// Writes a batch in one statement, one round trip whatever its size.
+    /// Writes a batch atomically: small batches in one statement, large
+    /// ones with COPY.
     ///
-    /// `INSERT ... SELECT FROM UNNEST(one array per column)` rather than
-    /// COPY, measured here (tests/postgres.rs `copy_vs_unnest`, release,
-    /// 200 000 readings from 5 000 devices into the partitioned table with
-    /// its indexes; readings per second):
+    /// Small batches: `INSERT ... SELECT FROM UNNEST(one array per
+    /// column)`, one round trip whatever the size, measured here
+    /// (tests/postgres.rs `copy_vs_unnest`, release, 200 000 readings from
+    /// 5 000 devices into the partitioned table with its indexes; readings
+    /// per second):
     ///
     /// | batch | UNNEST | COPY over TCP | COPY over a Unix socket |
     /// |-------|--------|---------------|-------------------------|
@@ -313,21 +392,29 @@ impl PgStore {
     /// | 5000  | ~85k   | ~116k         | ~129k                   |
     ///
     /// (UNNEST's figures include recording the batch's (device, stream)
-    /// pairs, ~15 % of its time; COPY's do not, and would need a second
-    /// statement for them.)
+    /// pairs, ~15 % of its time; COPY's do not.)
     ///
-    /// COPY is faster in the database, but through sqlx over TCP each COPY
-    /// of a small batch stalls ~44 ms: sqlx 0.9 does not set TCP_NODELAY,
-    /// so its separate CopyDone write waits for the delayed ACK of the
-    /// data before it (the stall is gone over a Unix socket). Ingest
-    /// flushes small batches often (at most 500 readings, or whatever
+    /// Through sqlx over TCP each COPY of a small batch stalls ~44 ms:
+    /// sqlx 0.9 does not set TCP_NODELAY, so its separate CopyDone write
+    /// waits for the delayed ACK of the data before it (the stall is gone
+    /// over a Unix socket). Ingest flushes small batches often (whatever
     /// arrived in the last interval), exactly where COPY collapses, and
-    /// the server is normally reached over TCP. The batch writer's
-    /// benchmark may revisit COPY for large batches.
-    /// UNNEST also sends typed binary arrays (no text escaping of device
-    /// ids or firmware strings to get wrong), runs as a cached prepared
-    /// statement, and is one ordinary statement that reports constraint
-    /// errors and can be retried.
+    /// the server is normally reached over TCP: small batches stay on
+    /// UNNEST, which also sends typed binary arrays and runs as one cached
+    /// prepared statement.
+    ///
+    /// Large batches ([`COPY_MIN`] readings or more, which the writer
+    /// makes only when readings queue up faster than they are written):
+    /// COPY in binary format (no text to escape or parse), after the
+    /// pairs' INSERT, in one transaction. UNNEST does not get faster
+    /// beyond ~1000 readings a statement (its executor cost is per row),
+    /// COPY does (multi-row heap and WAL inserts). The batch writer's
+    /// benchmark (benches/pg_writer.rs, 300,000 readings, devices known,
+    /// over TCP; readings/s): batch 5000 UNNEST ~97k, COPY ~123k; batch
+    /// 20000 UNNEST ~92k, COPY ~132k; at 1000 the two are even (~83-92k),
+    /// COPY's four round trips eating its gain. No stall was seen at
+    /// these sizes over TCP: the data fills whole segments, which the
+    /// server acknowledges at once.
     ///
     /// Every reading is checked before anything is sent: a value the
     /// columns cannot hold (far outside the protocol's ranges, so never a
@@ -350,6 +437,32 @@ impl PgStore {
             .zip(c.stream.iter().copied())
             .collect();
         let (pair_devices, pair_streams): (Vec<&str>, Vec<i16>) = pairs.into_iter().unzip();
+        if readings.len() >= COPY_MIN {
+            // The pairs first, in the same transaction: a reading is never
+            // stored without its pair.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO reading_streams (device_id, stream)
+                 SELECT * FROM UNNEST($1::text[], $2::int2[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&pair_devices)
+            .bind(&pair_streams)
+            .execute(&mut *tx)
+            .await?;
+            let data = c.copy_binary();
+            let mut copy = tx
+                .copy_in_raw(
+                    "COPY readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, \
+                     confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, \
+                     in_bed, motion, online, device_id, elder_id, room, fw) \
+                     FROM STDIN (FORMAT binary)",
+                )
+                .await?;
+            copy.send(data).await?;
+            copy.finish().await?;
+            tx.commit().await?;
+            return Ok(());
+        }
         // WITH ORDINALITY / ORDER BY: ids are drawn in the batch's order,
         // so readings with the same ts page in arrival order, as in SQLite.
         // The pairs are recorded in the same statement, so a reading is
