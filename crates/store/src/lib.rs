@@ -57,6 +57,59 @@ pub struct ChainReport {
     pub first_break: Option<(u64, String)>,
 }
 
+/// One stored alert event, as its hash covers it.
+pub(crate) struct ChainLink<'a> {
+    pub seq: u64,
+    pub kind: &'a str,
+    pub alert_id: &'a str,
+    pub actor: &'a str,
+    pub at: EpochMs,
+    pub note: Option<&'a str>,
+    pub alert_json: &'a str,
+    pub hash: &'a str,
+}
+
+/// Walks the event log in seq order, as each backend reads it in pages,
+/// and records the first break: a missing seq, or a hash that does not
+/// match the event and the previous hash.
+#[derive(Default)]
+pub(crate) struct ChainWalk {
+    prev: String,
+    after: u64,
+    pub report: ChainReport,
+}
+
+impl ChainWalk {
+    /// The seq the next page starts after.
+    pub fn after(&self) -> u64 {
+        self.after
+    }
+
+    pub fn check(&mut self, l: ChainLink<'_>) {
+        let kind = AlertEventKind::parse(l.kind);
+        let expected = event_hash(
+            &self.prev,
+            l.seq,
+            kind.unwrap_or(AlertEventKind::Note),
+            l.alert_id,
+            l.actor,
+            l.at,
+            l.note,
+            l.alert_json,
+        );
+        if self.report.first_break.is_none() {
+            if l.seq != self.after + 1 {
+                self.report.first_break = Some((self.after + 1, "seq missing".into()));
+            } else if expected != l.hash || kind.is_none() {
+                self.report.first_break = Some((l.seq, "hash does not match the event".into()));
+            }
+        }
+        self.report.checked += 1;
+        self.prev = l.hash.to_string();
+        self.after = l.seq;
+    }
+}
+
 /// The hash of one alert event, chained to the previous event's hash:
 /// hex SHA-256 over the previous hash and every stored field, each
 /// length-prefixed so no two different events hash the same bytes.

@@ -207,46 +207,31 @@ impl PgStore {
     }
 
     pub(super) async fn pg_verify_chain(&self) -> Result<ChainReport> {
-        let mut report = ChainReport::default();
-        let mut prev = String::new();
-        let mut after = 0i64;
+        let mut walk = crate::ChainWalk::default();
         loop {
             let rows = sqlx::query(
                 "SELECT seq, alert_id, kind, actor, at, note, alert, hash FROM alert_events
                  WHERE seq > $1 ORDER BY seq LIMIT 1000",
             )
-            .bind(after)
+            .bind(walk.after() as i64)
             .fetch_all(&self.pool)
             .await?;
             if rows.is_empty() {
-                return Ok(report);
+                return Ok(walk.report);
             }
             for r in &rows {
                 let seq: i64 = r.try_get("seq")?;
-                let kind: String = r.try_get("kind")?;
-                let stored: String = r.try_get("hash")?;
                 let note: Option<String> = r.try_get("note")?;
-                let expected = crate::event_hash(
-                    &prev,
-                    seq as u64,
-                    AlertEventKind::parse(&kind).unwrap_or(AlertEventKind::Note),
-                    &r.try_get::<String, _>("alert_id")?,
-                    &r.try_get::<String, _>("actor")?,
-                    r.try_get("at")?,
-                    note.as_deref(),
-                    &r.try_get::<String, _>("alert")?,
-                );
-                if seq != after + 1 && report.first_break.is_none() {
-                    report.first_break = Some((after as u64 + 1, "seq missing".into()));
-                }
-                if (expected != stored || AlertEventKind::parse(&kind).is_none())
-                    && report.first_break.is_none()
-                {
-                    report.first_break = Some((seq as u64, "hash does not match the event".into()));
-                }
-                report.checked += 1;
-                prev = stored;
-                after = seq;
+                walk.check(crate::ChainLink {
+                    seq: seq as u64,
+                    kind: &r.try_get::<String, _>("kind")?,
+                    alert_id: &r.try_get::<String, _>("alert_id")?,
+                    actor: &r.try_get::<String, _>("actor")?,
+                    at: r.try_get("at")?,
+                    note: note.as_deref(),
+                    alert_json: &r.try_get::<String, _>("alert")?,
+                    hash: &r.try_get::<String, _>("hash")?,
+                });
             }
         }
     }

@@ -380,9 +380,9 @@ impl PgStore {
     ///
     /// Small batches: `INSERT ... SELECT FROM UNNEST(one array per
     /// column)`, one round trip whatever the size, measured here
-    /// (tests/postgres.rs `copy_vs_unnest`, release, 200 000 readings from
-    /// 5 000 devices into the partitioned table with its indexes; readings
-    /// per second):
+    /// (2026-11-23, release, 200 000 readings from 5 000 devices into the
+    /// partitioned table with its indexes; readings per second; the
+    /// end-to-end measurement is `benches/pg_writer.rs`):
     ///
     /// | batch | UNNEST | COPY over TCP | COPY over a Unix socket |
     /// |-------|--------|---------------|-------------------------|
