@@ -89,6 +89,30 @@ fn elder_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Elder> {
     })
 }
 
+/// Binds an elder's fields in the elders table's column order
+/// (`elder_id` first), then `updated_at`: one list for every write.
+pub(crate) fn bind_elder<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    e: &'q Elder,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(&e.elder_id)
+        .bind(&e.name)
+        .bind(&e.phone)
+        .bind(&e.address)
+        .bind(&e.district)
+        .bind(&e.community)
+        .bind(e.home_lat)
+        .bind(e.home_lon)
+        .bind(e.safe_radius_m)
+        .bind(e.flags.join(";"))
+        .bind(&e.timezone)
+        .bind(&e.night_start)
+        .bind(&e.night_end)
+        .bind(&e.contact_name)
+        .bind(&e.contact_phone)
+        .bind(now_ms())
+}
+
 fn device_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Device> {
     let kind: String = r.try_get("kind")?;
     let hb: i64 = r.try_get("heartbeat_s")?;
@@ -144,8 +168,9 @@ impl Store for SqliteStore {
             .bind(&e.elder_id)
             .fetch_optional(&self.pool)
             .await?;
-        sqlx::query(
-            "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
+        bind_elder(
+            sqlx::query(
+                "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
                 home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name,
                 contact_phone, updated_at)
              VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
@@ -156,23 +181,9 @@ impl Store for SqliteStore {
                 timezone=excluded.timezone, night_start=excluded.night_start,
                 night_end=excluded.night_end, contact_name=excluded.contact_name,
                 contact_phone=excluded.contact_phone, updated_at=excluded.updated_at",
+            ),
+            e,
         )
-        .bind(&e.elder_id)
-        .bind(&e.name)
-        .bind(&e.phone)
-        .bind(&e.address)
-        .bind(&e.district)
-        .bind(&e.community)
-        .bind(e.home_lat)
-        .bind(e.home_lon)
-        .bind(e.safe_radius_m)
-        .bind(e.flags.join(";"))
-        .bind(&e.timezone)
-        .bind(&e.night_start)
-        .bind(&e.night_end)
-        .bind(&e.contact_name)
-        .bind(&e.contact_phone)
-        .bind(now_ms())
         .execute(&self.pool)
         .await?;
         Ok(existed.is_none())

@@ -1,7 +1,7 @@
 //! The operator API's registry writes and telemetry queries on SQLite.
 //! Kept apart from the ingest and alert paths of `sqlite.rs`; the trait
 //! methods there only delegate here.
-use super::{SqliteStore, corrupt, device_from_row, elder_from_row, now_ms};
+use super::{SqliteStore, bind_elder, corrupt, device_from_row, elder_from_row, now_ms};
 use crate::{
     DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, ReadingQuery, ReadingRecord,
     ReadingSubject, Result,
@@ -33,57 +33,33 @@ const READING_COLUMNS: &str = "rowid AS id, elder_id, device_id, stream, ts, seq
 
 impl SqliteStore {
     pub(super) async fn api_insert_elder(&self, e: &Elder) -> Result<bool> {
-        let r = sqlx::query(
-            "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
+        let r = bind_elder(
+            sqlx::query(
+                "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
                 home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name,
                 contact_phone, updated_at)
              VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
              ON CONFLICT(elder_id) DO NOTHING",
+            ),
+            e,
         )
-        .bind(&e.elder_id)
-        .bind(&e.name)
-        .bind(&e.phone)
-        .bind(&e.address)
-        .bind(&e.district)
-        .bind(&e.community)
-        .bind(e.home_lat)
-        .bind(e.home_lon)
-        .bind(e.safe_radius_m)
-        .bind(e.flags.join(";"))
-        .bind(&e.timezone)
-        .bind(&e.night_start)
-        .bind(&e.night_end)
-        .bind(&e.contact_name)
-        .bind(&e.contact_phone)
-        .bind(now_ms())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
 
     pub(super) async fn api_update_elder(&self, e: &Elder) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE elders SET name=?, phone=?, address=?, district=?, community=?, home_lat=?,
-                home_lon=?, safe_radius_m=?, flags=?, timezone=?, night_start=?, night_end=?,
-                contact_name=?, contact_phone=?, updated_at=?
-             WHERE elder_id = ?",
+        let r = bind_elder(
+            sqlx::query(
+                // Numbered: the shared binding puts elder_id first.
+                "UPDATE elders SET name=?2, phone=?3, address=?4, district=?5, community=?6,
+                home_lat=?7, home_lon=?8, safe_radius_m=?9, flags=?10, timezone=?11,
+                night_start=?12, night_end=?13, contact_name=?14, contact_phone=?15,
+                updated_at=?16
+             WHERE elder_id = ?1",
+            ),
+            e,
         )
-        .bind(&e.name)
-        .bind(&e.phone)
-        .bind(&e.address)
-        .bind(&e.district)
-        .bind(&e.community)
-        .bind(e.home_lat)
-        .bind(e.home_lon)
-        .bind(e.safe_radius_m)
-        .bind(e.flags.join(";"))
-        .bind(&e.timezone)
-        .bind(&e.night_start)
-        .bind(&e.night_end)
-        .bind(&e.contact_name)
-        .bind(&e.contact_phone)
-        .bind(now_ms())
-        .bind(&e.elder_id)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
