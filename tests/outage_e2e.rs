@@ -141,15 +141,13 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
     assert_eq!(acked.state, pb::AlertState::Acknowledged as i32);
     assert_eq!(next(&mut sub).await.seq, 3);
     assert!(
-        s.await_metric("eldercare_spool_events ", |v| v >= 2.0)
-            .await
-            >= 2.0,
+        s.await_metric("eldercare_spool_events", |v| v >= 2.0).await >= 2.0,
         "the events are in the spool"
     );
     // A device new to the engine: its registry entry cannot be read now,
     // so the SOS is held, not lost.
     sos(&btn[2], "btn-3").await;
-    assert!(s.await_metric("eldercare_ingest_held ", |v| v >= 1.0).await >= 1.0);
+    assert!(s.await_metric("eldercare_ingest_held", |v| v >= 1.0).await >= 1.0);
 
     // Back.
     pg.resume().unwrap();
@@ -161,8 +159,7 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
         "the held SOS is raised once the registry answers"
     );
     assert_eq!(
-        s.await_metric("eldercare_spool_events ", |v| v == 0.0)
-            .await,
+        s.await_metric("eldercare_spool_events", |v| v == 0.0).await,
         0.0,
         "the spool is written"
     );

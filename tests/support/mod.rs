@@ -227,7 +227,7 @@ impl Server {
     pub fn counter(&self, name: &str, label: &str) -> u64 {
         let m = self.metrics();
         m.lines()
-            .find(|l| l.starts_with(name) && l.contains(label))
+            .find(|l| is_metric(l, name) && l.contains(label))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
             .map(|v| v as u64)
@@ -281,7 +281,7 @@ impl Server {
     pub fn metric(&self, name: &str, label: &str) -> f64 {
         self.metrics()
             .lines()
-            .find(|l| l.starts_with(name) && l.contains(label))
+            .find(|l| is_metric(l, name) && l.contains(label))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
@@ -390,4 +390,12 @@ pub async fn next(stream: &mut tonic::Streaming<pb::AlertEvent>) -> pb::AlertEve
         .expect("no alert event arrived")
         .unwrap()
         .expect("stream ended")
+}
+
+/// Whether a Prometheus text line is of the metric `name` (exactly: not
+/// one whose name merely starts the same, as `_total` of a gauge does).
+/// `name` may carry its labels, e.g. `x_total{stream="status"}`.
+fn is_metric(line: &str, name: &str) -> bool {
+    line.strip_prefix(name)
+        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
 }
