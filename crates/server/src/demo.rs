@@ -207,6 +207,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     // The demo's own console reads alerts with a viewer token of its own.
     let tokens_file = args.data_dir.join("tokens.toml");
+    // A fresh one each run; the previous run's is revoked, not piled up.
+    eldercare_api::auth::revoke_tokens(&tokens_file, "demo-console")?;
     let token =
         eldercare_api::auth::add_token(&tokens_file, "demo-console", eldercare_api::Role::Viewer)?;
     let auth = eldercare_api::Auth::load(&tokens_file)?;
