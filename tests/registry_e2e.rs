@@ -1020,6 +1020,76 @@ async fn telemetry_of_an_elder_and_a_device_over_a_range_and_the_latest_of_each_
     );
     assert!(latest[2].json.contains("\"hr\":79"), "{:?}", latest[2]);
 
+    // Vital signs by the hour: the 40 minutes fall in one or two UTC
+    // hours; each hour's heart rate is that of its minutes.
+    let hour = 3_600_000;
+    let hourly = |from: i64, to: i64, elder: &str| pb::VitalsHourlyRequest {
+        elder_id: elder.into(),
+        from: ts(from),
+        to: ts(to),
+    };
+    let hours = tel
+        .vitals_hourly(hourly(now - 3 * hour, now, "E1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .hours;
+    let mut want: Vec<(i64, Vec<u64>)> = Vec::new();
+    for i in 0..40 {
+        let h = (now - (40 - i) * min) / hour * hour;
+        match want.last_mut() {
+            Some((last, hrs)) if *last == h => hrs.push(40 + i as u64),
+            _ => want.push((h, vec![40 + i as u64])),
+        }
+    }
+    let got: Vec<(i64, u32, Option<pb::VitalStat>, f64)> = hours
+        .iter()
+        .map(|h| {
+            (
+                ms(&h.hour),
+                h.readings,
+                h.hr,
+                h.spo2.map(|s| s.avg).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, u32, Option<pb::VitalStat>, f64)> = want
+        .iter()
+        .map(|(h, hrs)| {
+            let n = hrs.len() as u32;
+            let stat = pb::VitalStat {
+                count: n,
+                avg: hrs.iter().sum::<u64>() as f64 / f64::from(n),
+                min: *hrs.iter().min().unwrap() as f64,
+                max: *hrs.iter().max().unwrap() as f64,
+            };
+            (*h, n, Some(stat), 97.0)
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(hours.iter().all(|h| h.rr.is_none() && h.sys.is_none()));
+    refused(
+        tel.vitals_hourly(hourly(now - 401 * 24 * hour, now, "E1"))
+            .await,
+        Code::InvalidArgument,
+        &["400 days"],
+    );
+    refused(
+        tel.vitals_hourly(pb::VitalsHourlyRequest {
+            elder_id: "E1".into(),
+            from: None,
+            to: ts(now),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["`from`"],
+    );
+    refused(
+        tel.vitals_hourly(hourly(now - hour, now, "E404")).await,
+        Code::NotFound,
+        &["E404"],
+    );
+
     // Bad requests.
     let mut bad = req(Subject::ElderId("E1".into()));
     bad.from = ts(now);
@@ -1278,6 +1348,7 @@ async fn every_role_against_every_registry_and_telemetry_rpc() {
         ("Import", WRITE),
         ("ListReadings", TELEMETRY),
         ("LatestReadings", TELEMETRY),
+        ("VitalsHourly", TELEMETRY),
     ];
     for role in ["operator", "dispatcher", "admin", "viewer", "none"] {
         let mut reg = s.registry(role).await;
@@ -1346,6 +1417,13 @@ async fn every_role_against_every_registry_and_telemetry_rpc() {
                 "LatestReadings" => status_code(
                     tel.latest_readings(pb::LatestReadingsRequest {
                         elder_id: "E1".into(),
+                    })
+                    .await,
+                ),
+                "VitalsHourly" => status_code(
+                    tel.vitals_hourly(pb::VitalsHourlyRequest {
+                        elder_id: "E1".into(),
+                        ..Default::default()
                     })
                     .await,
                 ),

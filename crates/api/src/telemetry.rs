@@ -4,7 +4,9 @@ use crate::auth::{Action, Auth};
 use crate::registry::page_size;
 use eldercare_model::{EpochMs, Stream};
 use eldercare_proto::v1 as pb;
-use eldercare_store::{ReadingQuery, ReadingRecord, ReadingSubject, Store};
+use eldercare_store::{
+    HOUR_MS, ReadingQuery, ReadingRecord, ReadingSubject, Store, VitalStat, VitalsHour,
+};
 use pb::list_readings_request::Subject;
 use pb::telemetry_service_server::TelemetryService;
 use std::sync::Arc;
@@ -62,6 +64,64 @@ fn reading_to_pb(r: &ReadingRecord) -> pb::Reading {
         ts: to_pb_ts(r.ts_ms),
         json: r.json.clone(),
     }
+}
+
+/// Longest range VitalsHourly answers in one response: 9,600 hours of
+/// ~100 bytes each stay well inside gRPC's default 4 MiB message.
+const MAX_HOURLY_DAYS: i64 = 400;
+
+fn stat_to_pb(s: Option<VitalStat>) -> Option<pb::VitalStat> {
+    s.map(|s| pb::VitalStat {
+        count: u32::try_from(s.count).unwrap_or(u32::MAX),
+        avg: s.avg,
+        min: s.min,
+        max: s.max,
+    })
+}
+
+fn hour_to_pb(h: &VitalsHour) -> pb::VitalsHour {
+    pb::VitalsHour {
+        hour: to_pb_ts(h.hour),
+        readings: u32::try_from(h.readings).unwrap_or(u32::MAX),
+        hr: stat_to_pb(h.hr),
+        spo2: stat_to_pb(h.spo2),
+        rr: stat_to_pb(h.rr),
+        temp_c: stat_to_pb(h.temp_c),
+        sys: stat_to_pb(h.sys),
+        dia: stat_to_pb(h.dia),
+    }
+}
+
+/// `[from, to)` widened to whole hours; INVALID_ARGUMENT when missing,
+/// empty or longer than [`MAX_HOURLY_DAYS`].
+fn hourly_range(
+    from: Option<&prost_types::Timestamp>,
+    to: Option<&prost_types::Timestamp>,
+) -> Result<(EpochMs, EpochMs), Status> {
+    let from = from_pb_ts(
+        "from",
+        from.ok_or_else(|| Status::invalid_argument("missing required `from`"))?,
+    )?;
+    let to = from_pb_ts(
+        "to",
+        to.ok_or_else(|| Status::invalid_argument("missing required `to`"))?,
+    )?;
+    if from >= to {
+        return Err(Status::invalid_argument(format!(
+            "empty range: `from` ({from} ms) must be before `to` ({to} ms)"
+        )));
+    }
+    let (from, to) = (
+        from.div_euclid(HOUR_MS) * HOUR_MS,
+        (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS,
+    );
+    if to - from > MAX_HOURLY_DAYS * 24 * HOUR_MS {
+        return Err(Status::invalid_argument(format!(
+            "range of {} hours is longer than {MAX_HOURLY_DAYS} days; ask for it in parts",
+            (to - from) / HOUR_MS
+        )));
+    }
+    Ok((from, to))
 }
 
 /// Page tokens carry the order they were made for, so a token is never
@@ -201,6 +261,24 @@ impl TelemetryService for Telemetry {
             readings: rows.iter().map(reading_to_pb).collect(),
         }))
     }
+
+    async fn vitals_hourly(
+        &self,
+        req: Request<pb::VitalsHourlyRequest>,
+    ) -> Result<Response<pb::VitalsHourlyResponse>, Status> {
+        self.auth.check(&req, Action::ReadTelemetry)?;
+        let r = req.into_inner();
+        let (from, to) = hourly_range(r.from.as_ref(), r.to.as_ref())?;
+        self.elder_exists(&r.elder_id).await?;
+        let hours = self
+            .store
+            .vitals_hourly(&r.elder_id, from, to)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::VitalsHourlyResponse {
+            hours: hours.iter().map(hour_to_pb).collect(),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +311,27 @@ mod tests {
         assert!(decode_token(&t, false).is_err(), "other order");
         assert!(decode_token("n:x:1", true).is_err());
         assert_eq!(decode_token("", false).unwrap(), None);
+    }
+
+    #[test]
+    fn hourly_ranges_widen_to_whole_hours_and_are_bounded() {
+        let ts = |ms: EpochMs| to_pb_ts(ms).unwrap();
+        let h = HOUR_MS;
+        assert_eq!(
+            hourly_range(Some(&ts(h + 1)), Some(&ts(3 * h - 1))).unwrap(),
+            (h, 3 * h)
+        );
+        assert_eq!(
+            hourly_range(Some(&ts(h)), Some(&ts(2 * h))).unwrap(),
+            (h, 2 * h)
+        );
+        let day = 24 * h;
+        assert!(hourly_range(Some(&ts(0)), Some(&ts(400 * day))).is_ok());
+        let e = hourly_range(Some(&ts(0)), Some(&ts(400 * day + 1))).unwrap_err();
+        assert!(e.message().contains("400 days"), "{}", e.message());
+        let e = hourly_range(Some(&ts(h)), Some(&ts(h))).unwrap_err();
+        assert!(e.message().contains("empty range"), "{}", e.message());
+        let e = hourly_range(None, Some(&ts(h))).unwrap_err();
+        assert!(e.message().contains("`from`"), "{}", e.message());
     }
 }

@@ -243,6 +243,95 @@ pub trait Store: Send + Sync + 'static {
     /// The newest stored reading of each stream of each device now
     /// registered to the elder, attributed to that elder.
     async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>>;
+    /// An elder's `vitals` readings aggregated by UTC hour, for the hours
+    /// starting in `[from, to)` (both whole hours), oldest first; hours
+    /// without a vitals reading are absent. Read from the continuous
+    /// aggregate `vitals_hourly` on TimescaleDB, so years stay cheap.
+    async fn vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>>;
+}
+
+/// Milliseconds in an hour, the width of a [`VitalsHour`].
+pub const HOUR_MS: EpochMs = 3_600_000;
+
+/// One UTC hour of an elder's `vitals` readings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VitalsHour {
+    /// Start of the hour.
+    pub hour: EpochMs,
+    /// Vitals readings in the hour (each carries some of the fields).
+    pub readings: u64,
+    pub hr: Option<VitalStat>,
+    pub spo2: Option<VitalStat>,
+    pub rr: Option<VitalStat>,
+    pub temp_c: Option<VitalStat>,
+    pub sys: Option<VitalStat>,
+    pub dia: Option<VitalStat>,
+}
+
+/// One field's values within an hour; absent when no reading had it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct VitalStat {
+    pub count: u64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The vitals fields aggregated per hour, as columns are named in both
+/// backends' queries (`<field>_n`, `_avg`, `_min`, `_max`).
+pub const VITAL_FIELDS: [&str; 6] = ["hr", "spo2", "rr", "temp_c", "sys", "dia"];
+
+impl VitalsHour {
+    /// Sets a field's stat from the columns of a row; `n == 0` leaves it
+    /// absent.
+    pub fn set(
+        &mut self,
+        field: &str,
+        n: i64,
+        avg: Option<f64>,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) {
+        let stat = match (n, avg, min, max) {
+            (n, Some(avg), Some(min), Some(max)) if n > 0 => Some(VitalStat {
+                count: n as u64,
+                avg,
+                min,
+                max,
+            }),
+            _ => None,
+        };
+        match field {
+            "hr" => self.hr = stat,
+            "spo2" => self.spo2 = stat,
+            "rr" => self.rr = stat,
+            "temp_c" => self.temp_c = stat,
+            "sys" => self.sys = stat,
+            "dia" => self.dia = stat,
+            other => unreachable!("not a vitals field: {other}"),
+        }
+    }
+}
+
+/// The aggregate columns of [`VITAL_FIELDS`], each value given by `expr`
+/// (given the field name), for a backend's hourly query.
+pub fn vital_columns(expr: impl Fn(&str) -> String, cast: &str) -> String {
+    VITAL_FIELDS
+        .iter()
+        .map(|f| {
+            let e = expr(f);
+            format!(
+                "count({e}) AS {f}_n, CAST(avg({e}) AS {cast}) AS {f}_avg, \
+                 CAST(min({e}) AS {cast}) AS {f}_min, CAST(max({e}) AS {cast}) AS {f}_max"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What [`Store::delete_elder`] did.

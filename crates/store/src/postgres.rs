@@ -12,7 +12,7 @@
 //! macros), so a fresh clone builds without a database.
 use crate::{
     AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
-    ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading,
+    ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading, VitalsHour,
 };
 use async_trait::async_trait;
 use eldercare_model::{AlertEvent, DeadLetter, Device, Elder, EpochMs, Silence};
@@ -251,6 +251,15 @@ impl Store for PgStore {
 
     async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
         self.pg_latest_readings(elder_id).await
+    }
+
+    async fn vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        self.pg_vitals_hourly(elder_id, from, to).await
     }
 }
 

@@ -11,7 +11,7 @@
 //! anything is spooled, new writes queue behind it, so order holds.
 use crate::{
     AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
-    ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading, event_hash,
+    ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading, VitalsHour, event_hash,
 };
 use async_trait::async_trait;
 use eldercare_model::{
@@ -584,6 +584,14 @@ impl Store for SpoolingStore {
     async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
         self.inner.latest_readings(elder_id).await
     }
+    async fn vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        self.inner.vitals_hourly(elder_id, from, to).await
+    }
 }
 
 #[cfg(test)]
@@ -730,6 +738,15 @@ mod tests {
         async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
             self.check()?;
             self.inner.latest_readings(elder_id).await
+        }
+        async fn vitals_hourly(
+            &self,
+            elder_id: &str,
+            from: EpochMs,
+            to: EpochMs,
+        ) -> Result<Vec<VitalsHour>> {
+            self.check()?;
+            self.inner.vitals_hourly(elder_id, from, to).await
         }
     }
 

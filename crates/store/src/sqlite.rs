@@ -4,7 +4,9 @@ use crate::{
     AlertQuery, ChainReport, DEAD_LETTER_CAPACITY, NewAlertEvent, Result, Store, StoreError,
     StoredReading,
 };
-use crate::{DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, ReadingQuery, ReadingRecord};
+use crate::{
+    DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, ReadingQuery, ReadingRecord, VitalsHour,
+};
 use async_trait::async_trait;
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertKind, DeadLetter, Device, DeviceKind, Elder, EpochMs,
@@ -606,6 +608,15 @@ impl Store for SqliteStore {
 
     async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
         self.api_latest_readings(elder_id).await
+    }
+
+    async fn vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        self.api_vitals_hourly(elder_id, from, to).await
     }
 }
 

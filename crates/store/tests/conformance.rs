@@ -13,8 +13,8 @@ use eldercare_model::{
     Stream, Vitals,
 };
 use eldercare_store::{
-    AlertQuery, DEAD_LETTER_CAPACITY, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery,
-    NewAlertEvent, ReadingQuery, ReadingSubject, StoredReading,
+    AlertQuery, DEAD_LETTER_CAPACITY, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, HOUR_MS,
+    NewAlertEvent, ReadingQuery, ReadingSubject, StoredReading, VitalStat, VitalsHour,
 };
 use support::Backend;
 
@@ -48,6 +48,7 @@ on_both_backends!(
     readings_page_both_ways_and_latest_is_per_device_and_stream,
     readings_filter_by_subject_stream_and_range,
     latest_readings_are_the_newest_whether_recent_or_long_ago,
+    vitals_are_aggregated_by_hour_for_long_ranges,
     a_large_batch_is_stored_whole,
     alert_events_are_gap_free_under_concurrent_appends,
     the_event_log_is_a_hash_chain_and_tampering_is_found,
@@ -1296,4 +1297,111 @@ async fn latest_readings_are_the_newest_whether_recent_or_long_ago(b: Backend) {
             row("band", "vitals", hour),
         ]
     );
+}
+
+async fn vitals_are_aggregated_by_hour_for_long_ranges(b: Backend) {
+    let s = &b.store;
+    s.insert_elder(&elder("E1", "D1")).await.unwrap();
+    s.insert_elder(&elder("E2", "D1")).await.unwrap();
+    s.insert_device(&device("band", "E1")).await.unwrap();
+    let day = 24 * HOUR_MS;
+    // Whole hours: one now, one long ago (past the partitions made ahead).
+    let h0 = now_ms() / HOUR_MS * HOUR_MS - 5 * HOUR_MS;
+    let old = h0 - 300 * day;
+    let v = |hr: Option<u32>, spo2: Option<u32>, temp_c: Option<f64>, bp: Option<(u32, u32)>| {
+        Body::Vitals(Vitals {
+            hr,
+            spo2,
+            rr: None,
+            temp_c,
+            sys: bp.map(|b| b.0),
+            dia: bp.map(|b| b.1),
+        })
+    };
+    s.insert_readings(&[
+        // Just before the range.
+        stored("E1", "band", old - 1, None, vitals_hr(200)),
+        stored("E1", "band", old, None, vitals_hr(58)),
+        stored(
+            "E1",
+            "band",
+            h0,
+            None,
+            v(Some(60), Some(97), Some(36.5), None),
+        ),
+        stored(
+            "E1",
+            "band",
+            h0 + 10_000,
+            None,
+            v(Some(70), None, None, Some((130, 85))),
+        ),
+        stored(
+            "E1",
+            "band",
+            h0 + HOUR_MS - 1,
+            None,
+            v(None, Some(95), None, None),
+        ),
+        // Not vitals: the sleep sensor's heart rate is not in the band's hours.
+        stored(
+            "E1",
+            "band",
+            h0 + HOUR_MS,
+            None,
+            Body::Sleep(Sleep {
+                in_bed: true,
+                hr: Some(50),
+                rr: Some(12),
+                ..Default::default()
+            }),
+        ),
+        stored("E1", "band", h0 + 2 * HOUR_MS + 5, None, vitals_hr(80)),
+        // Someone else's.
+        stored("E2", "band", h0 + 5, None, vitals_hr(120)),
+        // At the range's end, which is exclusive.
+        stored("E1", "band", h0 + 3 * HOUR_MS, None, vitals_hr(90)),
+    ])
+    .await
+    .unwrap();
+    let stat = |count: u64, avg: f64, min: f64, max: f64| {
+        Some(VitalStat {
+            count,
+            avg,
+            min,
+            max,
+        })
+    };
+    let got = s.vitals_hourly("E1", old, h0 + 3 * HOUR_MS).await.unwrap();
+    assert_eq!(
+        got,
+        [
+            VitalsHour {
+                hour: old,
+                readings: 1,
+                hr: stat(1, 58.0, 58.0, 58.0),
+                ..Default::default()
+            },
+            VitalsHour {
+                hour: h0,
+                readings: 3,
+                hr: stat(2, 65.0, 60.0, 70.0),
+                spo2: stat(2, 96.0, 95.0, 97.0),
+                temp_c: stat(1, 36.5, 36.5, 36.5),
+                sys: stat(1, 130.0, 130.0, 130.0),
+                dia: stat(1, 85.0, 85.0, 85.0),
+                rr: None,
+            },
+            VitalsHour {
+                hour: h0 + 2 * HOUR_MS,
+                readings: 1,
+                hr: stat(1, 80.0, 80.0, 80.0),
+                ..Default::default()
+            },
+        ]
+    );
+    // A sub-range, and an elder with no vitals in it.
+    let got = s.vitals_hourly("E1", h0, h0 + HOUR_MS).await.unwrap();
+    assert_eq!(got.iter().map(|h| h.hour).collect::<Vec<_>>(), [h0]);
+    assert!(s.vitals_hourly("E2", old, h0).await.unwrap().is_empty());
 }

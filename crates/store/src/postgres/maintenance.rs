@@ -4,7 +4,7 @@
 //! is installed). The server runs [`PgStore::maintain`] at start and every
 //! hour; it takes "now" as an argument so tests can drive the clock.
 use super::PgStore;
-use crate::Result;
+use crate::{Result, vital_columns};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use sqlx::PgPool;
 use std::collections::BTreeSet;
@@ -315,21 +315,16 @@ impl PgStore {
         tx.commit().await?;
         // Hourly vitals per elder, kept after the raw readings expire. A
         // continuous aggregate cannot be created inside a transaction.
-        sqlx::query(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE MATERIALIZED VIEW IF NOT EXISTS vitals_hourly
-             WITH (timescaledb.continuous) AS
+             WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
              SELECT elder_id, time_bucket(INTERVAL '1 hour', ts) AS bucket,
-                count(*) AS readings,
-                avg(hr) AS hr_avg, min(hr) AS hr_min, max(hr) AS hr_max,
-                avg(spo2) AS spo2_avg, min(spo2) AS spo2_min,
-                avg(rr) AS rr_avg, min(rr) AS rr_min, max(rr) AS rr_max,
-                avg(temp_c) AS temp_c_avg, max(temp_c) AS temp_c_max,
-                avg(sys) AS sys_avg, max(sys) AS sys_max,
-                avg(dia) AS dia_avg, max(dia) AS dia_max
+                count(*) AS readings, {}
              FROM readings WHERE stream = 1
              GROUP BY elder_id, bucket
              WITH NO DATA",
-        )
+            vital_columns(|f| f.to_string(), "float8")
+        )))
         .execute(&self.pool)
         .await?;
         sqlx::query(

@@ -2,8 +2,12 @@
 //! reading (see `migrations/postgres/0002_readings.sql`), and their JSON
 //! body is rebuilt from the columns when read, identical to what the
 //! SQLite backend stores.
+use super::maintenance::Layout;
 use super::{PgStore, corrupt, now_ms};
-use crate::{ReadingQuery, ReadingRecord, ReadingSubject, Result, StoreError, StoredReading};
+use crate::{
+    ReadingQuery, ReadingRecord, ReadingSubject, Result, StoreError, StoredReading, VITAL_FIELDS,
+    VitalsHour, vital_columns,
+};
 use chrono::{DateTime, Utc};
 use eldercare_model::{
     Body, DeviceEvent, EpochMs, EventType, Location, Motion, Sleep, Status, Stream, Vitals,
@@ -557,6 +561,73 @@ impl PgStore {
             .push_bind(i64::from(q.limit));
         let rows = b.build().fetch_all(&self.pool).await?;
         rows.iter().map(reading_from_row).collect()
+    }
+
+    /// On TimescaleDB from the continuous aggregate `vitals_hourly`
+    /// (real-time: materialized hours plus the raw readings since), so a
+    /// year is ~9,000 rows read, not millions; on plain PostgreSQL
+    /// grouped over the elder's raw readings, which the (elder_id, ts)
+    /// index confines to the range.
+    pub(super) async fn pg_vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        let sql = match self.layout {
+            Layout::Timescale => {
+                let columns = VITAL_FIELDS
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{f}_n, {f}_avg::float8 AS {f}_avg, {f}_min::float8 AS {f}_min, \
+                             {f}_max::float8 AS {f}_max"
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "SELECT bucket AS hour, readings, {columns} FROM vitals_hourly
+                     WHERE elder_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket"
+                )
+            }
+            Layout::Partitioned => {
+                let columns = vital_columns(|f| f.to_string(), "float8");
+                format!(
+                    "SELECT date_trunc('hour', ts, 'UTC') AS hour, count(*) AS readings, {columns}
+                     FROM readings
+                     WHERE elder_id = $1 AND ts >= $2 AND ts < $3 AND stream = {}
+                     GROUP BY 1 ORDER BY 1",
+                    stream_code(Stream::Vitals)
+                )
+            }
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(elder_id)
+            .bind(bound_ts(from))
+            .bind(bound_ts(to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let hour: DateTime<Utc> = r.try_get("hour")?;
+                let mut h = VitalsHour {
+                    hour: hour.timestamp_millis(),
+                    readings: r.try_get::<i64, _>("readings")? as u64,
+                    ..Default::default()
+                };
+                for f in VITAL_FIELDS {
+                    h.set(
+                        f,
+                        r.try_get(format!("{f}_n").as_str())?,
+                        r.try_get(format!("{f}_avg").as_str())?,
+                        r.try_get(format!("{f}_min").as_str())?,
+                        r.try_get(format!("{f}_max").as_str())?,
+                    );
+                }
+                Ok(h)
+            })
+            .collect()
     }
 
     pub(super) async fn pg_latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {

@@ -3,10 +3,10 @@
 //! methods there only delegate here.
 use super::{SqliteStore, bind_elder, corrupt, device_from_row, elder_from_row, now_ms};
 use crate::{
-    DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, ReadingQuery, ReadingRecord,
-    ReadingSubject, Result,
+    DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, HOUR_MS, ReadingQuery, ReadingRecord,
+    ReadingSubject, Result, VITAL_FIELDS, VitalsHour, vital_columns,
 };
-use eldercare_model::{Device, Elder, Stream};
+use eldercare_model::{Device, Elder, EpochMs, Stream};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 /// A foreign key refused the write: the device names no registered elder.
@@ -264,6 +264,49 @@ impl SqliteStore {
             .push(" ORDER BY r.stream, r.device_id");
         let rows = b.build().fetch_all(&self.pool).await?;
         rows.iter().map(reading_from_row).collect()
+    }
+
+    /// Grouped over the elder's raw readings: the embedded store holds a
+    /// home or a small district, where that is quick.
+    pub(super) async fn api_vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        let columns = vital_columns(|f| format!("json_extract(body, '$.{f}')"), "REAL");
+        // Integer division floors for the non-negative times stored here.
+        let sql = format!(
+            "SELECT (ts / {HOUR_MS}) * {HOUR_MS} AS hour, count(*) AS readings, {columns}
+             FROM readings
+             WHERE elder_id = ? AND ts >= ? AND ts < ? AND stream = 'vitals'
+             GROUP BY 1 ORDER BY 1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(elder_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let mut h = VitalsHour {
+                    hour: r.try_get("hour")?,
+                    readings: r.try_get::<i64, _>("readings")? as u64,
+                    ..Default::default()
+                };
+                for f in VITAL_FIELDS {
+                    h.set(
+                        f,
+                        r.try_get(format!("{f}_n").as_str())?,
+                        r.try_get(format!("{f}_avg").as_str())?,
+                        r.try_get(format!("{f}_min").as_str())?,
+                        r.try_get(format!("{f}_max").as_str())?,
+                    );
+                }
+                Ok(h)
+            })
+            .collect()
     }
 }
 
