@@ -10,15 +10,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The demo's rules: the defaults, with the timer rules shortened so that
-/// every rule fires within two minutes. Compiled in, so the demo runs
+/// every rule fires within four minutes. Compiled in, so the demo runs
 /// from any directory.
 const DEMO_RULES: &str = include_str!("../../../deploy/demo-rules.toml");
 /// Heartbeat interval of the demo's devices (seconds): with the demo
 /// rules' grace, a silent device is reported within half a minute
 /// instead of six.
 const DEMO_HEARTBEAT_S: u32 = 20;
-/// Seconds between two readings of one device.
-const INTERVAL: Duration = Duration::from_secs(5);
 
 /// One scripted episode: when it starts (seconds after the homes come
 /// online), where, and how long after its start its alert is due under
@@ -27,134 +25,122 @@ struct Scripted {
     at_s: u64,
     home: usize,
     what: Inject,
-    alert_after_s: u64,
     expect: &'static str,
 }
 
-const fn ep(
-    at_s: u64,
-    home: usize,
-    what: Inject,
-    alert_after_s: u64,
-    expect: &'static str,
-) -> Scripted {
+/// Safe radius of the demo's wandering home: a tight zone, as a family
+/// sets for an elder with dementia, so the walk leaves it in under four minutes.
+const WANDERING_RADIUS_M: f64 = 150.0;
+
+/// Seconds from an episode's start until its alert is due under `rules`.
+fn due_after_s(s: &Scripted, rules: &eldercare_rules::RuleConfig) -> f64 {
+    let mut home = eldercare_sim::homes(1, 1).remove(0);
+    if s.what == Inject::Wandering {
+        home.safe_radius_m = WANDERING_RADIUS_M;
+    }
+    home.heartbeat_s = DEMO_HEARTBEAT_S;
+    let sim =
+        eldercare_sim::life::HomeSim::new(&home, 1, rules, Default::default(), 0, &[(s.what, 0)]);
+    sim.truths()[0].due_ms as f64 / 1000.0
+}
+
+const fn ep(at_s: u64, home: usize, what: Inject, expect: &'static str) -> Scripted {
     Scripted {
         at_s,
         home,
         what,
-        alert_after_s,
         expect,
     }
 }
 
 /// Every rule once, each in its own home. The slow ones start first so
-/// that every alert is in within about two minutes. Timer episodes begin
+/// that every alert is in within about four minutes. Timer episodes begin
 /// with 5 s asleep in bed before the person gets up.
 const SCRIPT: [Scripted; 16] = [
     ep(
-        0,
+        36,
         8,
         Inject::Tachycardia,
-        60,
         "vital_out_of_range HIGH: pulse 150 for 60 s",
     ),
-    ep(3, 3, Inject::Sos, 0, "sos CRITICAL"),
-    ep(
-        6,
-        17,
-        Inject::Fall,
-        0,
-        "fall CRITICAL, nothing moves after it",
-    ),
+    ep(3, 3, Inject::Sos, "sos CRITICAL"),
+    ep(6, 17, Inject::Fall, "fall CRITICAL, nothing moves after it"),
     ep(
         9,
         12,
         Inject::Inactivity,
-        95,
         "inactivity HIGH: no movement for 90 s of daytime",
     ),
     ep(
         12,
         5,
         Inject::OutOfBed,
-        65,
         "out_of_bed_too_long HIGH: out of bed 60 s at night",
     ),
     ep(
         15,
         6,
         Inject::BathroomFall,
-        65,
         "out_of_bed_too_long CRITICAL: last seen in the bathroom",
     ),
     ep(
         18,
         4,
         Inject::SosCancel,
-        0,
         "sos CRITICAL, resolved as a false alarm 8 s later",
     ),
     ep(
         21,
         18,
         Inject::FallUp,
-        0,
         "fall CRITICAL, updated 20 s later: appears to be up",
     ),
     ep(
         24,
         9,
         Inject::Bradycardia,
-        60,
         "vital_out_of_range HIGH: pulse 35 for 60 s",
     ),
     ep(
         27,
         10,
         Inject::Hypoxia,
-        60,
         "vital_out_of_range HIGH: SpO2 88 % for 60 s",
     ),
     ep(
         30,
         11,
         Inject::Fever,
-        60,
         "vital_out_of_range HIGH: temperature 39.6 °C for 60 s",
     ),
     ep(
         33,
         13,
         Inject::NoBreathing,
-        20,
         "no_breathing CRITICAL: no breathing in bed for 20 s",
     ),
     ep(
-        36,
+        0,
         14,
         Inject::Wandering,
-        30,
         "geofence_exit CRITICAL: elder with dementia leaves at night",
     ),
     ep(
         39,
         15,
         Inject::DeviceOffline,
-        10,
         "device_offline LOW: the GPS watch",
     ),
     ep(
         42,
         16,
         Inject::HomeOffline,
-        10,
-        "home_offline LOW: all 5 devices (power cut)",
+        "home_offline LOW: all 9 devices (power cut)",
     ),
     ep(
         45,
         19,
         Inject::LowBattery,
-        0,
         "low_battery LOW: SOS button at 12 %",
     ),
 ];
@@ -188,10 +174,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for h in &mut homes {
         h.heartbeat_s = DEMO_HEARTBEAT_S;
     }
-    // Night windows around the current time, for the episodes whose rules
-    // only judge the night (or the day).
     for s in &script {
-        eldercare_sim::stage(&mut homes[s.home - 1], s.what);
+        if s.what == Inject::Wandering {
+            homes[s.home - 1].safe_radius_m = WANDERING_RADIUS_M;
+        }
     }
     // Register the homes, and note where the event log stands so only
     // this run's alerts are printed.
@@ -211,6 +197,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eldercare_api::auth::revoke_tokens(&tokens_file, "demo-console")?;
     let token =
         eldercare_api::auth::add_token(&tokens_file, "demo-console", eldercare_api::Role::Viewer)?;
+    // The simulator registers its homes (and stages those with an
+    // episode) through RegistryService, as an ops engineer's would.
+    eldercare_api::auth::revoke_tokens(&tokens_file, "demo-simulator")?;
+    let admin =
+        eldercare_api::auth::add_token(&tokens_file, "demo-simulator", eldercare_api::Role::Admin)?;
     let auth = eldercare_api::Auth::load(&tokens_file)?;
     let g = rules.global().clone();
     let cfg = Config {
@@ -241,15 +232,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         g.out_of_bed.after_s, g.inactivity.after_s, g.offline.grace_s
     );
     println!("Scripted, one episode per rule, each in its own home (seconds from now):");
-    let mut by_due: Vec<&&Scripted> = script.iter().collect();
-    by_due.sort_by_key(|s| s.at_s + s.alert_after_s);
-    for s in by_due {
+    let mut by_due: Vec<(u64, &&Scripted)> = script
+        .iter()
+        .map(|s| (s.at_s + due_after_s(s, &g).ceil() as u64, s))
+        .collect();
+    by_due.sort_by_key(|(due, _)| *due);
+    for (due, s) in by_due {
         println!(
             "  +{:>3} s  home {:<3} {:<15} -> +{:>3} s  {}",
             s.at_s,
             s.home,
             s.what.name(),
-            s.at_s + s.alert_after_s,
+            due,
             s.expect
         );
     }
@@ -299,34 +293,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     });
 
-    let addr = bound.mqtt.to_string();
-    // Kept for the whole run: dropping the sender would stop the simulator.
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    {
-        let injected: Vec<(usize, Inject)> = script.iter().map(|s| (s.home, s.what)).collect();
-        let (addr, homes, stop_rx) = (
-            addr.clone(),
-            eldercare_sim::without_injected(&homes, &injected),
-            stop_rx.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = eldercare_sim::run(&addr, &homes, INTERVAL, stop_rx).await {
-                eprintln!("simulator: {e:#}");
-            }
-        });
-    }
-    for s in script {
-        let (addr, home, stop_rx) = (addr.clone(), homes[s.home - 1].clone(), stop_rx.clone());
-        let (what, lead) = (s.what, Duration::from_secs(s.at_s));
-        // Started now: the devices the episode takes over report as usual
-        // until it begins.
-        tokio::spawn(async move {
-            if let Err(e) = eldercare_sim::inject(&addr, &home, what, lead, INTERVAL, stop_rx).await
-            {
-                eprintln!("injecting {what} into home {}: {e:#}", home.index);
-            }
-        });
-    }
+    // The homes live their day; the episodes play as scripted.
+    let sim = eldercare_sim::drive::Config {
+        mode: eldercare_sim::drive::Mode::Run,
+        homes,
+        seed: 1,
+        mqtt_addr: bound.mqtt.to_string(),
+        grpc_addr: format!("http://{}", bound.grpc),
+        admin_token: Some(admin),
+        token: None,
+        register: true,
+        duration: Duration::from_secs(7 * 24 * 3600),
+        rate: None,
+        rules: (*g).clone(),
+        injections: script
+            .iter()
+            .map(|s| (s.at_s as f64, s.home, s.what))
+            .collect(),
+        result: None,
+        progress: false,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = eldercare_sim::drive::drive(sim).await {
+            eprintln!("simulator: {e:#}");
+        }
+    });
     server.await?
 }
 
@@ -378,8 +369,7 @@ fn print_event(ev: &pb::AlertEvent, t0: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eldercare_model::{Body, Location, Motion, Reading, Sleep, Status, Vitals};
-    use eldercare_rules::{DeviceProfile, ElderProfile, Engine, Rules};
+    use eldercare_rules::Rules;
     use std::collections::HashSet;
 
     #[test]
@@ -405,99 +395,10 @@ mod tests {
         for w in Inject::ALL {
             assert_eq!(SCRIPT.iter().filter(|s| s.what == w).count(), 1, "{w}");
         }
-        assert!(SCRIPT.iter().all(|s| s.at_s + s.alert_after_s <= 120));
-    }
-
-    /// A simulator JSON reading as the protocol decoder would hand it to
-    /// the engine (the simulator only writes valid, in-range fields).
-    fn to_reading(device_id: &str, kind: &str, v: &serde_json::Value) -> Reading {
-        let u = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as u32);
-        let f = |k: &str| v.get(k).and_then(|x| x.as_f64());
-        let body = match kind {
-            "sleep_sensor" => Body::Sleep(Sleep {
-                in_bed: v["in_bed"].as_bool().unwrap(),
-                hr: u("hr"),
-                rr: u("rr"),
-                movement: f("movement"),
-            }),
-            "vital_band" => Body::Vitals(Vitals {
-                hr: u("hr"),
-                spo2: u("spo2"),
-                rr: u("rr"),
-                temp_c: f("temp_c"),
-                sys: u("sys"),
-                dia: u("dia"),
-            }),
-            "pir" => Body::Motion(Motion {
-                room: v["room"].as_str().unwrap().into(),
-                motion: v["motion"].as_bool().unwrap(),
-            }),
-            "gps_watch" => Body::Location(Location {
-                lat: f("lat").unwrap(),
-                lon: f("lon").unwrap(),
-                accuracy_m: f("accuracy_m"),
-            }),
-            _ => Body::Status(Status {
-                online: v["online"].as_bool(),
-                battery_pct: u("battery_pct"),
-                ..Default::default()
-            }),
-        };
-        Reading {
-            device_id: device_id.into(),
-            seq: v["seq"].as_u64(),
-            ts_ms: v["ts"].as_i64().unwrap(),
-            body,
-        }
-    }
-
-    /// Normal homes, registered as the demo registers them, judged for a
-    /// simulated day and a bit (every hour of the night window and of the
-    /// day) under both the default and the demo rules: nothing is raised.
-    #[tokio::test]
-    async fn normal_homes_raise_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = eldercare_store::SqliteStore::open(dir.path())
-            .await
-            .unwrap();
-        let mut homes = eldercare_sim::homes(4, 1);
-        for h in &mut homes {
-            h.heartbeat_s = DEMO_HEARTBEAT_S;
-        }
-        let (elders, devices) = eldercare_sim::registry_csv(&homes);
-        use eldercare_store::Store;
-        for text in [&elders, &devices] {
-            let (_, r) = eldercare_store::import::import(&store, text).await.unwrap();
-            assert!(r.refused.is_empty(), "{:?}", r.refused);
-        }
-        let elders = store.list_elders(None).await.unwrap();
-        let devices = store.list_devices(None).await.unwrap();
-        for rules in [Rules::defaults(), Rules::parse(DEMO_RULES).unwrap()] {
-            // 2026-11-23 12:00 Asia/Shanghai, through the night, to 14:00 the next day.
-            let start: i64 = 1_795_406_400_000;
-            let mut engine = Engine::new(rules);
-            for e in &elders {
-                engine.upsert_elder(&ElderProfile::from_elder(e), start);
-            }
-            for d in &devices {
-                engine.upsert_device(&DeviceProfile::from(d), start);
-            }
-            let mut seq = 0;
-            let mut t = start;
-            while t < start + 26 * 3_600_000 {
-                seq += 1;
-                for h in &homes {
-                    for d in &h.devices {
-                        let v = eldercare_sim::normal_reading(d.kind, h.location, seq, t);
-                        let r = to_reading(&d.device_id, d.kind, &v);
-                        let out = engine.on_reading(&r, t);
-                        assert!(out.is_empty(), "{v} -> {out:?}");
-                    }
-                }
-                let out = engine.tick(t);
-                assert!(out.is_empty(), "tick at {t}: {out:?}");
-                t += INTERVAL.as_millis() as i64;
-            }
+        let rules = Rules::parse(DEMO_RULES).unwrap();
+        for s in &SCRIPT {
+            let due = s.at_s as f64 + due_after_s(s, rules.global());
+            assert!(due <= 240.0, "{}: due at {due} s", s.what);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `eldercare-sim`: drive an eldercare server with simulated homes.
-use clap::{Parser, Subcommand};
-use eldercare_sim::{Inject, Night, homes, inject, registry_csv, run};
+use clap::{Args, Parser, Subcommand};
+use eldercare_rules::Rules;
+use eldercare_sim::drive::{self, Config, Mode};
+use eldercare_sim::{Inject, homes, registry_csv};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,14 +19,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Write elders.csv and devices.csv for the simulated homes, to load
-    /// with `eldercare import`.
-    ///
-    /// Some episodes of `run --inject` raise their alert only when the
-    /// registry allows it: out-of-bed and bathroom-fall need the home in
-    /// --night-now-homes, inactivity in --day-now-homes, wandering in
-    /// --dementia-homes (and --night-now-homes for a night-time exit).
-    /// Night windows are computed from the current Asia/Shanghai time, so
-    /// write the registry shortly before the rehearsal.
+    /// with `eldercare import` (the run modes register their homes
+    /// themselves through RegistryService when given --admin-token).
     Registry {
         #[arg(long, default_value_t = 50)]
         homes: usize,
@@ -32,52 +28,121 @@ enum Cmd {
         seed: u64,
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// Homes (1-based, comma-separated) whose night window began an
-        /// hour ago and lasts six more hours, to rehearse night-only rules now.
-        #[arg(long, value_delimiter = ',', value_name = "HOMES")]
-        night_now_homes: Vec<usize>,
-        /// Homes whose night window starts in four hours, so it is daytime
-        /// now: to rehearse inactivity at any hour.
-        #[arg(long, value_delimiter = ',', value_name = "HOMES")]
-        day_now_homes: Vec<usize>,
-        /// Homes whose elder is flagged `dementia`.
-        #[arg(long, value_delimiter = ',', value_name = "HOMES")]
-        dementia_homes: Vec<usize>,
-        /// Heartbeat interval of every device, in seconds: silent this long
-        /// (plus the rules' grace) counts as offline.
+        /// Heartbeat interval of every device, in seconds.
         #[arg(long, default_value_t = eldercare_sim::DEFAULT_HEARTBEAT_S)]
         heartbeat_s: u32,
     },
-    /// Connect every device and publish readings until Ctrl-C.
-    Run {
-        #[arg(long, default_value_t = 50)]
-        homes: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value = "127.0.0.1:1883")]
-        mqtt_addr: String,
-        /// Seconds between readings of one device.
-        #[arg(long, default_value_t = 5.0)]
-        interval_s: f64,
-        /// Inject this episode into `--home`, then keep running. The
-        /// devices it takes over keep being heard afterwards.
-        #[arg(long)]
-        inject: Option<Inject>,
-        /// Home number (1-based) for `--inject`.
-        #[arg(long, default_value_t = 1)]
-        home: usize,
-        /// Seconds of ordinary readings before the episode starts.
+    /// Steady load for a duration: every home lives its day and its
+    /// devices report; emergencies are injected as asked.
+    Run(RunArgs),
+    /// As `run`, and also subscribes to AlertService and matches every
+    /// alert to the injected ground truth: detected, missed, false alerts
+    /// and latency per episode.
+    Verify(RunArgs),
+    /// As `run`, with a power cut: at --burst-at-s every device drops its
+    /// connection and reconnects at once, then for --burst-s sends
+    /// --multiple times as often (catching up).
+    Burst {
+        #[command(flatten)]
+        run: RunArgs,
         #[arg(long, default_value_t = 10.0)]
-        lead_s: f64,
+        multiple: f64,
+        #[arg(long, default_value_t = 30.0)]
+        burst_at_s: f64,
+        #[arg(long, default_value_t = 30.0)]
+        burst_s: f64,
     },
 }
 
-/// Checks 1-based home numbers against the fleet size.
-fn check_homes(list: &[usize], n: usize, flag: &str) -> anyhow::Result<()> {
-    match list.iter().find(|&&i| i == 0 || i > n) {
-        Some(i) => anyhow::bail!("--{flag}: home {i} is not 1..={n}"),
-        None => Ok(()),
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, default_value_t = 50)]
+    homes: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt_addr: String,
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    grpc_addr: String,
+    /// Admin token: register the homes through RegistryService first.
+    #[arg(long, env = "ELDERCARE_SIM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Viewer or operator token, to subscribe to alerts (verify).
+    #[arg(long, env = "ELDERCARE_SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The homes are registered already (or the broker is a peer that
+    /// knows no registry): do not register them.
+    #[arg(long)]
+    no_register: bool,
+    /// Run this long, then stop and report.
+    #[arg(long, default_value_t = 60.0)]
+    duration_s: f64,
+    /// Scale every device's interval so the fleet sends about this many
+    /// messages/s (default: realistic intervals, ~0.2–0.4 msg/s a home).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The server's rule file, to know when each alert is due and to keep
+    /// ordinary life within it (default: the default rules).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Emergencies per home per day, spread over the run.
+    #[arg(long, default_value_t = 0.0)]
+    inject_rate: f64,
+    /// Which episodes --inject-rate draws from (default: all).
+    #[arg(long, value_delimiter = ',')]
+    inject_kinds: Vec<Inject>,
+    /// Episodes at given times: lines of `at_s,home,episode`.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    result: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn config(a: RunArgs, mode: Mode) -> anyhow::Result<Config> {
+    let rules = match &a.rules {
+        Some(p) => Rules::load(p)?,
+        None => Rules::defaults(),
+    };
+    let rules = (**rules.global()).clone();
+    let duration = Duration::try_from_secs_f64(a.duration_s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("--duration-s must be a positive number"))?;
+    if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        anyhow::bail!("--rate must be a positive number");
     }
+    let kinds = if a.inject_kinds.is_empty() {
+        Inject::ALL.to_vec()
+    } else {
+        a.inject_kinds.clone()
+    };
+    let mut injections =
+        drive::injections_by_rate(a.homes, a.inject_rate, &kinds, duration, &rules, a.seed);
+    if let Some(p) = &a.scenario {
+        injections.extend(drive::read_scenario(&std::fs::read_to_string(p)?, a.homes)?);
+    }
+    if mode == Mode::Verify && a.token.is_none() {
+        anyhow::bail!("verify needs --token (or ELDERCARE_SIM_TOKEN): a viewer or operator token");
+    }
+    Ok(Config {
+        mode,
+        homes: homes(a.homes, a.seed),
+        seed: a.seed,
+        mqtt_addr: a.mqtt_addr,
+        grpc_addr: a.grpc_addr,
+        admin_token: a.admin_token,
+        token: a.token,
+        register: !a.no_register,
+        duration,
+        rate: a.rate,
+        rules,
+        injections,
+        result: a.result,
+        progress: !a.no_progress,
+    })
 }
 
 #[tokio::main]
@@ -85,34 +150,16 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
+    let (args, mode) = match Cli::parse().cmd {
         Cmd::Registry {
             homes: n,
             seed,
             out,
-            night_now_homes,
-            day_now_homes,
-            dementia_homes,
             heartbeat_s,
         } => {
-            check_homes(&night_now_homes, n, "night-now-homes")?;
-            check_homes(&day_now_homes, n, "day-now-homes")?;
-            check_homes(&dementia_homes, n, "dementia-homes")?;
-            if let Some(i) = night_now_homes.iter().find(|i| day_now_homes.contains(i)) {
-                anyhow::bail!("home {i} is in both --night-now-homes and --day-now-homes");
-            }
             let mut hs = homes(n, seed);
             for h in &mut hs {
                 h.heartbeat_s = heartbeat_s;
-                if night_now_homes.contains(&h.index) {
-                    h.night = Night::covering_now();
-                }
-                if day_now_homes.contains(&h.index) {
-                    h.night = Night::not_covering_now();
-                }
-                if dementia_homes.contains(&h.index) {
-                    h.flags.push("dementia");
-                }
             }
             let (e, d) = registry_csv(&hs);
             std::fs::create_dir_all(&out)?;
@@ -122,62 +169,30 @@ async fn main() -> anyhow::Result<()> {
                 "wrote {0}/elders.csv and {0}/devices.csv for {n} homes",
                 out.display()
             );
+            return Ok(());
         }
-        Cmd::Run {
-            homes: n,
-            seed,
-            mqtt_addr,
-            interval_s,
-            inject: what,
-            home,
-            lead_s,
-        } => {
-            let interval = Duration::try_from_secs_f64(interval_s)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| anyhow::anyhow!("--interval-s must be a positive number"))?;
-            let lead = Duration::try_from_secs_f64(lead_s)
-                .map_err(|_| anyhow::anyhow!("--lead-s must be a number >= 0"))?;
-            let hs = homes(n, seed);
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            let mut injection = None;
-            if let Some(what) = what {
-                let h = hs
-                    .get(home.saturating_sub(1))
-                    .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("--home {home} is not 1..={n}"))?;
-                eprintln!(
-                    "injecting {what} into home {} in {lead_s} s; expect {}",
-                    h.index,
-                    what.expected()
-                );
-                let (addr, rx) = (mqtt_addr.clone(), rx.clone());
-                injection = Some(tokio::spawn(async move {
-                    if let Err(e) = inject(&addr, &h, what, lead, interval, rx).await {
-                        eprintln!("injection failed: {e:#}");
-                    }
-                }));
-            }
-            let mut driver = tokio::spawn({
-                let injected: Vec<_> = what.map(|w| (home, w)).into_iter().collect();
-                let hs = eldercare_sim::without_injected(&hs, &injected);
-                async move { run(&mqtt_addr, &hs, interval, rx).await }
-            });
-            // The driver ends early only on a failure (a refused login):
-            // report it rather than wait for a Ctrl-C.
-            let early = tokio::select! {
-                r = tokio::signal::ctrl_c() => { r?; None }
-                r = &mut driver => Some(r),
-            };
-            let _ = tx.send(true);
-            if let Some(i) = injection {
-                let _ = i.await;
-            }
-            match early {
-                Some(r) => r??,
-                None => driver.await??,
-            }
-        }
-    }
+        Cmd::Run(a) => (a, Mode::Run),
+        Cmd::Verify(a) => (a, Mode::Verify),
+        Cmd::Burst {
+            run,
+            multiple,
+            burst_at_s,
+            burst_s,
+        } => (
+            run,
+            Mode::Burst {
+                multiple,
+                at_s: burst_at_s,
+                len_s: burst_s,
+            },
+        ),
+    };
+    let cfg = config(args, mode)?;
+    eprintln!(
+        "{} homes, {} episodes to inject",
+        cfg.homes.len(),
+        cfg.injections.len()
+    );
+    drive::drive(cfg).await?;
     Ok(())
 }
