@@ -1442,3 +1442,112 @@ async fn every_role_against_every_registry_and_telemetry_rpc() {
         }
     }
 }
+
+/// The first SUBACK a device receives.
+async fn suback(d: &mut Device) -> rumqttc::mqttbytes::v4::SubAck {
+    loop {
+        match tokio::time::timeout(DEADLINE, d.events.recv())
+            .await
+            .expect("no SUBACK")
+            .expect("connection ended")
+        {
+            rumqttc::Packet::SubAck(a) => return a,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_speaks_for_its_homes_devices_and_for_no_one_else() {
+    use rumqttc::mqttbytes::v4::SubscribeReasonCode;
+    let s = Server::with_registry().await;
+    let mut reg = s.registry("admin").await;
+    let import = |text: &'static str| pb::ImportRequest { text: text.into() };
+    let r = reg
+        .import(import(
+            "device_id,kind,elder_id,room,secret\ngw-1,gateway,E1,,s-gw-1\n",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.refused, 0, "{:?}", r.refused_rows);
+    let mut sub = s.subscribe(0).await;
+    let mut gw = connect(&s.mqtt, "gw-1", "s-gw-1").await.unwrap();
+
+    // For a device of its elder: taken as that device's own message.
+    sos(&gw, "btn-1").await;
+    let a = next(&mut sub).await.alert.unwrap();
+    assert_eq!(
+        (a.kind.as_str(), a.elder_id.as_str(), a.device_id.as_str()),
+        ("sos", "E1", "btn-1")
+    );
+    // For another elder's device: refused, counted, nothing raised.
+    publish(
+        &gw,
+        "eldercare/v1/band-2/event",
+        format!(r#"{{"ts": {}, "type": "sos"}}"#, now_ms()),
+    )
+    .await;
+    assert_eq!(
+        s.await_counter("eldercare_ingest_refused_total", "topic_not_owned", 1)
+            .await,
+        1
+    );
+    // A device registered to its elder later is covered at once.
+    let r = reg
+        .import(import(
+            "device_id,kind,elder_id,room,secret\nbtn-9,sos_button,E1,,s-btn-9\n",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.refused, 0);
+    low_battery(&gw, "btn-9").await;
+    let a = next(&mut sub).await.alert.unwrap();
+    assert_eq!(
+        (a.kind.as_str(), a.elder_id.as_str(), a.device_id.as_str()),
+        ("low_battery", "E1", "btn-9")
+    );
+
+    // Commands: its devices' and its own, no one else's.
+    gw.client
+        .subscribe("eldercare/v1/btn-1/cmd", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let ack = suback(&mut gw).await;
+    assert!(matches!(
+        ack.return_codes[..],
+        [SubscribeReasonCode::Success(_)]
+    ));
+    gw.client
+        .subscribe("eldercare/v1/band-2/cmd", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let ack = suback(&mut gw).await;
+    assert_eq!(ack.return_codes, [SubscribeReasonCode::Failure]);
+
+    // An ordinary device still speaks only for itself.
+    let band = connect(&s.mqtt, "band-1", "s-band-1").await.unwrap();
+    sos(&band, "btn-1").await;
+    assert_eq!(
+        s.await_counter("eldercare_ingest_refused_total", "topic_not_owned", 2)
+            .await,
+        2
+    );
+    // Nothing was lost or raised by the refused messages: the next alert
+    // is the next real one.
+    low_battery(&gw, "gps-1").await;
+    let ev = next(&mut sub).await;
+    assert_eq!(ev.alert.unwrap().device_id, "gps-1");
+    assert_eq!(ev.seq, 3);
+}
+
+/// A status saying device `id`'s battery is at 10 %, sent by `d`.
+async fn low_battery(d: &Device, id: &str) {
+    publish(
+        d,
+        &format!("eldercare/v1/{id}/status"),
+        format!(r#"{{"ts": {}, "battery_pct": 10}}"#, now_ms()),
+    )
+    .await;
+}

@@ -2,8 +2,9 @@
 //! per packet in-process before anything reaches the broker.
 use crate::ingest::Refusals;
 use bytes::BytesMut;
+use eldercare_model::{Device, DeviceKind};
 use eldercare_protocol::{Refusal, topic_device_id};
-use eldercare_store::{Store, verify_secret};
+use eldercare_store::{DeviceQuery, Store, verify_secret};
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode,
 };
@@ -208,7 +209,15 @@ impl Guard {
                 _ = shutdown.cancelled() => break,
                 r = this.listener.accept() => match r {
                     Ok(v) => v,
-                    Err(e) => { warn!(error = %e, "Accept failed."); continue; }
+                    Err(e) => {
+                        // Out of file descriptors (or another resource):
+                        // retrying at once would spin and flood the log.
+                        // Counted, logged, and retried after a pause.
+                        metrics::counter!("eldercare_mqtt_accept_errors_total").increment(1);
+                        warn!(error = %e, "Accept failed; retrying in 100 ms.");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 },
             };
             let this = this.clone();
@@ -224,7 +233,7 @@ impl Guard {
         }
     }
 
-    async fn authenticate(&self, c: &mqttbytes::v4::Connect) -> Result<String, ConnRefusal> {
+    async fn authenticate(&self, c: &mqttbytes::v4::Connect) -> Result<Device, ConnRefusal> {
         let will = c.last_will.as_ref();
         let login = c
             .login
@@ -247,7 +256,7 @@ impl Guard {
         {
             return Err(ConnRefusal::WillNotOwned);
         }
-        Ok(device.device_id)
+        Ok(device)
     }
 
     async fn connection(&self, mut dev: TcpStream) -> std::io::Result<()> {
@@ -277,8 +286,12 @@ impl Guard {
             }
             other => other,
         };
-        let device_id = match authenticated {
-            Ok(id) => id,
+        let (device_id, mut delegation) = match authenticated {
+            Ok(d) if d.kind == DeviceKind::Gateway => {
+                let del = Delegation::new(d.elder_id.clone());
+                (d.device_id, Some(del))
+            }
+            Ok(d) => (d.device_id, None),
             Err(r) => {
                 metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => r.reason()).increment(1);
                 info!(reason = r.reason(), "MQTT connection refused.");
@@ -363,8 +376,27 @@ impl Guard {
                 };
                 let mut parse = BytesMut::from(&frame[..]);
                 let packet = Packet::read(&mut parse, MAX_PACKET).map_err(io_err)?;
+                let owned = |topic: &str, del: &Option<Delegation>| {
+                    topic_device_id(topic) == Some(device_id.as_str())
+                        || del.as_ref().is_some_and(|d| d.covers(topic))
+                };
+                // A gateway's list of devices is read again when it names
+                // one not (or no longer) known to be its elder's.
+                if let Some(d) = delegation.as_mut() {
+                    let topics: Vec<&str> = match &packet {
+                        Packet::Publish(p) => vec![p.topic.as_str()],
+                        Packet::Subscribe(s) => s.filters.iter().map(|f| f.path.as_str()).collect(),
+                        _ => Vec::new(),
+                    };
+                    if topics
+                        .iter()
+                        .any(|t| topic_device_id(t).is_some_and(|id| id != device_id) && d.stale(t))
+                    {
+                        d.refresh(self.store.as_ref()).await;
+                    }
+                }
                 match packet {
-                    Packet::Publish(p) if topic_device_id(&p.topic) != Some(device_id.as_str()) => {
+                    Packet::Publish(p) if !owned(&p.topic, &delegation) => {
                         self.refusals.refuse(
                             &p.topic,
                             Some(&device_id),
@@ -391,7 +423,10 @@ impl Guard {
                             .filters
                             .iter()
                             .map(|f| {
-                                if f.path == own_cmd {
+                                let cmd_of_ours = f.path == own_cmd
+                                    || (f.path.ends_with("/cmd")
+                                        && delegation.as_ref().is_some_and(|d| d.covers(&f.path)));
+                                if cmd_of_ours {
                                     SubscribeReasonCode::Success(f.qos)
                                 } else {
                                     SubscribeReasonCode::Failure
@@ -441,6 +476,94 @@ impl Guard {
         };
         drop(session);
         r
+    }
+}
+
+/// What a gateway's session may speak for: the devices registered to its
+/// elder, as last read from the registry.
+struct Delegation {
+    elder_id: String,
+    devices: std::collections::HashSet<String>,
+    read_at: Option<std::time::Instant>,
+    /// Ids lately looked for and not found, so a gateway naming one
+    /// repeatedly does not make the registry be read for each message.
+    missed: HashMap<String, std::time::Instant>,
+}
+
+impl Delegation {
+    /// A moved or deleted device stops being covered within this long.
+    const MAX_AGE: Duration = Duration::from_secs(30);
+    /// A gateway naming a device that is not its own makes the registry
+    /// be read again for that id at most this often.
+    const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+    fn new(elder_id: String) -> Delegation {
+        Delegation {
+            elder_id,
+            devices: Default::default(),
+            read_at: None,
+            missed: HashMap::new(),
+        }
+    }
+
+    fn covers(&self, topic: &str) -> bool {
+        topic_device_id(topic).is_some_and(|id| self.devices.contains(id))
+    }
+
+    /// Whether the registry should be read before judging `topic`.
+    fn stale(&mut self, topic: &str) -> bool {
+        match self.read_at {
+            None => true,
+            Some(t) if t.elapsed() >= Self::MAX_AGE => true,
+            Some(_) if self.covers(topic) => false,
+            Some(_) => {
+                let Some(id) = topic_device_id(topic) else {
+                    return false;
+                };
+                let recent = self
+                    .missed
+                    .get(id)
+                    .is_some_and(|t| t.elapsed() < Self::MIN_INTERVAL);
+                if !recent {
+                    if self.missed.len() >= 1024 {
+                        self.missed.clear();
+                    }
+                    self.missed
+                        .insert(id.to_string(), std::time::Instant::now());
+                }
+                !recent
+            }
+        }
+    }
+
+    async fn refresh(&mut self, store: &dyn Store) {
+        self.read_at = Some(std::time::Instant::now());
+        let mut after = None;
+        let mut devices = std::collections::HashSet::new();
+        loop {
+            let page = match store
+                .query_devices(&DeviceQuery {
+                    elder_id: Some(self.elder_id.clone()),
+                    after: after.clone(),
+                    limit: 1000,
+                })
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    // Keep what was known; judged again at the next miss.
+                    warn!(error = %e, "Registry lookup for a gateway failed.");
+                    return;
+                }
+            };
+            let full = page.len() == 1000;
+            after = page.last().map(|d| d.device_id.clone());
+            devices.extend(page.into_iter().map(|d| d.device_id));
+            if !full {
+                break;
+            }
+        }
+        self.devices = devices;
     }
 }
 

@@ -201,15 +201,19 @@ pub enum DeviceKind {
     Pir,
     GpsWatch,
     SosButton,
+    /// A home gateway: one MQTT session that publishes for the other
+    /// devices registered to the same elder (and for itself).
+    Gateway,
 }
 
 impl DeviceKind {
-    pub const ALL: [DeviceKind; 5] = [
+    pub const ALL: [DeviceKind; 6] = [
         DeviceKind::SleepSensor,
         DeviceKind::VitalBand,
         DeviceKind::Pir,
         DeviceKind::GpsWatch,
         DeviceKind::SosButton,
+        DeviceKind::Gateway,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -219,6 +223,7 @@ impl DeviceKind {
             DeviceKind::Pir => "pir",
             DeviceKind::GpsWatch => "gps_watch",
             DeviceKind::SosButton => "sos_button",
+            DeviceKind::Gateway => "gateway",
         }
     }
 

@@ -544,6 +544,7 @@ fn kind_name(k: DeviceKind) -> Text {
         DeviceKind::Pir => "红外感应器",
         DeviceKind::GpsWatch => "定位手表",
         DeviceKind::SosButton => "紧急呼叫按钮",
+        DeviceKind::Gateway => "家庭网关",
     };
     Text::new(k.as_str(), zh)
 }

@@ -301,7 +301,7 @@ pub fn device_from_row(row: &Row) -> Result<DeviceFields, String> {
     let k = required(row, "kind")?;
     let kind = DeviceKind::parse(k).ok_or_else(|| {
         format!(
-            "unknown kind `{k}` (expected sleep_sensor, vital_band, pir, gps_watch, sos_button)"
+            "unknown kind `{k}` (expected sleep_sensor, vital_band, pir, gps_watch, sos_button, gateway)"
         )
     })?;
     let elder_id = required(row, "elder_id")?.to_string();
