@@ -71,6 +71,8 @@ struct Counters {
     errors: AtomicU64,
     connected: AtomicU64,
     alerts: AtomicU64,
+    /// The run is over: connections closing now are not errors.
+    stopping: AtomicBool,
 }
 
 /// One device's connection.
@@ -100,16 +102,30 @@ fn options(addr: &str, device_id: &str, secret: &str) -> anyhow::Result<MqttOpti
 }
 
 /// Connects and waits for the CONNACK, so a refused login is reported.
+/// A broker busy accepting thousands of sessions may time a few out:
+/// those are tried again, up to five times; a refused login is not.
 async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
     let id = opts.client_id();
-    let (client, mut el) = AsyncClient::new(opts.clone(), 16);
-    loop {
-        match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => anyhow::bail!("{id} could not connect: {e}"),
+    let mut attempt = 0;
+    let (client, mut el) = loop {
+        attempt += 1;
+        let (client, mut el) = AsyncClient::new(opts.clone(), 16);
+        let r = loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match r {
+            Ok(()) => break (client, el),
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                anyhow::bail!("{id} was refused: {code:?}")
+            }
+            Err(e) if attempt >= 5 => anyhow::bail!("{id} could not connect: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500 * attempt)).await,
         }
-    }
+    };
     c.connected.fetch_add(1, Ordering::Relaxed);
     let poll = tokio::spawn(async move {
         loop {
@@ -119,7 +135,9 @@ async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    c.errors.fetch_add(1, Ordering::Relaxed);
+                    if !c.stopping.load(Ordering::Relaxed) {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     // rumqttc reconnects on the next poll.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -241,26 +259,51 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
         register(&cfg, &homes, true).await?;
     }
     // One session per device, a few hundred connecting at a time.
-    eprintln!("connecting {n_devices} devices to {}", cfg.mqtt_addr);
-    let sem = Arc::new(tokio::sync::Semaphore::new(256));
+    let sessions: usize = homes
+        .iter()
+        .map(|h| {
+            if h.gateway.is_some() {
+                1
+            } else {
+                h.devices.len()
+            }
+        })
+        .sum();
+    eprintln!(
+        "connecting {n_devices} devices in {sessions} MQTT sessions to {}",
+        cfg.mqtt_addr
+    );
+    let sem = Arc::new(tokio::sync::Semaphore::new(128));
     let mut set = tokio::task::JoinSet::new();
     for (hi, h) in homes.iter().enumerate() {
-        for (di, d) in h.devices.iter().enumerate() {
+        // Through the gateway, one session for the home; otherwise one a device.
+        let logins: Vec<&crate::SimDevice> = match &h.gateway {
+            Some(g) => vec![g],
+            None => h.devices.iter().collect(),
+        };
+        for (ci, d) in logins.into_iter().enumerate() {
             let opts = options(&cfg.mqtt_addr, &d.device_id, &d.secret)?;
             let (sem, c) = (sem.clone(), counters.clone());
             set.spawn(async move {
                 let _p = sem.acquire_owned().await;
-                Ok::<_, anyhow::Error>((hi, di, connect(opts, c).await?))
+                Ok::<_, anyhow::Error>((hi, ci, connect(opts, c).await?))
             });
         }
     }
     let mut conns: Vec<Vec<Option<Conn>>> = homes
         .iter()
-        .map(|h| h.devices.iter().map(|_| None).collect())
+        .map(|h| {
+            let n = if h.gateway.is_some() {
+                1
+            } else {
+                h.devices.len()
+            };
+            (0..n).map(|_| None).collect()
+        })
         .collect();
     while let Some(r) = set.join_next().await {
-        let (hi, di, c) = r??;
-        conns[hi][di] = Some(c);
+        let (hi, ci, c) = r??;
+        conns[hi][ci] = Some(c);
     }
     // The episodes are placed from now on; their homes are staged (night
     // window, flags) and registered again, which the engine takes at once.
@@ -353,6 +396,7 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
         _ = tokio::signal::ctrl_c() => eprintln!("interrupted"),
     }
     stop.store(true, Ordering::Relaxed);
+    counters.stopping.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
@@ -430,6 +474,7 @@ async fn play_home(
     let mut buf: Vec<Msg> = Vec::new();
     let mut t = t0;
     let mut burst_state = 0;
+    let (mut dropped, mut gateway_lost, mut next_gw_status) = (0, false, t0);
     while t < end && !stop.load(Ordering::Relaxed) {
         let next = (t + 200).min(end);
         if let Some((b0, b1, fast)) = burst {
@@ -450,14 +495,62 @@ async fn play_home(
         }
         buf.clear();
         sim.advance(next, &mut buf);
+        // The gateway's own heartbeat.
+        if let Some(g) = &home.gateway
+            && t >= next_gw_status
+            && !gateway_lost
+        {
+            next_gw_status = t + iv.status_ms.min(i64::from(home.heartbeat_s) * 1000);
+            let topic = format!("eldercare/v1/{}/status", g.device_id);
+            let body = json!({"ts": t, "online": true, "battery_pct": 100}).to_string();
+            if conns[0]
+                .client
+                .publish(topic, QoS::AtLeastOnce, false, body)
+                .await
+                .is_ok()
+            {
+                c.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         for m in buf.drain(..) {
             tokio::time::sleep_until(at_instant(m.at_ms)).await;
-            let conn = &conns[m.device];
+            let dev = &home.devices[m.device];
+            let conn = if home.gateway.is_some() {
+                &conns[0]
+            } else {
+                &conns[m.device]
+            };
             if m.body == Payload::Drop {
-                conn.poll.abort();
+                if home.gateway.is_none() {
+                    // Lost for good: not an error of the run.
+                    conn.poll.abort();
+                    continue;
+                }
+                // The gateway reports the device lost, as the broker
+                // would publish its last will; when it loses them all (a
+                // power cut), it goes too.
+                dropped += 1;
+                if conn
+                    .client
+                    .publish(
+                        m.body.topic(&dev.device_id),
+                        QoS::AtLeastOnce,
+                        false,
+                        m.body.bytes(m.at_ms),
+                    )
+                    .await
+                    .is_ok()
+                {
+                    c.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                if dropped == home.devices.len() {
+                    gateway_lost = true;
+                    // Let the wills out before the session drops.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    conn.poll.abort();
+                }
                 continue;
             }
-            let dev = &home.devices[m.device];
             let topic = m.body.topic(&dev.device_id);
             let bytes = m.body.bytes(m.at_ms);
             if conn
@@ -479,7 +572,9 @@ async fn play_home(
         }
         t = next;
     }
-    // A clean goodbye: no last will.
+    // A clean goodbye: no last will. (The run is ending: the sessions
+    // closing now are not errors.)
+    c.stopping.store(true, Ordering::Relaxed);
     for conn in &conns {
         let _ = conn.client.try_disconnect();
     }
@@ -572,7 +667,7 @@ fn summarize(
             "sent": sent, "acked": acked,
             "rate_sent_per_s": sent as f64 / secs,
             "rate_acked_per_s": acked as f64 / secs,
-            "publish_errors": c.errors.load(Ordering::Relaxed),
+            "connection_errors": c.errors.load(Ordering::Relaxed),
         },
     });
     if cfg.mode != Mode::Verify {
@@ -676,7 +771,7 @@ fn print_summary(r: &serde_json::Value) {
         m["rate_sent_per_s"].as_f64().unwrap_or(0.0),
         m["rate_acked_per_s"].as_f64().unwrap_or(0.0)
     );
-    println!("{:<28} {}", "publish errors", m["publish_errors"]);
+    println!("{:<28} {}", "connection errors", m["connection_errors"]);
     let e = &r["emergencies"];
     if e.is_null() {
         return;
@@ -699,18 +794,26 @@ fn print_summary(r: &serde_json::Value) {
         "{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}   (ms beyond the rule's own duration)",
         "episode", "count", "p50", "p95", "p99", "max"
     );
+    let cell = |v: &serde_json::Value| v.as_u64().map(|n| n.to_string()).unwrap_or("-".into());
+    let row = |name: &str, v: &serde_json::Value| {
+        format!(
+            "{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}",
+            name,
+            cell(&v["count"]),
+            cell(&v["p50"]),
+            cell(&v["p95"]),
+            cell(&v["p99"]),
+            cell(&v["max"])
+        )
+    };
     if let Some(k) = r["latency_beyond_rule_ms"].as_object() {
         for (name, v) in k {
-            println!(
-                "{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}",
-                name, v["count"], v["p50"], v["p95"], v["p99"], v["max"]
-            );
+            println!("{}", row(name, v));
         }
     }
-    let p = &r["publish_to_alert_ms"];
     println!(
-        "{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}   (publish of the triggering message to alert)",
-        "publish->alert", p["count"], p["p50"], p["p95"], p["p99"], p["max"]
+        "{}   (publish of the triggering message to alert)",
+        row("publish->alert", &r["publish_to_alert_ms"])
     );
 }
 

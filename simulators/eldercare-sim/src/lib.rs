@@ -113,6 +113,9 @@ pub struct Home {
     /// Registry flags: `lives_alone`, `dementia`, ...
     pub flags: Vec<&'static str>,
     pub safe_radius_m: f64,
+    /// The home's gateway, when its devices speak through one MQTT
+    /// session (see [`with_gateways`]).
+    pub gateway: Option<SimDevice>,
     /// Heartbeat interval of every device of the home, seconds.
     pub heartbeat_s: u32,
 }
@@ -315,9 +318,26 @@ pub fn homes(count: usize, seed: u64) -> Vec<Home> {
             night: Night::default(),
             flags: vec!["lives_alone"],
             safe_radius_m: SAFE_RADIUS_M,
+            gateway: None,
             heartbeat_s: DEFAULT_HEARTBEAT_S,
         })
         .collect()
+}
+
+/// Gives every home a gateway (`gw-NNNNN`, kind `gateway`), through
+/// which its devices publish over a single MQTT session.
+pub fn with_gateways(homes: &mut [Home], seed: u64) {
+    for h in homes {
+        let device_id = format!("gw-{:05}", h.index);
+        let mut d = Sha256::new();
+        d.update(format!("{seed}:{device_id}"));
+        h.gateway = Some(SimDevice {
+            secret: hex::encode(&d.finalize()[..16]),
+            device_id,
+            kind: "gateway",
+            room: None,
+        });
+    }
 }
 
 /// The registry files for these homes: `(elders.csv, devices.csv)`.
@@ -342,7 +362,7 @@ pub fn registry_csv(homes: &[Home]) -> (String, String) {
             h.night.start,
             h.night.end,
         ));
-        for d in &h.devices {
+        for d in h.devices.iter().chain(&h.gateway) {
             let room = d.room.unwrap_or("");
             devices.push_str(&format!(
                 "{},{},{},{},{},{}\n",

@@ -540,13 +540,9 @@ impl HomeSim {
                     _ => Act::Still(LIVING),
                 }
             }
-            Inject::Inactivity => {
-                if t < at + S {
-                    Act::Room(LIVING)
-                } else {
-                    Act::Still(LIVING)
-                }
-            }
+            // The last movement is sent with the episode's start
+            // (`episode_events`); from then on, sitting still.
+            Inject::Inactivity => Act::Still(LIVING),
             Inject::Wandering => {
                 if t < ep.leave {
                     Act::Room(ENTRANCE)

@@ -31,6 +31,9 @@ enum Cmd {
         /// Heartbeat interval of every device, in seconds.
         #[arg(long, default_value_t = eldercare_sim::DEFAULT_HEARTBEAT_S)]
         heartbeat_s: u32,
+        /// Register a gateway per home too (for `run --gateway`).
+        #[arg(long)]
+        gateway: bool,
     },
     /// Steady load for a duration: every home lives its day and its
     /// devices report; emergencies are injected as asked.
@@ -99,6 +102,11 @@ struct RunArgs {
     result: Option<PathBuf>,
     #[arg(long)]
     no_progress: bool,
+    /// Each home publishes through a gateway (`gw-NNNNN`, registered as
+    /// kind `gateway`) over one MQTT session, instead of one session a
+    /// device.
+    #[arg(long)]
+    gateway: bool,
 }
 
 fn config(a: RunArgs, mode: Mode) -> anyhow::Result<Config> {
@@ -127,9 +135,13 @@ fn config(a: RunArgs, mode: Mode) -> anyhow::Result<Config> {
     if mode == Mode::Verify && a.token.is_none() {
         anyhow::bail!("verify needs --token (or ELDERCARE_SIM_TOKEN): a viewer or operator token");
     }
+    let mut hs = homes(a.homes, a.seed);
+    if a.gateway {
+        eldercare_sim::with_gateways(&mut hs, a.seed);
+    }
     Ok(Config {
         mode,
-        homes: homes(a.homes, a.seed),
+        homes: hs,
         seed: a.seed,
         mqtt_addr: a.mqtt_addr,
         grpc_addr: a.grpc_addr,
@@ -156,8 +168,12 @@ async fn main() -> anyhow::Result<()> {
             seed,
             out,
             heartbeat_s,
+            gateway,
         } => {
             let mut hs = homes(n, seed);
+            if gateway {
+                eldercare_sim::with_gateways(&mut hs, seed);
+            }
             for h in &mut hs {
                 h.heartbeat_s = heartbeat_s;
             }
