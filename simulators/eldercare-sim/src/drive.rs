@@ -60,6 +60,16 @@ pub struct Config {
     pub progress: bool,
 }
 
+impl Config {
+    /// Whether alerts are matched to the ground truth: always in
+    /// `verify`, and in `burst` given a token (did the power cut raise
+    /// anything?).
+    fn verifying(&self) -> bool {
+        self.mode == Mode::Verify
+            || (matches!(self.mode, Mode::Burst { .. }) && self.token.is_some())
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -134,10 +144,11 @@ async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
                     c.acked.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(_) => {}
+                // The run is over: the DISCONNECT went out (or the session
+                // is gone); polling again would reconnect.
+                Err(_) if c.stopping.load(Ordering::Relaxed) => break,
                 Err(_) => {
-                    if !c.stopping.load(Ordering::Relaxed) {
-                        c.errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    c.errors.fetch_add(1, Ordering::Relaxed);
                     // rumqttc reconnects on the next poll.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -341,7 +352,7 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
 
     // Alerts, when verifying.
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let sub = if cfg.mode == Mode::Verify {
+    let sub = if cfg.verifying() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cfg2 = Config {
             homes: homes.clone(),
@@ -401,7 +412,7 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
         let _ = t.await;
     }
     let sent_end = now_ms();
-    if cfg.mode == Mode::Verify {
+    if cfg.verifying() {
         let wait_until = (last_due + 10_000).max(sent_end + 3000);
         tokio::time::sleep_until(at_instant(wait_until)).await;
     }
@@ -578,9 +589,16 @@ async fn play_home(
     for conn in &conns {
         let _ = conn.client.try_disconnect();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each event loop ends once its DISCONNECT is written; one that does
+    // not within 5 s is dropped (and the broker publishes its will).
     for conn in conns {
-        conn.poll.abort();
+        let mut poll = conn.poll;
+        if tokio::time::timeout(Duration::from_secs(5), &mut poll)
+            .await
+            .is_err()
+        {
+            poll.abort();
+        }
     }
 }
 
@@ -670,7 +688,7 @@ fn summarize(
             "connection_errors": c.errors.load(Ordering::Relaxed),
         },
     });
-    if cfg.mode != Mode::Verify {
+    if !cfg.verifying() {
         return out;
     }
     // Match: each injected episode takes the first alert of its kind for

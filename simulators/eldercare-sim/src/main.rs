@@ -44,7 +44,8 @@ enum Cmd {
     Verify(RunArgs),
     /// As `run`, with a power cut: at --burst-at-s every device drops its
     /// connection and reconnects at once, then for --burst-s sends
-    /// --multiple times as often (catching up).
+    /// --multiple times as often (catching up). Given --token, alerts are
+    /// matched as in `verify`: the storm should raise none.
     Burst {
         #[command(flatten)]
         run: RunArgs,
