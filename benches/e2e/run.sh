@@ -27,7 +27,7 @@
 #                  binaries already in the target dir         [1]
 #   CARGO_TARGET_DIR  where the release binaries are          [<repo>/target]
 #   ELDERCARE_PG_BIN  directory of initdb/pg_ctl  [newest /usr/lib/postgresql/*/bin]
-#   SERVER_LOG     the server's log filter (ELDERCARE_LOG)    [info]
+#   SERVER_LOG     the server's log filter (ELDERCARE_LOG)    [its default]
 #
 # Per rate it starts a fresh server on a fresh database (so the peak RSS
 # and the duplicate filter belong to that run alone), runs the simulator
@@ -61,7 +61,7 @@ SINK_QOS=${SINK_QOS:-0}
 SETTLE_S=${SETTLE_S:-30}
 SIM_MODE=${SIM_MODE:-auto}
 BUILD=${BUILD:-1}
-SERVER_LOG=${SERVER_LOG:-info}
+SERVER_LOG=${SERVER_LOG:-}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 OUT=${OUT:-$TARGET/e2e-$(date -u +%Y%m%dT%H%M%SZ)}
 DEVICES_PER_HOME=5
@@ -223,16 +223,37 @@ legacy_register() {
 }
 
 # Waits for the simulator: contract mode stops by itself after
-# DURATION_S; legacy mode is stopped with SIGINT.
+# DURATION_S; legacy mode is stopped with SIGINT. Sets SIM_NOTE to why a
+# run is not to be trusted (the simulator failed or ended early), else "".
 sim_wait() {
+  local log=$1 start=$SECONDS rc=0
+  SIM_NOTE=""
   if [ "$SIM_MODE" = contract ]; then
     local deadline=$((SECONDS + DURATION_S + 180))
     while kill -0 "$SIM_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
-    stop_pid "$SIM_PID" INT 30
+    if kill -0 "$SIM_PID" 2>/dev/null; then
+      SIM_NOTE="simulator still running $((DURATION_S + 180)) s after start; stopped"
+      stop_pid "$SIM_PID" INT 30
+      return
+    fi
+    wait "$SIM_PID" || rc=$?
   else
-    sleep "$DURATION_S"
-    stop_pid "$SIM_PID" INT 30
+    while kill -0 "$SIM_PID" 2>/dev/null && [ $((SECONDS - start)) -lt "$DURATION_S" ]; do sleep 0.5; done
+    if ! kill -0 "$SIM_PID" 2>/dev/null; then
+      wait "$SIM_PID" || rc=$?
+      SIM_NOTE="simulator ended after $((SECONDS - start)) s of $DURATION_S"
+    else
+      kill -INT "$SIM_PID"
+      for _ in $(seq 300); do kill -0 "$SIM_PID" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$SIM_PID" 2>/dev/null && kill -KILL "$SIM_PID"
+      wait "$SIM_PID" || rc=$?
+    fi
   fi
+  forget_pid "$SIM_PID"
+  if [ "$rc" != 0 ]; then
+    SIM_NOTE="${SIM_NOTE:+$SIM_NOTE; }simulator exit $rc: $(grep -m1 -i 'error' "$log" | cut -c1-120)"
+  fi
+  [ -z "$SIM_NOTE" ] || log "warning: $SIM_NOTE"
 }
 # --- end of the simulator contract ---------------------------------------------
 
@@ -321,7 +342,7 @@ metric() {
 # sampler PID METRICS_URL CSV SIMPID_FILE: one row a second until stopped.
 sampler() {
   local pid=$1 url=$2 csv=$3 simfile=$4
-  local hdr="t_s,cpu_pct,rss_kib,hwm_kib,sim_cpu_pct,pg_cpu_pct,machine_busy_pct,accepted,written,dropped,duplicates,refused,sim_running"
+  local hdr="t_s,cpu_pct,rss_kib,hwm_kib,sim_cpu_pct,pg_cpu_pct,machine_busy_pct,accepted,written,dropped,duplicates,refused,sim_running,connections"
   echo "$hdr" >"$csv"
   local t0=$EPOCHREALTIME prev_t=$EPOCHREALTIME
   local prev=$(ticks "$pid") prev_pg=$(pg_ticks) sim_pid="" prev_sim=0
@@ -340,19 +361,20 @@ sampler() {
       cur_sim=$(ticks "$sim_pid")
     fi
     read -r busy all < <(machine_ticks)
-    local acc="" wr="" dr="" dup="" ref=""
+    local acc="" wr="" dr="" dup="" ref="" conn=""
     if [ -n "$url" ] && curl -sf --max-time 2 "$url" -o "$mtmp"; then
       acc=$(metric "$mtmp" eldercare_ingest_accepted_total)
       wr=$(metric "$mtmp" eldercare_telemetry_written_total)
       dr=$(metric "$mtmp" eldercare_telemetry_dropped_total)
       dup=$(metric "$mtmp" eldercare_ingest_duplicates_total)
       ref=$(metric "$mtmp" eldercare_ingest_refused_total)
+      conn=$(metric "$mtmp" eldercare_mqtt_connections_total)
     fi
     awk -v t0="$t0" -v pt="$prev_t" -v t="$now" -v hz="$CLK_TCK" \
       -v c="$cur" -v pc="$prev" -v g="$cur_pg" -v pg="$prev_pg" \
       -v s="$cur_sim" -v ps="$prev_sim" -v b="$busy" -v pb="$prev_busy" -v a="$all" -v pa="$prev_all" \
       -v rss="$(status_kib "$pid" VmRSS)" -v hwm="$(status_kib "$pid" VmHWM)" \
-      -v rest="$acc,$wr,$dr,$dup,$ref,$running" 'BEGIN {
+      -v rest="$acc,$wr,$dr,$dup,$ref,$running,$conn" 'BEGIN {
         dt = t - pt; if (dt <= 0) dt = 1
         sim = (s >= ps) ? (s - ps) : 0
         printf "%.2f,%.1f,%s,%s,%.1f,%.1f,%.1f,%s\n", t - t0, 100 * (c - pc) / hz / dt, rss, hwm,
@@ -415,7 +437,7 @@ wait_ready_line() {
 
 # --- the runs ----------------------------------------------------------------
 RESULTS=$OUT/results.csv
-echo "rate,mode,homes,devices,duration_s,sent,eldercare_accepted,eldercare_intake_per_s,mosquitto_delivered,mosquitto_rate_per_s,ratio,server_cpu_avg_pct,server_cpu_max_pct,server_peak_rss_mib,sim_cpu_avg_pct,pg_cpu_avg_pct,machine_busy_pct,backlog_end,backlog_max,backlog_slope_per_s,telemetry_dropped,duplicates,refused,alert_count,alert_p50_ms,alert_p95_ms,alert_p99_ms,alert_max_ms,mosquitto_cpu_avg_pct,mosquitto_peak_rss_mib,emergencies_injected,emergencies_detected" >"$RESULTS"
+echo "rate,mode,homes,devices,duration_s,sent,eldercare_accepted,eldercare_intake_per_s,mosquitto_delivered,mosquitto_rate_per_s,ratio,server_cpu_avg_pct,server_cpu_max_pct,server_peak_rss_mib,sim_cpu_avg_pct,pg_cpu_avg_pct,machine_busy_pct,backlog_end,backlog_max,backlog_slope_per_s,telemetry_dropped,duplicates,refused,alert_count,alert_p50_ms,alert_p95_ms,alert_p99_ms,alert_max_ms,mosquitto_cpu_avg_pct,mosquitto_peak_rss_mib,emergencies_injected,emergencies_detected,note" >"$RESULTS"
 
 for rate in $RATES; do
   dir=$OUT/r$rate
@@ -429,7 +451,7 @@ for rate in $RATES; do
   data=$WORK/data-$rate
   mkdir -p "$data"
   [ "$SIM_MODE" = legacy ] && legacy_register "$url" "$data" "$dir"
-  ELDERCARE_LOG=$SERVER_LOG "$SERVER" serve --config "$CONFIG" --database-url "$url" --data-dir "$data" \
+  env ${SERVER_LOG:+ELDERCARE_LOG="$SERVER_LOG"} "$SERVER" serve --config "$CONFIG" --database-url "$url" --data-dir "$data" \
     >"$dir/server.out" 2>"$dir/server.log" &
   server_pid=$!
   PIDS+=("$server_pid")
@@ -449,7 +471,8 @@ for rate in $RATES; do
   PIDS+=("$sampler_pid")
   sim_eldercare "$rate" "$mqtt" "$grpc" "$dir/sim-eldercare.json" "$dir"
   echo "$SIM_PID" >"$simfile"
-  sim_wait
+  sim_wait "$dir/sim-eldercare.log"
+  note=$SIM_NOTE
   # Let the writer drain, sampling on.
   for _ in $(seq "$SETTLE_S"); do
     curl -sf "$metrics_url" -o "$dir/metrics-after.txt" || break
@@ -521,7 +544,8 @@ EOF
     PIDS+=("$sampler_pid")
     sim_peer "$rate" "127.0.0.1:$mport" "$dir/sim-mosquitto.json" "$dir"
     echo "$SIM_PID" >"$simfile"
-    sim_wait
+    sim_wait "$dir/sim-mosquitto.log"
+    [ -z "$SIM_NOTE" ] || note="${note:+$note; }peer: $SIM_NOTE"
     # The sink ends by itself 3 s after the last message.
     for _ in $(seq 300); do kill -0 "$sink_pid" 2>/dev/null || break; sleep 0.1; done
     stop_pid "$sink_pid" TERM 5
@@ -536,7 +560,7 @@ EOF
     log "mosquitto: delivered $m_delivered ($m_rate/s), CPU ${m_cpu}% peak RSS ${m_hwm} MiB"
   fi
 
-  echo "$rate,$SIM_MODE,$HOMES,$devices,$DURATION_S,$sent,$accepted,$intake,$m_delivered,$m_rate,$ratio,$cpu_avg,$cpu_max,$hwm,$sim_cpu,$pg_cpu,$busy,$bend,$bmax,$slope,$dropped,$dups,$refused,${lat[0]},${lat[1]},${lat[2]},${lat[3]},${lat[4]},$m_cpu,$m_hwm,$inj,$det" >>"$RESULTS"
+  echo "$rate,$SIM_MODE,$HOMES,$devices,$DURATION_S,$sent,$accepted,$intake,$m_delivered,$m_rate,$ratio,$cpu_avg,$cpu_max,$hwm,$sim_cpu,$pg_cpu,$busy,$bend,$bmax,$slope,$dropped,$dups,$refused,${lat[0]},${lat[1]},${lat[2]},${lat[3]},${lat[4]},$m_cpu,$m_hwm,$inj,$det,${note//,/;}" >>"$RESULTS"
   # Each run's database goes, to keep the disk use to one run's.
   "$PG_BIN/dropdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db" || true
 done
@@ -550,14 +574,18 @@ done
   echo
   echo "| offered msg/s | server intake msg/s | Mosquitto->sink msg/s | ratio | server CPU % (avg/max) | server peak RSS MiB | alert latency ms p50/p95/p99/max (n) | writer backlog end / slope per s | dropped |"
   echo "|---|---|---|---|---|---|---|---|---|"
-  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake md mr ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det; do
+  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake md mr ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det note; do
     echo "| $rate | $intake | $mr | $ratio | $ca / $cm | $hwm | $p50 / $p95 / $p99 / $pmax ($an) | $bend / $slope | $dropped |"
   done
   echo
   echo "| offered msg/s | sent | accepted | duplicates | refused | simulator CPU % | PostgreSQL CPU % | machine busy % | Mosquitto delivered | Mosquitto CPU % | Mosquitto peak RSS MiB | SOS injected/detected |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake md mr ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det; do
+  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake md mr ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det note; do
     echo "| $rate | $sent | $acc | $dups | $ref | $sc | $pc | $busy | $md | $mc | $mh | $inj / $det |"
+  done
+  tail -n +2 "$RESULTS" | while IFS=, read -r rate rest; do
+    note=${rest##*,}
+    [ -z "$note" ] || printf '\nNot to be trusted, %s msg/s: %s\n' "$rate" "$note"
   done
 } >"$OUT/summary.md"
 cat "$OUT/summary.md"

@@ -21,7 +21,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
-#[command(name = "mqtt-sink", about = "Count the messages an MQTT broker delivers")]
+#[command(
+    name = "mqtt-sink",
+    about = "Count the messages an MQTT broker delivers"
+)]
 struct Args {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
@@ -61,7 +64,11 @@ async fn main() -> anyhow::Result<()> {
         .addr
         .rsplit_once(':')
         .ok_or_else(|| anyhow::anyhow!("--addr must be host:port, not {}", args.addr))?;
-    let mut opts = MqttOptions::new(format!("mqtt-sink-{}", std::process::id()), host, port.parse()?);
+    let mut opts = MqttOptions::new(
+        format!("mqtt-sink-{}", std::process::id()),
+        host,
+        port.parse()?,
+    );
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(true);
     let qos = if args.qos == 1 {
@@ -114,7 +121,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let rate = match first_ms {
-        Some(f) if received > 1 && last_ms > f => (received - 1) as f64 * 1000.0 / (last_ms - f) as f64,
+        Some(f) if received > 1 && last_ms > f => {
+            (received - 1) as f64 * 1000.0 / (last_ms - f) as f64
+        }
         _ => 0.0,
     };
     let result = serde_json::json!({
