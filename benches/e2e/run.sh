@@ -378,17 +378,38 @@ sampler() {
         dt = t - pt; if (dt <= 0) dt = 1
         sim = (s >= ps) ? (s - ps) : 0
         printf "%.2f,%.1f,%s,%s,%.1f,%.1f,%.1f,%s\n", t - t0, 100 * (c - pc) / hz / dt, rss, hwm,
-          100 * sim / hz / dt, 100 * (g - pg) / hz / dt, (a > pa) ? 100 * (b - pb) / (a - pa) : 0, rest
+          100 * sim / hz / dt, 100 * ((g > pg) ? g - pg : 0) / hz / dt, (a > pa) ? 100 * (b - pb) / (a - pa) : 0, rest
       }' >>"$csv"
     prev=$cur prev_pg=$cur_pg prev_sim=$cur_sim prev_busy=$busy prev_all=$all prev_t=$now
   done
   rm -f "$mtmp"
 }
 
+# load_rate: lines "t_s count running" (running 1 while the simulator
+# ran) -> "rate after": the rate while the load lasted, from the midpoint
+# between the last sample at the starting count and the next, to the last
+# sample of the load; and how many arrived after the load stopped (what
+# was queued, somewhere, behind it).
+load_rate() {
+  awk '{ n++; t[n] = $1; c[n] = $2; r[n] = $3 }
+    END {
+      if (n < 2) { print "- -"; exit }
+      a = 1; while (a < n && c[a + 1] == c[1]) a++
+      b = 0; for (i = 1; i <= n; i++) if (r[i] == 1) b = i
+      if (b <= a) { print "- -"; exit }
+      w = t[b] - (t[a] + t[a + 1]) / 2
+      printf "%.0f %d\n", (w > 0) ? (c[b] - c[1]) / w : 0, c[n] - c[b]
+    }'
+}
+
 # Averages over the load window (the rows where the simulator ran).
-# summarize CSV -> "cpu_avg cpu_max hwm_mib sim_cpu pg_cpu busy intake backlog_end backlog_max slope dropped"
+# summarize CSV -> "cpu_avg cpu_max hwm_mib sim_cpu pg_cpu busy intake after backlog_end backlog_max slope dropped"
 summarize() {
-  awk -F, 'NR == 1 { next }
+  local rate_after
+  rate_after=$(awk -F, 'NR > 1 && $8 != "" { print $1, $8, $13 }' "$1" | load_rate)
+  # Rows without the server's metrics (it had stopped) are left out.
+  awk -F, -v ra="$rate_after" 'FNR == NR { if (FNR > 1 && $8 != "") m = 1; next }
+    FNR == 1 || (m && $8 == "") { next }
     { n++; t[n] = $1; cpu[n] = $2; hwm[n] = $4; sim[n] = $5; pg[n] = $6; busy[n] = $7
       acc[n] = $8; wr[n] = $9; dr[n] = $10; run[n] = $13 }
     END {
@@ -398,31 +419,22 @@ summarize() {
       for (i = first; i <= last; i++) { c += cpu[i]; if (cpu[i] > cmax) cmax = cpu[i]; sc += sim[i]; pc += pg[i]; bc += busy[i] }
       k = last - first + 1
       for (i = 1; i <= n; i++) if (hwm[i] > h) h = hwm[i]
-      # Intake: from the last sample before the counter moved to the first
-      # at its final value, each end taken half a sample inward.
-      intake = "-"; bend = "-"; bmax = "-"; slope = "-"; drop = "-"
-      if (acc[n] != "") {
-        a = 1; while (a < n && acc[a + 1] == acc[1]) a++
-        b = n; while (b > 1 && acc[b - 1] == acc[n]) b--
-        if (b > a) {
-          w = (t[b] + t[b - 1]) / 2 - (t[a] + t[a + 1]) / 2
-          if (w <= 0) w = t[b] - t[a]
-          intake = sprintf("%.0f", (acc[n] - acc[1]) / w)
-        }
+      bend = "-"; bmax = "-"; slope = "-"; drop = "-"
+      if (m) {
         # Backlog: accepted readings not yet written nor dropped; its
         # least-squares slope over the middle of the load window.
         bmax = 0
         for (i = first; i <= last; i++) { bl = acc[i] - wr[i] - dr[i]; if (bl > bmax) bmax = bl }
         bend = acc[last] - wr[last] - dr[last]
         lo = first + int(k / 5); hi = last - int(k / 10)
-        sx = sy = sxx = sxy = m = 0
-        for (i = lo; i <= hi; i++) { x = t[i]; y = acc[i] - wr[i] - dr[i]; m++; sx += x; sy += y; sxx += x * x; sxy += x * y }
-        slope = (m > 2 && m * sxx - sx * sx > 0) ? sprintf("%.0f", (m * sxy - sx * sy) / (m * sxx - sx * sx)) : "-"
+        sx = sy = sxx = sxy = q = 0
+        for (i = lo; i <= hi; i++) { x = t[i]; y = acc[i] - wr[i] - dr[i]; q++; sx += x; sy += y; sxx += x * x; sxy += x * y }
+        slope = (q > 2 && q * sxx - sx * sx > 0) ? sprintf("%.0f", (q * sxy - sx * sy) / (q * sxx - sx * sx)) : "-"
         drop = dr[n]
       }
       printf "%.0f %.0f %.0f %.0f %.0f %.0f %s %s %s %s %s\n", c / k, cmax, h / 1024, sc / k, pc / k, bc / k,
-        intake, bend, bmax, slope, drop
-    }' "$1"
+        ra, bend, bmax, slope, drop
+    }' "$1" "$1"
 }
 
 wait_ready_line() {
@@ -437,7 +449,7 @@ wait_ready_line() {
 
 # --- the runs ----------------------------------------------------------------
 RESULTS=$OUT/results.csv
-echo "rate,mode,homes,devices,duration_s,sent,eldercare_accepted,eldercare_intake_per_s,mosquitto_delivered,mosquitto_rate_per_s,ratio,server_cpu_avg_pct,server_cpu_max_pct,server_peak_rss_mib,sim_cpu_avg_pct,pg_cpu_avg_pct,machine_busy_pct,backlog_end,backlog_max,backlog_slope_per_s,telemetry_dropped,duplicates,refused,alert_count,alert_p50_ms,alert_p95_ms,alert_p99_ms,alert_max_ms,mosquitto_cpu_avg_pct,mosquitto_peak_rss_mib,emergencies_injected,emergencies_detected,note" >"$RESULTS"
+echo "rate,mode,homes,devices,duration_s,sent,eldercare_accepted,eldercare_intake_per_s,eldercare_after_load,mosquitto_delivered,mosquitto_rate_per_s,mosquitto_after_load,ratio,server_cpu_avg_pct,server_cpu_max_pct,server_peak_rss_mib,sim_cpu_avg_pct,pg_cpu_avg_pct,machine_busy_pct,backlog_end,backlog_max,backlog_slope_per_s,telemetry_dropped,duplicates,refused,alert_count,alert_p50_ms,alert_p95_ms,alert_p99_ms,alert_max_ms,mosquitto_cpu_avg_pct,mosquitto_peak_rss_mib,emergencies_injected,emergencies_detected,note" >"$RESULTS"
 
 for rate in $RATES; do
   dir=$OUT/r$rate
@@ -486,13 +498,13 @@ for rate in $RATES; do
   curl -sf "$metrics_url" >"$dir/metrics-after.txt" || true
   stop_pid "$server_pid" TERM 60
   stop_pid "$sampler_pid" TERM 5
-  read -r cpu_avg cpu_max hwm sim_cpu pg_cpu busy intake bend bmax slope dropped \
+  read -r cpu_avg cpu_max hwm sim_cpu pg_cpu busy intake after bend bmax slope dropped \
     < <(summarize "$dir/samples-eldercare.csv")
   accepted=$(($(metric "$dir/metrics-after.txt" eldercare_ingest_accepted_total) - $(metric "$dir/metrics-before.txt" eldercare_ingest_accepted_total)))
   dups=$(metric "$dir/metrics-after.txt" eldercare_ingest_duplicates_total)
   refused=$(metric "$dir/metrics-after.txt" eldercare_ingest_refused_total)
   written=$(metric "$dir/metrics-after.txt" eldercare_telemetry_written_total)
-  log "eldercare: accepted $accepted ($intake/s), written $written, dropped $dropped, server CPU ${cpu_avg}% peak RSS ${hwm} MiB"
+  log "eldercare: accepted $accepted ($intake/s during the load, $after after it), written $written, dropped $dropped, server CPU ${cpu_avg}% peak RSS ${hwm} MiB"
 
   sent="-" devices=$((HOMES * DEVICES_PER_HOME)) lat=("-" "-" "-" "-" "-") inj="-" det="-"
   if [ -s "$dir/sim-eldercare.json" ]; then
@@ -504,7 +516,7 @@ for rate in $RATES; do
     det=$(jq -r '.emergencies.detected // "-"' "$j")
   fi
 
-  m_delivered="-" m_rate="-" ratio="-" m_cpu="-" m_hwm="-"
+  m_delivered="-" m_rate="-" m_after="-" ratio="-" m_cpu="-" m_hwm="-"
   if [ "$PEER" = 1 ]; then
     log "rate $rate/s: Mosquitto -> mqtt-sink"
     mport=$(free_port)
@@ -532,7 +544,7 @@ EOF
     done
     rm -f "$dir/.sink.ready"
     "$SINK" --addr "127.0.0.1:$mport" --filter 'eldercare/v1/#' --qos "$SINK_QOS" --idle-s 3 \
-      --out "$dir/sink.json" --ready-file "$dir/.sink.ready" 2>"$dir/sink.log" &
+      --out "$dir/sink.json" --ready-file "$dir/.sink.ready" --series "$dir/sink-series.csv" 2>"$dir/sink.log" &
     sink_pid=$!
     PIDS+=("$sink_pid")
     for _ in $(seq 100); do [ -f "$dir/.sink.ready" ] && break; sleep 0.1; done
@@ -545,22 +557,24 @@ EOF
     sim_peer "$rate" "127.0.0.1:$mport" "$dir/sim-mosquitto.json" "$dir"
     echo "$SIM_PID" >"$simfile"
     sim_wait "$dir/sim-mosquitto.log"
+    sim_stop_ms=$(date +%s%3N)
     [ -z "$SIM_NOTE" ] || note="${note:+$note; }peer: $SIM_NOTE"
     # The sink ends by itself 3 s after the last message.
     for _ in $(seq 300); do kill -0 "$sink_pid" 2>/dev/null || break; sleep 0.1; done
     stop_pid "$sink_pid" TERM 5
     stop_pid "$mosq_pid" TERM 10
     stop_pid "$sampler_pid" TERM 5
-    read -r m_cpu _ m_hwm _ _ _ _ _ _ _ _ < <(summarize "$dir/samples-mosquitto.csv")
+    read -r m_cpu _ m_hwm _ _ _ _ _ _ _ _ _ < <(summarize "$dir/samples-mosquitto.csv")
     m_delivered=$(jq -r .received "$dir/sink.json")
-    m_rate=$(jq -r '.rate_per_s | floor' "$dir/sink.json")
-    if [ "$intake" != "-" ] && [ "$m_rate" -gt 0 ]; then
+    read -r m_rate m_after < <(awk -F, -v stop="$sim_stop_ms" '{ printf "%.3f %d %d\n", $1 / 1000, $2, ($1 <= stop) ? 1 : 0 }' \
+      "$dir/sink-series.csv" | load_rate)
+    if [ "$intake" != "-" ] && [ "$m_rate" != "-" ] && [ "$m_rate" -gt 0 ]; then
       ratio=$(awk -v a="$intake" -v b="$m_rate" 'BEGIN { printf "%.2f", a / b }')
     fi
-    log "mosquitto: delivered $m_delivered ($m_rate/s), CPU ${m_cpu}% peak RSS ${m_hwm} MiB"
+    log "mosquitto: delivered $m_delivered ($m_rate/s during the load, $m_after after it), CPU ${m_cpu}% peak RSS ${m_hwm} MiB"
   fi
 
-  echo "$rate,$SIM_MODE,$HOMES,$devices,$DURATION_S,$sent,$accepted,$intake,$m_delivered,$m_rate,$ratio,$cpu_avg,$cpu_max,$hwm,$sim_cpu,$pg_cpu,$busy,$bend,$bmax,$slope,$dropped,$dups,$refused,${lat[0]},${lat[1]},${lat[2]},${lat[3]},${lat[4]},$m_cpu,$m_hwm,$inj,$det,${note//,/;}" >>"$RESULTS"
+  echo "$rate,$SIM_MODE,$HOMES,$devices,$DURATION_S,$sent,$accepted,$intake,$after,$m_delivered,$m_rate,$m_after,$ratio,$cpu_avg,$cpu_max,$hwm,$sim_cpu,$pg_cpu,$busy,$bend,$bmax,$slope,$dropped,$dups,$refused,${lat[0]},${lat[1]},${lat[2]},${lat[3]},${lat[4]},$m_cpu,$m_hwm,$inj,$det,${note//,/;}" >>"$RESULTS"
   # Each run's database goes, to keep the disk use to one run's.
   "$PG_BIN/dropdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db" || true
 done
@@ -572,15 +586,15 @@ done
   echo "Machine: $(nproc) CPUs, $(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); PostgreSQL $PG_VERSION; $(mosquitto_version=$("$MOSQUITTO" -h 2>/dev/null | awk '/version/ { print $3; exit }'); echo "Mosquitto ${mosquitto_version:-?}")."
   echo "Load: $HOMES homes, $((HOMES * DEVICES_PER_HOME)) MQTT connections, $DURATION_S s per rate, simulator mode $SIM_MODE, sink QoS $SINK_QOS."
   echo
-  echo "| offered msg/s | server intake msg/s | Mosquitto->sink msg/s | ratio | server CPU % (avg/max) | server peak RSS MiB | alert latency ms p50/p95/p99/max (n) | writer backlog end / slope per s | dropped |"
-  echo "|---|---|---|---|---|---|---|---|---|"
-  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake md mr ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det note; do
-    echo "| $rate | $intake | $mr | $ratio | $ca / $cm | $hwm | $p50 / $p95 / $p99 / $pmax ($an) | $bend / $slope | $dropped |"
+  echo "| offered msg/s | server intake msg/s | Mosquitto->sink msg/s | ratio | server CPU % (avg/max) | server peak RSS MiB | alert latency ms p50/p95/p99/max (n) | accepted after the load (server / Mosquitto) | writer backlog end / slope per s | readings dropped |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake after md mr mafter ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det note; do
+    echo "| $rate | $intake | $mr | $ratio | $ca / $cm | $hwm | $p50 / $p95 / $p99 / $pmax ($an) | $after / $mafter | $bend / $slope | $dropped |"
   done
   echo
   echo "| offered msg/s | sent | accepted | duplicates | refused | simulator CPU % | PostgreSQL CPU % | machine busy % | Mosquitto delivered | Mosquitto CPU % | Mosquitto peak RSS MiB | SOS injected/detected |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake md mr ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det note; do
+  tail -n +2 "$RESULTS" | while IFS=, read -r rate _ _ _ _ sent acc intake after md mr mafter ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det note; do
     echo "| $rate | $sent | $acc | $dups | $ref | $sc | $pc | $busy | $md | $mc | $mh | $inj / $det |"
   done
   tail -n +2 "$RESULTS" | while IFS=, read -r rate rest; do

@@ -16,7 +16,10 @@
 
 use clap::Parser;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -48,6 +51,33 @@ struct Args {
     /// knows when to start publishing.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Append `unix_ms,received` here every half second, so the rate while
+    /// the load lasted can be told from what arrived after it.
+    #[arg(long)]
+    series: Option<PathBuf>,
+}
+
+/// What the receiving task has seen.
+#[derive(Default)]
+struct Counts {
+    received: AtomicU64,
+    first: AtomicU64,
+    last: AtomicU64,
+}
+
+impl Counts {
+    fn note(&self, t: u64) {
+        if self.received.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.first.store(t, Ordering::Relaxed);
+        }
+        self.last.store(t, Ordering::Relaxed);
+    }
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+    fn last_ms(&self) -> u64 {
+        self.last.load(Ordering::Relaxed)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -80,46 +110,79 @@ async fn main() -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
-    let (mut received, mut first_ms, mut last_ms) = (0u64, None, 0u64);
-    let mut subscribed = false;
-    let idle = Duration::from_secs_f64(args.idle_s);
-    let first_wait = Duration::from_secs_f64(args.first_wait_s);
-    loop {
-        let wait = if received == 0 { first_wait } else { idle };
-        let event = tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            e = tokio::time::timeout(wait, el.poll()) => match e {
-                Err(_) => break,
-                Ok(e) => e,
-            },
-        };
-        match event {
-            Ok(Event::Incoming(Packet::Publish(_))) => {
-                let t = now_ms();
-                first_ms.get_or_insert(t);
-                last_ms = t;
-                received += 1;
-            }
-            // Subscribe on every CONNACK: a reconnect with a clean session
-            // has lost the subscription.
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                client.try_subscribe(&args.filter, qos)?;
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) if !subscribed => {
-                subscribed = true;
-                if let Some(p) = &args.ready_file {
-                    std::fs::write(p, "subscribed\n")?;
+    // The event loop runs in its own task, so that its poll is never
+    // cancelled midway by the timers below; it counts into `count`.
+    let count = Arc::new(Counts::default());
+    let (filter, ready_file, addr) = (args.filter.clone(), args.ready_file.clone(), args.addr);
+    let c = count.clone();
+    let receiver = tokio::spawn(async move {
+        let mut subscribed = false;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(_))) => c.note(now_ms()),
+                // Subscribe on every CONNACK: a reconnect with a clean
+                // session has lost the subscription.
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    client.try_subscribe(&filter, qos)?;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) if !subscribed => {
+                    subscribed = true;
+                    if let Some(p) = &ready_file {
+                        std::fs::write(p, "subscribed\n")?;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("mqtt-sink: connection to {addr}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("mqtt-sink: connection to {}: {e}; retrying", args.addr);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), anyhow::Error>(())
+    });
+
+    let mut series = match &args.series {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
+    let idle_ms = (args.idle_s * 1000.0) as u64;
+    let first_wait_ms = (args.first_wait_s * 1000.0) as u64;
+    let started = now_ms();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = tick.tick() => {}
+        }
+        if receiver.is_finished() {
+            break;
+        }
+        let (received, last) = (count.received(), count.last_ms());
+        if let Some(w) = series.as_mut() {
+            writeln!(w, "{},{received}", now_ms())?;
+            w.flush()?;
+        }
+        let give_up_at = if received == 0 {
+            started + first_wait_ms
+        } else {
+            last + idle_ms
+        };
+        if now_ms() >= give_up_at {
+            break;
         }
     }
-
+    receiver.abort();
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), receiver).await {
+        return Err(e);
+    }
+    let (received, last_ms) = (count.received(), count.last_ms());
+    let first_ms = (received > 0).then(|| count.first.load(Ordering::Relaxed));
+    if let Some(w) = series.as_mut() {
+        writeln!(w, "{},{received}", now_ms())?;
+        w.flush()?;
+    }
     let rate = match first_ms {
         Some(f) if received > 1 && last_ms > f => {
             (received - 1) as f64 * 1000.0 / (last_ms - f) as f64
