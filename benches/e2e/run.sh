@@ -11,12 +11,15 @@
 # Knobs (environment variables):
 #   RATES          offered rates, messages/s, one run each   [1000 10000 50000]
 #   DURATION_S     seconds of load per run                    [60]
-#   HOMES          simulated homes (5 devices, so 5 MQTT
-#                  connections, each); the rate sets how often
-#                  each device sends                          [1000]
+#   HOMES          simulated homes (one MQTT connection per
+#                  device: 5 a home in the legacy simulator,
+#                  ~9 in the current one); the rate sets how
+#                  often each device sends                    [1000]
 #   SEED           simulator seed                             [1]
 #   SOS_PER_S      injected SOS episodes per second, for the
-#                  alert latency (verify mode only)           [2]
+#                  alert latency (contract mode only; the
+#                  simulator injects at most one per home, from
+#                  20 s in, so DURATION_S must exceed ~40)    [2]
 #   PEER           1: also run Mosquitto + mqtt-sink; 0: skip [1]
 #   SINK_QOS       QoS of the sink's subscription, 0 or 1     [0]
 #   SETTLE_S       after the load, wait up to this long for
@@ -64,6 +67,7 @@ BUILD=${BUILD:-1}
 SERVER_LOG=${SERVER_LOG:-}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 OUT=${OUT:-$TARGET/e2e-$(date -u +%Y%m%dT%H%M%SZ)}
+# Devices a home in the legacy simulator.
 DEVICES_PER_HOME=5
 
 log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -142,7 +146,8 @@ PG_BIN=$(pg_bin_dir) || true
 
 # One process cannot hold more sockets than this (simulator: one per device).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-need_fds=$((HOMES * DEVICES_PER_HOME + 200))
+# Up to 10 devices a home (the current simulator has ~9).
+need_fds=$((HOMES * 10 + 200))
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need_fds" ] ||
   die "HOMES=$HOMES needs ~$need_fds file descriptors per process; the limit is $(ulimit -n)"
 
@@ -386,10 +391,13 @@ sampler() {
 }
 
 # load_rate: lines "t_s count running" (running 1 while the simulator
-# ran) -> "rate after": the rate while the load lasted, from the midpoint
-# between the last sample at the starting count and the next, to the last
-# sample of the load; and how many arrived after the load stopped (what
-# was queued, somewhere, behind it).
+# ran) -> "rate after": the rate while the load lasted, and how many
+# arrived after the simulator stopped (what was queued, somewhere, behind
+# the load). The load starts midway between the last sample at the
+# starting count and the next; it ends at the last sample while the
+# simulator ran, or earlier, midway to the first sample at the final
+# count, when the count stopped growing before the simulator ended (it
+# may linger: verify waits for late alerts).
 load_rate() {
   awk '{ n++; t[n] = $1; c[n] = $2; r[n] = $3 }
     END {
@@ -397,7 +405,9 @@ load_rate() {
       a = 1; while (a < n && c[a + 1] == c[1]) a++
       b = 0; for (i = 1; i <= n; i++) if (r[i] == 1) b = i
       if (b <= a) { print "- -"; exit }
-      w = t[b] - (t[a] + t[a + 1]) / 2
+      end = t[b]
+      if (c[b] == c[n]) { f = b; while (f > a + 1 && c[f - 1] == c[n]) f--; end = (t[f - 1] + t[f]) / 2 }
+      w = end - (t[a] + t[a + 1]) / 2
       printf "%.0f %d\n", (w > 0) ? (c[b] - c[1]) / w : 0, c[n] - c[b]
     }'
 }
@@ -584,7 +594,7 @@ done
   echo "## eldercare end to end, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Machine: $(nproc) CPUs, $(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); PostgreSQL $PG_VERSION; $(mosquitto_version=$("$MOSQUITTO" -h 2>/dev/null | awk '/version/ { print $3; exit }'); echo "Mosquitto ${mosquitto_version:-?}")."
-  echo "Load: $HOMES homes, $((HOMES * DEVICES_PER_HOME)) MQTT connections, $DURATION_S s per rate, simulator mode $SIM_MODE, sink QoS $SINK_QOS."
+  echo "Load: $HOMES homes, $(tail -1 "$RESULTS" | cut -d, -f4) devices (one MQTT connection each), $DURATION_S s per rate, simulator mode $SIM_MODE, sink QoS $SINK_QOS."
   echo
   echo "| offered msg/s | server intake msg/s | Mosquitto->sink msg/s | ratio | server CPU % (avg/max) | server peak RSS MiB | alert latency ms p50/p95/p99/max (n) | accepted after the load (server / Mosquitto) | writer backlog end / slope per s | readings dropped |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
