@@ -27,6 +27,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often the engine's copy of the registry is refreshed, so devices
 /// imported while running are watched even before they first speak.
 const REGISTRY_REFRESH: Duration = Duration::from_secs(30);
+/// Device messages from the MQTT front end waiting for the ingest loop;
+/// when full, devices wait for their PUBACK (back-pressure).
+const INTAKE_QUEUE: usize = 16_384;
 /// Registry changes from the API waiting for the ingest loop; a full queue
 /// makes the API call wait, never drops a deletion.
 const REGISTRY_CHANGES: usize = 1024;
@@ -179,6 +182,7 @@ impl Ingest {
         }
 
         let sessions = Sessions::default();
+        let (intake, mut intake_rx) = mpsc::channel::<crate::guard::Intake>(INTAKE_QUEUE);
         // Exported from the start, so a dashboard sees 0 rather than nothing.
         metrics::counter!("eldercare_mqtt_sessions_closed_total").absolute(0);
         let guard = Guard::bind(
@@ -187,6 +191,7 @@ impl Ingest {
                 broker_addr,
                 internal_token: token,
                 sessions: sessions.clone(),
+                intake,
             },
             store.clone(),
             refusals.clone(),
@@ -268,6 +273,10 @@ impl Ingest {
                     _ = refresh.tick() => state.refresh_registry().await,
                     // Never closes: `Ingest` keeps a sender.
                     Some(c) = changes_rx.recv() => state.registry_change(c).await,
+                    // Closes only when the guard is gone (shutdown).
+                    Some(m) = intake_rx.recv() => {
+                        state.message(&m.topic, &m.payload, None).await;
+                    }
                     r = rules.changed(), if rules_open => match r {
                         Ok(()) => {
                             let new = rules.borrow_and_update().clone();

@@ -321,7 +321,9 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
     let t0 = now_ms() + 2000;
     let mut plan: HashMap<usize, Vec<(Inject, i64)>> = HashMap::new();
     for (at_s, home, what) in &cfg.injections {
-        let at = t0 + (*at_s * 1000.0) as i64;
+        // On a whole second: the resident's activity changes at whole
+        // seconds (`life`), so the episode's due time is exact.
+        let at = (t0 + (*at_s * 1000.0) as i64 + 999) / 1000 * 1000;
         plan.entry(*home).or_default().push((*what, at));
     }
     let mut staged = Vec::new();
