@@ -266,18 +266,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.\n");
 
     // Print alerts over our own gRPC subscription, from now on.
-    let grpc = format!("http://{}", bound.grpc);
-    let channel = tonic::transport::Endpoint::from_shared(grpc)?
-        .connect()
-        .await?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let mut client = pb::alert_service_client::AlertServiceClient::with_interceptor(
-        channel,
-        move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        },
-    );
+    let (channel, bearer) =
+        eldercare_sim::drive::authorized(&format!("http://{}", bound.grpc), &token).await?;
+    let mut client =
+        pb::alert_service_client::AlertServiceClient::with_interceptor(channel, bearer);
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             after_seq: last,

@@ -318,6 +318,33 @@ impl VitalsHour {
     }
 }
 
+/// A [`VitalsHour`] from a row of either backend's hourly query (columns
+/// `readings` and `<field>_n`, `_avg`, `_min`, `_max`), its hour read by
+/// the caller (each backend has its own time type).
+fn vitals_hour_of<R>(r: &R, hour: EpochMs) -> Result<VitalsHour>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    f64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut h = VitalsHour {
+        hour,
+        readings: r.try_get::<i64, _>("readings")? as u64,
+        ..Default::default()
+    };
+    for f in VITAL_FIELDS {
+        h.set(
+            f,
+            r.try_get(format!("{f}_n").as_str())?,
+            r.try_get(format!("{f}_avg").as_str())?,
+            r.try_get(format!("{f}_min").as_str())?,
+            r.try_get(format!("{f}_max").as_str())?,
+        );
+    }
+    Ok(h)
+}
+
 /// The aggregate columns of [`VITAL_FIELDS`], each value given by `expr`
 /// (given the field name), for a backend's hourly query.
 pub fn vital_columns(expr: impl Fn(&str) -> String, cast: &str) -> String {

@@ -158,23 +158,34 @@ async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
     Ok(Conn { client, poll, opts })
 }
 
+/// A connection to the server's gRPC API at `addr`, and the interceptor
+/// that presents `token` on every call (for any of its service clients).
+pub async fn authorized(
+    addr: &str,
+    token: &str,
+) -> anyhow::Result<(
+    tonic::transport::Channel,
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>,
+)> {
+    let ch = tonic::transport::Endpoint::from_shared(addr.to_string())?
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {addr}: {e}"))?;
+    let auth = format!("Bearer {token}").parse::<tonic::metadata::MetadataValue<_>>()?;
+    let bearer = move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", auth.clone());
+        Ok(r)
+    };
+    Ok((ch, bearer))
+}
+
 /// Registers the homes through RegistryService.Import, in parts.
 async fn register(cfg: &Config, homes: &[Home], devices_too: bool) -> anyhow::Result<()> {
     let token = cfg.admin_token.as_deref().ok_or_else(|| {
         anyhow::anyhow!("registering needs --admin-token (an admin token), or pass --no-register")
     })?;
-    let ch = tonic::transport::Endpoint::from_shared(cfg.grpc_addr.clone())?
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", cfg.grpc_addr))?;
-    let auth = format!("Bearer {token}").parse::<tonic::metadata::MetadataValue<_>>()?;
-    let mut reg = pb::registry_service_client::RegistryServiceClient::with_interceptor(
-        ch,
-        move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", auth.clone());
-            Ok(r)
-        },
-    );
+    let (ch, bearer) = authorized(&cfg.grpc_addr, token).await?;
+    let mut reg = pb::registry_service_client::RegistryServiceClient::with_interceptor(ch, bearer);
     for part in homes.chunks(500) {
         let (elders, devices) = registry_csv(part);
         let mut lists = vec![elders];
@@ -220,17 +231,8 @@ async fn subscribe(
         .token
         .clone()
         .ok_or_else(|| anyhow::anyhow!("verify needs --token (a viewer or operator token)"))?;
-    let ch = tonic::transport::Endpoint::from_shared(cfg.grpc_addr.clone())?
-        .connect()
-        .await?;
-    let auth = format!("Bearer {token}").parse::<tonic::metadata::MetadataValue<_>>()?;
-    let mut client = pb::alert_service_client::AlertServiceClient::with_interceptor(
-        ch,
-        move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", auth.clone());
-            Ok(r)
-        },
-    );
+    let (ch, bearer) = authorized(&cfg.grpc_addr, &token).await?;
+    let mut client = pb::alert_service_client::AlertServiceClient::with_interceptor(ch, bearer);
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             language: "en".into(),

@@ -611,21 +611,7 @@ impl PgStore {
         rows.iter()
             .map(|r| {
                 let hour: DateTime<Utc> = r.try_get("hour")?;
-                let mut h = VitalsHour {
-                    hour: hour.timestamp_millis(),
-                    readings: r.try_get::<i64, _>("readings")? as u64,
-                    ..Default::default()
-                };
-                for f in VITAL_FIELDS {
-                    h.set(
-                        f,
-                        r.try_get(format!("{f}_n").as_str())?,
-                        r.try_get(format!("{f}_avg").as_str())?,
-                        r.try_get(format!("{f}_min").as_str())?,
-                        r.try_get(format!("{f}_max").as_str())?,
-                    );
-                }
-                Ok(h)
+                crate::vitals_hour_of(r, hour.timestamp_millis())
             })
             .collect()
     }

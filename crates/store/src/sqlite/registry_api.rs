@@ -4,7 +4,7 @@
 use super::{SqliteStore, bind_elder, corrupt, device_from_row, elder_from_row, now_ms};
 use crate::{
     DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, HOUR_MS, ReadingQuery, ReadingRecord,
-    ReadingSubject, Result, VITAL_FIELDS, VitalsHour, vital_columns,
+    ReadingSubject, Result, VitalsHour, vital_columns,
 };
 use eldercare_model::{Device, Elder, EpochMs, Stream};
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -289,23 +289,7 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| {
-                let mut h = VitalsHour {
-                    hour: r.try_get("hour")?,
-                    readings: r.try_get::<i64, _>("readings")? as u64,
-                    ..Default::default()
-                };
-                for f in VITAL_FIELDS {
-                    h.set(
-                        f,
-                        r.try_get(format!("{f}_n").as_str())?,
-                        r.try_get(format!("{f}_avg").as_str())?,
-                        r.try_get(format!("{f}_min").as_str())?,
-                        r.try_get(format!("{f}_max").as_str())?,
-                    );
-                }
-                Ok(h)
-            })
+            .map(|r| crate::vitals_hour_of(r, r.try_get("hour")?))
             .collect()
     }
 }
