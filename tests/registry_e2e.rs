@@ -1551,3 +1551,67 @@ async fn low_battery(d: &Device, id: &str) {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_device_connecting_again_takes_its_session_over_without_its_last_will() {
+    let s = Server::with_registry().await;
+    let mut tel = s.telemetry("viewer").await;
+    let with_will = || {
+        let mut o = options(&s.mqtt, "band-1", "s-band-1");
+        o.set_last_will(rumqttc::LastWill::new(
+            "eldercare/v1/band-1/status",
+            r#"{"online": false}"#,
+            QoS::AtLeastOnce,
+            false,
+        ));
+        o
+    };
+    // Connected twice under the same client id, as a device reconnecting
+    // before its old connection is noticed gone: the new session takes
+    // the old one over...
+    let mut old = connect_with(with_will()).await.unwrap();
+    // The new session's event loop in a task of ours, to drop it at will.
+    let (new, mut el) = rumqttc::AsyncClient::new(with_will(), 10);
+    let (up_tx, up) = tokio::sync::oneshot::channel();
+    let new_loop = tokio::spawn(async move {
+        let mut up_tx = Some(up_tx);
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    if let Some(t) = up_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the new session failed: {e}"),
+            }
+        }
+    });
+    tokio::time::timeout(DEADLINE, up)
+        .await
+        .expect("no CONNACK")
+        .unwrap();
+    closed(&mut old).await;
+    // ...and the device is not reported lost: its next reading is the only
+    // thing stored, no last will before it.
+    new.publish(
+        "eldercare/v1/band-1/vitals",
+        QoS::AtLeastOnce,
+        false,
+        format!(r#"{{"ts": {}, "hr": 70}}"#, now_ms()),
+    )
+    .await
+    .unwrap();
+    let got = await_readings(&mut tel, "E1", 1).await;
+    let streams: Vec<&str> = got.iter().map(|r| r.stream.as_str()).collect();
+    assert_eq!(streams, ["vitals"]);
+
+    // Lost for real (the connection dropped, no goodbye): the will is stored.
+    new_loop.abort();
+    let got = await_readings(&mut tel, "E1", 2).await;
+    assert!(
+        got.iter()
+            .any(|r| r.stream == "status" && r.json.contains("\"online\":false")),
+        "{got:?}"
+    );
+}

@@ -525,7 +525,14 @@ impl Guard {
         };
         // Lost without a goodbye (closed, broken, or timed out by the
         // broker's keep-alive): its last will, after everything it sent.
-        if !clean && let Some(w) = will {
+        // Not when the device has already connected again (a new session
+        // took this one over): it is not lost, and its new session's
+        // messages may already be ahead of this will.
+        let taken_over = self.cfg.sessions.live(&device_id) > 1;
+        if !clean
+            && !taken_over
+            && let Some(w) = will
+        {
             let _ = self
                 .cfg
                 .intake
