@@ -1569,6 +1569,16 @@ async fn a_device_connecting_again_takes_its_session_over_without_its_last_will(
     // Connected twice under the same client id, as a device reconnecting
     // before its old connection is noticed gone: the new session takes
     // the old one over...
+    // A second connection of the device under another client id is
+    // another session: it takes nothing over, and does not stop the
+    // will below.
+    let _other = connect_with(mqtt_options(
+        &s.mqtt,
+        "band-1-other",
+        Some(("band-1", "s-band-1")),
+    ))
+    .await
+    .unwrap();
     let mut old = connect_with(with_will()).await.unwrap();
     // The new session's event loop in a task of ours, to drop it at will.
     let (new, mut el) = rumqttc::AsyncClient::new(with_will(), 10);

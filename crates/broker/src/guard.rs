@@ -71,6 +71,9 @@ struct SessionEntry {
     close: CancellationToken,
     /// Past CONNECT: authenticated and forwarded to the broker.
     live: bool,
+    /// The MQTT client id the device chose (empty: none, so never the
+    /// same as another session's).
+    client_id: String,
 }
 
 impl Sessions {
@@ -81,7 +84,7 @@ impl Sessions {
     /// Registers a connection that claims to be `device_id`, before its
     /// credentials are checked: a rotation that commits while the old
     /// secret is being verified then still finds (and closes) it.
-    fn register(&self, device_id: &str) -> SessionHandle {
+    fn register(&self, device_id: &str, client_id: &str) -> SessionHandle {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let close = CancellationToken::new();
         self.lock()
@@ -92,6 +95,7 @@ impl Sessions {
                 SessionEntry {
                     close: close.clone(),
                     live: false,
+                    client_id: client_id.to_string(),
                 },
             );
         SessionHandle {
@@ -138,6 +142,21 @@ struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// Whether a newer live session of the same device with the same
+    /// client id exists: the device connected again, and the broker ends
+    /// this session for it (an MQTT session takeover).
+    fn taken_over(&self) -> bool {
+        let map = self.sessions.lock();
+        let Some(m) = map.get(&self.device_id) else {
+            return false;
+        };
+        let Some(me) = m.get(&self.id).filter(|e| !e.client_id.is_empty()) else {
+            return false;
+        };
+        m.iter()
+            .any(|(id, e)| *id > self.id && e.live && e.client_id == me.client_id)
+    }
+
     fn set_live(&self) {
         if let Some(e) = self
             .sessions
@@ -290,7 +309,7 @@ impl Guard {
         let session = connect
             .login
             .as_ref()
-            .map(|l| self.cfg.sessions.register(&l.username));
+            .map(|l| self.cfg.sessions.register(&l.username, &connect.client_id));
         let authenticated = match self.authenticate(&connect).await {
             Ok(_) if session.as_ref().is_none_or(|s| s.close.is_cancelled()) => {
                 Err(ConnRefusal::RegistryChanged)
@@ -528,7 +547,7 @@ impl Guard {
         // Not when the device has already connected again (a new session
         // took this one over): it is not lost, and its new session's
         // messages may already be ahead of this will.
-        let taken_over = self.cfg.sessions.live(&device_id) > 1;
+        let taken_over = session.taken_over();
         if !clean
             && !taken_over
             && let Some(w) = will
@@ -672,14 +691,14 @@ mod tests {
     #[test]
     fn sessions_are_closed_per_device_and_leave_when_they_end() {
         let s = Sessions::default();
-        let a1 = s.register("a");
-        let a2 = s.register("a");
-        let b = s.register("b");
+        let a1 = s.register("a", "x");
+        let a2 = s.register("a", "x");
+        let b = s.register("b", "x");
         a1.set_live();
         a2.set_live();
         b.set_live();
         // Still checking its credentials: closed too, but not counted as live.
-        let pending = s.register("a");
+        let pending = s.register("a", "x");
         assert_eq!(s.live("a"), 2);
         assert_eq!(s.disconnect("a"), 2);
         assert!(a1.close.is_cancelled() && a2.close.is_cancelled());
@@ -691,5 +710,25 @@ mod tests {
         assert!(s.lock().is_empty(), "ended sessions leave no entry");
         drop((a1, a2, pending));
         assert!(s.lock().is_empty());
+    }
+
+    #[test]
+    fn only_a_newer_session_with_the_same_client_id_takes_one_over() {
+        let s = Sessions::default();
+        let old = s.register("a", "x");
+        let other = s.register("a", "y");
+        let anonymous = s.register("a", "");
+        let anonymous2 = s.register("a", "");
+        for h in [&old, &other, &anonymous, &anonymous2] {
+            h.set_live();
+        }
+        assert!(!old.taken_over(), "another client id is another session");
+        assert!(!anonymous.taken_over(), "no client id: never the same");
+        let pending = s.register("a", "x");
+        assert!(!old.taken_over(), "not before the new one is past CONNECT");
+        pending.set_live();
+        assert!(old.taken_over());
+        assert!(!pending.taken_over(), "the newest is not taken over");
+        assert!(!s.register("b", "x").taken_over());
     }
 }
