@@ -17,17 +17,22 @@
 //! not flap).
 //!
 //! Modules: `config` is the rule file (global and per-elder settings);
-//! `local` converts event time to the elder's local time and night window.
+//! `local` converts event time to the elder's local time and night window;
+//! `snapshot` carries the engine's state over a restart
+//! ([`Engine::snapshot`], [`Engine::restore`]) without counting the time
+//! the server was down as silence ([`Engine::resume_after_gap`]).
 #![forbid(unsafe_code)]
 
 mod config;
 mod local;
+mod snapshot;
 
 pub use config::{
     BatteryRules, FallRules, GeofenceRules, InactivityRules, News2Rules, NoBreathingRules,
     OfflineRules, OutOfBedRules, RuleConfig, Rules, RulesError, SosRules, VitalRules,
 };
 pub use local::parse_hhmm;
+pub use snapshot::{EngineSnapshot, RestoreReport};
 
 use eldercare_model::{
     AlertKind, Body, Device, DeviceKind, Elder, EpochMs, EventType, Reading, Severity, Text,
@@ -39,6 +44,10 @@ use std::sync::Arc;
 const NONE: EpochMs = EpochMs::MIN;
 /// How often a suppressed timer (in bed, away, moving about) is looked at again.
 const RECHECK_MS: i64 = 60_000;
+/// How many blind stretches (server down) the engine remembers for the
+/// inactivity rule. Restarts are rare: forgetting the oldest only counts
+/// it again for a person without activity since before it.
+const BLIND_KEPT: usize = 8;
 
 /// A rule's decision that an alert should be raised, or folded into the
 /// open alert of the same kind for the same elder (and device, for
@@ -535,6 +544,11 @@ pub struct Engine {
     devices: Vec<DeviceSlot>,
     device_ix: FxHashMap<Arc<str>, u32>,
     free_devices: Vec<u32>,
+    /// Latest engine time the engine was given: where a snapshot stops seeing.
+    seen: EpochMs,
+    /// Engine-time stretches the engine could not see (the server was down),
+    /// oldest first: the inactivity rule does not count them.
+    blind: Vec<(EpochMs, EpochMs)>,
 }
 
 fn kind_name(k: DeviceKind) -> Text {
@@ -615,6 +629,7 @@ impl Engine {
 
     /// Adds an elder or updates their profile, keeping their state.
     pub fn upsert_elder(&mut self, p: &ElderProfile, now: EpochMs) {
+        self.seen = self.seen.max(now);
         let clock = LocalClock::new(p.timezone, p.night_start_min, p.night_end_min);
         let cfg = self.rules.for_elder(&p.elder_id).clone();
         if let Some(&i) = self.elder_ix.get(p.elder_id.as_str()) {
@@ -684,6 +699,7 @@ impl Engine {
     /// Adds a device or updates it (possibly moving it to another elder).
     /// An elder not yet known is added with default settings.
     pub fn upsert_device(&mut self, p: &DeviceProfile, now: EpochMs) {
+        self.seen = self.seen.max(now);
         if !self.elder_ix.contains_key(p.elder_id.as_str()) {
             self.upsert_elder(&ElderProfile::new(p.elder_id.clone()), now);
         }
@@ -756,6 +772,7 @@ impl Engine {
         subject: Option<&str>,
         now: EpochMs,
     ) {
+        self.seen = self.seen.max(now);
         let Some(&ei) = self.elder_ix.get(elder_id) else {
             return;
         };
@@ -792,6 +809,7 @@ impl Engine {
     /// [`Engine::on_reading`], appending to `out` (no allocation when
     /// nothing is decided).
     pub fn on_reading_into(&mut self, r: &Reading, now: EpochMs, out: &mut Vec<Decision>) {
+        self.seen = self.seen.max(now);
         let Some(&d) = self.device_ix.get(r.device_id.as_str()) else {
             return;
         };
@@ -904,7 +922,8 @@ impl Engine {
     }
 
     pub fn tick_into(&mut self, now: EpochMs, out: &mut Vec<Decision>) {
-        let (devices, elders) = (&mut self.devices, &mut self.elders);
+        self.seen = self.seen.max(now);
+        let (devices, elders, blind) = (&mut self.devices, &mut self.elders, &self.blind);
         for e in elders.iter_mut() {
             if now < e.due || e.removed {
                 continue;
@@ -912,7 +931,7 @@ impl Engine {
             let mut due = EpochMs::MAX;
             offline(e, devices, now, &mut due, out);
             out_of_bed(e, now, &mut due, out);
-            inactivity(e, devices, now, &mut due, out);
+            inactivity(e, devices, blind, now, &mut due, out);
             e.due = due.max(now + 1);
         }
     }
@@ -1655,9 +1674,20 @@ fn out_of_bed(e: &mut ElderSlot, now: EpochMs, due: &mut EpochMs, out: &mut Vec<
     out.push(Decision::Raise(t));
 }
 
+/// Daytime of the stretch without activity that fell in a blind window
+/// (the server down): not evidence of anything, so not counted.
+fn blind_day_ms(e: &mut ElderSlot, blind: &[(EpochMs, EpochMs)]) -> i64 {
+    blind
+        .iter()
+        .filter(|w| w.1 > e.activity_at)
+        .map(|&(from, to)| e.clock.day_ms_between(from.max(e.activity_at), to))
+        .sum()
+}
+
 fn inactivity(
     e: &mut ElderSlot,
     devices: &[DeviceSlot],
+    blind: &[(EpochMs, EpochMs)],
     now: EpochMs,
     due: &mut EpochMs,
     out: &mut Vec<Decision>,
@@ -1678,14 +1708,24 @@ fn inactivity(
         return;
     }
     let after = i64::from(e.cfg.inactivity.after_s) * 1000;
-    let deadline = e.clock.after_day_ms(e.activity_at, after);
+    let unseen = blind_day_ms(e, blind);
+    let deadline = e.clock.after_day_ms(e.activity_at, after + unseen);
     if now < deadline {
         *due = (*due).min(deadline);
         return;
     }
     e.inactivity_raised = true;
-    let quiet = minutes(e.clock.day_ms_between(e.activity_at, now));
+    let quiet = minutes(e.clock.day_ms_between(e.activity_at, now) - unseen);
     let last = e.clock.hhmm(e.activity_at);
+    let (en_unseen, zh_unseen) = if unseen >= 60_000 {
+        let m = minutes(unseen);
+        (
+            format!("; {} while the system was down not counted", m.en),
+            format!("；系统停机的 {} 未计入", m.zh),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let pir_id = pir.id.to_string();
     let mut t = timer_trigger(
         e,
@@ -1695,10 +1735,13 @@ fn inactivity(
         now,
         Text::new(
             format!(
-                "No movement at home for {} of daytime (last activity at {last})",
+                "No movement at home for {} of daytime (last activity at {last}{en_unseen})",
                 quiet.en
             ),
-            format!("白天在家 {} 无活动（最后一次活动 {last}）", quiet.zh),
+            format!(
+                "白天在家 {} 无活动（最后一次活动 {last}{zh_unseen}）",
+                quiet.zh
+            ),
         ),
     );
     t.window = Some((e.activity_at, now));
