@@ -106,9 +106,12 @@ fn ts(m: &Map<String, Value>) -> Result<i64, Refusal> {
         Some(Value::Number(n)) => n
             .as_i64()
             .ok_or_else(|| invalid("ts", "must be integer epoch milliseconds")),
-        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| invalid("ts", &format!("not an RFC 3339 time: {e}"))),
+        Some(Value::String(s)) => {
+            validate::text("ts", s)?;
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| invalid("ts", &format!("not an RFC 3339 time: {e}")))
+        }
         Some(_) => Err(invalid(
             "ts",
             "must be integer epoch milliseconds or an RFC 3339 string",
@@ -148,7 +151,10 @@ fn boolean(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, Refusal>
 fn string(m: &Map<String, Value>, field: &str) -> Result<Option<String>, Refusal> {
     match m.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => {
+            validate::text(field, s)?;
+            Ok(Some(s.clone()))
+        }
         Some(_) => Err(invalid(field, "must be a string")),
     }
 }

@@ -58,6 +58,11 @@ pub enum Refusal {
     UnknownDevice(String),
     #[error("device `{sender}` may not publish under `{topic}`")]
     TopicNotOwned { sender: String, topic: String },
+    /// A text field holds a control character (U+0000 to U+001F, U+007F
+    /// to U+009F). NUL in particular cannot be stored in a PostgreSQL
+    /// text column: refused here, it never reaches the database.
+    #[error("field `{field}` contains a control character (U+0000–U+001F or U+007F–U+009F)")]
+    ControlCharacter { field: String },
 }
 
 impl Refusal {
@@ -76,11 +81,12 @@ impl Refusal {
             Refusal::FutureTs { .. } => "future_ts",
             Refusal::UnknownDevice(_) => "unknown_device",
             Refusal::TopicNotOwned { .. } => "topic_not_owned",
+            Refusal::ControlCharacter { .. } => "control_character",
         }
     }
 
     /// Every reason label, for pre-registering metrics.
-    pub const REASONS: [&'static str; 12] = [
+    pub const REASONS: [&'static str; 13] = [
         "bad_topic",
         "unknown_stream",
         "payload_too_large",
@@ -93,6 +99,7 @@ impl Refusal {
         "future_ts",
         "unknown_device",
         "topic_not_owned",
+        "control_character",
     ];
 }
 

@@ -1,5 +1,5 @@
 //! Protobuf payloads (`eldercare.v1.DeviceMessage`).
-use crate::Refusal;
+use crate::{Refusal, validate};
 use eldercare_model::{
     Body, DeviceEvent, EventType, Location, Motion, Reading, Sleep, Status, Stream, Vitals,
 };
@@ -47,13 +47,16 @@ pub(crate) fn decode(
             lon: l.lon,
             accuracy_m: l.accuracy_m,
         }),
-        device_message::Body::Event(e) => Body::Event(DeviceEvent {
-            kind: EventType::parse(&e.r#type).ok_or_else(|| Refusal::InvalidField {
-                field: "type".into(),
-                detail: "must be sos, fall or sos_cancel".into(),
-            })?,
-            confidence: e.confidence,
-        }),
+        device_message::Body::Event(e) => {
+            validate::text("type", &e.r#type)?;
+            Body::Event(DeviceEvent {
+                kind: EventType::parse(&e.r#type).ok_or_else(|| Refusal::InvalidField {
+                    field: "type".into(),
+                    detail: "must be sos, fall or sos_cancel".into(),
+                })?,
+                confidence: e.confidence,
+            })
+        }
         device_message::Body::Status(s) => Body::Status(Status {
             online: s.online,
             battery_pct: s.battery_pct,

@@ -218,3 +218,106 @@ fn an_undated_last_will_is_stamped_on_arrival_and_other_streams_need_ts() {
         "missing_field"
     );
 }
+
+#[test]
+fn control_characters_in_text_are_refused_in_json() {
+    let m = "eldercare/v1/d/motion";
+    // NUL, the rest of C0, DEL and C1: each refused, naming the field.
+    for c in [
+        "\\u0000", "\\u0001", "\\n", "\\t", "\\u001f", "\\u007f", "\\u0085", "\\u009f",
+    ] {
+        let payload = format!(r#"{{"ts": 1763884800000, "room": "bed{c}room", "motion": true}}"#);
+        let why = json(m, &payload).expect_err(c);
+        assert_eq!(why.reason(), "control_character", "{c}");
+        assert_eq!(
+            why,
+            Refusal::ControlCharacter {
+                field: "room".into()
+            }
+        );
+    }
+    // Just outside both ranges: printable, accepted.
+    for c in [" ", "~", "\\u00a0", "卧室"] {
+        let payload = format!(r#"{{"ts": 1763884800000, "room": "bed{c}room", "motion": true}}"#);
+        json(m, &payload).unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let st = "eldercare/v1/d/status";
+    assert_eq!(
+        json(st, r#"{"ts": 1763884800000, "fw": "1.2\u0000"}"#).unwrap_err(),
+        Refusal::ControlCharacter { field: "fw".into() }
+    );
+    let e = "eldercare/v1/d/event";
+    assert_eq!(
+        reason(json(e, r#"{"ts": 1763884800000, "type": "sos\u0000"}"#)),
+        "control_character"
+    );
+    assert_eq!(
+        reason(json(
+            "eldercare/v1/d/vitals",
+            r#"{"ts": "2025-11-23T15:50:00\u0000+08:00", "hr": 70}"#
+        )),
+        "control_character"
+    );
+    assert!(Refusal::REASONS.contains(&"control_character"));
+}
+
+#[test]
+fn control_characters_in_text_are_refused_in_protobuf() {
+    use eldercare_proto::v1::{Motion, Status as PbStatus};
+    let motion = |room: &str| {
+        DeviceMessage {
+            ts_ms: NOW,
+            seq: None,
+            body: Some(device_message::Body::Motion(Motion {
+                room: room.into(),
+                motion: true,
+            })),
+        }
+        .encode_to_vec()
+    };
+    let t = "eldercare/v1/d/motion/pb";
+    for room in ["bed\0room", "\u{1b}[2J", "bath\u{7f}", "hall\u{9b}"] {
+        assert_eq!(
+            decode(t, &motion(room), None, NOW).unwrap_err(),
+            Refusal::ControlCharacter {
+                field: "room".into()
+            },
+            "{room:?}"
+        );
+    }
+    decode(t, &motion("卧室"), None, NOW).unwrap();
+
+    let status = DeviceMessage {
+        ts_ms: NOW,
+        seq: None,
+        body: Some(device_message::Body::Status(PbStatus {
+            fw: Some("2.0\0".into()),
+            ..Default::default()
+        })),
+    };
+    assert_eq!(
+        decode(
+            "eldercare/v1/d/status/pb",
+            &status.encode_to_vec(),
+            None,
+            NOW
+        )
+        .unwrap_err()
+        .reason(),
+        "control_character"
+    );
+    let event = DeviceMessage {
+        ts_ms: NOW,
+        seq: None,
+        body: Some(device_message::Body::Event(Event {
+            r#type: "fall\0".into(),
+            confidence: None,
+        })),
+    };
+    assert_eq!(
+        decode("eldercare/v1/d/event/pb", &event.encode_to_vec(), None, NOW)
+            .unwrap_err()
+            .reason(),
+        "control_character"
+    );
+}

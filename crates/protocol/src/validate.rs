@@ -103,6 +103,21 @@ fn opt<T: Into<f64> + Copy>(field: &str, v: Option<T>) -> Result<(), Refusal> {
     }
 }
 
+/// Refuses text holding a control character (`char::is_control`: the C0
+/// set U+0000 to U+001F, DEL and the C1 set U+007F to U+009F). None has
+/// a place in a room name, a firmware version or an event type, and NUL
+/// cannot be stored at all.
+pub(crate) fn text(field: &str, value: &str) -> Result<(), Refusal> {
+    if value.chars().any(char::is_control) {
+        Err(Refusal::ControlCharacter {
+            field: field.to_string(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks every field of a decoded reading, whichever encoding it came in.
 pub(crate) fn reading(r: &Reading) -> Result<(), Refusal> {
     match &r.body {
         Body::Vitals(v) => {
@@ -139,6 +154,7 @@ pub(crate) fn reading(r: &Reading) -> Result<(), Refusal> {
             opt("movement", s.movement)?;
         }
         Body::Motion(m) => {
+            text("room", &m.room)?;
             let n = m.room.chars().count();
             if n == 0 || n > 32 {
                 return Err(Refusal::InvalidField {
@@ -155,6 +171,9 @@ pub(crate) fn reading(r: &Reading) -> Result<(), Refusal> {
         Body::Event(e) => opt("confidence", e.confidence)?,
         Body::Status(s) => {
             opt("battery_pct", s.battery_pct)?;
+            if let Some(fw) = &s.fw {
+                text("fw", fw)?;
+            }
             if let Some(fw) = &s.fw
                 && fw.chars().count() > 64
             {
