@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod postgres;
+mod refusal;
 mod secret;
 pub mod spool;
 mod sqlite;
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub mod import;
 pub use postgres::{PgOptions, PgStore};
+pub use refusal::{RefusedRow, STORE_REFUSED, refused_reading_letter};
 pub use secret::{generate_secret, hash_secret, verify_secret};
 pub use spool::SpoolingStore;
 pub use sqlite::SqliteStore;
@@ -188,7 +190,45 @@ pub trait Store: Send + Sync + 'static {
     async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>>;
     async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>>;
 
+    /// Writes a batch of readings, all or nothing.
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()>;
+
+    /// Writes `readings` and records `intake_pos` (the intake log position
+    /// of the newest message this batch covers) in the same transaction.
+    /// Rows the database refuses for their content (see
+    /// [`StoreError::is_refusal`]) are left out and returned, in batch
+    /// order; the rest are stored. An unreachable database is an `Err` as
+    /// before, and then nothing is stored and no position recorded.
+    ///
+    /// Positions only grow: a smaller `intake_pos` than the one recorded
+    /// leaves the recorded one. Recording `p` says that every message up
+    /// to `p` is stored (or refused): callers pass positions in the
+    /// order of the intake log, and after a crash replay what follows
+    /// [`Store::intake_position`]. A position beyond `i64::MAX` is
+    /// refused with [`StoreError::OutOfRange`] and nothing is written.
+    ///
+    /// The default, for stores without a position of their own, writes
+    /// with [`Store::insert_readings`], splitting the batch to leave the
+    /// refused rows out (each piece its own write: not atomic), and
+    /// records nothing.
+    async fn insert_readings_at(
+        &self,
+        readings: &[StoredReading],
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        let _ = intake_pos;
+        let done = refusal::isolate(self, readings).await;
+        match done.error {
+            Some(e) => Err(e),
+            None => Ok(done.refused),
+        }
+    }
+
+    /// The intake position recorded with the newest stored batch; `None`
+    /// if never. The default, for stores that record none, is `None`.
+    async fn intake_position(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Persists one alert change atomically: the alert's new state and its
     /// event, with the next `seq` (exactly one more than the last).

@@ -12,7 +12,7 @@
 //! macros), so a fresh clone builds without a database.
 use crate::{
     AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
-    ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading, VitalsHour,
+    ReadingQuery, ReadingRecord, RefusedRow, Result, Store, StoreError, StoredReading, VitalsHour,
 };
 use async_trait::async_trait;
 use eldercare_model::{AlertEvent, DeadLetter, Device, Elder, EpochMs, Silence};
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 mod alerts;
 mod maintenance;
-mod readings;
+pub(crate) mod readings;
 mod registry;
 
 pub use maintenance::{Layout, Maintenance};
@@ -159,6 +159,18 @@ impl Store for PgStore {
 
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
         self.pg_insert_readings(readings).await
+    }
+
+    async fn insert_readings_at(
+        &self,
+        readings: &[StoredReading],
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        self.pg_insert_readings_at(readings, intake_pos).await
+    }
+
+    async fn intake_position(&self) -> Result<Option<u64>> {
+        self.pg_intake_position().await
     }
 
     async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {

@@ -1,14 +1,43 @@
 //! Riding out a database outage: [`SpoolingStore`] sits in front of any
-//! [`Store`]. When a write of telemetry or of an alert event fails with a
-//! database error, it goes to a bounded spool on disk (in the data
-//! directory) instead, and the system carries on: alert events keep their
-//! gap-free `seq` and hash chain (assigned here, exactly as the database
-//! would) and are delivered to subscribers at once; a background task
-//! writes the spool to the database, in order, when it is back.
+//! [`Store`]. When a write of telemetry or of an alert event fails because
+//! the database is unreachable ([`StoreError::is_outage`]), it goes to a
+//! bounded spool on disk (in the data directory) instead, and the system
+//! carries on: alert events keep their gap-free `seq` and hash chain
+//! (assigned here, exactly as the database would) and are delivered to
+//! subscribers at once; a background task writes the spool to the
+//! database, in order, when it is back.
+//!
+//! A database that *refuses* data ([`StoreError::is_refusal`]: a NUL in
+//! text, a value out of range, a constraint) is not an outage: retrying
+//! the same row would fail forever and hold every later reading in the
+//! spool. Such readings are left out of their batch and handed back
+//! ([`RefusedRow`]), or, when found while draining the spool, kept as
+//! dead letters here ([`refused_reading_letter`]); they are never spooled.
 //!
 //! Alert events are never dropped. Telemetry is bounded: when the spool
 //! is full, the oldest spooled readings are dropped and counted. While
-//! anything is spooled, new writes queue behind it, so order holds.
+//! anything is spooled, new writes of the same kind queue behind it, so
+//! order holds per kind. The two kinds have their own locks, and the
+//! drain writes readings in slices of [`DRAIN_SLICE`], taking the readings
+//! lock one slice at a time: a new alert event never waits for telemetry.
+//!
+//! Files, in the spool directory: `events.jsonl` and `readings.jsonl`, a
+//! JSON line per spooled write, appended and synced before the write is
+//! acknowledged; `readings.gone`, the number of the last spooled reading
+//! that is gone (written, refused or dropped), so a drain does not rewrite
+//! the whole readings file after each slice (it is compacted only once
+//! most of it is gone). A half-written last line, left by a crash in the
+//! middle of an append, is skipped when the spool is opened (counted and
+//! logged, never its content); a damaged line anywhere else is an error.
+//!
+//! Exactly once across a crash: readings spooled by
+//! [`Store::insert_readings_at`] keep their intake position, each drained
+//! slice is written with the position of the newest batch it holds (a
+//! slice never splits a batch), and the position is recorded in the same
+//! transaction as the slice. A crash after that transaction but before
+//! the spool notes the slice as gone leaves readings whose position the
+//! database already has; the next drain skips them.
+use crate::refusal::{self, RefusedRow, refused_reading_letter};
 use crate::{
     AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
     ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading, VitalsHour, event_hash,
@@ -22,12 +51,22 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
 /// How much telemetry the spool holds at most, by default.
 pub const SPOOL_READINGS: usize = 1_000_000;
+
+/// Spooled readings written to the database in one transaction, at most
+/// (more only to keep one batch together), and the readings lock is
+/// released between two slices.
+pub const DRAIN_SLICE: usize = 10_000;
+
+const EVENTS_FILE: &str = "events.jsonl";
+const READINGS_FILE: &str = "readings.jsonl";
+const GONE_FILE: &str = "readings.gone";
 
 /// An alert event as spooled: everything the database would store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +96,15 @@ impl SpooledEvent {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SpooledReading {
+    /// Its number in the spool: 1, 2, 3, ..., never reused, so
+    /// `readings.gone` can say how far the spool is gone. 0 in spools
+    /// written before numbers existed; they are numbered when opened.
+    #[serde(default)]
+    n: u64,
+    /// The intake position of the batch it came with, when it came with
+    /// one ([`Store::insert_readings_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    intake_pos: Option<u64>,
     elder_id: String,
     device_id: String,
     seq: Option<u64>,
@@ -68,8 +116,10 @@ struct SpooledReading {
 }
 
 impl SpooledReading {
-    fn from(r: &StoredReading, now: EpochMs) -> SpooledReading {
+    fn from(r: &StoredReading, n: u64, intake_pos: Option<u64>, now: EpochMs) -> SpooledReading {
         SpooledReading {
+            n,
+            intake_pos,
             elder_id: r.elder_id.clone(),
             device_id: r.reading.device_id.clone(),
             seq: r.reading.seq,
@@ -93,13 +143,36 @@ impl SpooledReading {
     }
 }
 
-struct State {
+/// The alert events side, behind a std mutex: read by the event replay
+/// calls, written by the events writer and the events drain.
+struct Events {
     /// Seq and hash of the newest event, stored or spooled.
     last_seq: u64,
     last_hash: String,
-    events: VecDeque<SpooledEvent>,
-    readings: VecDeque<SpooledReading>,
-    dropped: u64,
+    queue: VecDeque<SpooledEvent>,
+}
+
+/// The telemetry side, inside the readings writers' lock: only a readings
+/// writer or the readings drain, holding that lock, touches it, so it is
+/// written to disk without copying it out and without ever holding up an
+/// alert event. What others read of it is mirrored in [`Gauges`].
+struct Readings {
+    queue: VecDeque<SpooledReading>,
+    /// The number the next spooled reading gets.
+    next_n: u64,
+    /// Lines in `readings.jsonl`, those gone included until compaction.
+    file_lines: usize,
+}
+
+/// What is read of the telemetry spool without its lock.
+struct Gauges {
+    readings: AtomicUsize,
+    /// `spooled_at` of the oldest spooled reading; `i64::MAX` when none.
+    oldest_reading: AtomicI64,
+    dropped: AtomicU64,
+    /// The newest intake position spooled (or found in the spool when
+    /// opened).
+    newest_pos: Mutex<Option<u64>>,
 }
 
 /// A [`Store`] that spools writes while the database is unreachable.
@@ -107,37 +180,91 @@ pub struct SpoolingStore {
     inner: Arc<dyn Store>,
     dir: PathBuf,
     max_readings: usize,
-    state: Mutex<State>,
+    events: Mutex<Events>,
+    gauges: Gauges,
     /// Serialise the writers of each kind and the drain, so order is
     /// kept; two locks, so a telemetry batch never delays an alert.
     write_events: tokio::sync::Mutex<()>,
-    write_readings: tokio::sync::Mutex<()>,
+    write_readings: tokio::sync::Mutex<Readings>,
 }
 
 fn now_ms() -> EpochMs {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Whether an error means "the database is not there right now".
-fn unreachable(e: &StoreError) -> bool {
-    matches!(e, StoreError::Db(_))
+fn data_dir_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::DataDir {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
-fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<VecDeque<T>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(VecDeque::new()),
-        Err(source) => {
-            return Err(StoreError::DataDir {
-                path: path.display().to_string(),
-                source,
-            });
-        }
+/// Makes a file's creation, removal or renaming in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(data_dir_err(dir))
+}
+
+/// The lines of a spool file, and whether its end needs repair: a last
+/// line without its newline, kept when it is whole and skipped when it
+/// is not (a crash in the middle of an append), so the file must be
+/// rewritten before anything is appended to it. A line that cannot be
+/// read anywhere else is an error: that is damage, not a torn write.
+fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<(VecDeque<T>, bool)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((VecDeque::new(), false)),
+        Err(e) => return Err(data_dir_err(path)(e)),
     };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|e| StoreError::Corrupt(format!("spool: {e}"))))
-        .collect()
+    let (whole, tail) = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => bytes.split_at(i + 1),
+        None => (&[][..], &bytes[..]),
+    };
+    let mut items = VecDeque::new();
+    for (i, line) in whole.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let item = serde_json::from_slice(line).map_err(|e| {
+            StoreError::Corrupt(format!("spool {}: line {}: {e}", path.display(), i + 1))
+        })?;
+        items.push_back(item);
+    }
+    if tail.iter().all(u8::is_ascii_whitespace) {
+        return Ok((items, !tail.is_empty()));
+    }
+    match serde_json::from_slice(tail) {
+        Ok(item) => items.push_back(item),
+        Err(_) => {
+            metrics::counter!("eldercare_spool_torn_lines_total").increment(1);
+            warn!(
+                file = %path.display(),
+                bytes = tail.len(),
+                "The spool's last line was half written (a crash while appending); skipping it."
+            );
+        }
+    }
+    Ok((items, true))
+}
+
+/// Where the first slice of `queue` ends: at most [`DRAIN_SLICE`]
+/// readings, except that readings of one batch (the same intake position)
+/// stay together, and readings with a position and without one are never
+/// mixed.
+fn slice_end(queue: &VecDeque<SpooledReading>) -> usize {
+    let with_pos = queue.front().is_some_and(|r| r.intake_pos.is_some());
+    let mut end = 0;
+    while let Some(r) = queue.get(end) {
+        if r.intake_pos.is_some() != with_pos {
+            break;
+        }
+        if end >= DRAIN_SLICE && (!with_pos || r.intake_pos != queue[end - 1].intake_pos) {
+            break;
+        }
+        end += 1;
+    }
+    end
 }
 
 impl SpoolingStore {
@@ -148,12 +275,37 @@ impl SpoolingStore {
         dir: &Path,
         max_readings: usize,
     ) -> Result<Arc<SpoolingStore>> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let events: VecDeque<SpooledEvent> = read_lines(&dir.join("events.jsonl"))?;
-        let readings: VecDeque<SpooledReading> = read_lines(&dir.join("readings.jsonl"))?;
+        std::fs::create_dir_all(dir).map_err(data_dir_err(dir))?;
+        let max_readings = max_readings.max(1);
+        let (events, events_torn) = read_lines::<SpooledEvent>(&dir.join(EVENTS_FILE))?;
+        let (mut readings, readings_torn) = read_lines::<SpooledReading>(&dir.join(READINGS_FILE))?;
+        let gone_path = dir.join(GONE_FILE);
+        let mut gone: u64 = match std::fs::read_to_string(&gone_path) {
+            Ok(t) => t
+                .trim()
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("spool {}: {e}", gone_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(data_dir_err(&gone_path)(e)),
+        };
+        let mut rewrite_readings = readings_torn;
+        if readings.iter().any(|r| r.n == 0) {
+            // Written before readings were numbered: number them now.
+            for (i, r) in readings.iter_mut().enumerate() {
+                r.n = i as u64 + 1;
+            }
+            gone = 0;
+            rewrite_readings = true;
+        }
+        let next_n = readings.back().map_or(0, |r| r.n).max(gone) + 1;
+        let before = readings.len();
+        readings.retain(|r| r.n > gone);
+        let excess = readings.len().saturating_sub(max_readings);
+        readings.drain(..excess);
+        if excess > 0 {
+            metrics::counter!("eldercare_spool_readings_dropped_total").increment(excess as u64);
+        }
+        rewrite_readings |= readings.len() != before;
         let (last_seq, last_hash) = match events.back() {
             Some(e) => (e.seq, e.hash.clone()),
             None => {
@@ -177,20 +329,40 @@ impl SpoolingStore {
                 "Spool from an earlier run found; writing it first."
             );
         }
+        let newest_pos = readings.iter().filter_map(|r| r.intake_pos).max();
         let s = Arc::new(SpoolingStore {
             inner,
             dir: dir.to_path_buf(),
-            max_readings: max_readings.max(1),
-            state: Mutex::new(State {
+            max_readings,
+            gauges: Gauges {
+                readings: AtomicUsize::new(readings.len()),
+                oldest_reading: AtomicI64::new(i64::MAX),
+                dropped: AtomicU64::new(excess as u64),
+                newest_pos: Mutex::new(newest_pos),
+            },
+            events: Mutex::new(Events {
                 last_seq,
                 last_hash,
-                events,
-                readings,
-                dropped: 0,
+                queue: events,
             }),
             write_events: tokio::sync::Mutex::new(()),
-            write_readings: tokio::sync::Mutex::new(()),
+            write_readings: tokio::sync::Mutex::new(Readings {
+                file_lines: readings.len(),
+                queue: readings,
+                next_n,
+            }),
         });
+        if events_torn {
+            let ev = s.lock_events().queue.clone();
+            s.rewrite(EVENTS_FILE, &ev)?;
+        }
+        {
+            let mut r = s.write_readings.lock().await;
+            if rewrite_readings || r.queue.is_empty() {
+                s.compact(&mut r)?;
+            }
+            s.mirror(&r);
+        }
         s.publish_metrics();
         Ok(s)
     }
@@ -214,32 +386,45 @@ impl SpoolingStore {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_events(&self) -> std::sync::MutexGuard<'_, Events> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Events and readings waiting in the spool.
     pub fn spooled(&self) -> (usize, usize) {
-        let st = self.lock();
-        (st.events.len(), st.readings.len())
+        (
+            self.lock_events().queue.len(),
+            self.gauges.readings.load(Ordering::SeqCst),
+        )
     }
 
     /// Readings dropped because the spool was full.
     pub fn dropped(&self) -> u64 {
-        self.lock().dropped
+        self.gauges.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Copies what others read of the telemetry spool out of its lock.
+    fn mirror(&self, r: &Readings) {
+        self.gauges.readings.store(r.queue.len(), Ordering::SeqCst);
+        self.gauges.oldest_reading.store(
+            r.queue.front().map_or(i64::MAX, |x| x.spooled_at),
+            Ordering::SeqCst,
+        );
     }
 
     fn publish_metrics(&self) {
-        let st = self.lock();
-        metrics::gauge!("eldercare_spool_events").set(st.events.len() as f64);
-        metrics::gauge!("eldercare_spool_readings").set(st.readings.len() as f64);
-        let oldest = st
-            .events
-            .front()
-            .map(|e| e.at)
-            .into_iter()
-            .chain(st.readings.front().map(|r| r.spooled_at))
-            .min();
+        let (events, oldest_event) = {
+            let ev = self.lock_events();
+            (ev.queue.len(), ev.queue.front().map(|e| e.at))
+        };
+        metrics::gauge!("eldercare_spool_events").set(events as f64);
+        metrics::gauge!("eldercare_spool_readings")
+            .set(self.gauges.readings.load(Ordering::SeqCst) as f64);
+        let oldest_reading = match self.gauges.oldest_reading.load(Ordering::SeqCst) {
+            i64::MAX => None,
+            t => Some(t),
+        };
+        let oldest = oldest_event.into_iter().chain(oldest_reading).min();
         metrics::gauge!("eldercare_spool_oldest_seconds").set(
             oldest
                 .map(|t| (now_ms() - t).max(0) as f64 / 1000.0)
@@ -247,55 +432,124 @@ impl SpoolingStore {
         );
     }
 
+    /// Replaces a spool file with `items` (removes it when there are
+    /// none), atomically: a new file, synced, renamed over the old one.
     fn rewrite<T: Serialize>(&self, name: &str, items: &VecDeque<T>) -> Result<()> {
         let path = self.dir.join(name);
-        let err = |source| StoreError::DataDir {
-            path: path.display().to_string(),
-            source,
-        };
+        let err = data_dir_err(&path);
         if items.is_empty() {
             return match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
-                _ => Ok(()),
+                _ => sync_dir(&self.dir),
             };
         }
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(&err)?);
         for i in items {
-            let line = serde_json::to_string(i).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            writeln!(f, "{line}").map_err(err)?;
+            serde_json::to_writer(&mut f, i).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            f.write_all(b"\n").map_err(&err)?;
         }
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
+        let f = f.into_inner().map_err(|e| err(e.into_error()))?;
+        f.sync_all().map_err(&err)?;
+        std::fs::rename(&tmp, &path).map_err(&err)?;
+        sync_dir(&self.dir)
     }
 
+    /// Appends `items` to a spool file in one write and syncs it before
+    /// returning: a spooled alert event is the only copy there is, and is
+    /// acknowledged only once it is on disk (the directory is synced too
+    /// when the write created the file).
     fn append<T: Serialize>(&self, name: &str, items: &[T]) -> Result<()> {
         let path = self.dir.join(name);
-        let err = |source| StoreError::DataDir {
-            path: path.display().to_string(),
-            source,
-        };
+        let err = data_dir_err(&path);
+        let mut buf = Vec::new();
+        for i in items {
+            serde_json::to_writer(&mut buf, i).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            buf.push(b'\n');
+        }
+        let created = !path.exists();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(err)?;
-        for i in items {
-            let line = serde_json::to_string(i).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            writeln!(f, "{line}").map_err(err)?;
+            .map_err(&err)?;
+        f.write_all(&buf).map_err(&err)?;
+        f.sync_data().map_err(&err)?;
+        if created {
+            sync_dir(&self.dir)?;
         }
-        // An alert event is acknowledged only once it is on disk.
-        f.sync_data().map_err(err)
+        Ok(())
     }
 
-    /// Writes what is spooled to the database, oldest first, stopping at
-    /// the first failure.
+    /// Notes that every spooled reading up to number `n` is gone.
+    fn write_gone(&self, n: u64) -> Result<()> {
+        let path = self.dir.join(GONE_FILE);
+        let err = data_dir_err(&path);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(&err)?;
+        writeln!(f, "{n}").map_err(&err)?;
+        f.sync_all().map_err(&err)?;
+        std::fs::rename(&tmp, &path).map_err(&err)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Rewrites the readings file with only what is still spooled (and
+    /// removes it, and the gone mark, when nothing is).
+    fn compact(&self, r: &mut Readings) -> Result<()> {
+        self.rewrite(READINGS_FILE, &r.queue)?;
+        r.file_lines = r.queue.len();
+        if r.queue.is_empty() {
+            // The numbers go on from `next_n` in this run, and from above
+            // the gone mark in the next if the removal below is lost.
+            match std::fs::remove_file(self.dir.join(GONE_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(data_dir_err(&self.dir.join(GONE_FILE))(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the first `count` readings out of the spool, on disk too.
+    fn forget(&self, r: &mut Readings, count: usize) -> Result<()> {
+        let count = count.min(r.queue.len());
+        if count == 0 {
+            return Ok(());
+        }
+        let last = r.queue[count - 1].n;
+        r.queue.drain(..count);
+        self.mirror(r);
+        let gone_lines = r.file_lines - r.queue.len();
+        if r.queue.is_empty() || gone_lines >= r.queue.len().max(DRAIN_SLICE) {
+            // Rewriting costs the lines still spooled; doing it only once
+            // at least as many are gone keeps a whole drain linear.
+            self.compact(r)
+        } else {
+            self.write_gone(last)
+        }
+    }
+
+    /// Writes what is spooled to the database, oldest first: alert
+    /// events, then readings, stopping at an outage.
     pub async fn drain(&self) {
+        if self.drain_events().await {
+            self.drain_readings().await;
+        }
+        self.publish_metrics();
+    }
+
+    /// Writes the spooled alert events, in order, under the events lock;
+    /// takes no lock when there are none. `false` when the database is
+    /// unreachable.
+    async fn drain_events(&self) -> bool {
+        if self.lock_events().queue.is_empty() {
+            return true;
+        }
         let _e = self.write_events.lock().await;
-        let _r = self.write_readings.lock().await;
         loop {
-            let next = self.lock().events.front().cloned();
-            let Some(ev) = next else { break };
+            let next = self.lock_events().queue.front().cloned();
+            let Some(ev) = next else { return true };
             match self
                 .inner
                 .append_alert_event(NewAlertEvent {
@@ -315,57 +569,148 @@ impl SpoolingStore {
                             "A spooled alert event was stored with another seq or hash."
                         );
                     }
-                    let mut st = self.lock();
-                    st.events.pop_front();
-                    let rest = st.events.clone();
-                    drop(st);
-                    if let Err(e) = self.rewrite("events.jsonl", &rest) {
+                    let rest = {
+                        let mut st = self.lock_events();
+                        st.queue.pop_front();
+                        st.queue.clone()
+                    };
+                    if let Err(e) = self.rewrite(EVENTS_FILE, &rest) {
                         warn!(error = %e, "Could not shorten the event spool.");
                     }
                 }
+                Err(e) if e.is_outage() => {
+                    debug!(error = %e, seq = ev.seq, "Database still unreachable; the spool waits.");
+                    return false;
+                }
                 Err(e) => {
-                    if unreachable(&e) {
-                        debug!(error = %e, seq = ev.seq, "Database still unreachable; the spool waits.");
+                    // Readings are another kind: their order does not
+                    // depend on this event, so they still go.
+                    error!(error = %e, seq = ev.seq, "A spooled alert event cannot be stored; it stays spooled.");
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Writes the spooled readings, a slice at a time, each slice under
+    /// the readings lock taken anew, so writers of new readings (which
+    /// queue behind the spool) get in between.
+    async fn drain_readings(&self) {
+        let mut first = true;
+        loop {
+            let mut r = self.write_readings.lock().await;
+            if r.queue.is_empty() {
+                return;
+            }
+            if std::mem::take(&mut first) && !self.skip_stored(&mut r).await {
+                return;
+            }
+            let end = slice_end(&r.queue);
+            if end == 0 {
+                return;
+            }
+            let slice: Vec<StoredReading> = r
+                .queue
+                .iter()
+                .take(end)
+                .filter_map(SpooledReading::stored)
+                .collect();
+            if slice.len() < end {
+                warn!(
+                    unreadable = end - slice.len(),
+                    "Spooled readings that cannot be read back are left out."
+                );
+            }
+            let newest = r.queue.iter().take(end).filter_map(|x| x.intake_pos).max();
+            let (done, refused, stop) = match newest {
+                Some(pos) => match self.inner.insert_readings_at(&slice, pos).await {
+                    Ok(refused) => (end, refused, None),
+                    Err(e) => (0, Vec::new(), Some(e)),
+                },
+                None => {
+                    let got = refusal::isolate(&*self.inner, &slice).await;
+                    // Without unreadable lines, `got.done` counts spooled
+                    // readings; with them, the slice is all or nothing.
+                    let done = if got.error.is_none() {
+                        end
+                    } else if slice.len() == end {
+                        got.done
                     } else {
-                        error!(error = %e, seq = ev.seq, "A spooled alert event cannot be stored; it stays spooled.");
-                    }
-                    self.publish_metrics();
+                        0
+                    };
+                    (done, got.refused, got.error)
+                }
+            };
+            self.keep_refused(&slice, &refused).await;
+            if let Err(e) = self.forget(&mut r, done) {
+                warn!(error = %e, "Could not note drained readings in the spool files.");
+            }
+            match stop {
+                None => {}
+                Some(e) if e.is_outage() => {
+                    debug!(error = %e, "Database still unreachable; spooled readings wait.");
+                    return;
+                }
+                Some(e) => {
+                    error!(error = %e, "Spooled readings cannot be stored; they stay spooled.");
                     return;
                 }
             }
         }
-        loop {
-            let batch: Vec<SpooledReading> =
-                self.lock().readings.iter().take(1000).cloned().collect();
-            if batch.is_empty() {
-                break;
+    }
+
+    /// Leaves out the spooled readings the database already has: those
+    /// up to the newest with a position at or before the one it recorded
+    /// (their slice was committed, then the process stopped before the
+    /// spool noted it). `false` when the database is unreachable.
+    async fn skip_stored(&self, r: &mut Readings) -> bool {
+        if r.queue.iter().all(|x| x.intake_pos.is_none()) {
+            return true;
+        }
+        let stored = match self.inner.intake_position().await {
+            Ok(Some(p)) => p,
+            Ok(None) => return true,
+            Err(e) => {
+                debug!(error = %e, "Database still unreachable; spooled readings wait.");
+                return false;
             }
-            let stored: Vec<StoredReading> = batch.iter().filter_map(|r| r.stored()).collect();
-            match self.inner.insert_readings(&stored).await {
-                Ok(()) => {
-                    let mut st = self.lock();
-                    let n = batch.len().min(st.readings.len());
-                    st.readings.drain(..n);
-                    let rest = st.readings.clone();
-                    drop(st);
-                    if let Err(e) = self.rewrite("readings.jsonl", &rest) {
-                        warn!(error = %e, "Could not shorten the telemetry spool.");
-                    }
-                }
-                Err(_) => break,
+        };
+        let Some(last) = r
+            .queue
+            .iter()
+            .rposition(|x| x.intake_pos.is_some_and(|p| p <= stored))
+        else {
+            return true;
+        };
+        info!(
+            readings = last + 1,
+            "Spooled readings already stored before a restart; skipping them."
+        );
+        if let Err(e) = self.forget(r, last + 1) {
+            warn!(error = %e, "Could not note drained readings in the spool files.");
+        }
+        true
+    }
+
+    /// Keeps readings refused while draining as dead letters: nobody is
+    /// waiting for them any more to do it.
+    async fn keep_refused(&self, batch: &[StoredReading], refused: &[RefusedRow]) {
+        let now = now_ms();
+        for why in refused {
+            let Some(reading) = batch.get(why.index) else {
+                continue;
+            };
+            let letter: DeadLetter = refused_reading_letter(reading, why, now);
+            if let Err(e) = self.inner.insert_dead_letter(&letter).await {
+                warn!(error = %e, "Could not keep a refused reading as a dead letter.");
             }
         }
-        let (e, r) = self.spooled();
-        if e == 0 && r == 0 {
-            metrics::gauge!("eldercare_spool_oldest_seconds").set(0.0);
-        }
-        self.publish_metrics();
     }
 
     fn spool_event(&self, ev: NewAlertEvent) -> Result<AlertEvent> {
         let body =
             serde_json::to_string(&ev.alert).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let st = self.lock();
+        let st = self.lock_events();
         let seq = st.last_seq + 1;
         let hash = event_hash(
             &st.last_hash,
@@ -387,69 +732,174 @@ impl SpoolingStore {
             hash: hash.clone(),
         };
         drop(st);
-        self.append("events.jsonl", std::slice::from_ref(&spooled))?;
-        let mut st = self.lock();
+        self.append(EVENTS_FILE, std::slice::from_ref(&spooled))?;
+        let mut st = self.lock_events();
         st.last_seq = seq;
         st.last_hash = hash;
-        st.events.push_back(spooled.clone());
+        st.queue.push_back(spooled.clone());
         drop(st);
         metrics::counter!("eldercare_spool_events_total").increment(1);
         self.publish_metrics();
         Ok(spooled.event())
     }
 
-    fn spool_readings(&self, readings: &[StoredReading]) -> Result<()> {
+    /// Appends readings to the spool (on disk first), dropping the oldest
+    /// beyond the bound.
+    fn spool_readings(
+        &self,
+        r: &mut Readings,
+        readings: &[StoredReading],
+        intake_pos: Option<u64>,
+    ) -> Result<()> {
+        if readings.is_empty() {
+            return Ok(());
+        }
         let now = now_ms();
         let new: Vec<SpooledReading> = readings
             .iter()
-            .map(|r| SpooledReading::from(r, now))
+            .enumerate()
+            .map(|(i, x)| SpooledReading::from(x, r.next_n + i as u64, intake_pos, now))
             .collect();
-        let mut st = self.lock();
-        st.readings.extend(new.iter().cloned());
-        let excess = st.readings.len().saturating_sub(self.max_readings);
+        self.append(READINGS_FILE, &new)?;
+        r.next_n += new.len() as u64;
+        r.file_lines += new.len();
+        r.queue.extend(new);
+        if let Some(p) = intake_pos {
+            let mut newest = self
+                .gauges
+                .newest_pos
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *newest = (*newest).max(Some(p));
+        }
+        let excess = r.queue.len().saturating_sub(self.max_readings);
         if excess > 0 {
             // Full: the oldest routine telemetry goes first.
-            st.readings.drain(..excess);
-            st.dropped += excess as u64;
+            self.gauges
+                .dropped
+                .fetch_add(excess as u64, Ordering::SeqCst);
             metrics::counter!("eldercare_spool_readings_dropped_total").increment(excess as u64);
-            let rest = st.readings.clone();
-            drop(st);
-            self.rewrite("readings.jsonl", &rest)?;
-        } else {
-            drop(st);
-            self.append("readings.jsonl", &new)?;
+            // The batch is spooled whatever happens here: if the files
+            // cannot say the dropped readings are gone, they are dropped
+            // again when the spool is next opened.
+            if let Err(e) = self.forget(r, excess) {
+                warn!(error = %e, "Could not note dropped readings in the spool files.");
+            }
         }
+        self.mirror(r);
         self.publish_metrics();
         Ok(())
+    }
+
+    /// Stores a batch written without a position: left out, when the
+    /// database refuses some of its readings, are those alone (kept as
+    /// dead letters, since this call cannot hand them back); spooled,
+    /// when the database is unreachable, is what was not yet written.
+    async fn insert_unpositioned(
+        &self,
+        r: &mut Readings,
+        readings: &[StoredReading],
+    ) -> Result<()> {
+        match self.inner.insert_readings(readings).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_refusal() => {
+                let got = refusal::isolate(&*self.inner, readings).await;
+                self.keep_refused(readings, &got.refused).await;
+                match got.error {
+                    None => Ok(()),
+                    Some(e) if e.is_outage() => {
+                        warn!(error = %e, "Database unreachable; spooling telemetry.");
+                        self.spool_readings(r, &readings[got.done..], None)
+                    }
+                    Some(e) => Err(e),
+                }
+            }
+            Err(e) if e.is_outage() => {
+                warn!(error = %e, "Database unreachable; spooling telemetry.");
+                self.spool_readings(r, readings, None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
 #[async_trait]
 impl Store for SpoolingStore {
+    /// As the inner store's, except that a batch the database refuses
+    /// some readings of is not lost: the others are stored and the
+    /// refused kept as dead letters.
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
-        let _w = self.write_readings.lock().await;
-        if self.lock().readings.is_empty() {
-            match self.inner.insert_readings(readings).await {
-                Err(e) if unreachable(&e) => {
+        let mut r = self.write_readings.lock().await;
+        if r.queue.is_empty() {
+            return self.insert_unpositioned(&mut r, readings).await;
+        }
+        self.spool_readings(&mut r, readings, None)
+    }
+
+    /// While the database is unreachable, or anything is spooled, the
+    /// batch goes to the spool with its position: readings no backend
+    /// stores are refused at once, the rest are checked when the spool
+    /// is written, and those the database refuses then are kept as dead
+    /// letters.
+    async fn insert_readings_at(
+        &self,
+        readings: &[StoredReading],
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        if i64::try_from(intake_pos).is_err() {
+            return Err(StoreError::OutOfRange(format!(
+                "intake position {intake_pos} is beyond what the database holds"
+            )));
+        }
+        let mut r = self.write_readings.lock().await;
+        if r.queue.is_empty() {
+            match self.inner.insert_readings_at(readings, intake_pos).await {
+                Err(e) if e.is_outage() => {
                     warn!(error = %e, "Database unreachable; spooling telemetry.");
                 }
-                r => return r,
+                done => return done,
             }
         }
-        self.spool_readings(readings)
+        let mut refused = Vec::new();
+        let mut keep = Vec::with_capacity(readings.len());
+        for (index, x) in readings.iter().enumerate() {
+            match refusal::unstorable(x) {
+                Some(reason) => refused.push(RefusedRow { index, reason }),
+                None => keep.push(x.clone()),
+            }
+        }
+        refusal::note_refused(&refused, readings.len());
+        self.spool_readings(&mut r, &keep, Some(intake_pos))?;
+        Ok(refused)
+    }
+
+    /// The newer of the position recorded in the database and the newest
+    /// spooled; the spooled one alone while the database is unreachable.
+    async fn intake_position(&self) -> Result<Option<u64>> {
+        let spooled = *self
+            .gauges
+            .newest_pos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match self.inner.intake_position().await {
+            Ok(stored) => Ok(stored.max(spooled)),
+            // Anything spooled came after what the database has.
+            Err(e) if e.is_outage() && spooled.is_some() => Ok(spooled),
+            Err(e) => Err(e),
+        }
     }
 
     async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
         let _w = self.write_events.lock().await;
-        if self.lock().events.is_empty() {
+        if self.lock_events().queue.is_empty() {
             match self.inner.append_alert_event(event.clone()).await {
                 Ok(saved) => {
-                    let mut st = self.lock();
+                    let mut st = self.lock_events();
                     st.last_seq = saved.seq;
                     st.last_hash = saved.hash.clone();
                     return Ok(saved);
                 }
-                Err(e) if unreachable(&e) => {
+                Err(e) if e.is_outage() => {
                     warn!(error = %e, "Database unreachable; spooling alert events (they are delivered meanwhile).");
                 }
                 Err(e) => return Err(e),
@@ -460,8 +910,8 @@ impl Store for SpoolingStore {
 
     async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>> {
         let spooled: Vec<AlertEvent> = self
-            .lock()
-            .events
+            .lock_events()
+            .queue
             .iter()
             .filter(|e| e.seq > after_seq)
             .map(SpooledEvent::event)
@@ -483,7 +933,7 @@ impl Store for SpoolingStore {
     }
 
     async fn last_seq(&self) -> Result<u64> {
-        Ok(self.lock().last_seq)
+        Ok(self.lock_events().last_seq)
     }
 
     async fn upsert_elder(&self, elder: &Elder) -> Result<bool> {
@@ -507,8 +957,8 @@ impl Store for SpoolingStore {
     async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
         // The newest state may still be in the spool.
         let spooled = self
-            .lock()
-            .events
+            .lock_events()
+            .queue
             .iter()
             .rev()
             .find(|e| e.alert.id == id)
@@ -528,8 +978,8 @@ impl Store for SpoolingStore {
         let mut stored = self.inner.events_of_alert(alert_id).await?;
         let last = stored.last().map(|e| e.seq).unwrap_or(0);
         stored.extend(
-            self.lock()
-                .events
+            self.lock_events()
+                .queue
                 .iter()
                 .filter(|e| e.alert.id == alert_id && e.seq > last)
                 .map(SpooledEvent::event),
@@ -598,21 +1048,66 @@ impl Store for SpoolingStore {
 mod tests {
     use super::*;
     use crate::SqliteStore;
-    use eldercare_model::{AlertKind, AlertState, Severity, Status};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use eldercare_model::{AlertKind, AlertState, Motion, Severity, Status};
+    use std::sync::atomic::AtomicBool;
+    use tokio::sync::{Semaphore, mpsc};
 
-    /// A store whose database can be "switched off".
+    /// A store whose database can be "switched off", and whose readings
+    /// writes can be made slow, held at a gate, or acknowledged wrongly.
     struct Flaky {
         inner: SqliteStore,
         down: AtomicBool,
+        /// Readings writes commit, then answer as if the connection
+        /// dropped (the commit's answer lost).
+        ack_lost: AtomicBool,
+        /// When set, each readings write reports its size here and waits
+        /// for a permit of the semaphore.
+        gate: Option<(Semaphore, mpsc::UnboundedSender<usize>)>,
+        /// Each readings write takes this long.
+        delay: Duration,
+        /// Sizes of the readings writes that reached the database.
+        batches: Mutex<Vec<usize>>,
     }
 
     impl Flaky {
+        async fn new(dir: &Path) -> Flaky {
+            Flaky {
+                inner: SqliteStore::open(dir).await.unwrap(),
+                down: AtomicBool::new(false),
+                ack_lost: AtomicBool::new(false),
+                gate: None,
+                delay: Duration::ZERO,
+                batches: Mutex::new(Vec::new()),
+            }
+        }
+
         fn check(&self) -> Result<()> {
             if self.down.load(Ordering::SeqCst) {
                 Err(StoreError::Db(sqlx::Error::PoolTimedOut))
             } else {
                 Ok(())
+            }
+        }
+
+        async fn readings_write(&self, n: usize) -> Result<()> {
+            self.check()?;
+            self.batches.lock().unwrap().push(n);
+            if let Some((permits, started)) = &self.gate {
+                let _ = started.send(n);
+                permits.acquire().await.unwrap().forget();
+            }
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            Ok(())
+        }
+
+        fn answer<T>(&self, r: Result<T>) -> Result<T> {
+            match r {
+                Ok(_) if self.ack_lost.load(Ordering::SeqCst) => {
+                    Err(StoreError::Db(sqlx::Error::PoolTimedOut))
+                }
+                r => r,
             }
         }
     }
@@ -644,8 +1139,20 @@ mod tests {
             self.inner.list_devices(changed_since).await
         }
         async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
+            self.readings_write(readings.len()).await?;
+            self.answer(self.inner.insert_readings(readings).await)
+        }
+        async fn insert_readings_at(
+            &self,
+            readings: &[StoredReading],
+            intake_pos: u64,
+        ) -> Result<Vec<RefusedRow>> {
+            self.readings_write(readings.len()).await?;
+            self.answer(self.inner.insert_readings_at(readings, intake_pos).await)
+        }
+        async fn intake_position(&self) -> Result<Option<u64>> {
             self.check()?;
-            self.inner.insert_readings(readings).await
+            self.inner.intake_position().await
         }
         async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
             self.check()?;
@@ -810,10 +1317,7 @@ mod tests {
     #[tokio::test]
     async fn an_outage_spools_in_order_keeps_seq_and_chain_and_loses_no_alert() {
         let dir = tempfile::tempdir().unwrap();
-        let flaky = Arc::new(Flaky {
-            inner: SqliteStore::open(dir.path()).await.unwrap(),
-            down: AtomicBool::new(false),
-        });
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
         let spool = SpoolingStore::open(flaky.clone(), &dir.path().join("spool"), 5)
             .await
             .unwrap();
@@ -878,5 +1382,424 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(readings.len(), 6, "1 before, the newest 5 of the outage");
+    }
+
+    fn motion(device: &str, i: u64, room: &str) -> StoredReading {
+        StoredReading {
+            elder_id: "E1".into(),
+            reading: Reading {
+                device_id: device.into(),
+                seq: Some(i),
+                // One ts for all: stored order is then arrival order.
+                ts_ms: 1_000,
+                body: Body::Motion(Motion {
+                    room: room.into(),
+                    motion: true,
+                }),
+            },
+        }
+    }
+
+    fn batch(device: &str, seqs: std::ops::Range<u64>) -> Vec<StoredReading> {
+        seqs.map(|i| motion(device, i, "hall")).collect()
+    }
+
+    /// The seqs of a device's stored readings, in stored order.
+    async fn stored_seqs(store: &dyn Store, device: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .query_readings(&ReadingQuery {
+                    subject: crate::ReadingSubject::Device(device.into()),
+                    from: None,
+                    to: None,
+                    streams: Vec::new(),
+                    newest_first: false,
+                    after,
+                    limit: 5000,
+                })
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some((last.ts_ms, last.id));
+            out.extend(page.iter().filter_map(|r| r.seq));
+        }
+        out
+    }
+
+    /// Makes the SQLite database itself refuse every reading of
+    /// `refuse-me`, with a trigger, as a constraint would.
+    async fn refuse_in_database(dir: &Path) {
+        let raw =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("eldercare.db").display()))
+                .await
+                .unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse_me BEFORE INSERT ON readings
+             WHEN NEW.device_id = 'refuse-me'
+             BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+        )
+        .execute(&raw)
+        .await
+        .unwrap();
+        raw.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_reading_is_left_out_the_rest_stored_and_nothing_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        refuse_in_database(dir.path()).await;
+        let spool = SpoolingStore::open(flaky.clone(), &dir.path().join("spool"), 100)
+            .await
+            .unwrap();
+
+        // A NUL in text, which no backend stores: refused before the
+        // database is asked.
+        let mut b = batch("pir-1", 1..4);
+        b[1] = motion("pir-1", 2, "bed\0room");
+        let refused = spool.insert_readings_at(&b, 7).await.unwrap();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].index, 1);
+        assert!(
+            refused[0].reason.contains("`room`"),
+            "{}",
+            refused[0].reason
+        );
+        assert_eq!(stored_seqs(&*spool, "pir-1").await, vec![1, 3]);
+        assert_eq!(spool.intake_position().await.unwrap(), Some(7));
+
+        // The database itself refuses one (SQLite: a trigger's ABORT).
+        let mut b = batch("pir-1", 4..7);
+        b.insert(1, motion("refuse-me", 50, "hall"));
+        let refused = spool.insert_readings_at(&b, 8).await.unwrap();
+        assert_eq!(refused.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1]);
+        assert!(
+            refused[0].reason.contains("refused by the database (1811"),
+            "{}",
+            refused[0].reason
+        );
+        assert_eq!(stored_seqs(&*spool, "pir-1").await, vec![1, 3, 4, 5, 6]);
+        assert_eq!(spool.intake_position().await.unwrap(), Some(8));
+        assert_eq!(spool.spooled(), (0, 0), "a refusal is not an outage");
+
+        // Without a position the batch is not lost either: the refused
+        // reading becomes a dead letter, the others are stored.
+        let mut b = batch("pir-1", 7..10);
+        b.push(motion("refuse-me", 51, "hall"));
+        spool.insert_readings(&b).await.unwrap();
+        assert_eq!(
+            stored_seqs(&*spool, "pir-1").await,
+            vec![1, 3, 4, 5, 6, 7, 8, 9]
+        );
+        assert_eq!(spool.spooled(), (0, 0));
+        let letters = spool.dead_letters(10).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason, crate::STORE_REFUSED);
+        assert_eq!(letters[0].topic, "eldercare/v1/refuse-me/motion");
+        let payload: serde_json::Value = serde_json::from_slice(&letters[0].payload).unwrap();
+        assert_eq!(payload["seq"], 51);
+        assert_eq!(payload["room"], "hall");
+
+        // Nothing is retried: a drain writes nothing more.
+        let writes = flaky.batches.lock().unwrap().len();
+        spool.drain().await;
+        assert_eq!(flaky.batches.lock().unwrap().len(), writes);
+        assert_eq!(
+            stored_seqs(&flaky.inner, "refuse-me").await,
+            Vec::<u64>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn readings_refused_while_draining_become_dead_letters_and_the_spool_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        refuse_in_database(dir.path()).await;
+        let spool = SpoolingStore::open(flaky.clone(), &dir.path().join("spool"), 100)
+            .await
+            .unwrap();
+        flaky.down.store(true, Ordering::SeqCst);
+        let mut b = batch("pir-1", 1..4);
+        b.insert(2, motion("refuse-me", 90, "hall"));
+        assert_eq!(spool.insert_readings_at(&b, 10).await.unwrap(), Vec::new());
+        // A NUL is refused at once, even while spooling.
+        let refused = spool
+            .insert_readings_at(&[motion("pir-1", 4, "hall"), motion("pir-1", 5, "\0")], 11)
+            .await
+            .unwrap();
+        assert_eq!(refused.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(spool.spooled(), (0, 5));
+        assert_eq!(
+            spool.intake_position().await.unwrap(),
+            Some(11),
+            "the spool's, while down"
+        );
+        spool.drain().await;
+        assert_eq!(spool.spooled(), (0, 5));
+
+        flaky.down.store(false, Ordering::SeqCst);
+        spool.drain().await;
+        assert_eq!(
+            spool.spooled(),
+            (0, 0),
+            "the refused reading is not kept for retry"
+        );
+        assert_eq!(stored_seqs(&*spool, "pir-1").await, vec![1, 2, 3, 4]);
+        assert_eq!(flaky.inner.intake_position().await.unwrap(), Some(11));
+        let letters = spool.dead_letters(10).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].sender.as_deref(), Some("refuse-me"));
+        assert!(letters[0].detail.contains("1811"), "{}", letters[0].detail);
+        // Written once: one slice (both batches), then nothing to retry.
+        let writes = flaky.batches.lock().unwrap().clone();
+        assert_eq!(writes, vec![5]);
+        spool.drain().await;
+        assert_eq!(*flaky.batches.lock().unwrap(), writes);
+        assert!(!dir.path().join("spool").join(READINGS_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        let spool = SpoolingStore::open(flaky.clone(), &dir.path().join("spool"), 100)
+            .await
+            .unwrap();
+        spool
+            .insert_readings_at(&batch("pir-1", 1..3), 2)
+            .await
+            .unwrap();
+        // The database commits the next batch and its position, but the
+        // answer is lost: to the spool it is an outage, so it spools it.
+        flaky.ack_lost.store(true, Ordering::SeqCst);
+        spool
+            .insert_readings_at(&batch("pir-1", 3..5), 4)
+            .await
+            .unwrap();
+        flaky.ack_lost.store(false, Ordering::SeqCst);
+        assert_eq!(spool.spooled(), (0, 2));
+        spool
+            .insert_readings_at(&batch("pir-1", 5..7), 6)
+            .await
+            .unwrap();
+        assert_eq!(spool.spooled(), (0, 4), "queued behind the spool");
+
+        // A restart, then the drain: the database has position 4, so the
+        // batch it covers is skipped and only the next one is written.
+        drop(spool);
+        let spool = SpoolingStore::open(flaky.clone(), &dir.path().join("spool"), 100)
+            .await
+            .unwrap();
+        assert_eq!(spool.intake_position().await.unwrap(), Some(6));
+        spool.drain().await;
+        assert_eq!(spool.spooled(), (0, 0));
+        assert_eq!(stored_seqs(&*spool, "pir-1").await, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(flaky.inner.intake_position().await.unwrap(), Some(6));
+        // Positions only grow.
+        spool
+            .insert_readings_at(&batch("pir-1", 7..8), 3)
+            .await
+            .unwrap();
+        assert_eq!(spool.intake_position().await.unwrap(), Some(6));
+        assert_eq!(flaky.inner.intake_position().await.unwrap(), Some(6));
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_skipped_and_a_damaged_middle_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        let spool_dir = dir.path().join("spool");
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        flaky.down.store(true, Ordering::SeqCst);
+        spool.append_alert_event(event("a1", 1)).await.unwrap();
+        spool.append_alert_event(event("a2", 2)).await.unwrap();
+        spool
+            .insert_readings_at(&batch("pir-1", 1..4), 3)
+            .await
+            .unwrap();
+        drop(spool);
+
+        // A crash in the middle of the next appends.
+        let torn = |name: &str, text: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(spool_dir.join(name))
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        torn(EVENTS_FILE, r#"{"seq":3,"kind":"rai"#);
+        torn(READINGS_FILE, r#"{"n":4,"elder_id":"E1","dev"#);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        assert_eq!(spool.spooled(), (2, 3), "the torn lines alone are gone");
+        assert_eq!(spool.last_seq().await.unwrap(), 2);
+        // The files were repaired: what is appended now reads back.
+        assert_eq!(
+            spool.append_alert_event(event("a3", 3)).await.unwrap().seq,
+            3
+        );
+        spool
+            .insert_readings_at(&batch("pir-1", 4..5), 4)
+            .await
+            .unwrap();
+        drop(spool);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        assert_eq!(spool.spooled(), (3, 4));
+        flaky.down.store(false, Ordering::SeqCst);
+        spool.drain().await;
+        assert_eq!(spool.spooled(), (0, 0));
+        assert_eq!(stored_seqs(&*spool, "pir-1").await, vec![1, 2, 3, 4]);
+        assert_eq!(flaky.inner.last_seq().await.unwrap(), 3);
+        drop(spool);
+
+        // Damage before the last line is not a torn write: refused.
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        flaky.down.store(true, Ordering::SeqCst);
+        spool.append_alert_event(event("a4", 4)).await.unwrap();
+        drop(spool);
+        let path = spool_dir.join(EVENTS_FILE);
+        let good = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{{\"seq\":4,\"ki\n{good}")).unwrap();
+        let err = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .err()
+            .expect("a damaged spool is an error");
+        assert!(
+            matches!(err, StoreError::Corrupt(ref m) if m.contains("line 1")),
+            "{err}"
+        );
+    }
+
+    /// Spools `batches` batches of 1,000 readings of `pir-1` (seq 1..),
+    /// with intake positions 1, 2, ..., while the database is down.
+    async fn spool_during_outage(spool: &SpoolingStore, flaky: &Flaky, batches: u64) {
+        flaky.down.store(true, Ordering::SeqCst);
+        for b in 0..batches {
+            let readings = batch("pir-1", b * 1000 + 1..(b + 1) * 1000 + 1);
+            spool.insert_readings_at(&readings, b + 1).await.unwrap();
+        }
+        flaky.down.store(false, Ordering::SeqCst);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_new_alert_event_does_not_wait_for_the_readings_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (started_tx, mut started) = mpsc::unbounded_channel();
+        let mut flaky = Flaky::new(dir.path()).await;
+        flaky.gate = Some((Semaphore::new(0), started_tx));
+        let flaky = Arc::new(flaky);
+        let spool = SpoolingStore::open(flaky.clone(), &dir.path().join("spool"), 100_000)
+            .await
+            .unwrap();
+        spool_during_outage(&spool, &flaky, 30).await;
+        assert_eq!(spool.spooled(), (0, 30_000));
+        flaky.batches.lock().unwrap().clear();
+
+        let drain = tokio::spawn({
+            let spool = spool.clone();
+            async move { spool.drain().await }
+        });
+        // The drain is inside its first slice, holding the readings lock.
+        assert_eq!(started.recv().await, Some(DRAIN_SLICE));
+
+        // An alert event goes straight to the database meanwhile. (The
+        // timeout only turns a hang into a failure.)
+        let saved = tokio::time::timeout(
+            Duration::from_secs(10),
+            spool.append_alert_event(event("a1", 1)),
+        )
+        .await
+        .expect("the event waited for the readings drain")
+        .unwrap();
+        assert_eq!(saved.seq, 1);
+        assert_eq!(flaky.inner.last_seq().await.unwrap(), 1);
+        assert!(!drain.is_finished());
+        assert_eq!(spool.spooled(), (0, 30_000));
+
+        // New readings queue behind the spool (order per kind): the
+        // writer waits while the drain holds its slice. (Showing that it
+        // does not finish takes a while of not finishing.)
+        let mut late = tokio::spawn({
+            let spool = spool.clone();
+            async move {
+                spool
+                    .insert_readings_at(&batch("pir-1", 30_001..30_002), 31)
+                    .await
+            }
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut late)
+                .await
+                .is_err(),
+            "a new reading overtook the spool"
+        );
+        flaky.gate.as_ref().unwrap().0.add_permits(100);
+        drain.await.unwrap();
+        assert_eq!(late.await.unwrap().unwrap(), Vec::new());
+
+        assert_eq!(spool.spooled(), (0, 0));
+        let seqs = stored_seqs(&*spool, "pir-1").await;
+        assert_eq!(
+            seqs,
+            (1..=30_001).collect::<Vec<_>>(),
+            "once each, in order"
+        );
+        assert_eq!(
+            *flaky.batches.lock().unwrap(),
+            vec![DRAIN_SLICE, DRAIN_SLICE, DRAIN_SLICE, 1],
+            "slices of 10 batches each, then the late batch"
+        );
+        assert_eq!(flaky.inner.intake_position().await.unwrap(), Some(31));
+    }
+
+    /// How long a new alert event takes while a slow database (100 ms a
+    /// readings slice) drains 30,000 spooled readings, against how long
+    /// the drain takes. Before the drain went slice by slice, the event
+    /// waited for the whole drain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn measured_an_alert_event_during_a_slow_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (started_tx, mut started) = mpsc::unbounded_channel();
+        let mut flaky = Flaky::new(dir.path()).await;
+        flaky.delay = Duration::from_millis(100);
+        flaky.gate = Some((Semaphore::new(Semaphore::MAX_PERMITS), started_tx));
+        let flaky = Arc::new(flaky);
+        let spool = SpoolingStore::open(flaky.clone(), &dir.path().join("spool"), 100_000)
+            .await
+            .unwrap();
+        spool_during_outage(&spool, &flaky, 30).await;
+
+        let t0 = std::time::Instant::now();
+        let drain = tokio::spawn({
+            let spool = spool.clone();
+            async move {
+                spool.drain().await;
+                t0.elapsed()
+            }
+        });
+        started.recv().await.unwrap();
+        let t1 = std::time::Instant::now();
+        spool.append_alert_event(event("a1", 1)).await.unwrap();
+        let event_took = t1.elapsed();
+        let drain_took = drain.await.unwrap();
+        eprintln!("alert event appended in {event_took:?} during a drain of {drain_took:?}");
+        assert_eq!(spool.spooled(), (0, 0));
+        assert!(
+            drain_took >= Duration::from_millis(500),
+            "5 slices of 100 ms"
+        );
+        assert!(
+            event_took * 3 < drain_took,
+            "the event took {event_took:?} of a {drain_took:?} drain"
+        );
     }
 }

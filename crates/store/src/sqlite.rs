@@ -1,5 +1,6 @@
 //! The embedded default backend: one SQLite file in the data directory,
 //! in WAL mode so `eldercare import` can write while the server runs.
+use crate::refusal::{self, RefusedRow};
 use crate::{
     AlertQuery, ChainReport, DEAD_LETTER_CAPACITY, NewAlertEvent, Result, Store, StoreError,
     StoredReading,
@@ -60,6 +61,21 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+async fn insert_reading(conn: &mut sqlx::SqliteConnection, r: &StoredReading) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO readings (device_id, elder_id, stream, ts, seq, body) VALUES (?,?,?,?,?,?)",
+    )
+    .bind(&r.reading.device_id)
+    .bind(&r.elder_id)
+    .bind(r.reading.stream().as_str())
+    .bind(r.reading.ts_ms)
+    .bind(r.reading.seq.map(|s| s as i64))
+    .bind(r.reading.body.to_json())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -256,20 +272,60 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await?;
         for r in readings {
-            sqlx::query(
-                "INSERT INTO readings (device_id, elder_id, stream, ts, seq, body) VALUES (?,?,?,?,?,?)",
-            )
-            .bind(&r.reading.device_id)
-            .bind(&r.elder_id)
-            .bind(r.reading.stream().as_str())
-            .bind(r.reading.ts_ms)
-            .bind(r.reading.seq.map(|s| s as i64))
-            .bind(r.reading.body.to_json())
-            .execute(&mut *tx)
-            .await?;
+            insert_reading(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Readings no backend stores ([`refusal::unstorable`]) are left out
+    /// first, so this backend refuses what PostgreSQL does. The rest go in
+    /// one transaction with the position, one INSERT each: a statement
+    /// the database refuses (a constraint, a trigger's `RAISE(ABORT)`, a
+    /// value too big) aborts only itself, under SQLite's default ABORT
+    /// resolution, keeping the transaction and the rows before it. So
+    /// every reading is its own piece already and nothing needs
+    /// splitting. (Nothing here uses `ON CONFLICT ROLLBACK` or
+    /// `RAISE(ROLLBACK)`, which would end the transaction.)
+    async fn insert_readings_at(
+        &self,
+        readings: &[StoredReading],
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        let pos = i64::try_from(intake_pos).map_err(|_| {
+            StoreError::OutOfRange(format!("intake position {intake_pos} is beyond an INTEGER"))
+        })?;
+        let mut refused = Vec::new();
+        let mut tx = self.pool.begin().await?;
+        for (index, r) in readings.iter().enumerate() {
+            if let Some(reason) = refusal::unstorable(r) {
+                refused.push(RefusedRow { index, reason });
+                continue;
+            }
+            match insert_reading(&mut tx, r).await {
+                Ok(()) => {}
+                Err(e) if e.is_refusal() => refused.push(RefusedRow {
+                    index,
+                    reason: refusal::refusal_reason(&e),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        sqlx::query("UPDATE intake_progress SET pos = max(coalesce(pos, ?1), ?1)")
+            .bind(pos)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        refusal::note_refused(&refused, readings.len());
+        Ok(refused)
+    }
+
+    async fn intake_position(&self) -> Result<Option<u64>> {
+        let pos: Option<i64> = sqlx::query_scalar("SELECT pos FROM intake_progress")
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        Ok(pos.map(|p| p as u64))
     }
 
     async fn append_alert_event(&self, ev: NewAlertEvent) -> Result<AlertEvent> {

@@ -14,7 +14,7 @@ use eldercare_model::{
 };
 use eldercare_store::{
     AlertQuery, DEAD_LETTER_CAPACITY, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, HOUR_MS,
-    NewAlertEvent, ReadingQuery, ReadingSubject, StoredReading, VitalStat, VitalsHour,
+    NewAlertEvent, ReadingQuery, ReadingSubject, StoreError, StoredReading, VitalStat, VitalsHour,
 };
 use support::Backend;
 
@@ -56,6 +56,9 @@ on_both_backends!(
     alert_lists_filter_and_page,
     silences_are_kept_and_listed_while_active,
     dead_letters_are_kept_newest_first_up_to_the_capacity,
+    readings_at_record_the_intake_position_with_the_batch,
+    readings_refused_for_their_content_are_left_out_and_the_rest_stored,
+    readings_the_database_refuses_are_found_in_small_and_large_batches,
 );
 
 fn now_ms() -> i64 {
@@ -1404,4 +1407,187 @@ async fn vitals_are_aggregated_by_hour_for_long_ranges(b: Backend) {
     let got = s.vitals_hourly("E1", h0, h0 + HOUR_MS).await.unwrap();
     assert_eq!(got.iter().map(|h| h.hour).collect::<Vec<_>>(), [h0]);
     assert!(s.vitals_hourly("E2", old, h0).await.unwrap().is_empty());
+}
+
+fn motion_in(room: &str) -> Body {
+    Body::Motion(Motion {
+        room: room.into(),
+        motion: true,
+    })
+}
+
+/// The seqs of a device's stored readings, in stored order.
+async fn seqs_of(b: &Backend, device: &str) -> Vec<u64> {
+    b.store
+        .query_readings(&ReadingQuery {
+            subject: ReadingSubject::Device(device.into()),
+            from: None,
+            to: None,
+            streams: vec![],
+            newest_first: false,
+            after: None,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.seq)
+        .collect()
+}
+
+/// `n` motion readings of `device`, seqs `from..from + n`, one ts, so
+/// stored order is the batch's.
+fn motions(device: &str, from: u64, n: u64) -> Vec<StoredReading> {
+    (from..from + n)
+        .map(|i| stored("E1", device, 1_700_000_000_000, Some(i), motion_in("hall")))
+        .collect()
+}
+
+async fn readings_at_record_the_intake_position_with_the_batch(b: Backend) {
+    let s = &b.store;
+    assert_eq!(s.intake_position().await.unwrap(), None, "never recorded");
+    assert!(
+        s.insert_readings_at(&motions("pir-1", 1, 3), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.intake_position().await.unwrap(), Some(5));
+    assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 2, 3]);
+
+    // Positions only grow: an older one is stored but does not move it.
+    assert!(
+        s.insert_readings_at(&motions("pir-1", 4, 1), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.intake_position().await.unwrap(), Some(5));
+    assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 2, 3, 4]);
+
+    // A batch with nothing to store still covers its messages.
+    assert!(s.insert_readings_at(&[], 9).await.unwrap().is_empty());
+    assert_eq!(s.intake_position().await.unwrap(), Some(9));
+
+    // Large enough for COPY on PostgreSQL: the position goes with it.
+    let big = motions("pir-2", 1, 2500);
+    assert!(s.insert_readings_at(&big, 20).await.unwrap().is_empty());
+    assert_eq!(s.intake_position().await.unwrap(), Some(20));
+    assert_eq!(seqs_of(&b, "pir-2").await, (1..=2500).collect::<Vec<_>>());
+
+    // A position the database cannot hold writes nothing at all.
+    let err = s
+        .insert_readings_at(&motions("pir-3", 1, 2), u64::MAX)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutOfRange(_)), "{err}");
+    assert_eq!(s.intake_position().await.unwrap(), Some(20));
+    assert!(seqs_of(&b, "pir-3").await.is_empty());
+    let max = i64::MAX as u64;
+    s.insert_readings_at(&motions("pir-3", 1, 1), max)
+        .await
+        .unwrap();
+    assert_eq!(s.intake_position().await.unwrap(), Some(max));
+}
+
+async fn readings_refused_for_their_content_are_left_out_and_the_rest_stored(b: Backend) {
+    let s = &b.store;
+    let t = 1_700_000_000_000;
+    let batch = vec![
+        stored("E1", "pir-1", t, Some(1), motion_in("hall")),
+        // NUL: PostgreSQL's text cannot hold it, so neither backend takes it.
+        stored("E1", "pir-1", t, Some(2), motion_in("bed\0room")),
+        stored("E1", "pir-1", t, Some(3), motion_in("kitchen")),
+        stored(
+            "E1",
+            "pir-1",
+            t,
+            Some(4),
+            Body::Status(Status {
+                fw: Some("1.0\0".into()),
+                ..Default::default()
+            }),
+        ),
+        // Beyond the readings table's smallint.
+        stored("E1", "pir-1", t, Some(5), vitals_hr(40_000)),
+        // Beyond a timestamptz.
+        stored("E1", "pir-1", i64::MIN, Some(6), motion_in("hall")),
+        stored("E1\0", "pir-1", t, Some(7), motion_in("hall")),
+        stored("E1", "pir-1", t, Some(8), motion_in("bath")),
+    ];
+    let refused = s.insert_readings_at(&batch, 42).await.unwrap();
+    assert_eq!(
+        refused.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![1, 3, 4, 5, 6]
+    );
+    for (r, field) in refused.iter().zip(["room", "fw", "hr", "ts", "elder_id"]) {
+        assert!(r.reason.contains(&format!("`{field}`")), "{}", r.reason);
+        // The reason names the field, never the value.
+        assert!(
+            !r.reason.contains("40000") && !r.reason.contains("bed"),
+            "{}",
+            r.reason
+        );
+    }
+    assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 3, 8]);
+    assert_eq!(s.intake_position().await.unwrap(), Some(42));
+
+    // Everything refused: nothing stored, the position still recorded.
+    let refused = s.insert_readings_at(&batch[1..2], 43).await.unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].index, 0);
+    assert_eq!(s.intake_position().await.unwrap(), Some(43));
+    assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 3, 8]);
+}
+
+async fn readings_the_database_refuses_are_found_in_small_and_large_batches(b: Backend) {
+    let s = &b.store;
+    b.refuse_device_in_database("refuse-me").await;
+    // A small batch (UNNEST on PostgreSQL) with one refused reading.
+    let mut small = motions("pir-1", 1, 5);
+    small[2] = stored(
+        "E1",
+        "refuse-me",
+        1_700_000_000_000,
+        Some(99),
+        motion_in("hall"),
+    );
+    let refused = s.insert_readings_at(&small, 7).await.unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].index, 2);
+    assert!(
+        refused[0].reason.starts_with("refused by the database ("),
+        "{}",
+        refused[0].reason
+    );
+    assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 2, 4, 5]);
+    assert_eq!(s.intake_position().await.unwrap(), Some(7));
+
+    // A large batch (COPY) with two, far apart: found by splitting, the
+    // other 2,998 stored in order with the position, in one transaction.
+    let mut big = motions("pir-2", 1, 3000);
+    for i in [10, 2900] {
+        big[i] = stored(
+            "E1",
+            "refuse-me",
+            1_700_000_000_000,
+            Some(i as u64),
+            motion_in("hall"),
+        );
+    }
+    let refused = s.insert_readings_at(&big, 8).await.unwrap();
+    assert_eq!(
+        refused.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![10, 2900]
+    );
+    let expected: Vec<u64> = (1..=3000).filter(|i| *i != 11 && *i != 2901).collect();
+    assert_eq!(seqs_of(&b, "pir-2").await, expected);
+    assert!(seqs_of(&b, "refuse-me").await.is_empty());
+    assert_eq!(s.intake_position().await.unwrap(), Some(8));
+
+    // The all-or-nothing write refuses the whole batch, as a refusal
+    // (not an outage: retrying it would fail the same way).
+    let err = s.insert_readings(&small).await.unwrap_err();
+    assert!(err.is_refusal() && !err.is_outage(), "{err}");
+    assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 2, 4, 5]);
 }

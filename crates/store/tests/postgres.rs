@@ -10,12 +10,14 @@
 mod support;
 
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
-use eldercare_model::{Body, Reading, Status, Vitals};
+use eldercare_model::{Body, Motion, Reading, Status, Vitals};
 use eldercare_store::postgres::{Layout, Maintenance};
 use eldercare_store::{
-    PgOptions, PgStore, ReadingQuery, ReadingSubject, Store, StoreError, StoredReading,
+    PgOptions, PgStore, ReadingQuery, ReadingSubject, SpoolingStore, Store, StoreError,
+    StoredReading,
 };
 use sqlx::PgPool;
+use std::sync::Arc;
 
 fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
@@ -474,4 +476,64 @@ async fn large_batches_by_copy_store_what_small_batches_store() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// The bug this guards against: one motion reading with a NUL in its room
+/// was refused by PostgreSQL (SQLSTATE 22021), taken for an outage by the
+/// spool and retried forever, every later reading waiting behind it.
+#[tokio::test]
+async fn a_nul_in_text_is_a_refusal_not_an_outage_and_holds_nothing_back() {
+    let db = support::pg::fresh_db().await;
+    let s = Arc::new(store(&db.url, 400).await);
+    let mut nul = reading("pir-1", at(2026, 1, 1, 0), 71);
+    nul.reading.body = Body::Motion(Motion {
+        room: "bed\0room".into(),
+        motion: true,
+    });
+    let batch = [
+        reading("pir-1", at(2026, 1, 1, 0), 70),
+        nul,
+        reading("pir-1", at(2026, 1, 1, 0), 72),
+    ];
+    // The database's own answer is a data exception: class 22.
+    let err = s.insert_readings(&batch).await.unwrap_err();
+    match &err {
+        StoreError::Db(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("22021")),
+        other => panic!("{other}"),
+    }
+    assert!(err.is_refusal() && !err.is_outage());
+
+    let dir = tempfile::tempdir().unwrap();
+    let spool = SpoolingStore::open(s.clone(), dir.path(), 1000)
+        .await
+        .unwrap();
+    // Through the spool without a position: the other two are stored,
+    // the refused one kept as a dead letter, nothing spooled.
+    spool.insert_readings(&batch).await.unwrap();
+    assert_eq!(spool.spooled(), (0, 0));
+    let seqs =
+        |v: Vec<eldercare_store::ReadingRecord>| v.iter().filter_map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(s.query_readings(&all_of("pir-1")).await.unwrap()),
+        vec![70, 72]
+    );
+    let letters = s.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, eldercare_store::STORE_REFUSED);
+    assert!(letters[0].detail.contains("22021"), "{}", letters[0].detail);
+    // With a position: refused and handed back, the position recorded.
+    let refused = spool.insert_readings_at(&batch, 3).await.unwrap();
+    assert_eq!(refused.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(s.intake_position().await.unwrap(), Some(3));
+    assert_eq!(
+        seqs(s.query_readings(&all_of("pir-1")).await.unwrap()),
+        vec![70, 72, 70, 72]
+    );
+    // And later readings are not held back.
+    spool
+        .insert_readings_at(&[reading("pir-1", at(2026, 1, 1, 0), 73)], 4)
+        .await
+        .unwrap();
+    assert_eq!(spool.spooled(), (0, 0));
+    assert_eq!(s.query_readings(&all_of("pir-1")).await.unwrap().len(), 5);
 }

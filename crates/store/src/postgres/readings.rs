@@ -4,6 +4,7 @@
 //! SQLite backend stores.
 use super::maintenance::Layout;
 use super::{PgStore, corrupt, now_ms};
+use crate::refusal::{self, RefusedRow};
 use crate::{
     ReadingQuery, ReadingRecord, ReadingSubject, Result, StoreError, StoredReading, VITAL_FIELDS,
     VitalsHour, vital_columns,
@@ -12,8 +13,9 @@ use chrono::{DateTime, Utc};
 use eldercare_model::{
     Body, DeviceEvent, EpochMs, EventType, Location, Motion, Sleep, Status, Stream, Vitals,
 };
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
+use tracing::debug;
 
 /// The `stream` column's code of each stream.
 pub(super) fn stream_code(s: Stream) -> i16 {
@@ -71,10 +73,14 @@ fn bound_ts(ms: EpochMs) -> DateTime<Utc> {
 
 /// The protocol's small counts (hr, spo2, rr, sys, dia, battery) fit a
 /// smallint many times over; a value that does not was never validated.
+/// (The error names the field, not the value: a reading is personal
+/// data, and errors are logged.)
 fn small(field: &str, v: Option<u32>) -> Result<Option<i16>> {
     v.map(|v| {
         i16::try_from(v).map_err(|_| {
-            StoreError::OutOfRange(format!("{field} {v} does not fit the readings table"))
+            StoreError::OutOfRange(format!(
+                "`{field}` is larger than the readings table holds (smallint)"
+            ))
         })
     })
     .transpose()
@@ -132,47 +138,7 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     fn push(&mut self, r: &'a StoredReading) -> Result<()> {
         let reading = &r.reading;
-        let ts = to_ts(reading.ts_ms).ok_or_else(|| {
-            StoreError::OutOfRange(format!("ts {} is not a storable time", reading.ts_ms))
-        })?;
-        // Every column gets a value (most of them NULL) for every reading,
-        // so the arrays stay aligned.
-        let mut row = Row24::default();
-        match &reading.body {
-            Body::Vitals(v) => {
-                row.hr = small("hr", v.hr)?;
-                row.spo2 = small("spo2", v.spo2)?;
-                row.rr = small("rr", v.rr)?;
-                row.temp_c = narrow(v.temp_c);
-                row.sys = small("sys", v.sys)?;
-                row.dia = small("dia", v.dia)?;
-            }
-            Body::Sleep(s) => {
-                row.in_bed = Some(s.in_bed);
-                row.hr = small("hr", s.hr)?;
-                row.rr = small("rr", s.rr)?;
-                row.movement = narrow(s.movement);
-            }
-            Body::Motion(m) => {
-                row.room = Some(m.room.as_str());
-                row.motion = Some(m.motion);
-            }
-            Body::Location(l) => {
-                row.lat = Some(l.lat);
-                row.lon = Some(l.lon);
-                row.accuracy_m = narrow(l.accuracy_m);
-            }
-            Body::Event(e) => {
-                row.event_type = Some(event_code(e.kind));
-                row.confidence = narrow(e.confidence);
-            }
-            Body::Status(s) => {
-                row.online = s.online;
-                row.battery_pct = small("battery_pct", s.battery_pct)?;
-                row.rssi = s.rssi;
-                row.fw = s.fw.as_deref();
-            }
-        }
+        let (ts, row) = row_of(r)?;
         self.ts.push(ts);
         // Stored bit for bit, as SQLite does: a u64 above i64::MAX comes
         // back unchanged.
@@ -201,6 +167,26 @@ impl<'a> Columns<'a> {
         self.fw.push(row.fw);
         Ok(())
     }
+}
+
+impl<'a> Columns<'a> {
+    fn of(readings: impl IntoIterator<Item = &'a StoredReading>) -> Result<Columns<'a>> {
+        let mut c = Columns::default();
+        for r in readings {
+            c.push(r)?;
+        }
+        Ok(c)
+    }
+
+    fn len(&self) -> usize {
+        self.ts.len()
+    }
+}
+
+/// Why the readings table's columns cannot hold this reading, if they
+/// cannot (a count beyond a smallint, a time beyond a timestamptz).
+pub(crate) fn columns_refusal(r: &StoredReading) -> Option<String> {
+    row_of(r).err().map(|e| e.to_string())
 }
 
 /// Batches of at least this many readings are written with COPY, smaller
@@ -278,6 +264,52 @@ impl Columns<'_> {
         out.extend_from_slice(&(-1i16).to_be_bytes());
         out
     }
+}
+
+/// A reading's time and stream-specific columns, or why the columns
+/// cannot hold it. Every column gets a value (most of them NULL) for
+/// every reading, so the arrays stay aligned.
+fn row_of(r: &StoredReading) -> Result<(DateTime<Utc>, Row24<'_>)> {
+    let reading = &r.reading;
+    let ts = to_ts(reading.ts_ms)
+        .ok_or_else(|| StoreError::OutOfRange("`ts` is outside what a timestamptz holds".into()))?;
+    let mut row = Row24::default();
+    match &reading.body {
+        Body::Vitals(v) => {
+            row.hr = small("hr", v.hr)?;
+            row.spo2 = small("spo2", v.spo2)?;
+            row.rr = small("rr", v.rr)?;
+            row.temp_c = narrow(v.temp_c);
+            row.sys = small("sys", v.sys)?;
+            row.dia = small("dia", v.dia)?;
+        }
+        Body::Sleep(s) => {
+            row.in_bed = Some(s.in_bed);
+            row.hr = small("hr", s.hr)?;
+            row.rr = small("rr", s.rr)?;
+            row.movement = narrow(s.movement);
+        }
+        Body::Motion(m) => {
+            row.room = Some(m.room.as_str());
+            row.motion = Some(m.motion);
+        }
+        Body::Location(l) => {
+            row.lat = Some(l.lat);
+            row.lon = Some(l.lon);
+            row.accuracy_m = narrow(l.accuracy_m);
+        }
+        Body::Event(e) => {
+            row.event_type = Some(event_code(e.kind));
+            row.confidence = narrow(e.confidence);
+        }
+        Body::Status(s) => {
+            row.online = s.online;
+            row.battery_pct = small("battery_pct", s.battery_pct)?;
+            row.rssi = s.rssi;
+            row.fw = s.fw.as_deref();
+        }
+    }
+    Ok((ts, row))
 }
 
 /// The stream-specific columns of one reading.
@@ -428,99 +460,89 @@ impl PgStore {
         if readings.is_empty() {
             return Ok(());
         }
-        let mut c = Columns::default();
-        for r in readings {
-            c.push(r)?;
+        let c = Columns::of(readings)?;
+        let mut conn = self.pool.acquire().await?;
+        write(&mut conn, &c, None).await
+    }
+
+    /// [`Store::insert_readings_at`](crate::Store::insert_readings_at):
+    /// readings no backend stores ([`refusal::unstorable`]) are left out
+    /// first; the rest, with the position, in one write as
+    /// [`PgStore::pg_insert_readings`] does. Only if the database refuses
+    /// that for its content is the batch split: in one transaction, each
+    /// piece in a savepoint, a refused piece rolled back to it and halved
+    /// down to the single readings refused, then the position recorded
+    /// and everything committed together. So the stored readings and the
+    /// position stay one atomic write whatever was refused, and a batch
+    /// with nothing refused costs what it did before.
+    pub(super) async fn pg_insert_readings_at(
+        &self,
+        readings: &[StoredReading],
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        let pos = position(intake_pos)?;
+        let mut refused = Vec::new();
+        let mut good: Vec<(usize, &StoredReading)> = Vec::with_capacity(readings.len());
+        for (index, r) in readings.iter().enumerate() {
+            match refusal::unstorable(r) {
+                Some(reason) => refused.push(RefusedRow { index, reason }),
+                None => good.push((index, r)),
+            }
         }
-        // The batch's (device, stream) pairs, sorted: two batches adding
-        // the same new pairs then lock them in the same order.
-        let pairs: std::collections::BTreeSet<(&str, i16)> = c
-            .device_id
-            .iter()
-            .copied()
-            .zip(c.stream.iter().copied())
-            .collect();
-        let (pair_devices, pair_streams): (Vec<&str>, Vec<i16>) = pairs.into_iter().unzip();
-        if readings.len() >= COPY_MIN {
-            // The pairs first, in the same transaction: a reading is never
-            // stored without its pair.
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO reading_streams (device_id, stream)
-                 SELECT * FROM UNNEST($1::text[], $2::int2[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&pair_devices)
-            .bind(&pair_streams)
-            .execute(&mut *tx)
-            .await?;
-            let data = c.copy_binary();
-            let mut copy = tx
-                .copy_in_raw(
-                    "COPY readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, \
-                     confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, \
-                     in_bed, motion, online, device_id, elder_id, room, fw) \
-                     FROM STDIN (FORMAT binary)",
-                )
-                .await?;
-            copy.send(data).await?;
-            copy.finish().await?;
-            tx.commit().await?;
-            return Ok(());
+        let mut conn = self.pool.acquire().await?;
+        let all = Columns::of(good.iter().map(|(_, r)| *r))?;
+        match write(&mut conn, &all, Some(pos)).await {
+            Ok(()) => {
+                refusal::note_refused(&refused, readings.len());
+                return Ok(refused);
+            }
+            Err(e) if e.is_refusal() => {
+                debug!(error = %e, batch = good.len(), "Batch refused; splitting it to find the readings refused.");
+            }
+            Err(e) => return Err(e),
         }
-        // WITH ORDINALITY / ORDER BY: ids are drawn in the batch's order,
-        // so readings with the same ts page in arrival order, as in SQLite.
-        // The pairs are recorded in the same statement, so a reading is
-        // never stored without its pair.
-        sqlx::query(
-            "WITH pairs AS (
-                INSERT INTO reading_streams (device_id, stream)
-                SELECT * FROM UNNEST($25::text[], $26::int2[])
-                ON CONFLICT DO NOTHING)
-             INSERT INTO readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
-                rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
-                online, device_id, elder_id, room, fw)
-             SELECT ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
-                rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
-                online, device_id, elder_id, room, fw
-             FROM UNNEST($1::timestamptz[], $2::int8[], $3::float8[], $4::float8[],
-                $5::float4[], $6::float4[], $7::float4[], $8::float4[], $9::int4[],
-                $10::int2[], $11::int2[], $12::int2[], $13::int2[], $14::int2[], $15::int2[],
-                $16::int2[], $17::int2[], $18::bool[], $19::bool[], $20::bool[],
-                $21::text[], $22::text[], $23::text[], $24::text[])
-                WITH ORDINALITY AS u(ts, seq, lat, lon, temp_c, movement, accuracy_m,
-                    confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct,
-                    in_bed, motion, online, device_id, elder_id, room, fw, n)
-             ORDER BY n",
-        )
-        .bind(&c.ts)
-        .bind(&c.seq)
-        .bind(&c.lat)
-        .bind(&c.lon)
-        .bind(&c.temp_c)
-        .bind(&c.movement)
-        .bind(&c.accuracy_m)
-        .bind(&c.confidence)
-        .bind(&c.rssi)
-        .bind(&c.stream)
-        .bind(&c.hr)
-        .bind(&c.spo2)
-        .bind(&c.rr)
-        .bind(&c.sys)
-        .bind(&c.dia)
-        .bind(&c.event_type)
-        .bind(&c.battery_pct)
-        .bind(&c.in_bed)
-        .bind(&c.motion)
-        .bind(&c.online)
-        .bind(&c.device_id)
-        .bind(&c.elder_id)
-        .bind(&c.room)
-        .bind(&c.fw)
-        .bind(&pair_devices)
-        .bind(&pair_streams)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        drop(all);
+        let mut tx = conn.begin().await?;
+        // Left halves are popped first: pieces are written in batch order.
+        let mut pending = Vec::new();
+        pending.push(0..good.len());
+        while let Some(piece) = pending.pop() {
+            if piece.is_empty() {
+                continue;
+            }
+            let c = Columns::of(good[piece.clone()].iter().map(|(_, r)| *r))?;
+            let mut savepoint = tx.begin().await?;
+            match write(&mut savepoint, &c, None).await {
+                Ok(()) => savepoint.commit().await?,
+                Err(e) if e.is_refusal() => {
+                    savepoint.rollback().await?;
+                    if piece.len() == 1 {
+                        refused.push(RefusedRow {
+                            index: good[piece.start].0,
+                            reason: refusal::refusal_reason(&e),
+                        });
+                    } else {
+                        let mid = piece.start + piece.len() / 2;
+                        pending.push(mid..piece.end);
+                        pending.push(piece.start..mid);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        record_position(&mut tx, pos).await?;
+        tx.commit().await?;
+        refused.sort_by_key(|r| r.index);
+        refusal::note_refused(&refused, readings.len());
+        Ok(refused)
+    }
+
+    pub(super) async fn pg_intake_position(&self) -> Result<Option<u64>> {
+        let pos: Option<i64> = sqlx::query_scalar("SELECT pos FROM intake_progress")
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        Ok(pos.map(|p| p as u64))
     }
 
     pub(super) async fn pg_query_readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
@@ -676,6 +698,131 @@ impl PgStore {
         });
         Ok(out)
     }
+}
+
+/// A position as the `intake_progress` table keeps it.
+fn position(intake_pos: u64) -> Result<i64> {
+    i64::try_from(intake_pos).map_err(|_| {
+        StoreError::OutOfRange(format!("intake position {intake_pos} is beyond a bigint"))
+    })
+}
+
+/// Records `pos` unless a larger one is recorded: positions only grow.
+async fn record_position(conn: &mut PgConnection, pos: i64) -> Result<()> {
+    sqlx::query("UPDATE intake_progress SET pos = GREATEST(pos, $1)")
+        .bind(pos)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes a batch whose readings all fit the columns, atomically, with
+/// `pos` recorded in the same transaction when given (see
+/// [`PgStore::pg_insert_readings`] for why UNNEST or COPY). Inside a
+/// transaction, COPY's own one is a savepoint.
+async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<i64>) -> Result<()> {
+    if c.len() == 0 {
+        if let Some(pos) = pos {
+            record_position(conn, pos).await?;
+        }
+        return Ok(());
+    }
+    // The batch's (device, stream) pairs, sorted: two batches adding
+    // the same new pairs then lock them in the same order.
+    let pairs: std::collections::BTreeSet<(&str, i16)> = c
+        .device_id
+        .iter()
+        .copied()
+        .zip(c.stream.iter().copied())
+        .collect();
+    let (pair_devices, pair_streams): (Vec<&str>, Vec<i16>) = pairs.into_iter().unzip();
+    if c.len() >= COPY_MIN {
+        // The pairs first, in the same transaction: a reading is never
+        // stored without its pair.
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "INSERT INTO reading_streams (device_id, stream)
+             SELECT * FROM UNNEST($1::text[], $2::int2[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&pair_devices)
+        .bind(&pair_streams)
+        .execute(&mut *tx)
+        .await?;
+        let data = c.copy_binary();
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, \
+                 confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, \
+                 in_bed, motion, online, device_id, elder_id, room, fw) \
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        copy.send(data).await?;
+        copy.finish().await?;
+        if let Some(pos) = pos {
+            record_position(&mut tx, pos).await?;
+        }
+        tx.commit().await?;
+        return Ok(());
+    }
+    // WITH ORDINALITY / ORDER BY: ids are drawn in the batch's order,
+    // so readings with the same ts page in arrival order, as in SQLite.
+    // The pairs are recorded in the same statement, so a reading is
+    // never stored without its pair.
+    sqlx::query(
+        "WITH pairs AS (
+            INSERT INTO reading_streams (device_id, stream)
+            SELECT * FROM UNNEST($25::text[], $26::int2[])
+            ON CONFLICT DO NOTHING),
+         progress AS (
+            UPDATE intake_progress SET pos = GREATEST(pos, $27)
+            WHERE $27::int8 IS NOT NULL)
+         INSERT INTO readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
+            rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
+            online, device_id, elder_id, room, fw)
+         SELECT ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
+            rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
+            online, device_id, elder_id, room, fw
+         FROM UNNEST($1::timestamptz[], $2::int8[], $3::float8[], $4::float8[],
+            $5::float4[], $6::float4[], $7::float4[], $8::float4[], $9::int4[],
+            $10::int2[], $11::int2[], $12::int2[], $13::int2[], $14::int2[], $15::int2[],
+            $16::int2[], $17::int2[], $18::bool[], $19::bool[], $20::bool[],
+            $21::text[], $22::text[], $23::text[], $24::text[])
+            WITH ORDINALITY AS u(ts, seq, lat, lon, temp_c, movement, accuracy_m,
+                confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct,
+                in_bed, motion, online, device_id, elder_id, room, fw, n)
+         ORDER BY n",
+    )
+    .bind(&c.ts)
+    .bind(&c.seq)
+    .bind(&c.lat)
+    .bind(&c.lon)
+    .bind(&c.temp_c)
+    .bind(&c.movement)
+    .bind(&c.accuracy_m)
+    .bind(&c.confidence)
+    .bind(&c.rssi)
+    .bind(&c.stream)
+    .bind(&c.hr)
+    .bind(&c.spo2)
+    .bind(&c.rr)
+    .bind(&c.sys)
+    .bind(&c.dia)
+    .bind(&c.event_type)
+    .bind(&c.battery_pct)
+    .bind(&c.in_bed)
+    .bind(&c.motion)
+    .bind(&c.online)
+    .bind(&c.device_id)
+    .bind(&c.elder_id)
+    .bind(&c.room)
+    .bind(&c.fw)
+    .bind(&pair_devices)
+    .bind(&pair_streams)
+    .bind(pos)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -70,6 +70,36 @@ impl Backend {
         }
     }
 
+    /// Makes the database itself refuse every reading of `device_id`,
+    /// the way a constraint refuses data: a CHECK constraint on
+    /// PostgreSQL (SQLSTATE 23514), a trigger's `RAISE(ABORT)` on SQLite
+    /// (extended code 1811, a constraint error). The store does not know
+    /// of it, so only the database's answer can tell it.
+    pub async fn refuse_device_in_database(&self, device_id: &str) {
+        let name = device_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        match &self.raw {
+            Raw::Sqlite(p) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE TRIGGER refuse_{name} BEFORE INSERT ON readings
+                     WHEN NEW.device_id = '{device_id}'
+                     BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
+                )))
+                .execute(p)
+                .await
+                .unwrap();
+            }
+            Raw::Pg(p) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE readings ADD CONSTRAINT refuse_{name}
+                     CHECK (device_id <> '{device_id}')"
+                )))
+                .execute(p)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
     /// Fills the dead-letter table with `n` letters in one statement,
     /// as if that many had been refused (ids 1..=n on a fresh store).
     pub async fn prefill_dead_letters(&self, n: i64) {
