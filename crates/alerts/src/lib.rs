@@ -124,6 +124,10 @@ impl Escalation {
 /// The desk's time source: wall clock in service, driven in tests.
 pub type Clock = Arc<dyn Fn() -> EpochMs + Send + Sync>;
 
+/// Told the intake log position of each message whose decision the desk
+/// has applied; called on the desk's task, in order.
+pub type Applied = Arc<dyn Fn(u64) + Send + Sync>;
+
 pub fn wall_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp_millis())
 }
@@ -136,6 +140,8 @@ pub struct DeskConfig {
     /// How often escalation deadlines are checked; `None` only when the
     /// caller drives [`AlertDesk::tick`] itself (tests).
     pub tick: Option<Duration>,
+    /// Where applied decisions' intake positions are reported.
+    pub applied: Option<Applied>,
 }
 
 impl Default for DeskConfig {
@@ -144,6 +150,7 @@ impl Default for DeskConfig {
             escalation: Escalation::default(),
             clock: wall_clock(),
             tick: Some(Duration::from_secs(1)),
+            applied: None,
         }
     }
 }
@@ -152,7 +159,9 @@ impl Default for DeskConfig {
 pub const MAX_SILENCE_MS: i64 = 31 * 24 * 3600 * 1000;
 
 enum Command {
-    Decide(Decision),
+    /// A rule decision, with the intake log position of the message it
+    /// came from (`None`: a timer).
+    Decide(Decision, Option<u64>),
     /// Apply everything sent before, then stop.
     Stop,
     Act {
@@ -208,6 +217,7 @@ impl AlertDesk {
             silences,
             escalation: cfg.escalation,
             clock: cfg.clock,
+            applied: cfg.applied,
         };
         let handle = tokio::spawn(state.run(rx));
         if let Some(every) = cfg.tick {
@@ -282,8 +292,17 @@ impl AlertDesk {
     /// Hands a rule decision to the desk. Waits only when the desk's
     /// queue is full.
     pub async fn decide(&self, d: Decision) -> Result<(), DeskError> {
+        self.decide_from(d, None).await
+    }
+
+    /// As [`AlertDesk::decide`], for a decision that came from the
+    /// message at intake log position `pos`: once the decision is
+    /// applied (persisted, or found to change nothing), the desk reports
+    /// `pos` through [`DeskConfig::applied`], so a replay after a crash
+    /// knows which messages' decisions are already kept.
+    pub async fn decide_from(&self, d: Decision, pos: Option<u64>) -> Result<(), DeskError> {
         self.tx
-            .send(Command::Decide(d))
+            .send(Command::Decide(d, pos))
             .await
             .map_err(|_| DeskError::Closed)
     }
@@ -381,6 +400,7 @@ struct DeskState {
     silences: Vec<Silence>,
     escalation: Escalation,
     clock: Clock,
+    applied: Option<Applied>,
 }
 
 /// Where repeats fold: one open alert per elder and kind, and per device
@@ -419,9 +439,16 @@ impl DeskState {
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Command::Stop => break,
-                Command::Decide(Decision::Raise(t)) => self.on_trigger(t).await,
-                Command::Decide(Decision::Update(u)) => self.on_update(u).await,
-                Command::Decide(Decision::Resolve(r)) => self.on_resolve(r).await,
+                Command::Decide(d, pos) => {
+                    match d {
+                        Decision::Raise(t) => self.on_trigger(t).await,
+                        Decision::Update(u) => self.on_update(u).await,
+                        Decision::Resolve(r) => self.on_resolve(r).await,
+                    }
+                    if let (Some(pos), Some(applied)) = (pos, &self.applied) {
+                        applied(pos);
+                    }
+                }
                 Command::Act {
                     id,
                     action,
@@ -459,6 +486,15 @@ impl DeskState {
         let readings = to_alert_readings(&t.readings);
         let key = (t.elder_id.clone(), t.kind, t.subject.clone());
         let (kind, alert) = match self.open.get(&key) {
+            Some(open)
+                if !readings.is_empty() && readings.iter().all(|r| open.readings.contains(r)) =>
+            {
+                // The same evidence again: a message judged a second time
+                // (replayed after a crash), not a new occurrence.
+                metrics::counter!("eldercare_alert_repeats_ignored_total").increment(1);
+                debug!(alert_id = %open.id, "Trigger with evidence already on the alert ignored.");
+                return;
+            }
             Some(open) => {
                 let mut a = open.clone();
                 a.occurrences += 1;

@@ -3,6 +3,10 @@ use eldercare_model::{Body, DeviceEvent, EventType, Reading, Severity};
 use eldercare_store::SqliteStore;
 
 fn sos(elder: &str) -> Trigger {
+    sos_at(elder, 1_000)
+}
+
+fn sos_at(elder: &str, ts_ms: i64) -> Trigger {
     Trigger {
         elder_id: elder.into(),
         device_id: format!("btn-{elder}"),
@@ -17,7 +21,7 @@ fn sos(elder: &str) -> Trigger {
         readings: vec![Reading {
             device_id: format!("btn-{elder}"),
             seq: None,
-            ts_ms: 1_000,
+            ts_ms,
             body: Body::Event(DeviceEvent {
                 kind: EventType::Sos,
                 confidence: None,
@@ -44,7 +48,7 @@ async fn repeats_fold_and_seq_is_gap_free() {
     let d = desk.clone();
     tokio::spawn(async move { d.subscribe(0, |_| true, tx).await });
     desk.trigger(sos("e1")).await.unwrap();
-    desk.trigger(sos("e1")).await.unwrap();
+    desk.trigger(sos_at("e1", 2_000)).await.unwrap();
     desk.trigger(sos("e2")).await.unwrap();
     let a = next(&mut rx).await;
     let b = next(&mut rx).await;
@@ -61,6 +65,45 @@ async fn repeats_fold_and_seq_is_gap_free() {
     assert_eq!(b.alert.id, a.alert.id);
     assert_eq!(b.alert.occurrences, 2);
     assert_ne!(c.alert.id, a.alert.id);
+}
+
+#[tokio::test]
+async fn the_same_evidence_judged_again_is_no_new_occurrence_and_applied_positions_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let (desk, _) = AlertDesk::start_with(
+        store.clone(),
+        DeskConfig {
+            tick: None,
+            applied: Some(Arc::new(move |p| s.lock().unwrap().push(p))),
+            ..DeskConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    desk.decide_from(Decision::Raise(sos("e1")), Some(7))
+        .await
+        .unwrap();
+    // A replay after a crash judges message 7 again, then a new press.
+    desk.decide_from(Decision::Raise(sos("e1")), Some(7))
+        .await
+        .unwrap();
+    desk.decide_from(Decision::Raise(sos_at("e1", 5_000)), Some(9))
+        .await
+        .unwrap();
+    desk.stop().await;
+    let (tx, mut rx) = mpsc::channel(16);
+    let d = desk.clone();
+    tokio::spawn(async move { d.subscribe(0, |_| true, tx).await });
+    let a = next(&mut rx).await;
+    let b = next(&mut rx).await;
+    assert_eq!((a.seq, a.kind), (1, AlertEventKind::Raised));
+    assert_eq!((b.seq, b.kind), (2, AlertEventKind::Updated));
+    assert_eq!(b.alert.occurrences, 2, "the replayed press is not counted");
+    assert_eq!(store.last_seq().await.unwrap(), 2);
+    assert_eq!(*seen.lock().unwrap(), vec![7, 7, 9]);
 }
 
 #[tokio::test]
@@ -132,6 +175,7 @@ async fn driven() -> (
             escalation: Escalation::default(),
             clock: Arc::new(move || n.load(Ordering::SeqCst)),
             tick: None,
+            applied: None,
         },
     )
     .await

@@ -1,28 +1,42 @@
-//! The public MQTT listener: authentication and topic ownership, checked
-//! per packet in-process before anything reaches the broker.
-use crate::ingest::Refusals;
-use bytes::BytesMut;
-use eldercare_model::{Device, DeviceKind};
-use eldercare_protocol::{Refusal, topic_device_id};
-use eldercare_store::{DeviceQuery, Store, verify_secret};
-use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode,
+//! The public MQTT 3.1.1 listener. It reads every packet a device sends,
+//! asks the device's [`Session`] what to do with it, and does it: device
+//! messages go straight to the ingest pipeline, PINGREQ is answered here,
+//! everything else (SUBSCRIBE to its own `cmd`, QoS 2, acks of commands)
+//! goes to the embedded rumqttd over loopback, and rumqttd's packets go
+//! back to the device.
+//!
+//! The guard, not rumqttd, times each device's keep-alive, since only the
+//! guard sees every packet (rumqttd gets a keep-alive it never reaches,
+//! and a ping from the guard now and then). The listener's limits
+//! ([`MqttSettings`]) keep strangers' sockets from holding it: a CONNECT
+//! deadline, a cap on connections not yet logged in, a size limit per
+//! packet, a byte budget for all of them, and a rate per device.
+use crate::frame::{self, Budget, FrameError, FrameReader};
+use crate::live::SessionHandle;
+pub use crate::live::Sessions;
+use crate::refusals::Refusals;
+use crate::session::{
+    self, ConnRefusal, Ending, Lookup, Pace, PublishVerdict, Session, SubscribeVerdict,
 };
-use rumqttc::mqttbytes::{self, QoS};
-use std::collections::HashMap;
+use crate::settings::MqttSettings;
+use bytes::{Bytes, BytesMut};
+use eldercare_intake::{Appender, Durable, Lane, TryAppendError};
+use eldercare_model::{Device, Stream};
+use eldercare_protocol::{Refusal, parse_topic};
+use eldercare_store::{DeviceQuery, Store};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Connect, LastWill, Login, Packet, Publish, SubAck, Subscribe};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-/// Largest MQTT packet read from a device; the protocol's 4 KiB payload
-/// limit is enforced (and counted) later, this only bounds memory.
-const MAX_PACKET: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct GuardConfig {
@@ -32,183 +46,96 @@ pub struct GuardConfig {
     pub internal_token: String,
     /// The live sessions, which the registry API can close.
     pub sessions: Sessions,
-    /// Where device messages go: straight to the ingest pipeline, in the
-    /// order each device sent them (see `connection`).
-    pub intake: tokio::sync::mpsc::Sender<Intake>,
+    /// Where device messages go: the intake log, in the order each device
+    /// sent them; a QoS 1 message is acknowledged once it is durable there.
+    pub intake: Appender,
+    /// Limits and timers of the listener.
+    pub settings: MqttSettings,
 }
 
-/// A device message for the ingest pipeline: a publish the guard accepted,
-/// or a device's last will once its connection is lost.
-#[derive(Debug)]
-pub struct Intake {
-    pub topic: String,
-    pub payload: bytes::Bytes,
-}
-
+/// The keep-alive each session presents to rumqttd: the largest there is
+/// (rumqttd refuses 0), so it never times out a session the guard keeps.
+const BROKER_KEEP_ALIVE_S: u16 = u16::MAX;
+/// How often the guard pings rumqttd on each session: far within the
+/// 27 hours (1.5 x 65,535 s) after which rumqttd would end it.
+const BROKER_PING: Duration = Duration::from_secs(3600);
+/// Largest packet taken from rumqttd (its own limit is 256 KiB of payload).
+const BROKER_MAX_PACKET: usize = 512 * 1024;
 /// How long a closed session may take to finish the frame it is writing
 /// before its sockets are dropped regardless (a device that stops reading
 /// must not keep a revoked session open).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Packets waiting to be written to one device.
+const OUT_QUEUE: usize = 64;
+/// Pending connections the kernel may hold for the accept loop.
+const BACKLOG: u32 = 4096;
 
-/// The live MQTT sessions of each device, so that rotating a device's
-/// secret or deleting the device ends them at once: a session is only
-/// authenticated at CONNECT, so without this a revoked device would stay
-/// connected for as long as it liked.
-#[derive(Clone, Default)]
-pub struct Sessions {
-    inner: Arc<SessionsInner>,
-}
-
-#[derive(Default)]
-struct SessionsInner {
-    next_id: AtomicU64,
-    /// device id -> connection id -> its session. A std mutex: it is never
-    /// held across an await.
-    map: std::sync::Mutex<HashMap<String, HashMap<u64, SessionEntry>>>,
-}
-
-struct SessionEntry {
-    close: CancellationToken,
-    /// Past CONNECT: authenticated and forwarded to the broker.
-    live: bool,
-    /// The MQTT client id the device chose (empty: none, so never the
-    /// same as another session's).
-    client_id: String,
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, SessionEntry>>> {
-        self.inner.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a connection that claims to be `device_id`, before its
-    /// credentials are checked: a rotation that commits while the old
-    /// secret is being verified then still finds (and closes) it.
-    fn register(&self, device_id: &str, client_id: &str) -> SessionHandle {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let close = CancellationToken::new();
-        self.lock()
-            .entry(device_id.to_string())
-            .or_default()
-            .insert(
-                id,
-                SessionEntry {
-                    close: close.clone(),
-                    live: false,
-                    client_id: client_id.to_string(),
-                },
-            );
-        SessionHandle {
-            sessions: self.clone(),
-            device_id: device_id.to_string(),
-            id,
-            close,
-        }
-    }
-
-    /// Closes every session of `device_id`, including connections still
-    /// being authenticated; returns how many were live (past CONNECT).
-    pub fn disconnect(&self, device_id: &str) -> usize {
-        let Some(entries) = self.lock().remove(device_id) else {
-            return 0;
-        };
-        let mut live = 0;
-        for e in entries.into_values() {
-            live += usize::from(e.live);
-            e.close.cancel();
-        }
-        metrics::counter!("eldercare_mqtt_sessions_closed_total").increment(live as u64);
-        if live > 0 {
-            info!(%device_id, sessions = live, "MQTT sessions closed by the registry.");
-        }
-        live
-    }
-
-    /// Live sessions of `device_id`.
-    pub fn live(&self, device_id: &str) -> usize {
-        self.lock()
-            .get(device_id)
-            .map(|m| m.values().filter(|e| e.live).count())
-            .unwrap_or(0)
-    }
-}
-
-/// One connection's place in [`Sessions`]; leaves it when dropped.
-struct SessionHandle {
-    sessions: Sessions,
-    device_id: String,
-    id: u64,
-    close: CancellationToken,
-}
-
-impl SessionHandle {
-    /// Whether a newer live session of the same device with the same
-    /// client id exists: the device connected again, and the broker ends
-    /// this session for it (an MQTT session takeover).
-    fn taken_over(&self) -> bool {
-        let map = self.sessions.lock();
-        let Some(m) = map.get(&self.device_id) else {
-            return false;
-        };
-        let Some(me) = m.get(&self.id).filter(|e| !e.client_id.is_empty()) else {
-            return false;
-        };
-        m.iter()
-            .any(|(id, e)| *id > self.id && e.live && e.client_id == me.client_id)
-    }
-
-    fn set_live(&self) {
-        if let Some(e) = self
-            .sessions
-            .lock()
-            .get_mut(&self.device_id)
-            .and_then(|m| m.get_mut(&self.id))
-        {
-            e.live = true;
-        }
-    }
-}
-
-impl Drop for SessionHandle {
-    fn drop(&mut self) {
-        let mut map = self.sessions.lock();
-        if let Some(m) = map.get_mut(&self.device_id) {
-            m.remove(&self.id);
-            if m.is_empty() {
-                map.remove(&self.device_id);
-            }
-        }
-    }
-}
+/// Reasons of `eldercare_mqtt_connections_refused_total`, exported from
+/// the start so a dashboard sees 0 rather than nothing.
+const REFUSED: [&str; 12] = [
+    "no_credentials",
+    "unknown_device",
+    "bad_credentials",
+    "will_not_owned",
+    "registry_changed",
+    "registry_unavailable",
+    "unsupported_protocol",
+    "connect_timeout",
+    "too_many_pending",
+    "connect_too_large",
+    "malformed_connect",
+    "memory",
+];
+/// Reasons of `eldercare_mqtt_connections_closed_total`.
+const CLOSED: [&str; 6] = [
+    "keep_alive",
+    "rate_limit",
+    "packet_too_large",
+    "malformed",
+    "memory",
+    "topic_not_owned_qos2",
+];
 
 pub struct Guard {
     listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     cfg: GuardConfig,
     store: Arc<dyn Store>,
     refusals: Refusals,
+    /// Connections accepted and not yet past CONNECT.
+    pending: Arc<Semaphore>,
+    /// Bytes of unfinished packets, all connections together.
+    budget: Budget,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum ConnRefusal {
-    NoCredentials,
-    UnknownDevice,
-    BadCredentials,
-    WillNotOwned,
-    /// The device's secret was rotated, or the device deleted, while its
-    /// credentials were being checked: it may retry.
-    RegistryChanged,
+/// A CONNECT that passed.
+struct Admitted {
+    connect: Connect,
+    device: Device,
+    handle: SessionHandle,
 }
 
-impl ConnRefusal {
-    fn reason(self) -> &'static str {
-        match self {
-            ConnRefusal::NoCredentials => "no_credentials",
-            ConnRefusal::UnknownDevice => "unknown_device",
-            ConnRefusal::BadCredentials => "bad_credentials",
-            ConnRefusal::WillNotOwned => "will_not_owned",
-            ConnRefusal::RegistryChanged => "registry_changed",
-        }
-    }
+/// A packet for the device, from the guard or from rumqttd.
+enum Out {
+    PubAck(u16),
+    PingResp,
+    Frame(Bytes),
+}
+
+/// When a QoS 1 PUBACK may be sent (always in order after the PUBACKs
+/// before it).
+enum Ack {
+    /// Once the message is durable in the intake log.
+    Durable(Durable),
+    /// At once: the message was refused (and kept as a dead letter).
+    Now,
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => reason).increment(1);
 }
 
 impl Guard {
@@ -218,12 +145,25 @@ impl Guard {
         store: Arc<dyn Store>,
         refusals: Refusals,
     ) -> std::io::Result<Guard> {
-        let listener = TcpListener::bind(addr).await?;
-        Ok(Guard {
-            listener,
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(BACKLOG)?;
+        let s = &cfg.settings;
+        let shared = Shared {
+            pending: Arc::new(Semaphore::new(s.max_pending_connections)),
+            budget: Budget::new(s.max_buffered_bytes, s.connect_timeout()),
             cfg,
             store,
             refusals,
+        };
+        Ok(Guard {
+            listener,
+            shared: Arc::new(shared),
         })
     }
 
@@ -232,12 +172,27 @@ impl Guard {
     }
 
     /// Accepts devices until `shutdown`; each connection ends with it too.
+    /// The loop itself never waits on a socket: each is served on a task
+    /// of its own, and one over the pending cap is closed at once.
     pub async fn run(self, shutdown: CancellationToken) {
-        let this = Arc::new(self);
+        for r in REFUSED {
+            metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => r)
+                .absolute(0);
+        }
+        for r in CLOSED {
+            metrics::counter!("eldercare_mqtt_connections_closed_total", "reason" => r).absolute(0);
+        }
+        metrics::counter!("eldercare_mqtt_rate_limited_total").absolute(0);
+        let Guard { listener, shared } = self;
+        let mut gauges = tokio::time::interval(Duration::from_secs(1));
         loop {
             let (sock, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = this.listener.accept() => match r {
+                _ = gauges.tick() => {
+                    shared.export_gauges();
+                    continue;
+                }
+                r = listener.accept() => match r {
                     Ok(v) => v,
                     Err(e) => {
                         // Out of file descriptors (or another resource):
@@ -245,490 +200,791 @@ impl Guard {
                         // Counted, logged, and retried after a pause.
                         metrics::counter!("eldercare_mqtt_accept_errors_total").increment(1);
                         warn!(error = %e, "Accept failed; retrying in 100 ms.");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
             };
-            let this = this.clone();
+            let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
+                refused("too_many_pending");
+                debug!(%peer, "Too many connections not logged in; this one closed at once.");
+                drop(sock);
+                continue;
+            };
+            let shared = shared.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    r = this.connection(sock) => if let Err(e) = r {
+                    r = shared.connection(sock, pending) => if let Err(e) = r {
                         debug!(%peer, error = %e, "Device connection ended.");
                     }
                 }
             });
         }
     }
+}
 
-    async fn authenticate(&self, c: &mqttbytes::v4::Connect) -> Result<Device, ConnRefusal> {
-        let will = c.last_will.as_ref();
-        let login = c
-            .login
-            .as_ref()
-            .filter(|l| !l.username.is_empty())
-            .ok_or(ConnRefusal::NoCredentials)?;
-        let device = match self.store.get_device(&login.username).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(ConnRefusal::UnknownDevice),
-            Err(e) => {
-                warn!(error = %e, "Registry lookup failed at CONNECT.");
-                return Err(ConnRefusal::BadCredentials);
-            }
-        };
-        if !verify_secret(&login.password, &device.secret_salt, &device.secret_hash) {
-            return Err(ConnRefusal::BadCredentials);
-        }
-        if let Some(w) = will
-            && topic_device_id(&w.topic) != Some(device.device_id.as_str())
-        {
-            return Err(ConnRefusal::WillNotOwned);
-        }
-        Ok(device)
+impl Shared {
+    fn export_gauges(&self) {
+        let pending = self.cfg.settings.max_pending_connections - self.pending.available_permits();
+        metrics::gauge!("eldercare_mqtt_pending_connections").set(pending as f64);
+        metrics::gauge!("eldercare_mqtt_buffered_bytes").set(self.budget.used() as f64);
     }
 
-    async fn connection(&self, mut dev: TcpStream) -> std::io::Result<()> {
-        let mut buf = BytesMut::with_capacity(4096);
-        let Some(mut first) = read_frame(&mut dev, &mut buf).await? else {
+    async fn connection(
+        &self,
+        sock: TcpStream,
+        pending: OwnedSemaphorePermit,
+    ) -> std::io::Result<()> {
+        sock.set_nodelay(true)?;
+        let (rd, mut wr) = sock.into_split();
+        let s = &self.cfg.settings;
+        let mut reader = FrameReader::new(self.budget.clone(), s.max_connect_bytes);
+        let Some(admitted) = self.handshake(&rd, &mut wr, &mut reader).await? else {
             return Ok(());
         };
-        if protocol_level(&first) == Some(5) {
-            // MQTT 5 is not served yet: say so in the client's own protocol
-            // (CONNACK, reason 0x84 unsupported protocol version) so it can
-            // fall back to 3.1.1, instead of a bare close.
-            metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => "unsupported_protocol").increment(1);
-            info!(reason = "unsupported_protocol", "MQTT connection refused.");
-            dev.write_all(&[0x20, 0x03, 0x00, 0x84, 0x00]).await?;
-            return Ok(());
+        drop(pending);
+        reader.set_max(s.max_packet_bytes);
+        self.session(admitted, rd, wr, reader).await
+    }
+
+    /// Reads the CONNECT within the deadline and judges it; `None` when
+    /// the connection is refused (and answered, when it can be).
+    async fn handshake(
+        &self,
+        rd: &OwnedReadHalf,
+        wr: &mut OwnedWriteHalf,
+        reader: &mut FrameReader,
+    ) -> std::io::Result<Option<Admitted>> {
+        let timeout = self.cfg.settings.connect_timeout();
+        let mut first = match tokio::time::timeout(timeout, reader.next(rd)).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(FrameError::Io(e))) => return Err(e),
+            Ok(Err(e)) => {
+                refused(match e {
+                    FrameError::TooLarge(_) => "connect_too_large",
+                    FrameError::NoRoom => "memory",
+                    _ => "malformed_connect",
+                });
+                debug!(error = %e, "MQTT connection refused before CONNECT.");
+                return Ok(None);
+            }
+            Err(_) => {
+                refused("connect_timeout");
+                return Ok(None);
+            }
+        };
+        if frame::packet_type(&first) != frame::CONNECT {
+            refused("malformed_connect");
+            return Ok(None);
         }
-        let Ok(Packet::Connect(connect)) = Packet::read(&mut first, MAX_PACKET) else {
-            return Ok(());
+        if frame::protocol_level(&first) == Some(5) {
+            // MQTT 5 is not served yet: say so in the client's own protocol.
+            refused("unsupported_protocol");
+            info!(reason = "unsupported_protocol", "MQTT connection refused.");
+            wr.write_all(&frame::CONNACK_V5_UNSUPPORTED).await?;
+            return Ok(None);
+        }
+        let Ok(Packet::Connect(connect)) = Packet::read(&mut first, usize::MAX) else {
+            refused("malformed_connect");
+            return Ok(None);
         };
-        let session = connect
-            .login
-            .as_ref()
-            .map(|l| self.cfg.sessions.register(&l.username, &connect.client_id));
-        let authenticated = match self.authenticate(&connect).await {
-            Ok(_) if session.as_ref().is_none_or(|s| s.close.is_cancelled()) => {
-                Err(ConnRefusal::RegistryChanged)
-            }
-            other => other,
+        let login = match session::login_of(&connect) {
+            Ok(l) => l,
+            Err(r) => return self.refuse(wr, r).await,
         };
-        let (device_id, mut delegation) = match authenticated {
-            Ok(d) if d.kind == DeviceKind::Gateway => {
-                let del = Delegation::new(d.elder_id.clone());
-                (d.device_id, Some(del))
-            }
-            Ok(d) => (d.device_id, None),
-            Err(r) => {
-                metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => r.reason()).increment(1);
-                info!(reason = r.reason(), "MQTT connection refused.");
-                let code = match r {
-                    ConnRefusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
-                    ConnRefusal::RegistryChanged => ConnectReturnCode::ServiceUnavailable,
-                    _ => ConnectReturnCode::NotAuthorized,
-                };
-                let mut out = BytesMut::new();
-                let _ = ConnAck::new(code, false).write(&mut out);
-                dev.write_all(&out).await?;
-                return Ok(());
+        // Registered before the credentials are checked: a rotation that
+        // commits meanwhile still finds (and closes) this connection.
+        let handle = self
+            .cfg
+            .sessions
+            .register(&login.username, &connect.client_id);
+        let lookup = match self.store.get_device(&login.username).await {
+            Ok(Some(d)) => Lookup::Found(d),
+            Ok(None) => Lookup::Unknown,
+            Err(e) => {
+                warn!(error = %e, "Registry lookup failed at CONNECT.");
+                Lookup::Unavailable
             }
         };
-        // Authenticated: a session exists, since the login named the device.
-        let Some(session) = session else {
-            return Ok(());
-        };
-        session.set_live();
-        let close = session.close.clone();
+        let will_topic = connect.last_will.as_ref().map(|w| w.topic.as_str());
+        match session::admit(login, will_topic, lookup, handle.close.is_cancelled()) {
+            Ok(device) => Ok(Some(Admitted {
+                connect,
+                device,
+                handle,
+            })),
+            Err(r) => self.refuse(wr, r).await,
+        }
+    }
+
+    async fn refuse(
+        &self,
+        wr: &mut OwnedWriteHalf,
+        r: ConnRefusal,
+    ) -> std::io::Result<Option<Admitted>> {
+        refused(r.reason());
+        info!(reason = r.reason(), "MQTT connection refused.");
+        wr.write_all(&frame::connack(r.return_code() as u8)).await?;
+        Ok(None)
+    }
+
+    /// Serves a logged-in device until its session ends, then publishes
+    /// its last will if it is due.
+    async fn session(
+        &self,
+        a: Admitted,
+        rd: OwnedReadHalf,
+        wr: OwnedWriteHalf,
+        reader: FrameReader,
+    ) -> std::io::Result<()> {
+        let Admitted {
+            mut connect,
+            device,
+            handle,
+        } = a;
+        let s = &self.cfg.settings;
+        let session = Session::new(&device, connect.keep_alive, s, Instant::now());
+        handle.set_live();
         metrics::counter!("eldercare_mqtt_connections_total").increment(1);
-        debug!(%device_id, "Device connected.");
-
-        // Forward the CONNECT with the device's identity fixed in the client
-        // id, so one device can never take over another's session. The
-        // last will stays here: the guard publishes it itself, into the
-        // same queue as the device's messages, so it can never overtake
-        // them (see below).
-        let mut connect = connect;
+        debug!(device_id = %device.device_id, keep_alive_s = connect.keep_alive, "Device connected.");
+        // The last will stays here: the guard publishes it itself, into
+        // the same queue as the device's messages, so it can never
+        // overtake them.
         let will = connect.last_will.take();
-        connect.client_id = if connect.client_id.is_empty() {
-            format!("{device_id}~{}", rand::random::<u64>())
-        } else {
-            format!("{device_id}~{}", connect.client_id)
+        let broker = self.open_broker(connect, &device.device_id).await?;
+        let (br, bw) = broker.into_split();
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (acks, acks_rx) = mpsc::channel(s.max_inflight);
+        let close = handle.close.clone();
+        let mut conn = Conn {
+            shared: self,
+            session,
+            rd,
+            reader,
+            broker: bw,
+            out: out.clone(),
+            acks,
+            close: close.clone(),
         };
-        let internal =
-            mqttbytes::v4::Login::new(device_id.clone(), self.cfg.internal_token.clone());
-        let mut out = BytesMut::new();
-        connect.login = Some(internal);
-        Packet::Connect(connect)
-            .write(&mut out, MAX_PACKET)
-            .map_err(io_err)?;
-        let mut broker = TcpStream::connect(self.cfg.broker_addr).await?;
-        broker.set_nodelay(true)?;
-        dev.set_nodelay(true)?;
-        broker.write_all(&out).await?;
-
-        let (mut br, mut bw) = broker.into_split();
-        let (mut dr, dw) = dev.into_split();
-        let dw = Arc::new(Mutex::new(dw));
-
-        // Broker -> device: whole frames, so replies the guard writes
-        // itself never land inside one.
-        let to_dev = {
-            let dw = dw.clone();
-            async move {
-                let mut b = BytesMut::with_capacity(4096);
-                loop {
-                    let frame = read_frame(&mut br, &mut b).await?;
-                    let Some(frame) = frame else {
-                        return Ok::<_, std::io::Error>(());
-                    };
-                    dw.lock().await.write_all(&frame).await?;
-                }
-            }
-        };
-        let own_cmd = format!("eldercare/v1/{device_id}/cmd");
-        let mut clean = false;
-        let from_dev = async {
-            loop {
-                // Closing is only taken between frames (reading is cancel
-                // safe: bytes stay in `buf`), so the DISCONNECT never lands
-                // inside a frame forwarded to the broker.
-                let frame = tokio::select! {
-                    biased;
-                    _ = close.cancelled() => {
-                        // A clean DISCONNECT, and no last will: the backend
-                        // ended the session on purpose; the device was not
-                        // lost.
-                        clean = true;
-                        bw.write_all(&[0xe0, 0x00]).await?;
-                        return Ok(());
-                    }
-                    f = read_frame(&mut dr, &mut buf) => f?,
-                };
-                let Some(frame) = frame else {
-                    return Ok::<_, std::io::Error>(());
-                };
-                let mut parse = BytesMut::from(&frame[..]);
-                let packet = Packet::read(&mut parse, MAX_PACKET).map_err(io_err)?;
-                let owned = |topic: &str, del: &Option<Delegation>| {
-                    topic_device_id(topic) == Some(device_id.as_str())
-                        || del.as_ref().is_some_and(|d| d.covers(topic))
-                };
-                // A gateway's list of devices is read again when it names
-                // one not (or no longer) known to be its elder's.
-                if let Some(d) = delegation.as_mut() {
-                    let topics: Vec<&str> = match &packet {
-                        Packet::Publish(p) => vec![p.topic.as_str()],
-                        Packet::Subscribe(s) => s.filters.iter().map(|f| f.path.as_str()).collect(),
-                        _ => Vec::new(),
-                    };
-                    if topics
-                        .iter()
-                        .any(|t| topic_device_id(t).is_some_and(|id| id != device_id) && d.stale(t))
-                    {
-                        d.refresh(self.store.as_ref()).await;
-                    }
-                }
-                match packet {
-                    Packet::Disconnect => {
-                        // Said goodbye: no last will.
-                        clean = true;
-                        bw.write_all(&frame).await?;
-                    }
-                    Packet::Publish(p) if !owned(&p.topic, &delegation) => {
-                        self.refusals.refuse(
-                            &p.topic,
-                            Some(&device_id),
-                            &Refusal::TopicNotOwned {
-                                sender: device_id.clone(),
-                                topic: p.topic.clone(),
-                            },
-                            &p.payload,
-                        );
-                        match p.qos {
-                            QoS::AtMostOnce => {}
-                            QoS::AtLeastOnce => {
-                                let mut o = BytesMut::new();
-                                let _ = PubAck::new(p.pkid).write(&mut o);
-                                dw.lock().await.write_all(&o).await?;
-                            }
-                            // A refused QoS 2 flow cannot be completed
-                            // without the broker: end the connection.
-                            QoS::ExactlyOnce => return Ok(()),
-                        }
-                    }
-                    // Device -> backend traffic goes straight to the ingest
-                    // pipeline rather than through the embedded broker: one
-                    // loopback TCP crossing less per message, and a full
-                    // pipeline slows the device down (the PUBACK waits)
-                    // instead of queueing without bound. QoS 2 still takes
-                    // the broker's path, which completes its handshake.
-                    Packet::Publish(p) if p.qos != QoS::ExactlyOnce => {
-                        let (qos, pkid) = (p.qos, p.pkid);
-                        if self
-                            .cfg
-                            .intake
-                            .send(Intake {
-                                topic: p.topic,
-                                payload: p.payload,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            // The pipeline has stopped: the server is going down.
-                            return Ok(());
-                        }
-                        if qos == QoS::AtLeastOnce {
-                            let mut o = BytesMut::new();
-                            let _ = PubAck::new(pkid).write(&mut o);
-                            dw.lock().await.write_all(&o).await?;
-                        }
-                    }
-                    Packet::Subscribe(s) => {
-                        let codes: Vec<SubscribeReasonCode> = s
-                            .filters
-                            .iter()
-                            .map(|f| {
-                                let cmd_of_ours = f.path == own_cmd
-                                    || (f.path.ends_with("/cmd")
-                                        && delegation.as_ref().is_some_and(|d| d.covers(&f.path)));
-                                if cmd_of_ours {
-                                    SubscribeReasonCode::Success(f.qos)
-                                } else {
-                                    SubscribeReasonCode::Failure
-                                }
-                            })
-                            .collect();
-                        if codes
-                            .iter()
-                            .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
-                        {
-                            bw.write_all(&frame).await?;
-                        } else {
-                            // Answer for the whole request ourselves: a
-                            // device may only listen to its own commands.
-                            metrics::counter!("eldercare_mqtt_subscriptions_refused_total")
-                                .increment(1);
-                            let mut o = BytesMut::new();
-                            let _ = SubAck::new(
-                                s.pkid,
-                                codes
-                                    .iter()
-                                    .map(|c| match c {
-                                        SubscribeReasonCode::Success(_) => {
-                                            SubscribeReasonCode::Failure
-                                        }
-                                        other => *other,
-                                    })
-                                    .collect(),
-                            )
-                            .write(&mut o);
-                            dw.lock().await.write_all(&o).await?;
-                        }
-                    }
-                    _ => bw.write_all(&frame).await?,
-                }
-            }
-        };
-        let r = tokio::select! {
-            r = to_dev => r,
-            r = from_dev => r,
+        let ending = tokio::select! {
+            e = conn.run() => e,
+            _ = write_device(wr, out_rx) => Ending::Lost,
+            e = from_broker(br, out.clone()) => e,
+            e = acknowledge(acks_rx, out) => e,
             // A session stuck writing to a device that does not read is
             // dropped anyway.
             _ = async {
                 close.cancelled().await;
                 tokio::time::sleep(CLOSE_GRACE).await;
-            } => Ok(()),
+            } => Ending::Revoked,
         };
-        // Lost without a goodbye (closed, broken, or timed out by the
-        // broker's keep-alive): its last will, after everything it sent.
-        // Not when the device has already connected again (a new session
-        // took this one over): it is not lost, and its new session's
-        // messages may already be ahead of this will.
-        let taken_over = session.taken_over();
-        if !clean
-            && !taken_over
+        drop(conn);
+        let taken_over = handle.taken_over();
+        if let Some(reason) = ending.closed_reason() {
+            metrics::counter!("eldercare_mqtt_connections_closed_total", "reason" => reason)
+                .increment(1);
+            debug!(device_id = %device.device_id, reason, "MQTT session closed by the listener.");
+        }
+        if ending.will_due(taken_over)
             && let Some(w) = will
         {
-            let _ = self
-                .cfg
-                .intake
-                .send(Intake {
-                    topic: w.topic,
-                    payload: w.message,
-                })
-                .await;
+            self.will(w).await;
         }
-        drop(session);
-        r
-    }
-}
-
-/// What a gateway's session may speak for: the devices registered to its
-/// elder, as last read from the registry.
-struct Delegation {
-    elder_id: String,
-    devices: std::collections::HashSet<String>,
-    read_at: Option<std::time::Instant>,
-    /// Ids lately looked for and not found, so a gateway naming one
-    /// repeatedly does not make the registry be read for each message.
-    missed: HashMap<String, std::time::Instant>,
-}
-
-impl Delegation {
-    /// A moved or deleted device stops being covered within this long.
-    const MAX_AGE: Duration = Duration::from_secs(30);
-    /// A gateway naming a device that is not its own makes the registry
-    /// be read again for that id at most this often.
-    const MIN_INTERVAL: Duration = Duration::from_secs(1);
-
-    fn new(elder_id: String) -> Delegation {
-        Delegation {
-            elder_id,
-            devices: Default::default(),
-            read_at: None,
-            missed: HashMap::new(),
-        }
+        drop(handle);
+        Ok(())
     }
 
-    fn covers(&self, topic: &str) -> bool {
-        topic_device_id(topic).is_some_and(|id| self.devices.contains(id))
+    /// Opens the device's session on rumqttd: its identity fixed in the
+    /// client id (so one device can never take over another's session),
+    /// the guard's own credentials, no will, and a keep-alive rumqttd
+    /// never reaches.
+    async fn open_broker(&self, mut c: Connect, device_id: &str) -> std::io::Result<TcpStream> {
+        c.client_id = if c.client_id.is_empty() {
+            format!("{device_id}~{}", rand::random::<u64>())
+        } else {
+            format!("{device_id}~{}", c.client_id)
+        };
+        c.login = Some(Login::new(device_id, self.cfg.internal_token.clone()));
+        c.keep_alive = BROKER_KEEP_ALIVE_S;
+        c.last_will = None;
+        let mut out = BytesMut::new();
+        Packet::Connect(c)
+            .write(&mut out, usize::MAX)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}")))?;
+        let mut broker = TcpStream::connect(self.cfg.broker_addr).await?;
+        broker.set_nodelay(true)?;
+        broker.write_all(&out).await?;
+        Ok(broker)
     }
 
-    /// Whether the registry should be read before judging `topic`.
-    fn stale(&mut self, topic: &str) -> bool {
-        match self.read_at {
-            None => true,
-            Some(t) if t.elapsed() >= Self::MAX_AGE => true,
-            Some(_) if self.covers(topic) => false,
-            Some(_) => {
-                let Some(id) = topic_device_id(topic) else {
-                    return false;
-                };
-                let recent = self
-                    .missed
-                    .get(id)
-                    .is_some_and(|t| t.elapsed() < Self::MIN_INTERVAL);
-                if !recent {
-                    if self.missed.len() >= 1024 {
-                        self.missed.clear();
-                    }
-                    self.missed
-                        .insert(id.to_string(), std::time::Instant::now());
+    /// The will goes to the log like any message of the device (no one
+    /// waits for it to be durable).
+    async fn will(&self, w: LastWill) {
+        let lane = lane_of(&w.topic);
+        let _ = self.cfg.intake.append(lane, w.topic, w.message).await;
+    }
+
+    /// Appends an accepted message to the intake log: a QoS 1 message and
+    /// an SOS or fall wait for room (back-pressure: the device is slowed);
+    /// routine QoS 0 telemetry is shed, and counted, when the log is
+    /// behind. `None`: nothing to acknowledge.
+    async fn intake(&self, qos: QoS, topic: String, payload: Bytes) -> Result<Option<Ack>, Ending> {
+        let lane = lane_of(&topic);
+        if qos == QoS::AtMostOnce && lane == Lane::Routine {
+            let stream = stream_label(&topic);
+            return match self.cfg.intake.try_append(lane, topic, payload) {
+                Ok(_) => Ok(None),
+                Err(TryAppendError::Full) => {
+                    metrics::counter!("eldercare_ingest_shed_total", "stream" => stream)
+                        .increment(1);
+                    Ok(None)
                 }
-                !recent
-            }
-        }
-    }
-
-    async fn refresh(&mut self, store: &dyn Store) {
-        self.read_at = Some(std::time::Instant::now());
-        let mut after = None;
-        let mut devices = std::collections::HashSet::new();
-        loop {
-            let page = match store
-                .query_devices(&DeviceQuery {
-                    elder_id: Some(self.elder_id.clone()),
-                    after: after.clone(),
-                    limit: 1000,
-                })
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    // Keep what was known; judged again at the next miss.
-                    warn!(error = %e, "Registry lookup for a gateway failed.");
-                    return;
-                }
+                Err(TryAppendError::Closed(_)) => Err(Ending::IntakeClosed),
             };
-            let full = page.len() == 1000;
-            after = page.last().map(|d| d.device_id.clone());
-            devices.extend(page.into_iter().map(|d| d.device_id));
-            if !full {
-                break;
+        }
+        let durable = self
+            .cfg
+            .intake
+            .append(lane, topic, payload)
+            .await
+            .map_err(|_| Ending::IntakeClosed)?;
+        Ok((qos == QoS::AtLeastOnce).then_some(Ack::Durable(durable)))
+    }
+}
+
+/// The device-to-backend half of one session.
+struct Conn<'a> {
+    shared: &'a Shared,
+    session: Session,
+    rd: OwnedReadHalf,
+    reader: FrameReader,
+    broker: OwnedWriteHalf,
+    out: mpsc::Sender<Out>,
+    /// QoS 1 messages waiting for their PUBACK, in order.
+    acks: mpsc::Sender<(u16, Ack)>,
+    close: CancellationToken,
+}
+
+impl Conn<'_> {
+    /// Reads packets until the session ends, and says how it ended.
+    async fn run(&mut self) -> Ending {
+        let start = Instant::now();
+        let mut ping = tokio::time::interval_at(start + BROKER_PING, BROKER_PING);
+        let keep_alive = tokio::time::sleep_until(start);
+        tokio::pin!(keep_alive);
+        loop {
+            let expires = self.session.expires_at();
+            if let Some(t) = expires
+                && keep_alive.deadline() != t
+            {
+                keep_alive.as_mut().reset(t);
+            }
+            // Closing is only taken between frames (reading is cancel
+            // safe), so the DISCONNECT never lands inside a frame
+            // forwarded to the broker.
+            let next = tokio::select! {
+                biased;
+                _ = self.close.cancelled() => {
+                    // A clean DISCONNECT, and no last will: the backend
+                    // ended the session on purpose; the device was not lost.
+                    let _ = self.broker.write_all(&frame::DISCONNECT).await;
+                    return Ending::Revoked;
+                }
+                _ = &mut keep_alive, if expires.is_some() => return Ending::KeepAliveExpired,
+                _ = ping.tick() => {
+                    if self.broker.write_all(&frame::PINGREQ).await.is_err() {
+                        return Ending::BrokerGone;
+                    }
+                    continue;
+                }
+                f = self.reader.next(&self.rd) => f,
+            };
+            let frame = match next {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ending::Lost,
+                Err(FrameError::Io(_)) => return Ending::Lost,
+                Err(FrameError::TooLarge(_)) => return Ending::TooLarge,
+                Err(FrameError::Malformed(_)) => return Ending::Malformed,
+                Err(FrameError::NoRoom) => return Ending::NoMemory,
+            };
+            let pace = self.session.heard(Instant::now());
+            if let Err(end) = self.packet(frame).await {
+                return end;
+            }
+            match pace {
+                Pace::Go => {}
+                Pace::Slow { wait, starts } => {
+                    if starts {
+                        metrics::counter!("eldercare_mqtt_rate_limited_total").increment(1);
+                        debug!(
+                            device_id = self.session.device_id(),
+                            "Device slowed down to its rate."
+                        );
+                    }
+                    metrics::counter!("eldercare_mqtt_rate_delayed_packets_total").increment(1);
+                    tokio::select! {
+                        biased;
+                        _ = self.close.cancelled() => continue,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Pace::CutOff => return Ending::RateLimited,
+            }
+            // Silence is only timed while the socket is read: waits for
+            // the pipeline or the rate limit say nothing about the device.
+            self.session.resumed(Instant::now());
+        }
+    }
+
+    async fn packet(&mut self, mut frame: BytesMut) -> Result<(), Ending> {
+        // Kept as it came for the packets that go on to the broker.
+        let raw = forwarded(&frame).then(|| Bytes::copy_from_slice(&frame));
+        let packet = Packet::read(&mut frame, usize::MAX).map_err(|_| Ending::Malformed)?;
+        match (packet, raw) {
+            (Packet::PingReq, _) => self.send(Out::PingResp).await,
+            (Packet::Disconnect, _) => {
+                // Said goodbye: no last will.
+                let _ = self.broker.write_all(&frame::DISCONNECT).await;
+                Err(Ending::Disconnected)
+            }
+            // A second CONNECT is a protocol violation (MQTT 3.1.1 §3.1.0-2).
+            (Packet::Connect(_), _) => Err(Ending::Malformed),
+            (Packet::Publish(p), raw) => self.publish(p, raw).await,
+            (Packet::Subscribe(s), Some(raw)) => self.subscribe(s, raw).await,
+            (_, Some(raw)) => self.forward(&raw).await,
+            (_, None) => Err(Ending::Malformed),
+        }
+    }
+
+    async fn publish(&mut self, p: Publish, raw: Option<Bytes>) -> Result<(), Ending> {
+        if self
+            .session
+            .wants_registry([p.topic.as_str()], Instant::now())
+        {
+            self.read_delegation().await;
+        }
+        let (qos, pkid) = (p.qos, p.pkid);
+        match self.session.publish(&p.topic, qos) {
+            // Device -> backend traffic goes straight to the ingest
+            // pipeline rather than through the embedded broker: one
+            // loopback TCP crossing less per message, and a full pipeline
+            // slows the device down instead of queueing without bound.
+            PublishVerdict::Intake => {
+                if let Some(ack) = self.shared.intake(qos, p.topic, p.payload).await? {
+                    self.ack(pkid, ack).await?;
+                }
+                Ok(())
+            }
+            PublishVerdict::Broker => match raw {
+                Some(raw) => self.forward(&raw).await,
+                None => Err(Ending::Malformed),
+            },
+            PublishVerdict::Refuse { ack } => {
+                self.refuse(&p);
+                if ack {
+                    self.ack(pkid, Ack::Now).await?;
+                }
+                Ok(())
+            }
+            PublishVerdict::RefuseAndClose => {
+                self.refuse(&p);
+                Err(Ending::RefusedQos2)
             }
         }
-        self.devices = devices;
+    }
+
+    fn refuse(&self, p: &Publish) {
+        let sender = self.session.device_id();
+        self.shared.refusals.refuse(
+            &p.topic,
+            Some(sender),
+            &Refusal::TopicNotOwned {
+                sender: sender.to_string(),
+                topic: p.topic.clone(),
+            },
+            &p.payload,
+        );
+    }
+
+    async fn subscribe(&mut self, s: Subscribe, raw: Bytes) -> Result<(), Ending> {
+        if self
+            .session
+            .wants_registry(s.filters.iter().map(|f| f.path.as_str()), Instant::now())
+        {
+            self.read_delegation().await;
+        }
+        match self.session.subscribe(&s.filters) {
+            SubscribeVerdict::Forward => self.forward(&raw).await,
+            SubscribeVerdict::Refuse(codes) => {
+                metrics::counter!("eldercare_mqtt_subscriptions_refused_total").increment(1);
+                let mut o = BytesMut::new();
+                let _ = SubAck::new(s.pkid, codes).write(&mut o);
+                self.send(Out::Frame(o.freeze())).await
+            }
+        }
+    }
+
+    /// Reads a gateway's devices from the registry.
+    async fn read_delegation(&mut self) {
+        let Some(elder_id) = self.session.gateway_elder().map(String::from) else {
+            return;
+        };
+        let devices = read_devices_of(self.shared.store.as_ref(), &elder_id).await;
+        self.session.delegate(devices, Instant::now());
+    }
+
+    /// Queues a PUBACK behind those before it; waits while the session has
+    /// as many in flight as it may (its socket is not read meanwhile).
+    async fn ack(&self, pkid: u16, ack: Ack) -> Result<(), Ending> {
+        self.acks.send((pkid, ack)).await.map_err(|_| Ending::Lost)
+    }
+
+    async fn send(&self, o: Out) -> Result<(), Ending> {
+        self.out.send(o).await.map_err(|_| Ending::Lost)
+    }
+
+    async fn forward(&mut self, raw: &[u8]) -> Result<(), Ending> {
+        self.broker
+            .write_all(raw)
+            .await
+            .map_err(|_| Ending::BrokerGone)
     }
 }
 
-fn io_err(e: impl std::fmt::Debug) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
+/// SOS and fall events (JSON or protobuf) go ahead of routine telemetry.
+fn lane_of(topic: &str) -> Lane {
+    match parse_topic(topic) {
+        Ok(t) if t.stream == Stream::Event => Lane::Urgent,
+        _ => Lane::Routine,
+    }
 }
 
-/// Reads one whole MQTT frame (fixed header included); `None` at EOF.
-async fn read_frame<R: AsyncReadExt + Unpin>(
-    r: &mut R,
-    buf: &mut BytesMut,
-) -> std::io::Result<Option<BytesMut>> {
+/// The `stream` label of a topic (a bounded set).
+fn stream_label(topic: &str) -> &'static str {
+    parse_topic(topic).map_or("other", |t| t.stream.as_str())
+}
+
+/// Whether a frame from the device goes on to the broker as it came
+/// (then it is copied before parsing): everything but PINGREQ,
+/// DISCONNECT, CONNECT and a PUBLISH below QoS 2.
+fn forwarded(frame: &[u8]) -> bool {
+    match frame::packet_type(frame) {
+        frame::PUBLISH => frame.first().is_some_and(|b| (b >> 1) & 0b11 == 2),
+        frame::PINGREQ_TYPE | frame::DISCONNECT_TYPE | frame::CONNECT => false,
+        _ => true,
+    }
+}
+
+/// The devices registered to `elder_id`; `None` when the registry could
+/// not be read.
+async fn read_devices_of(store: &dyn Store, elder_id: &str) -> Option<HashSet<String>> {
+    let mut after = None;
+    let mut devices = HashSet::new();
     loop {
-        match mqttbytes::check(buf.iter(), MAX_PACKET) {
-            Ok(h) => return Ok(Some(buf.split_to(h.frame_length()))),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => return Err(io_err(e)),
-        }
-        if r.read_buf(buf).await? == 0 {
-            return Ok(None);
+        let page = match store
+            .query_devices(&DeviceQuery {
+                elder_id: Some(elder_id.to_string()),
+                after: after.clone(),
+                limit: 1000,
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "Registry lookup for a gateway failed.");
+                return None;
+            }
+        };
+        let full = page.len() == 1000;
+        after = page.last().map(|d| d.device_id.clone());
+        devices.extend(page.into_iter().map(|d| d.device_id));
+        if !full {
+            return Some(devices);
         }
     }
 }
 
-/// The protocol level byte of a CONNECT frame (4 for 3.1.1, 5 for MQTT 5).
-fn protocol_level(frame: &[u8]) -> Option<u8> {
-    // Fixed header: one type byte, then a 1–4 byte variable-length integer.
-    let len_bytes = frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
-    let body = frame.get(1 + len_bytes..)?;
-    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
-    body.get(2 + name_len).copied()
+/// Writes packets to the device, several at once when they queue up.
+async fn write_device(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) -> std::io::Result<()> {
+    let mut batch = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(o) = next {
+            match o {
+                Out::PubAck(pkid) => batch.extend_from_slice(&frame::puback(pkid)),
+                Out::PingResp => batch.extend_from_slice(&frame::PINGRESP),
+                Out::Frame(f) => batch.extend_from_slice(&f),
+            }
+            next = if batch.len() < 64 * 1024 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        wr.write_all(&batch).await?;
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// Broker -> device: whole frames, so packets the guard writes itself
+/// never land inside one.
+async fn from_broker(mut br: OwnedReadHalf, out: mpsc::Sender<Out>) -> Ending {
+    let mut buf = BytesMut::new();
+    loop {
+        match frame::read_trusted(&mut br, &mut buf, BROKER_MAX_PACKET).await {
+            // Answers to the guard's own pings: the device's are answered
+            // by the guard.
+            Ok(Some(f)) if f[..] == frame::PINGRESP => {}
+            Ok(Some(f)) => {
+                if out.send(Out::Frame(f.freeze())).await.is_err() {
+                    return Ending::Lost;
+                }
+            }
+            Ok(None) | Err(_) => return Ending::BrokerGone,
+        }
+    }
+}
+
+/// Sends each PUBACK once its message may be acknowledged, in the order
+/// the messages came.
+async fn acknowledge(mut rx: mpsc::Receiver<(u16, Ack)>, out: mpsc::Sender<Out>) -> Ending {
+    while let Some((pkid, ack)) = rx.recv().await {
+        if let Ack::Durable(d) = ack
+            && d.await.is_err()
+        {
+            // Not kept (the disk failed, or the server is stopping): no
+            // PUBACK, and the session ends, so the device sends it again.
+            return Ending::IntakeClosed;
+        }
+        if out.send(Out::PubAck(pkid)).await.is_err() {
+            return Ending::Lost;
+        }
+    }
+    // The reading half is gone; it says how the session ended.
+    std::future::pending().await
 }
 
 #[cfg(test)]
 mod tests {
+    //! The guard over real sockets on port 0, with a real SQLite registry,
+    //! a fake rumqttd (answers CONNACK, then listens) and an intake log
+    //! whose durability the test controls.
     use super::*;
+    use eldercare_intake::{Intake, IntakeConfig, Journal, Record};
+    use eldercare_model::{DeviceKind, Elder};
+    use eldercare_store::SqliteStore;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
 
-    #[test]
-    fn sessions_are_closed_per_device_and_leave_when_they_end() {
-        let s = Sessions::default();
-        let a1 = s.register("a", "x");
-        let a2 = s.register("a", "x");
-        let b = s.register("b", "x");
-        a1.set_live();
-        a2.set_live();
-        b.set_live();
-        // Still checking its credentials: closed too, but not counted as live.
-        let pending = s.register("a", "x");
-        assert_eq!(s.live("a"), 2);
-        assert_eq!(s.disconnect("a"), 2);
-        assert!(a1.close.is_cancelled() && a2.close.is_cancelled());
-        assert!(pending.close.is_cancelled(), "a CONNECT racing the change");
-        assert!(!b.close.is_cancelled(), "other devices untouched");
-        assert_eq!(s.disconnect("a"), 0);
-        drop(b);
-        assert_eq!(s.live("b"), 0);
-        assert!(s.lock().is_empty(), "ended sessions leave no entry");
-        drop((a1, a2, pending));
-        assert!(s.lock().is_empty());
+    /// A journal that keeps a record only when the test lets it.
+    struct Gated {
+        pos: u64,
+        gate: std::sync::mpsc::Receiver<()>,
     }
 
-    #[test]
-    fn only_a_newer_session_with_the_same_client_id_takes_one_over() {
-        let s = Sessions::default();
-        let old = s.register("a", "x");
-        let other = s.register("a", "y");
-        let anonymous = s.register("a", "");
-        let anonymous2 = s.register("a", "");
-        for h in [&old, &other, &anonymous, &anonymous2] {
-            h.set_live();
+    impl Journal for Gated {
+        fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
+            for _ in records {
+                self.gate
+                    .recv()
+                    .map_err(|_| std::io::Error::other("gate closed"))?;
+            }
+            self.pos += records.len() as u64;
+            Ok(())
         }
-        assert!(!old.taken_over(), "another client id is another session");
-        assert!(!anonymous.taken_over(), "no client id: never the same");
-        let pending = s.register("a", "x");
-        assert!(!old.taken_over(), "not before the new one is past CONNECT");
-        pending.set_live();
-        assert!(old.taken_over());
-        assert!(!pending.taken_over(), "the newest is not taken over");
-        assert!(!s.register("b", "x").taken_over());
+        fn durable_position(&self) -> u64 {
+            self.pos
+        }
+        fn replay(
+            &self,
+            _from: u64,
+        ) -> std::io::Result<Box<dyn Iterator<Item = std::io::Result<Record>> + Send + '_>>
+        {
+            Ok(Box::new(std::iter::empty()))
+        }
+        fn release(&mut self, _upto: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Accepts sessions like rumqttd would: reads the CONNECT, answers
+    /// CONNACK, then reads whatever comes.
+    async fn fake_broker() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1024];
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let _ = s.write_all(&frame::connack(0)).await;
+                    while s.read(&mut b).await.unwrap_or(0) > 0 {}
+                });
+            }
+        });
+        addr
+    }
+
+    struct Fixture {
+        addr: SocketAddr,
+        gate: std::sync::mpsc::Sender<()>,
+        store: Arc<SqliteStore>,
+        _intake: Intake,
+        _records: mpsc::Receiver<Record>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// The guard over a registry holding `btn-1` (secret `s`).
+    async fn guard() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        store
+            .upsert_elder(&Elder {
+                elder_id: "E1".into(),
+                name: "Test".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (secret_salt, secret_hash) = eldercare_store::hash_secret("s");
+        store
+            .upsert_device(&Device {
+                device_id: "btn-1".into(),
+                kind: DeviceKind::SosButton,
+                elder_id: "E1".into(),
+                room: None,
+                heartbeat_s: 300,
+                secret_salt,
+                secret_hash,
+            })
+            .await
+            .unwrap();
+        let (gate, gate_rx) = std::sync::mpsc::channel();
+        let (records_tx, records) = mpsc::channel(1024);
+        let (intake, appender) = Intake::start(
+            Box::new(Gated {
+                pos: 0,
+                gate: gate_rx,
+            }),
+            IntakeConfig::default(),
+            records_tx,
+        )
+        .unwrap();
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let (refusals, _) = Refusals::start(dyn_store.clone());
+        let g = Guard::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            GuardConfig {
+                broker_addr: fake_broker().await,
+                internal_token: "t".into(),
+                sessions: Sessions::default(),
+                intake: appender,
+                settings: MqttSettings::default(),
+            },
+            dyn_store,
+            refusals,
+        )
+        .await
+        .unwrap();
+        let addr = g.local_addr().unwrap();
+        tokio::spawn(g.run(CancellationToken::new()));
+        Fixture {
+            addr,
+            gate,
+            store,
+            _intake: intake,
+            _records: records,
+            _dir: dir,
+        }
+    }
+
+    fn connect(user: &str, pass: &str) -> BytesMut {
+        let mut c = Connect::new("fw");
+        c.keep_alive = 30;
+        c.login = Some(Login::new(user, pass));
+        let mut out = BytesMut::new();
+        Packet::Connect(c).write(&mut out, usize::MAX).unwrap();
+        out
+    }
+
+    fn publish(topic: &str, pkid: u16) -> BytesMut {
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, r#"{"type": "sos"}"#);
+        p.pkid = pkid;
+        let mut out = BytesMut::new();
+        Packet::Publish(p).write(&mut out, usize::MAX).unwrap();
+        out
+    }
+
+    async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b))
+            .await
+            .expect("nothing arrived")
+            .unwrap();
+        b
+    }
+
+    /// Whether anything arrives within `wait`.
+    async fn silent_for(s: &mut TcpStream, wait: Duration) -> bool {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(wait, s.read(&mut b)).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn a_registry_error_at_connect_is_answered_server_unavailable() {
+        let f = guard().await;
+        let mut s = TcpStream::connect(f.addr).await.unwrap();
+        s.write_all(&connect("btn-1", "wrong")).await.unwrap();
+        assert_eq!(read_n(&mut s, 4).await, frame::connack(4));
+        // The database goes away.
+        f.store.close().await;
+        let mut s = TcpStream::connect(f.addr).await.unwrap();
+        s.write_all(&connect("btn-1", "s")).await.unwrap();
+        assert_eq!(
+            read_n(&mut s, 4).await,
+            frame::connack(3),
+            "server unavailable, not bad user name or password"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_qos1_puback_follows_durability_in_order_even_for_a_refused_publish() {
+        let f = guard().await;
+        let mut s = TcpStream::connect(f.addr).await.unwrap();
+        s.write_all(&connect("btn-1", "s")).await.unwrap();
+        assert_eq!(read_n(&mut s, 4).await, frame::connack(0));
+        s.write_all(&publish("eldercare/v1/btn-1/event", 1))
+            .await
+            .unwrap();
+        assert!(
+            silent_for(&mut s, Duration::from_millis(300)).await,
+            "no PUBACK before the message is durable"
+        );
+        f.gate.send(()).unwrap();
+        assert_eq!(read_n(&mut s, 4).await, frame::puback(1));
+        // Pipelined: one of its own, then one under another device's id,
+        // which is refused at once but acknowledged in its turn.
+        s.write_all(&publish("eldercare/v1/btn-1/status", 2))
+            .await
+            .unwrap();
+        s.write_all(&publish("eldercare/v1/btn-9/event", 3))
+            .await
+            .unwrap();
+        assert!(
+            silent_for(&mut s, Duration::from_millis(300)).await,
+            "PUBACKs go in the order of their PUBLISHes"
+        );
+        f.gate.send(()).unwrap();
+        assert_eq!(read_n(&mut s, 4).await, frame::puback(2));
+        assert_eq!(read_n(&mut s, 4).await, frame::puback(3));
+        // Answered by the guard, not the broker.
+        s.write_all(&frame::PINGREQ).await.unwrap();
+        assert_eq!(read_n(&mut s, 2).await, frame::PINGRESP);
     }
 }

@@ -2,11 +2,19 @@
 //! queue, flushed when a batch is full or every 100 ms, on a task of its
 //! own, so the ingest loop (and with it alerting) never waits on a
 //! database round trip.
+//!
+//! Each reading comes with the intake log position of its message, and
+//! each batch is stored with the newest of them in the same transaction
+//! ([`Store::insert_readings_at`]): after a crash, exactly the readings
+//! not yet stored are written again. A row the database refuses for its
+//! content is kept as a dead letter, alone; the rest of its batch is
+//! stored.
 use eldercare_store::{Store, StoredReading};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 /// Readings written in one batch at most. A batch this large forms only
 /// when readings queue up faster than they are written (otherwise the
@@ -17,14 +25,16 @@ use tracing::{debug, error};
 pub const BATCH: usize = 10_000;
 /// A partial batch waits at most this long.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Readings queued at most; beyond, new readings are dropped and counted
-/// (alerting goes on: readings reach the rule engine before this queue).
+/// Readings queued at most; beyond, the ingest loop waits (and with it
+/// the intake log and the devices): an acknowledged reading is never
+/// dropped here.
 pub const QUEUE: usize = 100_000;
 
 /// Handle for queueing readings; cheap to clone.
 #[derive(Clone)]
 pub struct TelemetryWriter {
-    tx: mpsc::Sender<StoredReading>,
+    tx: mpsc::Sender<(StoredReading, u64)>,
+    stored: Arc<AtomicU64>,
 }
 
 impl TelemetryWriter {
@@ -41,55 +51,89 @@ impl TelemetryWriter {
         every: Duration,
     ) -> (TelemetryWriter, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let task = tokio::spawn(run(store, rx, batch.max(1), every));
-        (TelemetryWriter { tx }, task)
+        let stored = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(store, rx, batch.max(1), every, stored.clone()));
+        (TelemetryWriter { tx, stored }, task)
     }
 
-    /// Queues a reading; never waits. A full queue drops it, counted.
-    pub fn push(&self, r: StoredReading) {
-        if self.tx.try_send(r).is_err() {
+    /// Queues a reading of the message at intake log position `pos`;
+    /// waits when the queue is full.
+    pub async fn push(&self, r: StoredReading, pos: u64) {
+        if self.tx.send((r, pos)).await.is_err() {
+            // Only after shutdown; the intake log still has it.
             metrics::counter!("eldercare_telemetry_dropped_total").increment(1);
         }
+    }
+
+    /// The intake position stored with the newest written batch (0: none
+    /// in this run).
+    pub fn stored_position(&self) -> u64 {
+        self.stored.load(Ordering::Acquire)
     }
 }
 
 async fn run(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<StoredReading>,
+    mut rx: mpsc::Receiver<(StoredReading, u64)>,
     batch: usize,
     every: Duration,
+    stored: Arc<AtomicU64>,
 ) {
     let mut buf: Vec<StoredReading> = Vec::with_capacity(batch);
+    let mut pos = 0;
     loop {
         // Wait for the first reading of a batch, then fill it until it is
         // full or `every` has passed.
-        let Some(first) = rx.recv().await else { break };
+        let Some((first, p)) = rx.recv().await else {
+            break;
+        };
         buf.push(first);
+        pos = pos.max(p);
         let deadline = tokio::time::Instant::now() + every;
         while buf.len() < batch {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => buf.push(r),
+                Ok(Some((r, p))) => {
+                    buf.push(r);
+                    pos = pos.max(p);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
-        write(&*store, &mut buf).await;
+        write(&*store, &mut buf, pos, &stored).await;
     }
-    write(&*store, &mut buf).await;
+    write(&*store, &mut buf, pos, &stored).await;
     debug!("Telemetry writer stopped; everything queued is written.");
 }
 
-async fn write(store: &dyn Store, buf: &mut Vec<StoredReading>) {
+async fn write(store: &dyn Store, buf: &mut Vec<StoredReading>, pos: u64, stored: &AtomicU64) {
     if buf.is_empty() {
         return;
     }
     let started = std::time::Instant::now();
-    match store.insert_readings(buf).await {
-        Ok(()) => {
-            metrics::counter!("eldercare_telemetry_written_total").increment(buf.len() as u64);
+    match store.insert_readings_at(buf, pos).await {
+        Ok(refused) => {
+            let written = buf.len() - refused.len();
+            metrics::counter!("eldercare_telemetry_written_total").increment(written as u64);
             metrics::histogram!("eldercare_telemetry_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
+            stored.fetch_max(pos, Ordering::AcqRel);
+            let now = chrono::Utc::now().timestamp_millis();
+            for row in &refused {
+                let Some(r) = buf.get(row.index) else {
+                    continue;
+                };
+                metrics::counter!("eldercare_ingest_refused_total", "reason" => eldercare_store::STORE_REFUSED)
+                    .increment(1);
+                let letter = eldercare_store::refused_reading_letter(r, row, now);
+                if let Err(e) = store.insert_dead_letter(&letter).await {
+                    warn!(error = %e, "Could not keep a reading the database refused as a dead letter.");
+                }
+            }
         }
         Err(e) => {
+            // The spool in front of the database keeps what an outage
+            // refuses; an error here was not spooled either. The intake
+            // log still has these readings: the next start writes them.
             error!(error = %e, count = buf.len(), "Could not store telemetry.");
             metrics::counter!("eldercare_telemetry_write_errors_total").increment(1);
         }
@@ -127,7 +171,7 @@ mod tests {
         );
         let (w, task) = TelemetryWriter::start_with(store.clone(), 10_000, 64, FLUSH_EVERY);
         for i in 0..1000 {
-            w.push(reading(i));
+            w.push(reading(i), i + 1).await;
         }
         drop(w);
         task.await.unwrap();
@@ -144,5 +188,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.len(), 1000);
+        assert_eq!(store.intake_position().await.unwrap(), Some(1000));
     }
 }

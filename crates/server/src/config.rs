@@ -50,6 +50,16 @@ pub struct ServeArgs {
     /// on SIGHUP [default: <data-dir>/tokens.toml]
     #[arg(long, env = "ELDERCARE_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// `fsync`: a QoS 1 message is acknowledged once it is fsynced to the
+    /// intake log; `none`: once written (survives a crash of the process,
+    /// not a power loss) [default: fsync]
+    #[arg(long, env = "ELDERCARE_DURABILITY", value_parser = parse_durability)]
+    pub durability: Option<eldercare_intake::Durability>,
+}
+
+fn parse_durability(s: &str) -> Result<eldercare_intake::Durability, String> {
+    eldercare_intake::Durability::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a durability; use fsync or none"))
 }
 
 /// The configuration file's shape; every field optional.
@@ -78,6 +88,10 @@ struct FileConfig {
     subscriber_buffer: Option<usize>,
     /// Seconds a subscriber's buffer may stay full before it is cut off.
     subscriber_stall_s: Option<f64>,
+    /// Limits and timers of the MQTT listener (`[mqtt]`).
+    mqtt: Option<eldercare_broker::MqttSettings>,
+    /// When a device's message counts as kept: `fsync` or `none`.
+    durability: Option<eldercare_intake::Durability>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +109,10 @@ pub struct Config {
     pub auth: eldercare_api::Auth,
     pub escalation: eldercare_alerts::Escalation,
     pub subscribers: eldercare_api::Subscribers,
+    /// Limits and timers of the MQTT listener.
+    pub mqtt: eldercare_broker::MqttSettings,
+    /// When a device's message counts as kept (and is acknowledged).
+    pub durability: eldercare_intake::Durability,
 }
 
 impl Config {
@@ -135,8 +153,12 @@ impl Config {
         if retention_days == 0 {
             anyhow::bail!("retention_days must be at least 1");
         }
+        let mqtt = file.mqtt.unwrap_or_default();
+        mqtt.validate()?;
         let d = eldercare_api::Subscribers::default();
         Ok(Config {
+            mqtt,
+            durability: args.durability.or(file.durability).unwrap_or_default(),
             auth,
             escalation: file.escalation.unwrap_or_default(),
             subscribers: eldercare_api::Subscribers {
@@ -187,5 +209,7 @@ mod tests {
             f.subscriber_buffer,
             Some(eldercare_api::Subscribers::default().buffer)
         );
+        assert_eq!(f.mqtt, Some(eldercare_broker::MqttSettings::default()));
+        assert_eq!(f.durability, Some(eldercare_intake::Durability::Fsync));
     }
 }

@@ -215,6 +215,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         retention_days: crate::config::DEFAULT_RETENTION_DAYS,
         rules_file: None,
         rules,
+        mqtt: Default::default(),
+        durability: Default::default(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(crate::serve(cfg, Some(tx)));

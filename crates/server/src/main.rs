@@ -349,10 +349,18 @@ pub async fn serve(
     let drain_stop = CancellationToken::new();
     let drain_task = spool.start_drain(std::time::Duration::from_secs(1), drain_stop.clone());
     let store: Arc<dyn Store> = spool.clone();
+    // The intake log and the rule engine's checkpoint; the desk reports
+    // which logged messages' decisions it has kept.
+    let intake_dir = cfg.storage.data_dir.join("intake");
+    std::fs::create_dir_all(&intake_dir)
+        .with_context(|| format!("creating {}", intake_dir.display()))?;
+    let (applied, applied_pos) = eldercare_broker::pipeline::applied_mark(&intake_dir)
+        .with_context(|| format!("opening the applied mark in {}", intake_dir.display()))?;
     let (desk, desk_task) = AlertDesk::start_with(
         store.clone(),
         eldercare_alerts::DeskConfig {
             escalation: cfg.escalation,
+            applied: Some(applied),
             ..Default::default()
         },
     )
@@ -372,6 +380,10 @@ pub async fn serve(
         IngestConfig {
             mqtt_addr: cfg.mqtt_addr,
             rules: rules_rx,
+            mqtt: cfg.mqtt.clone(),
+            intake_dir,
+            durability: cfg.durability,
+            applied: applied_pos,
         },
         store.clone(),
         desk.clone(),
