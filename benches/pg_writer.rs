@@ -281,14 +281,13 @@ async fn run_writer(
     let owned: Vec<StoredReading> = readings.to_vec();
     let n = owned.len();
     let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
-    // The writer never waits: a full queue drops readings. A queue that
-    // holds the whole workload drops none, and the writer still takes
-    // batches of `batch` as fast as it can write them; the row count
-    // below proves nothing was lost.
+    // A queue that holds the whole workload never makes the pusher wait,
+    // and the writer still takes batches of `batch` as fast as it can
+    // write them; the row count below proves nothing was lost.
     let (writer, task) = TelemetryWriter::start_with(dyn_store, n, batch, FLUSH_EVERY);
     let t0 = Instant::now();
-    for r in owned {
-        writer.push(r);
+    for (pos, r) in owned.into_iter().enumerate() {
+        writer.push(r, pos as u64 + 1).await;
     }
     // Dropping the last handle ends the writer once everything queued is
     // written.

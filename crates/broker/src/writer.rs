@@ -118,12 +118,11 @@ async fn write(store: &dyn Store, buf: &mut Vec<StoredReading>, pos: u64, stored
                 .record(started.elapsed().as_secs_f64());
             stored.fetch_max(pos, Ordering::AcqRel);
             let now = chrono::Utc::now().timestamp_millis();
+            // Counted by the store (eldercare_store_readings_refused_total).
             for row in &refused {
                 let Some(r) = buf.get(row.index) else {
                     continue;
                 };
-                metrics::counter!("eldercare_ingest_refused_total", "reason" => eldercare_store::STORE_REFUSED)
-                    .increment(1);
                 let letter = eldercare_store::refused_reading_letter(r, row, now);
                 if let Err(e) = store.insert_dead_letter(&letter).await {
                     warn!(error = %e, "Could not keep a reading the database refused as a dead letter.");
