@@ -526,3 +526,52 @@ async fn an_out_of_bed_episode_spanning_kill_9_is_raised_when_due() {
         5
     );
 }
+
+/// A QoS 1 redelivery (DUP flag, same packet id and payload, MQTT 3.1.1
+/// §4.4) is the same press: one alert occurrence. A reused `seq` with a
+/// new `ts` (a counter restarted after a battery change) is a new press.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_is_one_press_and_a_reused_seq_with_a_new_ts_is_another() {
+    let s = sqlite_server("");
+    let mut sub = s.subscribe(0).await;
+    let mqtt = s.mqtt.clone();
+    let t = now_ms();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::open(&mqtt, "btn-1", "s-btn-1");
+        let topic = "eldercare/v1/btn-1/event";
+        let first = format!(r#"{{"ts": {t}, "seq": 5, "type": "sos"}}"#);
+        raw.s
+            .write_all(&publish_qos1(topic, 1, first.as_bytes()))
+            .unwrap();
+        assert_eq!(raw.puback(), 1);
+        // The PUBACK "was lost": the device sends it again, DUP set.
+        let mut dup = publish_qos1(topic, 1, first.as_bytes());
+        dup[0] |= 0x08;
+        raw.s.write_all(&dup).unwrap();
+        assert_eq!(raw.puback(), 1);
+        // Minutes later, after a battery change: seq 5 again, a new ts.
+        let again = format!(r#"{{"ts": {}, "seq": 5, "type": "sos"}}"#, t + 180_000);
+        raw.s
+            .write_all(&publish_qos1(topic, 1, again.as_bytes()))
+            .unwrap();
+        assert_eq!(raw.puback(), 1);
+    })
+    .await
+    .unwrap();
+    let raised = next(&mut sub).await;
+    let folded = next(&mut sub).await;
+    assert_eq!(raised.seq, 1);
+    assert_eq!(folded.seq, 2);
+    let a = folded.alert.unwrap();
+    assert_eq!(
+        a.occurrences, 2,
+        "the reboot's press counts, the redelivery does not"
+    );
+    assert_eq!(
+        s.await_counter("eldercare_ingest_duplicates_total", "", 1)
+            .await,
+        1
+    );
+    let report = audit(&["--data-dir", s.dir.path().to_str().unwrap()]);
+    assert!(report.contains("OK, 2 events"), "{report}");
+}

@@ -254,25 +254,24 @@ impl Ingest {
             // queued, and the pipeline takes every durable record still in
             // flight before its last checkpoint.
             drop(appender);
-            let closing = tokio::task::spawn_blocking(move || intake);
             while let Ok(Some(rec)) =
                 tokio::time::timeout(Duration::from_millis(200), records.recv()).await
             {
                 state.handle(rec).await;
             }
-            let last = state.final_checkpoint().await;
-            let writer = state.writer.clone();
+            // Whatever the log still writes now is replayed at the next
+            // start; the writer thread must not wait for this task.
+            drop(records);
+            let checkpointed = state.final_checkpoint().await;
+            let stored = state.writer.stored_cell();
             // Dropping the pipeline drops the writer's handle: it writes
             // what is queued and ends.
             drop(state);
-            drop(writer);
             let _ = writer_task.await;
-            if let Ok(intake) = closing.await {
-                if let Some(upto) = last {
-                    intake.release(upto);
-                }
-                let _ = tokio::task::spawn_blocking(move || intake.close()).await;
+            if let Some(p) = checkpointed {
+                intake.release(p.min(stored.load(std::sync::atomic::Ordering::Acquire)));
             }
+            let _ = tokio::task::spawn_blocking(move || intake.close()).await;
             info!("Ingest stopped; telemetry flushed.");
         }));
         Ok(Ingest {

@@ -420,14 +420,16 @@ impl Pipeline {
         done
     }
 
-    /// Writes a last checkpoint and waits for it (a clean stop).
+    /// Writes a last checkpoint and waits for it (a clean stop); returns
+    /// its position once it is on disk.
     pub async fn final_checkpoint(&mut self) -> Option<u64> {
         if let Some(h) = self.saving.take() {
             let _ = h.await;
         }
+        let pos = self.engine_position();
         self.checkpoint().await;
         match self.saving.take() {
-            Some(h) => h.await.ok().flatten(),
+            Some(h) => h.await.ok().flatten().map(|_| pos),
             None => None,
         }
     }

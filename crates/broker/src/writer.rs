@@ -70,6 +70,11 @@ impl TelemetryWriter {
     pub fn stored_position(&self) -> u64 {
         self.stored.load(Ordering::Acquire)
     }
+
+    /// The same position, readable after the writer has ended.
+    pub fn stored_cell(&self) -> Arc<AtomicU64> {
+        self.stored.clone()
+    }
 }
 
 async fn run(

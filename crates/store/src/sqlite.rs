@@ -47,7 +47,11 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: a commit is on disk when it returns, so an alert event
+            // or a batch of readings (and the intake position stored with
+            // it) survives a power loss, and the intake log may forget
+            // what is stored. NORMAL would roll the newest commits back.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
