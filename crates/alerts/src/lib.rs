@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 /// Readings kept on one alert; older evidence beyond this is dropped first.
 const MAX_READINGS_PER_ALERT: usize = 20;
@@ -173,6 +173,8 @@ enum Command {
     },
     /// Check escalation deadlines now.
     Tick,
+    /// Answer once everything sent before is applied.
+    Sync(oneshot::Sender<()>),
     Silence {
         silence: Silence,
         reply: oneshot::Sender<Result<Silence, DeskError>>,
@@ -206,8 +208,25 @@ impl AlertDesk {
         store: Arc<dyn Store>,
         cfg: DeskConfig,
     ) -> Result<(AlertDesk, tokio::task::JoinHandle<()>), DeskError> {
-        let unresolved = store.unresolved_alerts().await?;
-        let silences = store.silences(Some((cfg.clock)())).await?;
+        // A hotline starts during a database outage: the spooling store
+        // answers from its local copy then; with none (a first start),
+        // the desk starts with no alert open and no silence.
+        let unresolved = match store.unresolved_alerts().await {
+            Ok(a) => a,
+            Err(e) if e.is_outage() => {
+                warn!(error = %e, "Open alerts cannot be read; the desk starts with none open.");
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let silences = match store.silences(Some((cfg.clock)())).await {
+            Ok(s) => s,
+            Err(e) if e.is_outage() => {
+                warn!(error = %e, "Silences cannot be read; the desk starts with none.");
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
         let (tx, rx) = mpsc::channel(4096);
         let (events, _) = broadcast::channel(4096);
         let state = DeskState {
@@ -305,6 +324,18 @@ impl AlertDesk {
             .send(Command::Decide(d, pos))
             .await
             .map_err(|_| DeskError::Closed)
+    }
+
+    /// Returns once every decision and action sent before it is applied
+    /// (persisted, or given up after retries): what a checkpoint of the
+    /// rule engine waits for, so it never covers a decision not yet kept.
+    pub async fn sync(&self) -> Result<(), DeskError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Sync(reply))
+            .await
+            .map_err(|_| DeskError::Closed)?;
+        rx.await.map_err(|_| DeskError::Closed)
     }
 
     /// Stops the desk after it has applied every change sent before; the
@@ -460,6 +491,9 @@ impl DeskState {
                     let _ = reply.send(r);
                 }
                 Command::Tick => self.escalate_overdue().await,
+                Command::Sync(reply) => {
+                    let _ = reply.send(());
+                }
                 Command::Silence { silence, reply } => {
                     let r = self.add_silence(silence).await;
                     let _ = reply.send(r);

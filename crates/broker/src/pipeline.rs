@@ -398,14 +398,24 @@ impl Pipeline {
         match serde_json::to_vec(&cp) {
             Ok(bytes) => {
                 let dir = self.dir.clone();
-                self.saving = Some(tokio::task::spawn_blocking(move || {
+                let desk = self.desk.clone();
+                self.saving = Some(tokio::spawn(async move {
+                    // The checkpoint covers the decisions of every message
+                    // up to its position: they must be kept before it is.
+                    if desk.sync().await.is_err() {
+                        return None;
+                    }
                     let started = std::time::Instant::now();
-                    match checkpoint::save(&dir, &bytes) {
-                        Ok(()) => {
+                    let saved = tokio::task::spawn_blocking(move || {
+                        checkpoint::save(&dir, &bytes).map(|()| bytes.len())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                    match saved {
+                        Ok(len) => {
                             metrics::histogram!("eldercare_engine_checkpoint_seconds")
                                 .record(started.elapsed().as_secs_f64());
-                            metrics::gauge!("eldercare_engine_checkpoint_bytes")
-                                .set(bytes.len() as f64);
+                            metrics::gauge!("eldercare_engine_checkpoint_bytes").set(len as f64);
                             Some(release)
                         }
                         Err(e) => {
