@@ -20,6 +20,7 @@ use eldercare_model::{
 use sha2::{Digest, Sha256};
 
 pub mod import;
+mod local;
 pub use postgres::{PgOptions, PgStore};
 pub use refusal::{RefusedRow, STORE_REFUSED, refused_reading_letter};
 pub use secret::{generate_secret, hash_secret, verify_secret};
@@ -41,6 +42,10 @@ pub enum StoreError {
     /// table keeps the protocol's small counts as smallint).
     #[error("value out of range: {0}")]
     OutOfRange(String),
+    /// The database cannot be used yet (PostgreSQL not reached since the
+    /// server started): an outage, failed at once.
+    #[error("database unavailable: {0}")]
+    Unavailable(&'static str),
     #[error("cannot open data directory {path}: {source}")]
     DataDir {
         path: String,

@@ -19,7 +19,9 @@ use eldercare_model::{AlertEvent, DeadLetter, Device, Elder, EpochMs, Silence};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tracing::{error, info, warn};
 
 mod alerts;
 mod maintenance;
@@ -54,18 +56,24 @@ impl Default for PgOptions {
     }
 }
 
+/// A PostgreSQL store. Made either ready ([`PgStore::connect`]) or lazily
+/// ([`PgStore::lazy`], for the server, which must start while the
+/// database is unreachable): until [`PgStore::prepare`] has migrated the
+/// schema and read the readings layout, every call fails at once with
+/// [`StoreError::Unavailable`], an outage, without touching the network.
+/// Clones share that state.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
     opts: PgOptions,
-    layout: Layout,
+    layout: Arc<OnceLock<Layout>>,
 }
 
 impl std::fmt::Debug for PgStore {
     // The pool's options hold the password: never print them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
-            .field("layout", &self.layout)
+            .field("layout", &self.layout.get())
             .field("opts", &self.opts)
             .finish_non_exhaustive()
     }
@@ -85,6 +93,15 @@ impl PgStore {
     /// migrators wait on sqlx's advisory lock). Does not touch partitions:
     /// the server calls [`PgStore::maintain`], one-shot commands do not.
     pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore> {
+        let s = PgStore::lazy(url, opts)?;
+        s.prepare().await?;
+        Ok(s)
+    }
+
+    /// The store for `url`, without connecting: only a URL that cannot be
+    /// parsed fails here ([`StoreError::is_config`]). Nothing works until
+    /// [`PgStore::prepare`] succeeds.
+    pub fn lazy(url: &str, opts: PgOptions) -> Result<PgStore> {
         // sqlx logs statements at DEBUG and slow ones at WARN: their text
         // only, never the bound values, so no personal data reaches a log.
         //
@@ -98,11 +115,89 @@ impl PgStore {
             // Short: when the database is gone, writes fail fast and go to
             // the outage spool instead of holding an alert back.
             .acquire_timeout(Duration::from_secs(3))
-            .connect_with(connect)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        let layout = maintenance::detect_layout(&pool).await?;
-        Ok(PgStore { pool, opts, layout })
+            .connect_lazy_with(connect);
+        Ok(PgStore {
+            pool,
+            opts,
+            layout: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Connects once, applies the migrations and reads the readings
+    /// layout; from then on the store serves calls. A no-op once done.
+    ///
+    /// The first connection is made directly, not through the pool, so
+    /// the error says what went wrong: refused, timed out or unresolved
+    /// (an outage: try again later), or a login, database name, TLS or
+    /// migration problem ([`StoreError::is_config`]: trying again will
+    /// not help).
+    pub async fn prepare(&self) -> Result<()> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        let probe = self.pool.connect_options();
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::ConnectOptions::connect(&*probe),
+        )
+        .await
+        {
+            Ok(Ok(c)) => {
+                let _ = sqlx::Connection::close(c).await;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(sqlx::Error::PoolTimedOut.into()),
+        }
+        MIGRATOR.run(&self.pool).await?;
+        let layout = maintenance::detect_layout(&self.pool).await?;
+        let _ = self.layout.set(layout);
+        Ok(())
+    }
+
+    /// Whether [`PgStore::prepare`] has succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.layout.get().is_some()
+    }
+
+    /// Tries [`PgStore::prepare`] every `every` until it succeeds (`true`)
+    /// or `stop` is cancelled (`false`). An outage is logged once when it
+    /// first fails; a configuration problem (the database answers but
+    /// refuses the login, has no such database, ...) at error level each
+    /// time, as it will not mend itself. `url` is for messages only, and
+    /// appears without its password.
+    pub async fn prepare_when_reachable(
+        &self,
+        every: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let mut said = false;
+        loop {
+            match self.prepare().await {
+                Ok(()) => {
+                    info!("PostgreSQL reached: schema migrated; the spool is written to it now.");
+                    return true;
+                }
+                Err(e) if e.is_config() => {
+                    error!(error = %e, "PostgreSQL answers but refuses this server; fix the configuration. Retrying.");
+                }
+                Err(e) if !said => {
+                    said = true;
+                    warn!(error = %e, "PostgreSQL still unreachable; retrying in the background.");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// The readings layout, once prepared.
+    fn ready(&self) -> Result<Layout> {
+        self.layout.get().copied().ok_or(StoreError::Unavailable(
+            "PostgreSQL has not been reached since the server started",
+        ))
     }
 
     /// The migrations of this backend, e.g. to check that re-applying them
@@ -112,9 +207,9 @@ impl PgStore {
     }
 
     /// Whether telemetry is in a TimescaleDB hypertable or in daily
-    /// partitions.
-    pub fn layout(&self) -> Layout {
-        self.layout
+    /// partitions; `None` until [`PgStore::prepare`] has succeeded.
+    pub fn layout(&self) -> Option<Layout> {
+        self.layout.get().copied()
     }
 
     pub fn options(&self) -> &PgOptions {
@@ -134,30 +229,37 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn upsert_elder(&self, elder: &Elder) -> Result<bool> {
+        self.ready()?;
         self.pg_upsert_elder(elder).await
     }
 
     async fn upsert_device(&self, device: &Device) -> Result<bool> {
+        self.ready()?;
         self.pg_upsert_device(device).await
     }
 
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>> {
+        self.ready()?;
         self.pg_get_elder(elder_id).await
     }
 
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>> {
+        self.ready()?;
         self.pg_get_device(device_id).await
     }
 
     async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>> {
+        self.ready()?;
         self.pg_list_elders(changed_since).await
     }
 
     async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>> {
+        self.ready()?;
         self.pg_list_devices(changed_since).await
     }
 
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
+        self.ready()?;
         self.pg_insert_readings(readings).await
     }
 
@@ -166,102 +268,127 @@ impl Store for PgStore {
         readings: &[StoredReading],
         intake_pos: u64,
     ) -> Result<Vec<RefusedRow>> {
+        self.ready()?;
         self.pg_insert_readings_at(readings, intake_pos).await
     }
 
     async fn intake_position(&self) -> Result<Option<u64>> {
+        self.ready()?;
         self.pg_intake_position().await
     }
 
     async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
+        self.ready()?;
         self.pg_append_alert_event(event).await
     }
 
     async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>> {
+        self.ready()?;
         self.pg_events_after(after_seq, limit).await
     }
 
     async fn last_seq(&self) -> Result<u64> {
+        self.ready()?;
         self.pg_last_seq().await
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<eldercare_model::Alert>> {
+        self.ready()?;
         self.pg_get_alert(id).await
     }
 
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<eldercare_model::Alert>> {
+        self.ready()?;
         self.pg_list_alerts(query).await
     }
 
     async fn unresolved_alerts(&self) -> Result<Vec<eldercare_model::Alert>> {
+        self.ready()?;
         self.pg_unresolved_alerts().await
     }
 
     async fn events_of_alert(&self, alert_id: &str) -> Result<Vec<AlertEvent>> {
+        self.ready()?;
         self.pg_events_of_alert(alert_id).await
     }
 
     async fn verify_chain(&self) -> Result<ChainReport> {
+        self.ready()?;
         self.pg_verify_chain().await
     }
 
     async fn insert_silence(&self, silence: &Silence) -> Result<()> {
+        self.ready()?;
         self.pg_insert_silence(silence).await
     }
 
     async fn silences(&self, active_at: Option<EpochMs>) -> Result<Vec<Silence>> {
+        self.ready()?;
         self.pg_silences(active_at).await
     }
 
     async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
+        self.ready()?;
         self.pg_insert_dead_letter(dl).await
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+        self.ready()?;
         self.pg_dead_letters(limit).await
     }
 
     async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
+        self.ready()?;
         self.pg_insert_elder(elder).await
     }
 
     async fn update_elder(&self, elder: &Elder) -> Result<bool> {
+        self.ready()?;
         self.pg_update_elder(elder).await
     }
 
     async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
+        self.ready()?;
         self.pg_delete_elder(elder_id).await
     }
 
     async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
+        self.ready()?;
         self.pg_query_elders(query).await
     }
 
     async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.ready()?;
         self.pg_insert_device(device).await
     }
 
     async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.ready()?;
         self.pg_update_device(device).await
     }
 
     async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
+        self.ready()?;
         self.pg_set_device_secret(device_id, salt, hash).await
     }
 
     async fn delete_device(&self, device_id: &str) -> Result<bool> {
+        self.ready()?;
         self.pg_delete_device(device_id).await
     }
 
     async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+        self.ready()?;
         self.pg_query_devices(query).await
     }
 
     async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+        self.ready()?;
         self.pg_query_readings(query).await
     }
 
     async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+        self.ready()?;
         self.pg_latest_readings(elder_id).await
     }
 
@@ -271,6 +398,7 @@ impl Store for PgStore {
         from: EpochMs,
         to: EpochMs,
     ) -> Result<Vec<VitalsHour>> {
+        self.ready()?;
         self.pg_vitals_hourly(elder_id, from, to).await
     }
 }

@@ -51,7 +51,42 @@ impl StoreError {
     /// refusal of the data counts, so nothing is lost to an error
     /// nobody foresaw; it only waits.
     pub fn is_outage(&self) -> bool {
-        matches!(self, StoreError::Db(_)) && !self.is_refusal()
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Db(_) => !self.is_refusal(),
+            _ => false,
+        }
+    }
+
+    /// Whether the error is one of configuration that waiting will not
+    /// mend, when connecting or migrating: a URL that does not parse, a
+    /// login the server refuses (SQLSTATE class 28: wrong password, no
+    /// such role, no `pg_hba.conf` entry), no such database (3D000), no
+    /// right to create the schema (42501), a TLS setting the server does
+    /// not meet, or migrations that do not match the database's. A
+    /// connection refused, timed out or not resolved is an outage
+    /// instead (a name that does not resolve may be a typo, but DNS can
+    /// fail too, and waiting is the safe side for a hotline).
+    pub fn is_config(&self) -> bool {
+        use sqlx::migrate::MigrateError as M;
+        fn sqlx_config(e: &sqlx::Error) -> bool {
+            match e {
+                sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) => true,
+                sqlx::Error::Database(d) => d
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| {
+                        let code = pg.code();
+                        code.starts_with("28") || code == "3D000" || code == "42501"
+                    }),
+                _ => false,
+            }
+        }
+        match self {
+            StoreError::Db(e) => sqlx_config(e),
+            StoreError::Migrate(M::Execute(e) | M::ExecuteMigration(e, _)) => sqlx_config(e),
+            StoreError::Migrate(_) => true,
+            _ => false,
+        }
     }
 }
 

@@ -37,6 +37,35 @@
 //! transaction as the slice. A crash after that transaction but before
 //! the spool notes the slice as gone leaves readings whose position the
 //! database already has; the next drain skips them.
+//!
+//! The chain head without the database: `head.json` holds the `seq` and
+//! hash of the newest alert event, rewritten (atomically, synced) after
+//! every event appended, stored or spooled. When the database is
+//! unreachable at start and nothing is spooled, the spool numbers and
+//! chains the next events from it. It can be stale: a power loss after
+//! the database committed an event but before the file was rewritten
+//! leaves it one event behind (a database restored from an older backup
+//! leaves it ahead). The spool then gives its events seqs the database
+//! has already used (or skips some). This is caught when they are
+//! written: the database assigns seq and hash itself, from its own head,
+//! so its chain stays gap-free and intact; a spooled event stored with
+//! another seq or hash than the spool gave it is a *seq conflict*,
+//! logged at error level with both seqs and counted
+//! (`eldercare_spool_seq_conflicts_total`), since subscribers were given
+//! the spool's seq. Without the file (a first start, or a data directory
+//! older than it) and without the database, alert events cannot be
+//! numbered: they fail, as before, until the database answers.
+//!
+//! Reads fall back to the local copies (module `local`) while the
+//! database is unreachable: a device, an elder, the registry's full
+//! listings and pages, the unresolved alerts and the active silences. A
+//! device or elder the copy does not hold is still the outage error, not
+//! "no such device": the copy may simply be older than the registry, and
+//! the MQTT guard answers "server unavailable" to a device it cannot
+//! look up. A registry delta (`changed_since`) is never answered from
+//! the copy: it knows no change times, and an answer would move the
+//! caller's window past changes it has not seen.
+use crate::local::{Half, LocalCopies};
 use crate::refusal::{self, RefusedRow, refused_reading_letter};
 use crate::{
     AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
@@ -67,6 +96,48 @@ pub const DRAIN_SLICE: usize = 10_000;
 const EVENTS_FILE: &str = "events.jsonl";
 const READINGS_FILE: &str = "readings.jsonl";
 const GONE_FILE: &str = "readings.gone";
+const HEAD_FILE: &str = "head.json";
+
+/// The newest alert event's seq and hash, as `head.json` keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// The head as the database has it.
+async fn db_head(inner: &dyn Store) -> Result<Head> {
+    let seq = inner.last_seq().await?;
+    let hash = match seq {
+        0 => String::new(),
+        s => inner
+            .events_after(s - 1, 1)
+            .await?
+            .pop()
+            .map(|e| e.hash)
+            .unwrap_or_default(),
+    };
+    Ok(Head { seq, hash })
+}
+
+/// `head.json`, if there is a readable one.
+fn read_head(dir: &Path) -> Option<Head> {
+    let path = dir.join(HEAD_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "The chain head file is damaged; ignoring it.");
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "Cannot read the chain head file; ignoring it.");
+            None
+        }
+    }
+}
 
 /// An alert event as spooled: everything the database would store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,9 +217,12 @@ impl SpooledReading {
 /// The alert events side, behind a std mutex: read by the event replay
 /// calls, written by the events writer and the events drain.
 struct Events {
-    /// Seq and hash of the newest event, stored or spooled.
+    /// Seq and hash of the newest event, stored or spooled; meaningless
+    /// while `head_known` is false (the database unreachable at start,
+    /// and no head file).
     last_seq: u64,
     last_hash: String,
+    head_known: bool,
     queue: VecDeque<SpooledEvent>,
 }
 
@@ -186,6 +260,16 @@ pub struct SpoolingStore {
     /// kept; two locks, so a telemetry batch never delays an alert.
     write_events: tokio::sync::Mutex<()>,
     write_readings: tokio::sync::Mutex<Readings>,
+    /// The registry and desk copies for when the database is unreachable.
+    local: LocalCopies,
+    /// Spooled events the database stored with another seq or hash.
+    seq_conflicts: AtomicU64,
+}
+
+/// Counts a read answered from a local copy because the database was
+/// unreachable.
+fn local_read(what: &'static str) {
+    metrics::counter!("eldercare_store_local_reads_total", "what" => what).increment(1);
 }
 
 fn now_ms() -> EpochMs {
@@ -306,21 +390,41 @@ impl SpoolingStore {
             metrics::counter!("eldercare_spool_readings_dropped_total").increment(excess as u64);
         }
         rewrite_readings |= readings.len() != before;
-        let (last_seq, last_hash) = match events.back() {
-            Some(e) => (e.seq, e.hash.clone()),
-            None => {
-                let seq = inner.last_seq().await?;
-                let hash = match seq {
-                    0 => String::new(),
-                    s => inner
-                        .events_after(s - 1, 1)
-                        .await?
-                        .pop()
-                        .map(|e| e.hash)
-                        .unwrap_or_default(),
-                };
-                (seq, hash)
-            }
+        let head_file = read_head(dir);
+        let head = match events.back() {
+            Some(e) => Some(Head {
+                seq: e.seq,
+                hash: e.hash.clone(),
+            }),
+            None => match db_head(&*inner).await {
+                Ok(h) => {
+                    if let Some(f) = head_file.as_ref().filter(|f| f.seq > h.seq) {
+                        error!(
+                            database = h.seq,
+                            local = f.seq,
+                            "The database's alert event log ends before the chain head this server last wrote (restored from an older backup?); numbering on from the database's."
+                        );
+                    }
+                    Some(h)
+                }
+                Err(e) if e.is_outage() => match &head_file {
+                    Some(h) => {
+                        warn!(
+                            seq = h.seq,
+                            "Database unreachable at start; alert events are numbered on from the chain head kept in the spool directory."
+                        );
+                        Some(h.clone())
+                    }
+                    None => {
+                        error!(
+                            error = %e,
+                            "Database unreachable at start and no chain head kept: alert events cannot be numbered until it answers."
+                        );
+                        None
+                    }
+                },
+                Err(e) => return Err(e),
+            },
         };
         if !events.is_empty() || !readings.is_empty() {
             info!(
@@ -341,8 +445,9 @@ impl SpoolingStore {
                 newest_pos: Mutex::new(newest_pos),
             },
             events: Mutex::new(Events {
-                last_seq,
-                last_hash,
+                last_seq: head.as_ref().map_or(0, |h| h.seq),
+                last_hash: head.as_ref().map(|h| h.hash.clone()).unwrap_or_default(),
+                head_known: head.is_some(),
                 queue: events,
             }),
             write_events: tokio::sync::Mutex::new(()),
@@ -351,7 +456,17 @@ impl SpoolingStore {
                 queue: readings,
                 next_n,
             }),
+            local: LocalCopies::open(dir),
+            seq_conflicts: AtomicU64::new(0),
         });
+        // The desk copy may be older than the spooled events (saved once
+        // a second): they are the alerts' newest states.
+        for e in &s.lock_events().queue {
+            s.local.alert_changed(&e.alert);
+        }
+        if let Some(h) = head.filter(|h| head_file.as_ref() != Some(h)) {
+            s.write_head(&h);
+        }
         if events_torn {
             let ev = s.lock_events().queue.clone();
             s.rewrite(EVENTS_FILE, &ev)?;
@@ -396,6 +511,59 @@ impl SpoolingStore {
             self.lock_events().queue.len(),
             self.gauges.readings.load(Ordering::SeqCst),
         )
+    }
+
+    /// Spooled alert events the database stored with another seq or hash
+    /// than the spool gave them (see the module doc).
+    pub fn seq_conflicts(&self) -> u64 {
+        self.seq_conflicts.load(Ordering::SeqCst)
+    }
+
+    /// Rewrites `head.json`. A failure is logged, not returned: the
+    /// event itself is kept; the file is then stale, which is detected
+    /// (see the module doc).
+    fn write_head(&self, h: &Head) {
+        let written = serde_json::to_vec(h)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .and_then(|b| crate::local::write_private(&self.dir, HEAD_FILE, &b));
+        if let Err(e) = written {
+            warn!(error = %e, seq = h.seq, "Could not write the chain head file.");
+        }
+    }
+
+    /// Notes the newest event, in memory and in `head.json`.
+    fn set_head(&self, seq: u64, hash: &str) {
+        {
+            let mut st = self.lock_events();
+            st.last_seq = seq;
+            st.last_hash = hash.to_string();
+            st.head_known = true;
+        }
+        self.write_head(&Head {
+            seq,
+            hash: hash.to_string(),
+        });
+    }
+
+    /// Learns the chain head from the database, when it was not known at
+    /// start.
+    async fn learn_head(&self) {
+        if self.lock_events().head_known {
+            return;
+        }
+        let _w = self.write_events.lock().await;
+        if self.lock_events().head_known {
+            return;
+        }
+        match db_head(&*self.inner).await {
+            Ok(h) => {
+                info!(seq = h.seq, "Alert chain head read from the database.");
+                self.set_head(h.seq, &h.hash);
+            }
+            Err(e) => {
+                debug!(error = %e, "Database still unreachable; the chain head is not known yet.")
+            }
+        }
     }
 
     /// Readings dropped because the spool was full.
@@ -531,12 +699,17 @@ impl SpoolingStore {
     }
 
     /// Writes what is spooled to the database, oldest first: alert
-    /// events, then readings, stopping at an outage.
+    /// events, then readings, stopping at an outage; then saves the local
+    /// copies that changed since the last drain.
     pub async fn drain(&self) {
+        self.learn_head().await;
         if self.drain_events().await {
             self.drain_readings().await;
         }
         self.publish_metrics();
+        if let Err(e) = self.local.save(now_ms()).await {
+            warn!(error = %e, "Could not save the local copies of the registry and open alerts.");
+        }
     }
 
     /// Writes the spooled alert events, in order, under the events lock;
@@ -563,10 +736,13 @@ impl SpoolingStore {
             {
                 Ok(saved) => {
                     if saved.seq != ev.seq || saved.hash != ev.hash {
+                        self.seq_conflicts.fetch_add(1, Ordering::SeqCst);
+                        metrics::counter!("eldercare_spool_seq_conflicts_total").increment(1);
                         error!(
-                            spooled = ev.seq,
-                            stored = saved.seq,
-                            "A spooled alert event was stored with another seq or hash."
+                            spooled_seq = ev.seq,
+                            stored_seq = saved.seq,
+                            alert_id = %ev.alert.id,
+                            "Seq conflict: a spooled alert event was stored with another seq or hash than the spool gave it and subscribers saw. The chain head the spool numbered from was stale; the database's chain is intact, read the event by its stored seq."
                         );
                     }
                     let rest = {
@@ -576,6 +752,11 @@ impl SpoolingStore {
                     };
                     if let Err(e) = self.rewrite(EVENTS_FILE, &rest) {
                         warn!(error = %e, "Could not shorten the event spool.");
+                    }
+                    if rest.is_empty() {
+                        // The database's head from now on (the spool's
+                        // own, unless there was a conflict).
+                        self.set_head(saved.seq, &saved.hash);
                     }
                 }
                 Err(e) if e.is_outage() => {
@@ -711,6 +892,11 @@ impl SpoolingStore {
         let body =
             serde_json::to_string(&ev.alert).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let st = self.lock_events();
+        if !st.head_known {
+            return Err(StoreError::Unavailable(
+                "the database is unreachable and the alert chain's head is not known",
+            ));
+        }
         let seq = st.last_seq + 1;
         let hash = event_hash(
             &st.last_hash,
@@ -738,6 +924,11 @@ impl SpoolingStore {
         st.last_hash = hash;
         st.queue.push_back(spooled.clone());
         drop(st);
+        self.write_head(&Head {
+            seq,
+            hash: spooled.hash.clone(),
+        });
+        self.local.alert_changed(&spooled.alert);
         metrics::counter!("eldercare_spool_events_total").increment(1);
         self.publish_metrics();
         Ok(spooled.event())
@@ -894,9 +1085,8 @@ impl Store for SpoolingStore {
         if self.lock_events().queue.is_empty() {
             match self.inner.append_alert_event(event.clone()).await {
                 Ok(saved) => {
-                    let mut st = self.lock_events();
-                    st.last_seq = saved.seq;
-                    st.last_hash = saved.hash.clone();
+                    self.set_head(saved.seq, &saved.hash);
+                    self.local.alert_changed(&saved.alert);
                     return Ok(saved);
                 }
                 Err(e) if e.is_outage() => {
@@ -909,13 +1099,19 @@ impl Store for SpoolingStore {
     }
 
     async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>> {
-        let spooled: Vec<AlertEvent> = self
-            .lock_events()
-            .queue
-            .iter()
-            .filter(|e| e.seq > after_seq)
-            .map(SpooledEvent::event)
-            .collect();
+        let spooled: Vec<AlertEvent> = {
+            let st = self.lock_events();
+            // Nothing lies beyond the head: a subscriber that is up to
+            // date is answered without the database.
+            if st.head_known && after_seq >= st.last_seq {
+                return Ok(Vec::new());
+            }
+            st.queue
+                .iter()
+                .filter(|e| e.seq > after_seq)
+                .map(SpooledEvent::event)
+                .collect()
+        };
         let first_spooled = spooled.first().map(|e| e.seq);
         match first_spooled {
             // Everything asked for is in the spool.
@@ -933,26 +1129,113 @@ impl Store for SpoolingStore {
     }
 
     async fn last_seq(&self) -> Result<u64> {
-        Ok(self.lock_events().last_seq)
+        let st = self.lock_events();
+        if st.head_known {
+            Ok(st.last_seq)
+        } else {
+            Err(StoreError::Unavailable(
+                "the database is unreachable and the alert chain's head is not known",
+            ))
+        }
     }
 
     async fn upsert_elder(&self, elder: &Elder) -> Result<bool> {
-        self.inner.upsert_elder(elder).await
+        let new = self.inner.upsert_elder(elder).await?;
+        self.local.elder_written(elder);
+        Ok(new)
     }
     async fn upsert_device(&self, device: &Device) -> Result<bool> {
-        self.inner.upsert_device(device).await
+        let new = self.inner.upsert_device(device).await?;
+        self.local.device_written(device, false);
+        Ok(new)
     }
+    /// The database's answer, or the local copy's while it is
+    /// unreachable; an elder the copy lacks is still the outage error.
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>> {
-        self.inner.get_elder(elder_id).await
+        match self.inner.get_elder(elder_id).await {
+            Ok(e) => {
+                self.local.elder_read(elder_id, e.as_ref());
+                Ok(e)
+            }
+            Err(e) if e.is_outage() => match self.local.elder(elder_id) {
+                Some(found) => {
+                    local_read("elder");
+                    Ok(Some(found))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
+    /// The database's answer, or the local copy's while it is
+    /// unreachable; a device the copy lacks is still the outage error.
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>> {
-        self.inner.get_device(device_id).await
+        match self.inner.get_device(device_id).await {
+            Ok(d) => {
+                self.local.device_read(device_id, d.as_ref());
+                Ok(d)
+            }
+            Err(e) if e.is_outage() => match self.local.device(device_id) {
+                Some(found) => {
+                    local_read("device");
+                    debug!(%device_id, "Database unreachable; device read from the local copy.");
+                    Ok(Some(found))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
+    /// A full listing falls back to the local copy; a delta does not (see
+    /// the module doc). After a full listing from the copy, the next delta
+    /// is asked of the database as a full listing.
     async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>> {
-        self.inner.list_elders(changed_since).await
+        let widen = changed_since.is_some() && self.local.widen(Half::Elders);
+        let ask = if widen { None } else { changed_since };
+        match self.inner.list_elders(ask).await {
+            Ok(list) => {
+                self.local.elders_listed(ask.is_none(), &list);
+                self.local.set_widen(Half::Elders, false);
+                Ok(list)
+            }
+            Err(e) if e.is_outage() && changed_since.is_none() => match self.local.elders() {
+                Some(list) => {
+                    local_read("elders");
+                    info!(
+                        elders = list.len(),
+                        "Database unreachable; elders listed from the local copy."
+                    );
+                    self.local.set_widen(Half::Elders, true);
+                    Ok(list)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
     async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>> {
-        self.inner.list_devices(changed_since).await
+        let widen = changed_since.is_some() && self.local.widen(Half::Devices);
+        let ask = if widen { None } else { changed_since };
+        match self.inner.list_devices(ask).await {
+            Ok(list) => {
+                self.local.devices_listed(ask.is_none(), &list);
+                self.local.set_widen(Half::Devices, false);
+                Ok(list)
+            }
+            Err(e) if e.is_outage() && changed_since.is_none() => match self.local.devices() {
+                Some(list) => {
+                    local_read("devices");
+                    info!(
+                        devices = list.len(),
+                        "Database unreachable; devices listed from the local copy."
+                    );
+                    self.local.set_widen(Half::Devices, true);
+                    Ok(list)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
     async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
         // The newest state may still be in the spool.
@@ -965,14 +1248,53 @@ impl Store for SpoolingStore {
             .map(|e| e.alert.clone());
         match spooled {
             Some(a) => Ok(Some(a)),
-            None => self.inner.get_alert(id).await,
+            None => match self.inner.get_alert(id).await {
+                Err(e) if e.is_outage() => match self.local.alert(id) {
+                    Some(a) => {
+                        local_read("alert");
+                        Ok(Some(a))
+                    }
+                    None => Err(e),
+                },
+                r => r,
+            },
         }
     }
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
         self.inner.list_alerts(query).await
     }
+    /// The database's, with the newer states of spooled events applied;
+    /// while it is unreachable, the local copy's (kept up to date from
+    /// every event appended).
     async fn unresolved_alerts(&self) -> Result<Vec<Alert>> {
-        self.inner.unresolved_alerts().await
+        match self.inner.unresolved_alerts().await {
+            Ok(stored) => {
+                let mut by_id: std::collections::BTreeMap<String, Alert> =
+                    stored.into_iter().map(|a| (a.id.clone(), a)).collect();
+                for e in &self.lock_events().queue {
+                    if e.alert.state == eldercare_model::AlertState::Resolved {
+                        by_id.remove(&e.alert.id);
+                    } else {
+                        by_id.insert(e.alert.id.clone(), e.alert.clone());
+                    }
+                }
+                let list: Vec<Alert> = by_id.into_values().collect();
+                self.local.alerts_listed(&list);
+                Ok(list)
+            }
+            Err(e) if e.is_outage() => match self.local.unresolved() {
+                Some(list) => {
+                    local_read("alerts");
+                    info!(
+                        alerts = list.len(),
+                        "Database unreachable; open alerts read from the local copy."
+                    );
+                    Ok(list)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
     async fn events_of_alert(&self, alert_id: &str) -> Result<Vec<AlertEvent>> {
         let mut stored = self.inner.events_of_alert(alert_id).await?;
@@ -990,10 +1312,27 @@ impl Store for SpoolingStore {
         self.inner.verify_chain().await
     }
     async fn insert_silence(&self, silence: &Silence) -> Result<()> {
-        self.inner.insert_silence(silence).await
+        self.inner.insert_silence(silence).await?;
+        self.local.silence_written(silence);
+        Ok(())
     }
+    /// While the database is unreachable, the silences active at a time
+    /// come from the local copy; all of them (`None`) do not.
     async fn silences(&self, active_at: Option<EpochMs>) -> Result<Vec<Silence>> {
-        self.inner.silences(active_at).await
+        match self.inner.silences(active_at).await {
+            Ok(list) => {
+                self.local.silences_listed(&list, now_ms());
+                Ok(list)
+            }
+            Err(e) if e.is_outage() => match active_at.and_then(|t| self.local.silences_at(t)) {
+                Some(list) => {
+                    local_read("silences");
+                    Ok(list)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
     async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
         self.inner.insert_dead_letter(dl).await
@@ -1002,31 +1341,77 @@ impl Store for SpoolingStore {
         self.inner.dead_letters(limit).await
     }
     async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
-        self.inner.insert_elder(elder).await
+        let written = self.inner.insert_elder(elder).await?;
+        if written {
+            self.local.elder_written(elder);
+        }
+        Ok(written)
     }
     async fn update_elder(&self, elder: &Elder) -> Result<bool> {
-        self.inner.update_elder(elder).await
+        let written = self.inner.update_elder(elder).await?;
+        if written {
+            self.local.elder_written(elder);
+        }
+        Ok(written)
     }
     async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
-        self.inner.delete_elder(elder_id).await
+        let done = self.inner.delete_elder(elder_id).await?;
+        if done == ElderDeletion::Deleted {
+            self.local.elder_read(elder_id, None);
+        }
+        Ok(done)
     }
     async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
-        self.inner.query_elders(query).await
+        match self.inner.query_elders(query).await {
+            Err(e) if e.is_outage() => match self.local.query_elders(query) {
+                Some(page) => {
+                    local_read("elders");
+                    Ok(page)
+                }
+                None => Err(e),
+            },
+            r => r,
+        }
     }
     async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
-        self.inner.insert_device(device).await
+        let done = self.inner.insert_device(device).await?;
+        if done == DeviceWrite::Written {
+            self.local.device_written(device, false);
+        }
+        Ok(done)
     }
     async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
-        self.inner.update_device(device).await
+        let done = self.inner.update_device(device).await?;
+        if done == DeviceWrite::Written {
+            self.local.device_written(device, true);
+        }
+        Ok(done)
     }
     async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
-        self.inner.set_device_secret(device_id, salt, hash).await
+        let done = self.inner.set_device_secret(device_id, salt, hash).await?;
+        if done {
+            self.local.device_secret(device_id, salt, hash);
+        }
+        Ok(done)
     }
     async fn delete_device(&self, device_id: &str) -> Result<bool> {
-        self.inner.delete_device(device_id).await
+        let done = self.inner.delete_device(device_id).await?;
+        if done {
+            self.local.device_read(device_id, None);
+        }
+        Ok(done)
     }
     async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-        self.inner.query_devices(query).await
+        match self.inner.query_devices(query).await {
+            Err(e) if e.is_outage() => match self.local.query_devices(query) {
+                Some(page) => {
+                    local_read("devices");
+                    Ok(page)
+                }
+                None => Err(e),
+            },
+            r => r,
+        }
     }
     async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
         self.inner.query_readings(query).await
@@ -1801,5 +2186,379 @@ mod tests {
             event_took * 3 < drain_took,
             "the event took {event_took:?} of a {drain_took:?} drain"
         );
+    }
+
+    fn acted(id: &str, state: AlertState, kind: AlertEventKind, at: EpochMs) -> NewAlertEvent {
+        NewAlertEvent {
+            kind,
+            alert: alert(id, state),
+            actor: "op-1".into(),
+            at,
+            note: None,
+        }
+    }
+
+    fn elder(id: &str, community: &str) -> Elder {
+        Elder {
+            elder_id: id.into(),
+            name: format!("Name of {id}"),
+            community: Some(community.into()),
+            timezone: "Asia/Shanghai".into(),
+            night_start: "22:00".into(),
+            night_end: "06:00".into(),
+            ..Default::default()
+        }
+    }
+
+    fn device(id: &str, elder_id: &str) -> Device {
+        Device {
+            device_id: id.into(),
+            kind: eldercare_model::DeviceKind::SosButton,
+            elder_id: elder_id.into(),
+            room: Some("hall".into()),
+            heartbeat_s: 60,
+            secret_salt: format!("salt-{id}"),
+            secret_hash: format!("hash-{id}"),
+        }
+    }
+
+    fn ids(devices: &[Device]) -> Vec<&str> {
+        devices.iter().map(|d| d.device_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn with_the_database_down_at_start_the_head_file_numbers_and_chains_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        spool.append_alert_event(event("a1", 1)).await.unwrap();
+        let e2 = spool.append_alert_event(event("a2", 2)).await.unwrap();
+        drop(spool);
+
+        // Down before the start: nothing spooled, the database silent.
+        flaky.down.store(true, Ordering::SeqCst);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        assert_eq!(spool.last_seq().await.unwrap(), 2, "from head.json");
+        // A subscriber at the head is answered without the database.
+        assert!(spool.events_after(2, 10).await.unwrap().is_empty());
+        let e3 = spool.append_alert_event(event("a3", 3)).await.unwrap();
+        assert_eq!(e3.seq, 3);
+        let body = serde_json::to_string(&e3.alert).unwrap();
+        assert_eq!(
+            e3.hash,
+            event_hash(&e2.hash, 3, e3.kind, "a3", "", 3, None, &body),
+            "chained to the stored head"
+        );
+        assert_eq!(spool.spooled().0, 1);
+
+        flaky.down.store(false, Ordering::SeqCst);
+        spool.drain().await;
+        assert_eq!(spool.spooled().0, 0);
+        assert_eq!(spool.seq_conflicts(), 0);
+        let chain = flaky.inner.verify_chain().await.unwrap();
+        assert_eq!((chain.checked, chain.first_break), (3, None));
+        assert_eq!(
+            flaky.inner.events_after(2, 1).await.unwrap()[0].hash,
+            e3.hash
+        );
+    }
+
+    #[tokio::test]
+    async fn without_head_file_or_database_events_wait_for_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        // Events stored before the head file existed.
+        flaky
+            .inner
+            .append_alert_event(event("a1", 1))
+            .await
+            .unwrap();
+        flaky.down.store(true, Ordering::SeqCst);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        assert!(spool.last_seq().await.unwrap_err().is_outage());
+        let err = spool.append_alert_event(event("a2", 2)).await.unwrap_err();
+        assert!(err.is_outage(), "{err}");
+        assert_eq!(spool.spooled().0, 0, "nothing numbered blind");
+
+        flaky.down.store(false, Ordering::SeqCst);
+        spool.drain().await;
+        assert_eq!(
+            spool.last_seq().await.unwrap(),
+            1,
+            "learnt from the database"
+        );
+        flaky.down.store(true, Ordering::SeqCst);
+        assert_eq!(
+            spool.append_alert_event(event("a2", 2)).await.unwrap().seq,
+            2
+        );
+        flaky.down.store(false, Ordering::SeqCst);
+        spool.drain().await;
+        assert_eq!(flaky.inner.verify_chain().await.unwrap().first_break, None);
+        assert_eq!(flaky.inner.last_seq().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stale_head_file_is_reported_as_a_seq_conflict_and_the_stored_chain_stays_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        spool.append_alert_event(event("a1", 1)).await.unwrap();
+        let after_one = std::fs::read(spool_dir.join(HEAD_FILE)).unwrap();
+        spool.append_alert_event(event("a2", 2)).await.unwrap();
+        drop(spool);
+        // A power loss after the database committed a2 but before the
+        // head file said so.
+        std::fs::write(spool_dir.join(HEAD_FILE), after_one).unwrap();
+
+        flaky.down.store(true, Ordering::SeqCst);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        let given = spool.append_alert_event(event("a3", 3)).await.unwrap();
+        assert_eq!(given.seq, 2, "numbered from the stale head");
+
+        flaky.down.store(false, Ordering::SeqCst);
+        spool.drain().await;
+        assert_eq!(spool.seq_conflicts(), 1, "detected, not silent");
+        let stored = flaky.inner.events_after(0, 10).await.unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|e| (e.seq, e.alert.id.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "a1"), (2, "a2"), (3, "a3")],
+            "the database numbered it on from its own head"
+        );
+        assert_eq!(flaky.inner.verify_chain().await.unwrap().first_break, None);
+        // The head is the database's again: the next event follows it.
+        assert_eq!(spool.last_seq().await.unwrap(), 3);
+        assert_eq!(
+            spool.append_alert_event(event("a4", 4)).await.unwrap().seq,
+            4
+        );
+        let head: Head =
+            serde_json::from_slice(&std::fs::read(spool_dir.join(HEAD_FILE)).unwrap()).unwrap();
+        assert_eq!(head.seq, 4);
+    }
+
+    #[tokio::test]
+    async fn the_registry_copy_answers_while_the_database_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        for (e, c) in [("E1", "C1"), ("E2", "C2")] {
+            flaky.inner.upsert_elder(&elder(e, c)).await.unwrap();
+        }
+        flaky
+            .inner
+            .upsert_device(&device("d1", "E1"))
+            .await
+            .unwrap();
+        flaky
+            .inner
+            .upsert_device(&device("d2", "E2"))
+            .await
+            .unwrap();
+        // The rule engine's start: everything.
+        assert_eq!(spool.list_elders(None).await.unwrap().len(), 2);
+        assert_eq!(ids(&spool.list_devices(None).await.unwrap()), ["d1", "d2"]);
+        // Then its refreshes: what changed.
+        let t = now_ms() - 1;
+        flaky
+            .inner
+            .upsert_device(&device("d3", "E1"))
+            .await
+            .unwrap();
+        assert_eq!(ids(&spool.list_devices(Some(t)).await.unwrap()), ["d3"]);
+        // A device deleted through this store, another re-keyed.
+        assert!(spool.delete_device("d2").await.unwrap());
+        assert!(
+            spool
+                .set_device_secret("d1", "salt-2", "hash-2")
+                .await
+                .unwrap()
+        );
+        // A device read alone, written by someone else meanwhile.
+        flaky
+            .inner
+            .upsert_device(&device("d4", "E2"))
+            .await
+            .unwrap();
+        assert!(spool.get_device("d4").await.unwrap().is_some());
+        spool.drain().await;
+        let file = spool_dir.join(crate::local::REGISTRY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "secret hashes and personal data");
+        }
+        drop(spool);
+
+        flaky.down.store(true, Ordering::SeqCst);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        let d1 = spool.get_device("d1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                d1.elder_id.as_str(),
+                d1.secret_salt.as_str(),
+                d1.secret_hash.as_str()
+            ),
+            ("E1", "salt-2", "hash-2")
+        );
+        assert_eq!(d1.room.as_deref(), Some("hall"));
+        assert_eq!(
+            spool.get_device("d4").await.unwrap().unwrap().elder_id,
+            "E2"
+        );
+        // Not in the copy: unknown here is not "no such device".
+        for gone in ["d2", "ghost"] {
+            let err = spool.get_device(gone).await.unwrap_err();
+            assert!(err.is_outage(), "{gone}: {err}");
+        }
+        assert_eq!(
+            ids(&spool.list_devices(None).await.unwrap()),
+            ["d1", "d3", "d4"]
+        );
+        let err = spool.list_devices(Some(t)).await.unwrap_err();
+        assert!(err.is_outage(), "a delta is not answered from the copy");
+        let page = spool
+            .query_devices(&DeviceQuery {
+                elder_id: Some("E1".into()),
+                after: Some("d1".into()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&page), ["d3"]);
+        let e1 = spool.get_elder("E1").await.unwrap().unwrap();
+        assert_eq!(e1, elder("E1", "C1"));
+        let c2 = spool
+            .query_elders(&ElderQuery {
+                community: Some("C2".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(c2.len(), 1);
+        assert_eq!(c2[0].elder_id, "E2");
+        assert_eq!(spool.list_elders(None).await.unwrap().len(), 2);
+
+        // Back: the first delta is asked as a full listing (the copy
+        // answered the last full one), later ones as deltas again.
+        flaky.down.store(false, Ordering::SeqCst);
+        let now = now_ms();
+        assert_eq!(
+            ids(&spool.list_devices(Some(now)).await.unwrap()),
+            ["d1", "d3", "d4"]
+        );
+        assert!(spool.list_devices(Some(now)).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn open_alerts_and_silences_come_from_the_copy_and_the_spool_while_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let flaky = Arc::new(Flaky::new(dir.path()).await);
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        spool.append_alert_event(event("a1", 1)).await.unwrap();
+        spool.append_alert_event(event("a2", 2)).await.unwrap();
+        spool
+            .append_alert_event(acted(
+                "a2",
+                AlertState::Resolved,
+                AlertEventKind::Resolved,
+                3,
+            ))
+            .await
+            .unwrap();
+        let now = now_ms();
+        let silence = |id: &str, until: EpochMs| Silence {
+            id: id.into(),
+            kind: AlertKind::Inactivity,
+            elder_id: Some("E1".into()),
+            device_id: None,
+            reason: "visiting family".into(),
+            created_by: "op-1".into(),
+            created_at: now - 1000,
+            until,
+            ended_at: None,
+        };
+        spool
+            .insert_silence(&silence("s1", now + 3_600_000))
+            .await
+            .unwrap();
+        spool.insert_silence(&silence("s0", now - 1)).await.unwrap();
+        spool.drain().await;
+        // The database goes; an acknowledgement and a new alert are
+        // spooled, and the process stops before the copy is saved again.
+        flaky.down.store(true, Ordering::SeqCst);
+        spool
+            .append_alert_event(acted(
+                "a1",
+                AlertState::Acknowledged,
+                AlertEventKind::Acknowledged,
+                4,
+            ))
+            .await
+            .unwrap();
+        spool.append_alert_event(event("a3", 5)).await.unwrap();
+        drop(spool);
+
+        let spool = SpoolingStore::open(flaky.clone(), &spool_dir, 100)
+            .await
+            .unwrap();
+        let mut open: Vec<(String, AlertState)> = spool
+            .unresolved_alerts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.id, a.state))
+            .collect();
+        open.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            open,
+            vec![
+                ("a1".to_string(), AlertState::Acknowledged),
+                ("a3".to_string(), AlertState::Open)
+            ]
+        );
+        let active = spool.silences(Some(now)).await.unwrap();
+        assert_eq!(
+            active.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["s1"]
+        );
+        assert!(spool.silences(None).await.unwrap_err().is_outage());
+        assert_eq!(
+            spool.get_alert("a1").await.unwrap().unwrap().state,
+            AlertState::Acknowledged
+        );
+
+        // Back: the database's view, with what is still spooled on top.
+        flaky.down.store(false, Ordering::SeqCst);
+        assert_eq!(spool.unresolved_alerts().await.unwrap().len(), 2);
+        spool.drain().await;
+        let stored = flaky.inner.unresolved_alerts().await.unwrap();
+        assert_eq!(stored.len(), 2);
     }
 }

@@ -138,7 +138,7 @@ async fn migrations_apply_on_an_empty_database_and_reapply_as_a_no_op() {
     }
     // No TimescaleDB on this machine: the migration fell back to daily
     // partitions instead of failing.
-    assert_eq!(s.layout(), Layout::Partitioned);
+    assert_eq!(s.layout(), Some(Layout::Partitioned));
     let timescale: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
             .fetch_one(&raw)
@@ -536,4 +536,66 @@ async fn a_nul_in_text_is_a_refusal_not_an_outage_and_holds_nothing_back() {
         .unwrap();
     assert_eq!(spool.spooled(), (0, 0));
     assert_eq!(s.query_readings(&all_of("pir-1")).await.unwrap().len(), 5);
+}
+
+/// The server's way in: a lazy store that fails at once, as an outage,
+/// until it is prepared; and preparing tells "not there" (wait) from
+/// "there but refusing us" (a configuration error, exit at start).
+#[tokio::test]
+async fn a_lazy_store_is_an_outage_until_prepared_and_config_errors_are_told_apart() {
+    // Nothing listens on this port: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let away = PgStore::lazy(
+        &format!("postgres://postgres:pw@127.0.0.1:{port}/eldercare"),
+        PgOptions::default(),
+    )
+    .unwrap();
+    assert!(!away.is_ready());
+    assert_eq!(away.layout(), None);
+    let err = away.get_device("btn-1").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_)) && err.is_outage(),
+        "{err}"
+    );
+    let err = away.prepare().await.unwrap_err();
+    assert!(err.is_outage() && !err.is_config(), "{err}");
+    assert!(!away.is_ready());
+    // The retry loop gives up when told to stop.
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    assert!(
+        !away
+            .prepare_when_reachable(std::time::Duration::from_millis(10), &stop)
+            .await
+    );
+
+    // There, but refusing: no such database, no such role, a bad URL.
+    let server = support::pg::server();
+    for url in [
+        server.url("no_such_database"),
+        format!("postgres://no_such_role@127.0.0.1:{}/postgres", server.port),
+    ] {
+        let s = PgStore::lazy(&url, PgOptions::default()).unwrap();
+        let err = s.prepare().await.unwrap_err();
+        assert!(err.is_config() && !err.is_refusal(), "{url}: {err}");
+    }
+    let err = PgStore::lazy("postgres://db:notaport/x", PgOptions::default()).unwrap_err();
+    assert!(err.is_config(), "{err}");
+
+    // There: prepared once, then it serves.
+    let db = support::pg::fresh_db().await;
+    let s = PgStore::lazy(&db.url, PgOptions::default()).unwrap();
+    assert!(s.get_device("btn-1").await.unwrap_err().is_outage());
+    assert!(
+        s.prepare_when_reachable(std::time::Duration::from_millis(10), &stop)
+            .await
+    );
+    assert!(s.is_ready());
+    assert_eq!(s.layout(), Some(Layout::Partitioned));
+    assert_eq!(s.get_device("btn-1").await.unwrap(), None);
+    s.prepare().await.unwrap();
 }

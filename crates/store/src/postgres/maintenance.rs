@@ -87,7 +87,7 @@ impl PgStore {
     ///
     /// Idempotent, and safe to run from several processes at once.
     pub async fn maintain(&self, now: DateTime<Utc>) -> Result<Maintenance> {
-        match self.layout {
+        match self.ready()? {
             Layout::Partitioned => self.maintain_partitions(now).await,
             Layout::Timescale => {
                 self.maintain_timescale().await?;

@@ -596,7 +596,7 @@ impl PgStore {
         from: EpochMs,
         to: EpochMs,
     ) -> Result<Vec<VitalsHour>> {
-        let sql = match self.layout {
+        let sql = match self.ready()? {
             Layout::Timescale => {
                 let columns = VITAL_FIELDS
                     .iter()
