@@ -72,7 +72,7 @@ pub const DEVICE_FIELDS: [&str; 5] = ["device_id", "kind", "elder_id", "room", "
 /// `(line number, the row or why it could not be read)`.
 type NumberedRow = (usize, Result<Row, String>);
 
-fn rows(text: &str) -> Result<Vec<NumberedRow>, ImportError> {
+pub fn rows(text: &str) -> Result<Vec<NumberedRow>, ImportError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with('{') {
         return Ok(text
