@@ -18,10 +18,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(rows) = import::rows(text) else {
         return;
     };
-    // Only CSV rows are held to the `Row` contract (trimmed, non-empty
-    // values) for now: JSON-lines rows keep blank strings as values, so a
-    // blank `secret` there becomes the device's secret instead of
-    // generating one (corpus/registry_import/devices_blank_secret.jsonl).
+    // Every row is held to the `Row` contract (trimmed, non-empty
+    // values): a blank JSON `secret` once became the device's secret
+    // (corpus/registry_import/devices_blank_secret.jsonl). The read-back
+    // check is for CSV rows, whose text form is the one written back.
     let csv = !text
         .strip_prefix('\u{feff}')
         .unwrap_or(text)
@@ -35,13 +35,13 @@ fuzz_target!(|data: &[u8]| {
         // runs either on rows of its own, so both get every row.
         let elder = import::elder_from_row(&row);
         let device = import::device_from_row(&row);
-        if !csv {
-            continue;
-        }
         assert!(
             row.values().all(|v| !v.is_empty() && v.trim() == v),
             "{row:?}"
         );
+        if !csv {
+            continue;
+        }
         // What is accepted reads back the same from its own row.
         match kind {
             ListKind::Elders => {

@@ -86,7 +86,13 @@ pub fn rows(text: &str) -> Result<Vec<NumberedRow>, ImportError> {
                         m.into_iter()
                             .filter_map(|(k, v)| match v {
                                 serde_json::Value::Null => None,
-                                serde_json::Value::String(s) => Some((k, s)),
+                                // As in CSV: trimmed, and a blank value is
+                                // no value (a blank `secret` must get a
+                                // generated one, never become the secret).
+                                serde_json::Value::String(s) => {
+                                    let v = s.trim();
+                                    (!v.is_empty()).then(|| (k, v.to_string()))
+                                }
                                 other => Some((k, other.to_string())),
                             })
                             .collect()
@@ -524,5 +530,19 @@ mod tests {
         let jsonl = "{\"elder_id\": \"E5\", \"name\": \"Sun\", \"home_lat\": 31.2}\n";
         let (kind, r) = import(&store, jsonl).await.unwrap();
         assert_eq!((kind, r.imported), (ListKind::Elders, 1));
+
+        // JSON lines follow the CSV rules: a blank secret is no secret (one
+        // is generated; the empty password never logs in), a blank name
+        // is missing, a blank night_start takes the default.
+        let jsonl = "{\"device_id\": \"band-4\", \"kind\": \"vital_band\", \"elder_id\": \"E5\", \"secret\": \"  \"}\n";
+        let (_, r) = import(&store, jsonl).await.unwrap();
+        assert_eq!((r.imported, r.generated_secrets.len()), (1, 1));
+        let d = store.get_device("band-4").await.unwrap().unwrap();
+        assert!(!crate::verify_secret("", &d.secret_salt, &d.secret_hash));
+        assert!(!crate::verify_secret("  ", &d.secret_salt, &d.secret_hash));
+        let jsonl = "{\"elder_id\": \"E6\", \"name\": \"\"}\n{\"elder_id\": \"E7\", \"name\": \"Li\", \"night_start\": \"\"}\n";
+        let (_, r) = import(&store, jsonl).await.unwrap();
+        assert_eq!(r.imported, 1);
+        assert!(r.refused[0].1.contains("name"), "{:?}", r.refused);
     }
 }
