@@ -369,7 +369,8 @@ async fn unknown_device_and_wrong_secret_look_the_same_on_the_wire() {
 /// Opens `n` sockets to the listener: every other one sends the first 20
 /// bytes of a CONNECT announcing more, the others nothing. Each task
 /// reports when its socket is open, then waits for the server to close it
-/// and returns how long it was open.
+/// and returns how long it was open (at least: timed from before the
+/// connection was made).
 fn stalled_sockets(
     addr: &str,
     n: usize,
@@ -382,12 +383,14 @@ fn stalled_sockets(
     for i in 0..n {
         let (addr, opened_tx) = (addr.to_string(), opened_tx.clone());
         set.spawn(async move {
+            // Before the connection exists, so the server's timer starts
+            // after it.
+            let at = Instant::now();
             let mut c = TcpStream::connect(&addr).await.unwrap();
             if i % 2 == 1 {
                 let full = connect("stalled", Some(("btn-1", "s-btn-1")), 30, None);
                 c.write_all(&full[..20]).await.unwrap();
             }
-            let at = Instant::now();
             opened_tx.send(()).unwrap();
             assert!(closed_within(&mut c, DEADLINE * 4).await, "never closed");
             at.elapsed()

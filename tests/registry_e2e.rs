@@ -850,7 +850,8 @@ async fn a_deleted_device_is_disconnected_refused_and_forgotten_by_the_engine() 
         .await
         .err()
         .expect("a deleted device cannot connect");
-    assert!(e.contains("NotAuthorized"), "{e}");
+    // As for any unknown id: the same answer as a wrong secret.
+    assert!(e.contains("BadUserNamePassword"), "{e}");
     refused(
         reg.get_device(pb::GetDeviceRequest {
             device_id: "band-1".into(),
