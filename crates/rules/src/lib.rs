@@ -1707,6 +1707,19 @@ fn inactivity(
         *due = (*due).min(now + RECHECK_MS);
         return;
     }
+    // Blind: the home is offline, or every motion sensor is silent. No
+    // motion from sensors that say nothing at all is no evidence that the
+    // person is not moving (the offline rules report the silence).
+    let pirs_silent = e
+        .devices
+        .iter()
+        .map(|&d| &devices[d as usize])
+        .filter(|d| d.kind == DeviceKind::Pir)
+        .all(|d| d.silent_since.is_some());
+    if e.home_offline || pirs_silent {
+        *due = (*due).min(now + RECHECK_MS);
+        return;
+    }
     let after = i64::from(e.cfg.inactivity.after_s) * 1000;
     let unseen = blind_day_ms(e, blind);
     let deadline = e.clock.after_day_ms(e.activity_at, after + unseen);

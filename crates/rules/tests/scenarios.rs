@@ -708,6 +708,26 @@ fn four_hours_of_daytime_without_motion_is_high() {
 }
 
 #[test]
+fn a_home_whose_sensors_all_fall_silent_is_offline_not_inactive() {
+    // A power cut at 08:00: nothing at all is heard after the last motion.
+    let start = MIDNIGHT + 8 * H;
+    let mut h = Home::with(Rules::defaults(), false, start - H);
+    h.heartbeat(start);
+    h.read("pir-1", start, motion("living"));
+    let mut d = Vec::new();
+    let mut t = start;
+    while t <= start + 6 * H {
+        d.extend(h.e.tick(t));
+        t += 10 * MIN;
+    }
+    assert!(
+        d.iter().any(|d| d.kind() == AlertKind::HomeOffline),
+        "the silence is reported: {d:?}"
+    );
+    none_of(&d, AlertKind::Inactivity);
+}
+
+#[test]
 fn inactivity_counts_daytime_only() {
     // Last motion 20:00; night 21:00-07:00; four daytime hours end at 10:00.
     let start = MIDNIGHT + 20 * H;
