@@ -1,14 +1,15 @@
-//! A PostgreSQL outage in the middle of a load, end to end: the real
-//! binary on a throwaway PostgreSQL server that the test stops and starts
-//! again. Alerts keep flowing to subscribers while the database is down;
-//! when it is back, every alert event (gap-free, hash chain intact) and
-//! every reading is in it.
+//! A PostgreSQL outage end to end: the real binary on a throwaway
+//! PostgreSQL server that the test stops and starts again, in the middle
+//! of a load and across a restart of the server. Alerts keep flowing to
+//! subscribers while the database is down; when it is back, every alert
+//! event (gap-free, hash chain intact) and every reading is in it.
 #[path = "../crates/store/tests/support/pg.rs"]
 mod pg;
 mod support;
 
 use eldercare_proto::v1 as pb;
 use sqlx::Connection;
+use std::collections::HashMap;
 use std::process::Command;
 use support::*;
 
@@ -144,20 +145,21 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
         s.await_metric("eldercare_spool_events", |v| v >= 2.0).await >= 2.0,
         "the events are in the spool"
     );
-    // A device new to the engine: its registry entry cannot be read now,
-    // so the SOS is held, not lost.
+    // A device that has not spoken yet, new to the rule engine: the
+    // registry cannot be read now, but the local copy has it (read when
+    // it connected), so its SOS is attributed and raised at once.
     sos(&btn[2], "btn-3").await;
-    assert!(s.await_metric("eldercare_ingest_held", |v| v >= 1.0).await >= 1.0);
+    let sos3 = next(&mut sub).await;
+    assert_eq!(
+        (sos3.seq, sos3.alert.unwrap().elder_id.as_str()),
+        (4, "E3"),
+        "attributed from the local copy of the registry"
+    );
+    assert_eq!(s.metric("eldercare_ingest_held", ""), 0.0);
 
     // Back.
     pg.resume().unwrap();
     vitals(&band, 301, 100).await;
-    let late = next(&mut sub).await;
-    assert_eq!(
-        (late.seq, late.alert.unwrap().elder_id.as_str()),
-        (4, "E3"),
-        "the held SOS is raised once the registry answers"
-    );
     assert_eq!(
         s.await_metric("eldercare_spool_events", |v| v == 0.0).await,
         0.0,
@@ -192,4 +194,243 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
     assert!(verify.status.success(), "{out}");
     assert!(out.contains("OK, 4 events"), "{out}");
     assert_eq!(s.metric("eldercare_spool_readings_dropped_total", ""), 0.0);
+}
+
+/// Stops the server with SIGTERM (a clean stop: what is spooled and the
+/// local copies are on disk) and hands back its data directory and
+/// tokens. Waits off the runtime, as [`Server::restart`] does.
+async fn stop(mut s: Server) -> (tempfile::TempDir, HashMap<&'static str, String>) {
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let tokens = std::mem::take(&mut s.tokens);
+    let status = tokio::task::spawn_blocking(move || s.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    (dir, tokens)
+}
+
+/// Imports registry files into the database with the CLI.
+fn import(db_url: &str, dir: &std::path::Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["import", "--database-url", db_url])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A hotline restarted while its database is down keeps taking SOS calls:
+/// it starts, authenticates devices against its local copy of the
+/// registry, numbers alert events on from the chain head it kept, knows
+/// the alerts left open, and writes everything to the database when it
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_restarts_during_an_outage_and_still_raises_alerts() {
+    let pg = pg::PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let db = pg.fresh_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("database_url = \"{}\"\n", db.url),
+    )
+    .unwrap();
+    let tokens = Server::issue_tokens(dir.path());
+    let s = Server::spawn(dir, tokens);
+    import(
+        &db.url,
+        s.dir.path(),
+        &[("elders.csv", ELDERS), ("devices.csv", DEVICES)],
+    );
+
+    // A first run on the database: two buttons connect and speak (the
+    // server reads them, and their elders, from the registry), and one
+    // raises an SOS that stays open.
+    let mut sub = s.subscribe(0).await;
+    let btn1 = device(&s, "btn-1").await;
+    let btn2 = device(&s, "btn-2").await;
+    for (d, id) in [(&btn1, "btn-1"), (&btn2, "btn-2")] {
+        publish(
+            d,
+            &format!("eldercare/v1/{id}/status"),
+            format!(r#"{{"ts": {}, "battery_pct": 90}}"#, now_ms()),
+        )
+        .await;
+    }
+    assert!(
+        s.await_metric("eldercare_ingest_accepted_total{stream=\"status\"}", |v| v
+            >= 2.0)
+            .await
+            >= 2.0
+    );
+    sos(&btn1, "btn-1").await;
+    let first = next(&mut sub).await;
+    assert_eq!(first.seq, 1);
+    let first_alert = first.alert.unwrap().id;
+    drop((btn1, btn2, sub));
+    let (dir, tokens) = stop(s).await;
+    let spool = dir.path().join("spool");
+    for f in ["registry.json", "desk.json", "head.json"] {
+        let meta = std::fs::metadata(spool.join(f))
+            .unwrap_or_else(|e| panic!("{f} after a clean stop: {e}"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    // Registered while the server is down: it has never read this one.
+    import(
+        &db.url,
+        dir.path(),
+        &[(
+            "more-devices.csv",
+            "device_id,kind,elder_id,room,secret\nbtn-9,sos_button,E3,,s-btn-9\n",
+        )],
+    );
+
+    // The database goes away, then the server starts again.
+    pg.pause().unwrap();
+    let s = Server::spawn(dir, tokens);
+    let mut sub = s.subscribe(1).await;
+
+    // A known device logs in with its secret (checked against the local
+    // copy: a wrong one is still refused as such) and calls for help.
+    let wrong = connect(&s.mqtt, Some(("btn-2", "not-its-secret")), "btn-2-x")
+        .await
+        .err()
+        .expect("a wrong secret is refused during the outage too");
+    assert!(wrong.contains("BadUserNamePassword"), "{wrong}");
+    let btn2 = device(&s, "btn-2").await;
+    sos(&btn2, "btn-2").await;
+    let raised = next(&mut sub).await;
+    assert_eq!(
+        (
+            raised.seq,
+            raised.kind,
+            raised.alert.as_ref().unwrap().elder_id.as_str()
+        ),
+        (2, pb::AlertEventKind::Raised as i32, "E2"),
+        "the next gap-free seq, from the chain head kept on disk"
+    );
+    // An operator acknowledges it, and the alert left open by the first
+    // run, which the desk knows from its local copy.
+    let mut ops = s.grpc().await;
+    for id in [raised.alert.unwrap().id, first_alert] {
+        let acked = ops
+            .acknowledge(pb::AlertActionRequest {
+                alert_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledging {id}: {e}"))
+            .into_inner();
+        assert_eq!(acked.state, pb::AlertState::Acknowledged as i32);
+    }
+    let acks: Vec<(u64, i32)> = [next(&mut sub).await, next(&mut sub).await]
+        .iter()
+        .map(|e| (e.seq, e.kind))
+        .collect();
+    let ack = pb::AlertEventKind::AcknowledgedEvent as i32;
+    assert_eq!(acks, vec![(3, ack), (4, ack)]);
+    assert_eq!(s.metric("eldercare_spool_events", ""), 3.0);
+
+    // A device the local copy does not know cannot be checked now: the
+    // server says it is unavailable, not that the login is wrong.
+    let unknown = connect(&s.mqtt, Some(("btn-9", "s-btn-9")), "btn-9")
+        .await
+        .err()
+        .expect("an unknown device is not let in during the outage");
+    assert!(unknown.contains("ServiceUnavailable"), "{unknown}");
+
+    // Back: the spool is written, in order, and the chain is whole.
+    pg.resume().unwrap();
+    assert_eq!(
+        s.await_metric("eldercare_spool_events", |v| v == 0.0).await,
+        0.0,
+        "the spool is written once the database answers"
+    );
+    assert_eq!(
+        await_count(&db.url, "SELECT count(*) FROM alert_events", 4).await,
+        4
+    );
+    assert_eq!(count(&db.url, "SELECT max(seq) FROM alert_events").await, 4);
+    assert_eq!(
+        count(
+            &db.url,
+            "SELECT count(*) FROM alerts WHERE state = 'ACKNOWLEDGED'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(s.metric("eldercare_spool_seq_conflicts_total", ""), 0.0);
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}");
+    assert!(out.contains("OK, 4 events"), "{out}");
+    // And the device registered meanwhile gets in now.
+    device(&s, "btn-9").await;
+}
+
+/// Waiting mends an unreachable database, not one that refuses the
+/// server: a database that does not exist, a role it does not know, a URL
+/// that does not parse stop the start with code 64 and say why, and the
+/// password never appears.
+#[tokio::test]
+async fn a_database_that_refuses_the_server_stops_it_at_start() {
+    let pg = pg::PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    for (url, why) in [
+        (
+            format!(
+                "postgres://postgres:pw-123@127.0.0.1:{}/no_such_database",
+                pg.port
+            ),
+            "does not exist",
+        ),
+        (
+            format!(
+                "postgres://no_such_role:pw-123@127.0.0.1:{}/postgres",
+                pg.port
+            ),
+            "no_such_role",
+        ),
+        (
+            "postgres://x:pw-123@db:notaport/db".to_string(),
+            "--database-url",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--mqtt-addr", "127.0.0.1:0", "--grpc-addr"])
+            .args(["127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--database-url", &url])
+            .env("ELDERCARE_LOG", "warn,rumqttd=off")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{url}: {stderr}");
+        assert!(stderr.contains(why), "{url}: {stderr}");
+        assert!(!stderr.contains("pw-123"), "{stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("ready"),
+            "{url}"
+        );
+    }
 }

@@ -137,7 +137,13 @@ fn main() -> ExitCode {
                         return Ok(ExitCode::from(EXIT_CONFIG));
                     }
                 };
-                serve(cfg, None).await.map(|_| ExitCode::SUCCESS)
+                match serve(cfg, None).await {
+                    Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+                        eprintln!("eldercare: {e:#}");
+                        Ok(ExitCode::from(EXIT_CONFIG))
+                    }
+                    r => r.map(|_| ExitCode::SUCCESS),
+                }
             }
             Cmd::Import { storage, files } => import(&storage, &files).await,
             Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
@@ -246,6 +252,56 @@ async fn open_backend(storage: &StorageArgs, pg: PgOptions) -> anyhow::Result<Op
     Ok(Opened::Sqlite(s))
 }
 
+/// A configuration problem found while starting the server, which
+/// waiting will not mend; it exits with [`EXIT_CONFIG`].
+#[derive(Debug)]
+struct ConfigError(String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The server's store. Unlike [`open_backend`], PostgreSQL unreachable at
+/// start (connection refused, timed out, name not resolved) does not stop
+/// it: the store is returned unprepared, every call fails at once as an
+/// outage (alert events and readings are spooled, devices checked against
+/// the local copy of the registry), and [`maintain_hourly`] prepares it
+/// once the database answers. A URL that does not parse, or a database
+/// that answers but refuses us (login, no such database, migrations that
+/// do not match), is a configuration error: exit 64 at once.
+async fn open_server_backend(storage: &StorageArgs, pg: PgOptions) -> anyhow::Result<Opened> {
+    let Some(url) = &storage.database_url else {
+        return open_backend(storage, pg).await;
+    };
+    let redacted = redact_url(url);
+    if !is_postgres_url(url) {
+        return Err(ConfigError(format!(
+            "--database-url must be a postgres:// or postgresql:// URL, not {redacted}"
+        ))
+        .into());
+    }
+    let s = PgStore::lazy(url, pg)
+        .map_err(|e| ConfigError(format!("--database-url {redacted}: {e}")))?;
+    match s.prepare().await {
+        Ok(()) => {}
+        Err(e) if e.is_config() => {
+            return Err(
+                ConfigError(format!("PostgreSQL at {redacted} refuses this server: {e}")).into(),
+            );
+        }
+        Err(e) => warn!(
+            url = %redacted,
+            error = %e,
+            "PostgreSQL unreachable at start; serving without it (alerts and readings spooled, devices checked against the local copy of the registry) and connecting in the background."
+        ),
+    }
+    Ok(Opened::Postgres(s))
+}
+
 /// The store for one-shot commands (import, dead-letters, audit): these
 /// never maintain the readings partitions; the server does.
 pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
@@ -259,7 +315,27 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
 /// retention); it already ran once at start. A failure is retried at the
 /// next run: a day's partition exists a week before it is needed, and
 /// until then its readings wait in the default partition.
+///
+/// When the database was unreachable at start, first waits for it
+/// (trying every 2 s), prepares the schema and runs the maintenance once.
 async fn maintain_hourly(pg: PgStore, shutdown: CancellationToken) {
+    if !pg.is_ready() {
+        if !pg
+            .prepare_when_reachable(std::time::Duration::from_secs(2), &shutdown)
+            .await
+        {
+            return;
+        }
+        match pg.maintain(chrono::Utc::now()).await {
+            Ok(m) => info!(
+                layout = ?pg.layout(),
+                partitions_created = m.created.len(),
+                partitions_dropped = m.dropped.len(),
+                "PostgreSQL store ready."
+            ),
+            Err(e) => warn!(error = %e, "Readings maintenance failed; retrying in an hour."),
+        }
+    }
     let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
@@ -315,22 +391,32 @@ pub async fn serve(
         ..PgOptions::default()
     };
     let (database, maintenance_task): (Arc<dyn Store>, _) =
-        match open_backend(&cfg.storage, pg_options).await? {
+        match open_server_backend(&cfg.storage, pg_options).await? {
             Opened::Sqlite(s) => (Arc::new(s), None),
             Opened::Postgres(pg) => {
                 // Before intake starts: today's and the coming week's
-                // partitions exist, and expired days are gone.
-                let m = pg
-                    .maintain(chrono::Utc::now())
-                    .await
-                    .context("preparing the readings table")?;
-                info!(
-                    layout = ?pg.layout(),
-                    retention_days = cfg.retention_days,
-                    partitions_created = m.created.len(),
-                    partitions_dropped = m.dropped.len(),
-                    "PostgreSQL store ready."
-                );
+                // partitions exist, and expired days are gone. A database
+                // lost meanwhile only delays that (readings of a day
+                // without its partition wait in the default one).
+                if pg.is_ready() {
+                    match pg.maintain(chrono::Utc::now()).await {
+                        Ok(m) => info!(
+                            layout = ?pg.layout(),
+                            retention_days = cfg.retention_days,
+                            partitions_created = m.created.len(),
+                            partitions_dropped = m.dropped.len(),
+                            "PostgreSQL store ready."
+                        ),
+                        Err(e) if e.is_outage() => {
+                            warn!(error = %e, "Readings maintenance failed; retrying in an hour.")
+                        }
+                        Err(e) => {
+                            return Err(
+                                anyhow::Error::new(e).context("preparing the readings table")
+                            );
+                        }
+                    }
+                }
                 let task = tokio::spawn(maintain_hourly(pg.clone(), shutdown.clone()));
                 (Arc::new(pg), Some(task))
             }

@@ -171,6 +171,8 @@ struct State {
 pub(crate) struct LocalCopies {
     dir: PathBuf,
     state: Mutex<State>,
+    /// One save at a time: two would write the same temporary files.
+    saving: tokio::sync::Mutex<()>,
 }
 
 /// Reads a copy; absent is `None`, damaged is `None` and a warning (the
@@ -232,6 +234,7 @@ impl LocalCopies {
         LocalCopies {
             dir: dir.to_path_buf(),
             state: Mutex::new(state),
+            saving: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -488,6 +491,7 @@ impl LocalCopies {
     /// Writes the copies changed since the last save. On failure they
     /// stay marked, for the next save.
     pub async fn save(&self, now: EpochMs) -> Result<()> {
+        let _one = self.saving.lock().await;
         let (registry, desk) = {
             let mut st = self.lock();
             let registry = match (st.registry_dirty, &st.registry) {

@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info};
 
 mod alerts;
 mod maintenance;
@@ -159,38 +159,34 @@ impl PgStore {
         self.layout.get().is_some()
     }
 
-    /// Tries [`PgStore::prepare`] every `every` until it succeeds (`true`)
-    /// or `stop` is cancelled (`false`). An outage is logged once when it
-    /// first fails; a configuration problem (the database answers but
-    /// refuses the login, has no such database, ...) at error level each
-    /// time, as it will not mend itself. `url` is for messages only, and
-    /// appears without its password.
+    /// Until the store is prepared: waits `every`, then tries
+    /// [`PgStore::prepare`]; `true` once prepared, `false` when `stop` is
+    /// cancelled first. For a store whose first `prepare` failed as an
+    /// outage (the caller has said so): further outages are logged at
+    /// debug level only; a configuration problem (the database answers
+    /// but refuses the login, has no such database, ...) at error level
+    /// each time, as it will not mend itself.
     pub async fn prepare_when_reachable(
         &self,
         every: Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> bool {
-        let mut said = false;
-        loop {
-            match self.prepare().await {
-                Ok(()) => {
-                    info!("PostgreSQL reached: schema migrated; the spool is written to it now.");
-                    return true;
-                }
-                Err(e) if e.is_config() => {
-                    error!(error = %e, "PostgreSQL answers but refuses this server; fix the configuration. Retrying.");
-                }
-                Err(e) if !said => {
-                    said = true;
-                    warn!(error = %e, "PostgreSQL still unreachable; retrying in the background.");
-                }
-                Err(_) => {}
-            }
+        while !self.is_ready() {
             tokio::select! {
                 _ = stop.cancelled() => return false,
                 _ = tokio::time::sleep(every) => {}
             }
+            match self.prepare().await {
+                Ok(()) => {
+                    info!("PostgreSQL reached: schema migrated; the spool is written to it now.")
+                }
+                Err(e) if e.is_config() => {
+                    error!(error = %e, "PostgreSQL answers but refuses this server; fix the configuration. Retrying.");
+                }
+                Err(e) => debug!(error = %e, "PostgreSQL still unreachable."),
+            }
         }
+        true
     }
 
     /// The readings layout, once prepared.

@@ -591,8 +591,11 @@ async fn a_lazy_store_is_an_outage_until_prepared_and_config_errors_are_told_apa
     let s = PgStore::lazy(&db.url, PgOptions::default()).unwrap();
     assert!(s.get_device("btn-1").await.unwrap_err().is_outage());
     assert!(
-        s.prepare_when_reachable(std::time::Duration::from_millis(10), &stop)
-            .await
+        s.prepare_when_reachable(
+            std::time::Duration::from_millis(10),
+            &tokio_util::sync::CancellationToken::new()
+        )
+        .await
     );
     assert!(s.is_ready());
     assert_eq!(s.layout(), Some(Layout::Partitioned));
