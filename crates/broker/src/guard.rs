@@ -246,7 +246,9 @@ impl Shared {
         };
         drop(pending);
         reader.set_max(s.max_packet_bytes);
-        self.session(admitted, rd, wr, reader).await
+        // Boxed: a connection waiting for its CONNECT (there may be
+        // thousands) then holds only the handshake's state.
+        Box::pin(self.session(admitted, rd, wr, reader)).await
     }
 
     /// Reads the CONNECT within the deadline and judges it; `None` when
