@@ -379,10 +379,8 @@ impl Pipeline {
     /// both in a durable checkpoint and stored, once the previous save
     /// finished: what the intake log may release.
     pub async fn checkpoint(&mut self) -> Option<u64> {
-        if let Some(h) = &self.saving {
-            if !h.is_finished() {
-                return None;
-            }
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return None;
         }
         let done = match self.saving.take() {
             Some(h) => h.await.ok().flatten(),

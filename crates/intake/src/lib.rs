@@ -64,9 +64,10 @@ pub enum Lane {
 }
 
 impl Lane {
-    /// `eldercare/v1/<device>/event` carries SOS and falls.
+    /// `eldercare/v1/<device>/event` (and its protobuf form,
+    /// `.../event/pb`) carries SOS and falls.
     pub fn of_topic(topic: &str) -> Lane {
-        if topic.ends_with("/event") {
+        if topic.ends_with("/event") || topic.ends_with("/event/pb") {
             Lane::Urgent
         } else {
             Lane::Routine
@@ -201,5 +202,21 @@ impl Appender {
             },
         };
         Ok(self.shared.push(lane, topic, payload, permit)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lane;
+
+    #[test]
+    fn sos_and_falls_take_the_urgent_lane_in_json_and_protobuf() {
+        assert_eq!(Lane::of_topic("eldercare/v1/btn-1/event"), Lane::Urgent);
+        assert_eq!(Lane::of_topic("eldercare/v1/btn-1/event/pb"), Lane::Urgent);
+        assert_eq!(Lane::of_topic("eldercare/v1/band-1/vitals"), Lane::Routine);
+        assert_eq!(
+            Lane::of_topic("eldercare/v1/band-1/vitals/pb"),
+            Lane::Routine
+        );
     }
 }
