@@ -4,16 +4,17 @@
 //! subscribes to AlertService and matches alerts to the injected ground
 //! truth. Ends with a summary table and a JSON result.
 use crate::life::{HomeSim, Intervals, Msg, Payload, Truth};
+use crate::pace::{self, BEHIND_MS, Behind, Plan};
 use crate::{Home, Inject, registry_csv, stage};
 use eldercare_proto::v1 as pb;
 use eldercare_rules::RuleConfig;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -60,6 +61,26 @@ pub struct Config {
     pub progress: bool,
 }
 
+/// How a load is paced, beyond [`Config`]: for load tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    /// With a target rate, no device sends more than this, messages/s
+    /// (eldercare limits each session to 50 by default and slows down,
+    /// then cuts off, one above it).
+    pub device_max_per_s: f64,
+    /// QoS 1 messages a connection may have waiting for their PUBACK.
+    pub inflight: u16,
+}
+
+impl Default for Pacing {
+    fn default() -> Pacing {
+        Pacing {
+            device_max_per_s: 40.0,
+            inflight: 100,
+        }
+    }
+}
+
 impl Config {
     /// Whether alerts are matched to the ground truth: always in
     /// `verify`, and in `burst` given a token (did the power cut raise
@@ -74,7 +95,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-#[derive(Default)]
 struct Counters {
     sent: AtomicU64,
     acked: AtomicU64,
@@ -83,6 +103,22 @@ struct Counters {
     alerts: AtomicU64,
     /// The run is over: connections closing now are not errors.
     stopping: AtomicBool,
+    /// From a QoS 1 PUBLISH written to its PUBACK, microseconds.
+    puback_us: Mutex<Histogram<u64>>,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            alerts: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            puback_us: Mutex::new(hist_us()),
+        }
+    }
 }
 
 /// One device's connection.
@@ -92,9 +128,24 @@ struct Conn {
     /// without a DISCONNECT, so the broker publishes the last will.
     poll: tokio::task::JoinHandle<()>,
     opts: MqttOptions,
+    /// QoS 1 messages written and not yet acknowledged.
+    outstanding: Arc<AtomicU32>,
 }
 
-fn options(addr: &str, device_id: &str, secret: &str) -> anyhow::Result<MqttOptions> {
+impl Conn {
+    /// Whether the in-flight window is full: the next message waits for
+    /// a PUBACK.
+    fn window_full(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) + 1 >= u32::from(self.opts.inflight())
+    }
+}
+
+fn options(
+    addr: &str,
+    device_id: &str,
+    secret: &str,
+    inflight: u16,
+) -> anyhow::Result<MqttOptions> {
     let (host, port) = addr
         .rsplit_once(':')
         .ok_or_else(|| anyhow::anyhow!("--mqtt-addr must be host:port"))?;
@@ -102,6 +153,7 @@ fn options(addr: &str, device_id: &str, secret: &str) -> anyhow::Result<MqttOpti
     o.set_credentials(device_id, secret);
     o.set_keep_alive(Duration::from_secs(60));
     o.set_clean_session(true);
+    o.set_inflight(inflight.max(1));
     o.set_last_will(rumqttc::LastWill::new(
         format!("eldercare/v1/{device_id}/status"),
         br#"{"online": false}"#.to_vec(),
@@ -137,11 +189,37 @@ async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
         }
     };
     c.connected.fetch_add(1, Ordering::Relaxed);
+    let outstanding = Arc::new(AtomicU32::new(0));
+    let out = outstanding.clone();
+    let window = usize::from(opts.inflight());
     let poll = tokio::spawn(async move {
+        // When each packet id went out, for its PUBACK's wait; kept here
+        // and added to the shared histogram now and then.
+        let mut written: Vec<Option<Instant>> = vec![None; window + 1];
+        let mut waits = hist_us();
+        let keep = |waits: &mut Histogram<u64>| {
+            let _ = c.puback_us.lock().unwrap().add(&*waits);
+            waits.reset();
+        };
         loop {
             match el.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                    out.fetch_add(1, Ordering::Relaxed);
+                    if let Some(w) = written.get_mut(usize::from(pkid)) {
+                        *w = Some(Instant::now());
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(a))) => {
                     c.acked.fetch_add(1, Ordering::Relaxed);
+                    let _ = out.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+                    if let Some(at) = written.get_mut(usize::from(a.pkid)).and_then(Option::take) {
+                        let _ = waits.record((at.elapsed().as_micros() as u64).max(1));
+                        if waits.len() >= 256 {
+                            keep(&mut waits);
+                        }
+                    }
                 }
                 Ok(_) => {}
                 // The run is over: the DISCONNECT went out (or the session
@@ -149,13 +227,22 @@ async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
                 Err(_) if c.stopping.load(Ordering::Relaxed) => break,
                 Err(_) => {
                     c.errors.fetch_add(1, Ordering::Relaxed);
-                    // rumqttc reconnects on the next poll.
+                    // rumqttc reconnects on the next poll and sends again
+                    // what was waiting for its PUBACK.
+                    out.store(0, Ordering::Relaxed);
+                    written.iter_mut().for_each(|w| *w = None);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
+        keep(&mut waits);
     });
-    Ok(Conn { client, poll, opts })
+    Ok(Conn {
+        client,
+        poll,
+        opts,
+        outstanding,
+    })
 }
 
 /// A connection to the server's gRPC API at `addr`, and the interceptor
@@ -264,9 +351,31 @@ async fn subscribe(
 
 /// Runs the simulation and returns the JSON result.
 pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
-    let counters = Arc::new(Counters::default());
+    drive_with(cfg, Pacing::default()).await
+}
+
+/// As [`drive`], paced as given.
+pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_json::Value> {
+    let counters = Arc::new(Counters::new());
     let mut homes = cfg.homes.clone();
     let n_devices: usize = homes.iter().map(|h| h.devices.len()).sum();
+    // The intervals that make the target rate over this run (the time of
+    // day decides who is asleep, walking, ...), no device above its
+    // ceiling; or why it cannot be made.
+    let rate_plan = cfg.rate.map(|target| {
+        pace::plan(
+            &homes,
+            cfg.seed,
+            &cfg.rules,
+            now_ms() + 2000,
+            cfg.duration.as_millis().min(i64::MAX as u128) as i64,
+            target,
+            pacing.device_max_per_s,
+        )
+    });
+    if let Some(p) = &rate_plan {
+        eprintln!("{}", describe_plan(p));
+    }
     if cfg.register {
         eprintln!("registering {} homes ({n_devices} devices)", homes.len());
         register(&cfg, &homes, true).await?;
@@ -295,7 +404,7 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
             None => h.devices.iter().collect(),
         };
         for (ci, d) in logins.into_iter().enumerate() {
-            let opts = options(&cfg.mqtt_addr, &d.device_id, &d.secret)?;
+            let opts = options(&cfg.mqtt_addr, &d.device_id, &d.secret, pacing.inflight)?;
             let (sem, c) = (sem.clone(), counters.clone());
             set.spawn(async move {
                 let _p = sem.acquire_owned().await;
@@ -340,11 +449,9 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
     if cfg.register && !staged.is_empty() {
         register(&cfg, &staged, false).await?;
     }
-    let natural = natural_rate(&homes, &cfg.rules);
-    let iv = match cfg.rate {
-        Some(r) => Intervals::default().faster(r / natural),
-        None => Intervals::default(),
-    };
+    let iv = rate_plan
+        .as_ref()
+        .map_or(Intervals::default(), |p| p.intervals);
     let mut sims: Vec<HomeSim> = homes
         .iter()
         .map(|h| {
@@ -406,16 +513,33 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
     let progress = progress_bar(&cfg, counters.clone(), t0, end);
     // Until the end, then until every episode's alert is due (+10 s).
     let last_due = truths.iter().map(|t| t.due_ms).max().unwrap_or(0);
+    tokio::time::sleep_until(at_instant(t0)).await;
+    let cpu_start = cpu_now();
+    let sent_start = counters.sent.load(Ordering::Relaxed);
     tokio::select! {
         _ = tokio::time::sleep_until(at_instant(end)) => {}
         _ = tokio::signal::ctrl_c() => eprintln!("interrupted"),
     }
+    // The load window: what was sent in it is the rate offered.
+    let window_end = now_ms();
+    let sent_in_window = counters.sent.load(Ordering::Relaxed) - sent_start;
+    let cpu_end = cpu_now();
     stop.store(true, Ordering::Relaxed);
     counters.stopping.store(true, Ordering::Relaxed);
+    let mut paced = TaskStats::new();
     for t in tasks {
-        let _ = t.await;
+        if let Ok(s) = t.await {
+            paced.add(&s);
+        }
     }
     let sent_end = now_ms();
+    let run = RunStats {
+        window_s: ((window_end - t0) as f64 / 1000.0).max(0.001),
+        sent_in_window,
+        paced,
+        cpu: cpu_start.zip(cpu_end).map(|(a, b)| b.since(&a)),
+        inflight: pacing.inflight,
+    };
     if cfg.verifying() {
         let wait_until = (last_due + 10_000).max(sent_end + 3000);
         tokio::time::sleep_until(at_instant(wait_until)).await;
@@ -429,7 +553,17 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
     let seen = seen.lock().unwrap().clone();
     let published = published.lock().unwrap().clone();
     let result = summarize(
-        &cfg, &homes, &counters, &truths, &seen, &published, t0, sent_end, n_devices,
+        &cfg,
+        &homes,
+        &counters,
+        &truths,
+        &seen,
+        &published,
+        t0,
+        sent_end,
+        n_devices,
+        rate_plan.as_ref(),
+        &run,
     );
     print_summary(&result);
     if let Some(path) = &cfg.result {
@@ -458,20 +592,6 @@ fn clone_cfg(c: &Config) -> Config {
     }
 }
 
-/// Messages/s the homes send at realistic intervals, measured on an
-/// hour of one in ten of them.
-fn natural_rate(homes: &[Home], rules: &RuleConfig) -> f64 {
-    let t0 = now_ms();
-    let sample: Vec<&Home> = homes.iter().step_by(10).take(50).collect();
-    let mut out = Vec::new();
-    for h in &sample {
-        let mut s = HomeSim::new(h, 1, rules, Intervals::default(), t0, &[]);
-        s.advance(t0 + 3_600_000, &mut out);
-    }
-    let per_home = out.len() as f64 / sample.len().max(1) as f64 / 3600.0;
-    per_home * homes.len() as f64
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn play_home(
     mut sim: HomeSim,
@@ -484,8 +604,12 @@ async fn play_home(
     at_instant: impl Fn(i64) -> Instant,
     burst: Option<(i64, i64, Intervals)>,
     iv: Intervals,
-) {
+) -> TaskStats {
     let home = sim.home().clone();
+    let mut st = TaskStats::new();
+    let behind = Duration::from_millis(BEHIND_MS as u64);
+    // When the last publish was handed over.
+    let mut prev_done = Instant::now();
     let mut buf: Vec<Msg> = Vec::new();
     let mut t = t0;
     let mut burst_state = 0;
@@ -528,7 +652,15 @@ async fn play_home(
             }
         }
         for m in buf.drain(..) {
-            tokio::time::sleep_until(at_instant(m.at_ms)).await;
+            let due = at_instant(m.at_ms);
+            tokio::time::sleep_until(due).await;
+            // Behind schedule: since it was due, or since the last
+            // message went if that was later, the task was making
+            // messages or waiting for a core.
+            let ready = Instant::now();
+            if ready > due + behind {
+                st.behind.cpu_s += (ready - prev_done.max(due)).as_secs_f64();
+            }
             let dev = &home.devices[m.device];
             let conn = if home.gateway.is_some() {
                 &conns[0]
@@ -568,12 +700,26 @@ async fn play_home(
             }
             let topic = m.body.topic(&dev.device_id);
             let bytes = m.body.bytes(m.at_ms);
-            if conn
+            let start = Instant::now();
+            let full = conn.window_full();
+            let r = conn
                 .client
                 .publish(topic, QoS::AtLeastOnce, false, bytes)
-                .await
-                .is_ok()
-            {
+                .await;
+            let done = Instant::now();
+            st.lag(done.saturating_duration_since(due));
+            if done > due + behind {
+                // Handing it over waited: for PUBACKs if the window was
+                // full, else for the connection's event loop.
+                let waited = (done - start).as_secs_f64();
+                if full || conn.window_full() {
+                    st.behind.puback_wait_s += waited;
+                } else {
+                    st.behind.queue_wait_s += waited;
+                }
+            }
+            prev_done = done;
+            if r.is_ok() {
                 c.sent.fetch_add(1, Ordering::Relaxed);
                 if m.trigger {
                     published
@@ -603,6 +749,131 @@ async fn play_home(
         {
             poll.abort();
         }
+    }
+    st
+}
+
+/// What one publishing task measured of its own pace.
+struct TaskStats {
+    behind: Behind,
+    /// How late each message was handed over, microseconds.
+    lag_us: Histogram<u64>,
+}
+
+impl TaskStats {
+    fn new() -> TaskStats {
+        TaskStats {
+            behind: Behind::default(),
+            lag_us: hist_us(),
+        }
+    }
+
+    fn lag(&mut self, d: Duration) {
+        let _ = self.lag_us.record((d.as_micros() as u64).max(1));
+    }
+
+    fn add(&mut self, o: &TaskStats) {
+        self.behind.puback_wait_s += o.behind.puback_wait_s;
+        self.behind.queue_wait_s += o.behind.queue_wait_s;
+        self.behind.cpu_s += o.behind.cpu_s;
+        let _ = self.lag_us.add(&o.lag_us);
+    }
+}
+
+/// The load window as measured.
+struct RunStats {
+    window_s: f64,
+    sent_in_window: u64,
+    paced: TaskStats,
+    cpu: Option<CpuUse>,
+    inflight: u16,
+}
+
+/// CPU time of this process and of the machine, from `/proc` (Linux).
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    at: std::time::Instant,
+    /// utime + stime of this process, clock ticks.
+    own: u64,
+    /// Busy and all clock ticks of the machine.
+    busy: u64,
+    all: u64,
+}
+
+/// Between two samples: this process's CPU in % of one core, the
+/// machine's busy share in %, and the cores.
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    own_pct: f64,
+    machine_busy_pct: f64,
+    cores: usize,
+}
+
+impl CpuSample {
+    fn since(&self, a: &CpuSample) -> CpuUse {
+        // USER_HZ: 100 on every Linux this runs on.
+        let wall = (self.at - a.at).as_secs_f64().max(1e-3);
+        CpuUse {
+            own_pct: 100.0 * (self.own.saturating_sub(a.own)) as f64 / 100.0 / wall,
+            machine_busy_pct: 100.0 * self.busy.saturating_sub(a.busy) as f64
+                / (self.all.saturating_sub(a.all)).max(1) as f64,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+fn cpu_now() -> Option<CpuSample> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command's closing parenthesis: state is the 1st,
+    // utime the 12th, stime the 13th.
+    let f: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let all = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = all
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?;
+    Some(CpuSample {
+        at: std::time::Instant::now(),
+        own,
+        busy,
+        all: cpu.iter().take(8).sum(),
+    })
+}
+
+/// One line on how the target rate is made, or why it cannot be.
+fn describe_plan(p: &Plan) -> String {
+    let iv = &p.intervals;
+    let how = format!(
+        "vital signs every {} ms, sleep {} ms, GPS {} ms, PIR {} ms, status {} ms; busiest device {:.1} msg/s (at most {})",
+        iv.vitals_ms,
+        iv.sleep_ms,
+        iv.gps_ms,
+        iv.pir_ms,
+        iv.status_ms,
+        p.busiest_device_per_s,
+        p.device_max_per_s
+    );
+    match p.ceiling_per_s {
+        Some(c) => format!(
+            "cannot offer {:.0} msg/s: {}; offering {c:.0} msg/s ({how})",
+            p.target_per_s,
+            pace::Shortfall::TooFewDevices {
+                ceiling_per_s: c,
+                device_max_per_s: p.device_max_per_s,
+                homes_needed: p.homes_needed,
+            }
+            .reason()
+        ),
+        None => format!(
+            "offering {:.0} msg/s (planned {:.0}): {how}",
+            p.target_per_s, p.planned_per_s
+        ),
     }
 }
 
@@ -651,6 +922,25 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds")
 }
 
+/// Microseconds up to an hour.
+fn hist_us() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+/// Percentiles of a microsecond histogram, in milliseconds.
+fn percentiles_ms(h: &Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return json!({"count": 0});
+    }
+    let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+    json!({
+        "count": h.len(),
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "max": ms(h.max()),
+    })
+}
+
 fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     if h.is_empty() {
         return json!({"count": 0});
@@ -675,23 +965,31 @@ fn summarize(
     t0: i64,
     sent_end: i64,
     n_devices: usize,
+    plan: Option<&Plan>,
+    run: &RunStats,
 ) -> serde_json::Value {
-    let secs = ((sent_end - t0) as f64 / 1000.0).max(0.001);
+    let span = ((sent_end - t0) as f64 / 1000.0).max(0.001);
     let sent = c.sent.load(Ordering::Relaxed);
     let acked = c.acked.load(Ordering::Relaxed);
+    let offered = run.sent_in_window as f64 / run.window_s;
     let mut out = json!({
         "mode": cfg.mode.name(),
         "homes": homes.len(),
         "devices": n_devices,
         "connections": c.connected.load(Ordering::Relaxed),
-        "duration_s": secs,
+        "duration_s": run.window_s,
         "messages": {
-            "sent": sent, "acked": acked,
-            "rate_sent_per_s": sent as f64 / secs,
-            "rate_acked_per_s": acked as f64 / secs,
+            "sent": sent,
+            "sent_in_window": run.sent_in_window,
+            "sent_after_window": sent.saturating_sub(run.sent_in_window),
+            "acked": acked,
+            "rate_sent_per_s": offered,
+            "rate_acked_per_s": acked as f64 / span,
+            "span_s": span,
             "connection_errors": c.errors.load(Ordering::Relaxed),
         },
     });
+    out["rate"] = rate_result(plan, offered, run, &c.puback_us.lock().unwrap());
     if !cfg.verifying() {
         return out;
     }
@@ -767,6 +1065,53 @@ fn summarize(
     out
 }
 
+/// The rate asked, planned and offered, and, if short, why: the `rate`
+/// object of the JSON result.
+fn rate_result(
+    plan: Option<&Plan>,
+    offered: f64,
+    run: &RunStats,
+    puback_us: &Histogram<u64>,
+) -> serde_json::Value {
+    let b = run.paced.behind;
+    let mut out = json!({
+        "offered_per_s": offered,
+        "publish_lag_ms": percentiles_ms(&run.paced.lag_us),
+        "puback_ms": percentiles_ms(puback_us),
+        "inflight_window": run.inflight,
+        "behind_s": {
+            "puback_wait": b.puback_wait_s,
+            "queue_wait": b.queue_wait_s,
+            "cpu": b.cpu_s,
+        },
+    });
+    if let Some(u) = run.cpu {
+        out["simulator_cpu_pct"] = json!((u.own_pct * 10.0).round() / 10.0);
+        out["cores"] = json!(u.cores);
+        out["machine_busy_pct"] = json!((u.machine_busy_pct * 10.0).round() / 10.0);
+    }
+    let Some(p) = plan else {
+        return out;
+    };
+    let why = pace::judge(p, offered, b);
+    let iv = p.intervals;
+    out["target_per_s"] = json!(p.target_per_s);
+    out["planned_per_s"] = json!(p.planned_per_s);
+    out["offered_of_target"] = json!(offered / p.target_per_s);
+    out["met"] = json!(why.is_empty());
+    out["reasons"] = why.iter().map(|w| w.reason()).collect::<Vec<_>>().into();
+    out["reason"] = why.first().map(|w| w.reason()).into();
+    out["device_max_per_s"] = json!(p.device_max_per_s);
+    out["busiest_device_per_s"] = json!(p.busiest_device_per_s);
+    out["ceiling_per_s"] = json!(p.ceiling_per_s);
+    out["homes_needed"] = json!(p.homes_needed);
+    out["intervals_ms"] = json!({
+        "vitals": iv.vitals_ms, "sleep": iv.sleep_ms, "gps": iv.gps_ms,
+        "pir": iv.pir_ms, "status": iv.status_ms,
+    });
+    out
+}
+
 fn print_summary(r: &serde_json::Value) {
     let m = &r["messages"];
     println!();
@@ -794,6 +1139,54 @@ fn print_summary(r: &serde_json::Value) {
         m["rate_acked_per_s"].as_f64().unwrap_or(0.0)
     );
     println!("{:<28} {}", "connection errors", m["connection_errors"]);
+    let rate = &r["rate"];
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    if !rate["target_per_s"].is_null() {
+        println!(
+            "{:<28} {:.0} / {:.0} / {:.0} ({:.1} %)",
+            "rate target/planned/offered",
+            f(&rate["target_per_s"]),
+            f(&rate["planned_per_s"]),
+            f(&rate["offered_per_s"]),
+            100.0 * f(&rate["offered_of_target"]),
+        );
+    }
+    println!(
+        "{:<28} {} / {} / {}",
+        "publish lag ms p50/p99/max",
+        rate["publish_lag_ms"]["p50"],
+        rate["publish_lag_ms"]["p99"],
+        rate["publish_lag_ms"]["max"],
+    );
+    println!(
+        "{:<28} {} / {} / {}",
+        "PUBACK wait ms p50/p99/max",
+        rate["puback_ms"]["p50"],
+        rate["puback_ms"]["p99"],
+        rate["puback_ms"]["max"],
+    );
+    if !rate["simulator_cpu_pct"].is_null() {
+        println!(
+            "{:<28} {:.0} % of one core ({} cores; machine {:.0} % busy)",
+            "simulator CPU",
+            f(&rate["simulator_cpu_pct"]),
+            rate["cores"],
+            f(&rate["machine_busy_pct"]),
+        );
+    }
+    if let Some(why) = rate["reasons"].as_array().filter(|w| !w.is_empty()) {
+        let b = &rate["behind_s"];
+        for w in why {
+            println!("{:<28} {}", "SHORT OF THE TARGET", w.as_str().unwrap_or(""));
+        }
+        println!(
+            "{:<28} PUBACK waits {:.1}, other queue waits {:.1}, CPU {:.1}",
+            "time behind schedule (s)",
+            f(&b["puback_wait"]),
+            f(&b["queue_wait"]),
+            f(&b["cpu"]),
+        );
+    }
     let e = &r["emergencies"];
     if e.is_null() {
         return;

@@ -3,6 +3,8 @@
 //! ordinary day ([`life`]) and publishing over MQTT as real devices do
 //! ([`drive`]; each device logs in as itself), with emergencies injected
 //! as episodes whose expected alerts are known (the ground truth).
+//! [`pace`] turns a target rate into the devices' intervals for a load
+//! test, and judges why a run fell short of it.
 //!
 //! Homes are deterministic from `(count, seed)`: ids and secrets derive
 //! from them, so the registry written and the devices driven agree
@@ -11,6 +13,7 @@
 //! registered; [`stage`] sets what an episode needs.
 pub mod drive;
 pub mod life;
+pub mod pace;
 
 use eldercare_model::AlertKind;
 use sha2::{Digest, Sha256};

@@ -81,7 +81,29 @@ impl Default for Intervals {
 
 impl Intervals {
     /// Every interval divided by `factor` (a load test's higher rate),
-    /// never below 10 ms.
+    /// but no device sending more than `device_max` messages/s: its main
+    /// stream (vital signs, sleep, GPS outdoors, PIR re-triggers) keeps to
+    /// three quarters of that, the status heartbeat every device sends to
+    /// a quarter. Servers cap each session's rate (eldercare: 50 msg/s by
+    /// default, `mqtt.rate_msgs_per_s`) and slow down, then cut off, a
+    /// device above it; a load test must not measure that.
+    pub fn scaled(self, factor: f64, device_max: f64) -> Intervals {
+        let max = device_max.max(1e-3);
+        // Whole milliseconds, as every time in [`HomeSim`]; at least 1.
+        let floor = |share: f64| (1000.0 / (share * max)).ceil() as i64;
+        let (main, status) = (floor(0.75).max(1), floor(0.25).max(1));
+        let f = |ms: i64, min: i64| ((ms as f64 / factor.max(1e-6)).round() as i64).max(min);
+        Intervals {
+            vitals_ms: f(self.vitals_ms, main),
+            sleep_ms: f(self.sleep_ms, main),
+            gps_ms: f(self.gps_ms, main),
+            status_ms: f(self.status_ms, status),
+            pir_ms: f(self.pir_ms, main),
+        }
+    }
+
+    /// Every interval divided by `factor` (a burst's catching up), never
+    /// below 10 ms.
     pub fn faster(self, factor: f64) -> Intervals {
         let f = |ms: i64| ((ms as f64 / factor.max(1e-6)) as i64).max(10);
         Intervals {
@@ -371,9 +393,11 @@ impl HomeSim {
             pending: Vec::new(),
         };
         // Spread the first messages over the first seconds, as devices
-        // powering up would.
+        // powering up would (over one interval when that is shorter, so a
+        // load test runs at its rate from the start).
+        let spread = (3 * S).min(sim.iv.status_ms).max(1);
         for d in 0..DEVICES_PER_HOME {
-            sim.next_status[d] = t0 + sim.rng.random_range(0..3 * S);
+            sim.next_status[d] = t0 + sim.rng.random_range(0..spread);
             sim.battery[d] = sim.rng.random_range(55.0..100.0);
         }
         sim.next_vitals = t0 + sim.rng.random_range(0..sim.iv.vitals_ms);
@@ -761,9 +785,12 @@ impl HomeSim {
         }
     }
 
+    /// The next re-trigger of a PIR while the person moves about its
+    /// room: one to four PIR intervals (30 s to 2 min by default), and
+    /// never more than the limits allow.
     fn pir_gap(&mut self) -> i64 {
         let lo = self.iv.pir_ms.min(self.lim.pir_gap_ms);
-        let hi = (self.lim.pir_gap_ms).max(lo + 1);
+        let hi = (4 * self.iv.pir_ms).min(self.lim.pir_gap_ms).max(lo + 1);
         self.rng.random_range(lo..hi)
     }
 
