@@ -1099,8 +1099,31 @@ fn rate_result(
     out["planned_per_s"] = json!(p.planned_per_s);
     out["offered_of_target"] = json!(offered / p.target_per_s);
     out["met"] = json!(why.is_empty());
-    out["reasons"] = why.iter().map(|w| w.reason()).collect::<Vec<_>>().into();
-    out["reason"] = why.first().map(|w| w.reason()).into();
+    // Each reason with the figures behind it.
+    let said: Vec<String> = why
+        .iter()
+        .map(|w| match w {
+            pace::Shortfall::ServerBackPressure if !puback_us.is_empty() => format!(
+                "{} (PUBACK p50 {:.0} ms, p99 {:.0} ms)",
+                w.reason(),
+                puback_us.value_at_quantile(0.5) as f64 / 1000.0,
+                puback_us.value_at_quantile(0.99) as f64 / 1000.0
+            ),
+            pace::Shortfall::SimulatorCpu => match run.cpu {
+                Some(u) => format!(
+                    "{} ({:.0} % of one core of {}; machine {:.0} % busy)",
+                    w.reason(),
+                    u.own_pct,
+                    u.cores,
+                    u.machine_busy_pct
+                ),
+                None => w.reason(),
+            },
+            _ => w.reason(),
+        })
+        .collect();
+    out["reason"] = said.first().cloned().into();
+    out["reasons"] = said.into();
     out["device_max_per_s"] = json!(p.device_max_per_s);
     out["busiest_device_per_s"] = json!(p.busiest_device_per_s);
     out["ceiling_per_s"] = json!(p.ceiling_per_s);
