@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it was compiled: a build
+    // script compiled for one checkout is reused by another sharing the
+    // target directory (a git worktree).
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "eldercare/v1/device.proto",
         "eldercare/v1/alerts.proto",
