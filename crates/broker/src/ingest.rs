@@ -55,6 +55,10 @@ pub struct IngestConfig {
     /// The alert desk's applied mark as the last run left it (see
     /// [`crate::pipeline::applied_mark`]).
     pub applied: u64,
+    /// Where the pipeline's task runs: a runtime of its own keeps an SOS
+    /// from queueing behind thousands of connection tasks. `None`: the
+    /// current runtime.
+    pub pipeline: Option<tokio::runtime::Handle>,
 }
 
 fn now_ms() -> EpochMs {
@@ -200,7 +204,11 @@ impl Ingest {
         tasks.push(alert_acks(desk_live, cmd_tx, shutdown.clone()));
 
         let (changes, mut changes_rx) = mpsc::channel::<RegistryChange>(REGISTRY_CHANGES);
-        tasks.push(tokio::spawn(async move {
+        let pipeline_rt = cfg
+            .pipeline
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        tasks.push(pipeline_rt.spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut refresh = tokio::time::interval(REGISTRY_REFRESH);

@@ -18,7 +18,7 @@ use crate::checkpoint::{self, AppliedMark, Checkpoint};
 use crate::dedup::{Dedup, fingerprint};
 use crate::refusals::Refusals;
 use eldercare_alerts::AlertDesk;
-use eldercare_intake::{EpochMs, Journal, Record};
+use eldercare_intake::{EpochMs, Journal, Lane, Record};
 use eldercare_model::RegistryChange;
 use eldercare_protocol::{Refusal, decode};
 use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, Rules};
@@ -202,6 +202,12 @@ impl Pipeline {
             self.tick_at(rec.received_at, Some(rec.pos)).await;
         }
         let (pos, received_at) = (rec.pos, rec.received_at);
+        if !replaying && Lane::of_topic(&rec.topic) == Lane::Urgent {
+            // An SOS or fall: how long from entering the log (its fsync
+            // and the telemetry queued ahead of it) to being judged.
+            metrics::histogram!("eldercare_event_pipeline_seconds")
+                .record((now_ms() - received_at).max(0) as f64 / 1000.0);
+        }
         self.message(rec).await;
         self.pos = self.pos.max(pos);
         self.received_at = self.received_at.max(received_at);

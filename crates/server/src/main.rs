@@ -2,6 +2,7 @@
 //! build the parts, spawn them, wait for a signal, drain.
 #![forbid(unsafe_code)]
 
+mod alert_path;
 mod config;
 mod demo;
 
@@ -442,15 +443,20 @@ pub async fn serve(
         .with_context(|| format!("creating {}", intake_dir.display()))?;
     let (applied, applied_pos) = eldercare_broker::pipeline::applied_mark(&intake_dir)
         .with_context(|| format!("opening the applied mark in {}", intake_dir.display()))?;
-    let (desk, desk_task) = AlertDesk::start_with(
-        store.clone(),
-        eldercare_alerts::DeskConfig {
-            escalation: cfg.escalation,
-            applied: Some(applied),
-            ..Default::default()
-        },
-    )
-    .await?;
+    // The pipeline, the desk and the gRPC server on threads of their own
+    // (see alert_path.rs).
+    let alert_rt = alert_path::AlertRuntime::start().context("starting the alert path")?;
+    let alerts = alert_rt.handle();
+    let desk_cfg = eldercare_alerts::DeskConfig {
+        escalation: cfg.escalation,
+        applied: Some(applied),
+        ..Default::default()
+    };
+    let desk_store = store.clone();
+    let (desk, desk_task) = alerts
+        .spawn(async move { AlertDesk::start_with(desk_store, desk_cfg).await })
+        .await
+        .context("starting the alert desk")??;
     let (refusals, dl_task) = Refusals::start(store.clone());
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(cfg.rules.clone());
     let reloader = Arc::new(RulesReloader {
@@ -470,6 +476,7 @@ pub async fn serve(
             intake_dir,
             durability: cfg.durability,
             applied: applied_pos,
+            pipeline: Some(alerts.clone()),
         },
         store.clone(),
         desk.clone(),
@@ -488,17 +495,23 @@ pub async fn serve(
         sessions: Arc::new(GuardSessions(ingest.sessions())),
         changes: ingest.registry_changes(),
     };
-    let (grpc_addr, grpc) = eldercare_api::serve(
-        cfg.grpc_addr,
-        desk.clone(),
-        cfg.auth.clone(),
-        cfg.subscribers,
-        registry,
-        reloader,
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?;
+    let (grpc_addr, grpc) = {
+        let (addr, desk, auth, subs, sd) = (
+            cfg.grpc_addr,
+            desk.clone(),
+            cfg.auth.clone(),
+            cfg.subscribers,
+            shutdown.clone(),
+        );
+        // Bound on the alert path, so its sockets are served there.
+        alerts
+            .spawn(async move {
+                eldercare_api::serve(addr, desk, auth, subs, registry, reloader, sd).await
+            })
+            .await
+            .context("starting gRPC")?
+            .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?
+    };
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
         .with_context(|| format!("binding metrics on {}", cfg.metrics_addr))?;
@@ -516,7 +529,7 @@ pub async fn serve(
             .with_graceful_shutdown(async move { sd.cancelled().await })
             .await;
     });
-    let grpc_task = tokio::spawn(grpc);
+    let grpc_task = alerts.spawn(grpc);
     let bound = Bound {
         mqtt: ingest.mqtt_addr,
         grpc: grpc_addr,
@@ -577,6 +590,7 @@ pub async fn serve(
     {
         error!("Drain did not finish within 10 s; exiting anyway.");
     }
+    drop(alert_rt);
     info!("Stopped.");
     Ok(())
 }

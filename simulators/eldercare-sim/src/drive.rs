@@ -472,14 +472,27 @@ pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_jso
             ..clone_cfg(&cfg)
         };
         let (seen, c) = (seen.clone(), counters.clone());
-        let h = tokio::spawn(async move {
-            if let Err(e) = subscribe(&cfg2, t0, seen, c, tx).await {
-                eprintln!("alert subscription ended: {e:#}");
-            }
-        });
+        // On a thread of its own: the time an alert arrives is taken when
+        // it arrives, not when the device tasks leave this thread a turn.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("alert-watch".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        r = subscribe(&cfg2, t0, seen, c, tx) => if let Err(e) = r {
+                            eprintln!("alert subscription ended: {e:#}");
+                        },
+                        _ = stopped => {}
+                    }
+                })
+            })?;
         rx.await
             .map_err(|_| anyhow::anyhow!("could not subscribe to alerts"))?;
-        Some(h)
+        Some(stop)
     } else {
         None
     };
@@ -547,8 +560,8 @@ pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_jso
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    if let Some(h) = sub {
-        h.abort();
+    if let Some(stop) = sub {
+        let _ = stop.send(());
     }
     let seen = seen.lock().unwrap().clone();
     let published = published.lock().unwrap().clone();
