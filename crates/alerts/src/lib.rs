@@ -161,7 +161,8 @@ pub const MAX_SILENCE_MS: i64 = 31 * 24 * 3600 * 1000;
 enum Command {
     /// A rule decision, with the intake log position of the message it
     /// came from (`None`: a timer).
-    Decide(Decision, Option<u64>),
+    /// The decision, the log position it came from, when it was handed over.
+    Decide(Decision, Option<u64>, std::time::Instant),
     /// Apply everything sent before, then stop.
     Stop,
     Act {
@@ -321,7 +322,7 @@ impl AlertDesk {
     /// knows which messages' decisions are already kept.
     pub async fn decide_from(&self, d: Decision, pos: Option<u64>) -> Result<(), DeskError> {
         self.tx
-            .send(Command::Decide(d, pos))
+            .send(Command::Decide(d, pos, std::time::Instant::now()))
             .await
             .map_err(|_| DeskError::Closed)
     }
@@ -470,9 +471,17 @@ impl DeskState {
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Command::Stop => break,
-                Command::Decide(d, pos) => {
+                Command::Decide(d, pos, handed) => {
                     match d {
-                        Decision::Raise(t) => self.on_trigger(t).await,
+                        Decision::Raise(t) => {
+                            let kind = t.kind;
+                            self.on_trigger(t).await;
+                            // From the rule's decision to the event kept
+                            // and sent to subscribers (queue, storage).
+                            metrics::histogram!("eldercare_alert_raise_seconds",
+                                "kind" => kind.as_str())
+                            .record(handed.elapsed().as_secs_f64());
+                        }
                         Decision::Update(u) => self.on_update(u).await,
                         Decision::Resolve(r) => self.on_resolve(r).await,
                     }
@@ -549,7 +558,7 @@ impl DeskState {
                 (AlertEventKind::Updated, a)
             }
             None => {
-                let (district, community) = match self.store.get_elder(&t.elder_id).await {
+                let (district, community) = match self.store.get_elder_recent(&t.elder_id).await {
                     Ok(Some(e)) => (e.district, e.community),
                     _ => (None, None),
                 };

@@ -189,6 +189,13 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or updates a device; `true` when it was new.
     async fn upsert_device(&self, device: &Device) -> Result<bool>;
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>>;
+    /// The elder, possibly as of the last registry read (a cache may
+    /// answer without a round trip to the database): for what may lag a
+    /// registry change by a refresh, such as the community an alert is
+    /// filed under, on a path that must not wait.
+    async fn get_elder_recent(&self, elder_id: &str) -> Result<Option<Elder>> {
+        self.get_elder(elder_id).await
+    }
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>>;
     /// The registry, for the rule engine: everything, or only the entries
     /// written at or after `changed_since` (server time).

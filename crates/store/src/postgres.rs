@@ -67,6 +67,10 @@ pub struct PgStore {
     pool: PgPool,
     opts: PgOptions,
     layout: Arc<OnceLock<Layout>>,
+    /// The alert chain's head as this process last wrote or read it
+    /// (seq, hash): lets an append be one statement (see
+    /// `pg_append_alert_event`).
+    chain_head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -120,6 +124,7 @@ impl PgStore {
             pool,
             opts,
             layout: Arc::new(OnceLock::new()),
+            chain_head: Arc::default(),
         })
     }
 

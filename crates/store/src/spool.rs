@@ -1149,6 +1149,16 @@ impl Store for SpoolingStore {
         self.local.device_written(device, false);
         Ok(new)
     }
+    /// The local copy's answer when it has the elder (kept up to date by
+    /// the rule engine's registry refreshes and this process's writes),
+    /// else the database's.
+    async fn get_elder_recent(&self, elder_id: &str) -> Result<Option<Elder>> {
+        match self.local.elder(elder_id) {
+            Some(e) => Ok(Some(e)),
+            None => self.get_elder(elder_id).await,
+        }
+    }
+
     /// The database's answer, or the local copy's while it is
     /// unreachable; an elder the copy lacks is still the outage error.
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>> {

@@ -8,15 +8,15 @@
 mod support;
 
 use eldercare_model::{
-    Alert, AlertEventKind, AlertKind, AlertState, Body, DeadLetter, Device, DeviceEvent,
-    DeviceKind, Elder, EventType, Location, Motion, Reading, Severity, Silence, Sleep, Status,
-    Stream, Vitals,
+    AlertEventKind, AlertKind, AlertState, Body, DeadLetter, Device, DeviceEvent, DeviceKind,
+    Elder, EventType, Location, Motion, Reading, Severity, Silence, Sleep, Status, Stream, Vitals,
 };
 use eldercare_store::{
     AlertQuery, DEAD_LETTER_CAPACITY, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, HOUR_MS,
     NewAlertEvent, ReadingQuery, ReadingSubject, StoreError, StoredReading, VitalStat, VitalsHour,
 };
 use support::Backend;
+use support::fixtures::{alert, event};
 
 /// Runs each listed test body on both backends.
 macro_rules! on_both_backends {
@@ -133,48 +133,6 @@ fn status_battery(pct: u32) -> Body {
         battery_pct: Some(pct),
         ..Default::default()
     })
-}
-
-fn alert(id: &str) -> Alert {
-    Alert {
-        id: id.into(),
-        elder_id: "E1".into(),
-        device_id: "btn-1".into(),
-        kind: AlertKind::Sos,
-        severity: Severity::Critical,
-        state: AlertState::Open,
-        raised_at: 1,
-        detected_at: 1,
-        updated_at: 1,
-        summary: "SOS".into(),
-        summary_zh: "紧急呼叫".into(),
-        subject: None,
-        window: None,
-        score: None,
-        factors: Vec::new(),
-        readings: Vec::new(),
-        occurrences: 1,
-        outcome: None,
-        district: None,
-        community: Some("C1".into()),
-        muted: false,
-        silence_id: None,
-        escalations: 0,
-        responder: None,
-        acknowledged_at: None,
-        dispatched_at: None,
-        resolved_at: None,
-    }
-}
-
-fn event(kind: AlertEventKind, alert: Alert, at: i64) -> NewAlertEvent {
-    NewAlertEvent {
-        kind,
-        alert,
-        actor: String::new(),
-        at,
-        note: None,
-    }
 }
 
 async fn registry_upserts_say_what_was_new_and_changes_are_tracked(b: Backend) {

@@ -602,3 +602,72 @@ async fn a_lazy_store_is_an_outage_until_prepared_and_config_errors_are_told_apa
     assert_eq!(s.get_device("btn-1").await.unwrap(), None);
     s.prepare().await.unwrap();
 }
+
+#[tokio::test]
+async fn two_servers_appending_to_one_chain_keep_it_gap_free_and_intact() {
+    // Each store remembers the head it last wrote and appends in one
+    // statement guarded by it; the other store's appends make that
+    // memory stale, and the append must then take the head's lock.
+    use eldercare_model::AlertEventKind;
+    use support::fixtures::{alert, event};
+    let db = support::pg::fresh_db().await;
+    let (a, b) = (store(&db.url, 30).await, store(&db.url, 30).await);
+    let mut seqs = Vec::new();
+    for i in 0..20 {
+        let s = if i % 3 == 0 { &a } else { &b };
+        let ev = s
+            .append_alert_event(event(AlertEventKind::Raised, alert(&format!("x{i}")), i))
+            .await
+            .unwrap();
+        seqs.push(ev.seq);
+    }
+    assert_eq!(
+        seqs,
+        (1..=20).collect::<Vec<u64>>(),
+        "in turn: every seq once"
+    );
+    // And at once, from both.
+    let mut tasks = Vec::new();
+    for (t, s) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..15 {
+                s.append_alert_event(event(
+                    AlertEventKind::Raised,
+                    alert(&format!("y{t}-{i}")),
+                    i,
+                ))
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let logged: Vec<u64> = a
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        logged,
+        (1..=80).collect::<Vec<u64>>(),
+        "no gap, no seq twice"
+    );
+    let report = b.verify_chain().await.unwrap();
+    assert_eq!((report.checked, report.first_break), (80, None));
+    let q = eldercare_store::AlertQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    assert_eq!(
+        a.list_alerts(&q).await.unwrap().len(),
+        80,
+        "each alert's row"
+    );
+}

@@ -51,9 +51,97 @@ fn silence_from_row(r: &PgRow) -> Result<Silence> {
 const SILENCE_COLUMNS: &str =
     "id, kind, elder_id, device_id, reason, created_by, created_at, until, ended_at";
 
+fn chained_hash(prev: &str, seq: i64, ev: &NewAlertEvent, body: &str) -> String {
+    crate::event_hash(
+        prev,
+        seq as u64,
+        ev.kind,
+        &ev.alert.id,
+        &ev.actor,
+        ev.at,
+        ev.note.as_deref(),
+        body,
+    )
+}
+
+fn saved(seq: i64, ev: NewAlertEvent, hash: String) -> AlertEvent {
+    AlertEvent {
+        seq: seq as u64,
+        kind: ev.kind,
+        alert: ev.alert,
+        actor: ev.actor,
+        at: ev.at,
+        note: ev.note,
+        hash,
+    }
+}
+
 impl PgStore {
+    fn cached_head(&self) -> Option<(i64, String)> {
+        self.chain_head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_cached_head(&self, head: Option<(i64, String)>) {
+        *self.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
+    }
+
+    /// Appends an event to the chain. An alert's path to the hotline
+    /// waits on this, so the usual case is one statement, one round trip
+    /// (its commit included): with the head this process last wrote, the
+    /// head's update is guarded by its old seq and hash, and the two
+    /// inserts take their row from that update. If another writer moved
+    /// the head meanwhile, nothing is written and the append is done
+    /// again under the head's row lock.
     pub(super) async fn pg_append_alert_event(&self, ev: NewAlertEvent) -> Result<AlertEvent> {
         let body = serde_json::to_string(&ev.alert).map_err(corrupt)?;
+        if let Some((head_seq, head_hash)) = self.cached_head() {
+            let seq = head_seq + 1;
+            let hash = chained_hash(&head_hash, seq, &ev, &body);
+            let written: i64 = sqlx::query_scalar(
+                "WITH h AS (
+                    UPDATE alert_chain_head SET seq = $10, hash = $15
+                    WHERE seq = $10 - 1 AND hash = $16
+                    RETURNING seq),
+                 a AS (
+                    INSERT INTO alerts (id, elder_id, kind, severity, state, raised_at, updated_at,
+                        body, community)
+                    SELECT $1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9 FROM h
+                    ON CONFLICT (id) DO UPDATE SET severity=excluded.severity, state=excluded.state,
+                        updated_at=excluded.updated_at, body=excluded.body,
+                        community=excluded.community),
+                 e AS (
+                    INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash)
+                    SELECT $10, $1, $11, $12, $13, $14, $8, $15 FROM h)
+                 SELECT count(*) FROM h",
+            )
+            .bind(&ev.alert.id)
+            .bind(&ev.alert.elder_id)
+            .bind(ev.alert.kind.as_str())
+            .bind(severity_rank(ev.alert.severity))
+            .bind(ev.alert.state.as_str())
+            .bind(ev.alert.raised_at)
+            .bind(ev.alert.updated_at)
+            .bind(&body)
+            .bind(&ev.alert.community)
+            .bind(seq)
+            .bind(ev.kind.as_str())
+            .bind(&ev.actor)
+            .bind(ev.at)
+            .bind(&ev.note)
+            .bind(&hash)
+            .bind(&head_hash)
+            .fetch_one(&self.pool)
+            .await?;
+            if written == 1 {
+                self.set_cached_head(Some((seq, hash.clone())));
+                return Ok(saved(seq, ev, hash));
+            }
+            // Another writer appended: learn the head under its lock.
+            self.set_cached_head(None);
+        }
         let mut tx = self.pool.begin().await?;
         // Taking the next seq locks the chain's head row until commit:
         // concurrent appends wait here and, once the holder commits, read
@@ -64,16 +152,7 @@ impl PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
         let a = &ev.alert;
-        let hash = crate::event_hash(
-            &prev_hash,
-            seq as u64,
-            ev.kind,
-            &a.id,
-            &ev.actor,
-            ev.at,
-            ev.note.as_deref(),
-            &body,
-        );
+        let hash = chained_hash(&prev_hash, seq, &ev, &body);
         // The alert's state, its event and the new head in one statement:
         // one round trip while the head is locked.
         sqlx::query(
@@ -107,15 +186,8 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(AlertEvent {
-            seq: seq as u64,
-            kind: ev.kind,
-            alert: ev.alert,
-            actor: ev.actor,
-            at: ev.at,
-            note: ev.note,
-            hash,
-        })
+        self.set_cached_head(Some((seq, hash.clone())));
+        Ok(saved(seq, ev, hash))
     }
 
     pub(super) async fn pg_events_after(

@@ -2,6 +2,7 @@
 //! handle over either backend so the same test body runs on both.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod pg;
 
 use eldercare_store::{PgOptions, PgStore, SqliteStore, Store};
