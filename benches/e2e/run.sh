@@ -28,6 +28,20 @@
 #                  simulator injects at most one per home, from
 #                  20 s in, so DURATION_S must exceed ~40)    [2]
 #   PEER           1: also run Mosquitto + mqtt-sink; 0: skip [1]
+#   PROBE          1: run sos-probe beside the simulator in
+#                  each eldercare run (not the peer): SOS
+#                  latency from a mostly idle client of its
+#                  own, not inflated by the simulator's CPU;
+#                  0: skip                 [1 in contract mode, else 0]
+#   PROBE_COUNT    SOS the probe sends, one per probe elder
+#                  (it registers PROBE_COUNT + 50 elders)     [100]
+#   PROBE_INTERVAL_MS  milliseconds between two probe SOS     [500]
+#   PROBE_DELAY_S  seconds from the probe's start (beside the
+#                  simulator's) to its first SOS; it sends
+#                  until DURATION_S - 5 s from its start, so
+#                  DURATION_S must exceed PROBE_DELAY_S + 5;
+#                  raise it when the simulator takes long to
+#                  connect its devices                        [20]
 #   SINK_QOS       QoS of the sink's subscription, 0 or 1     [0]
 #   SETTLE_S       after the load, wait up to this long for
 #                  the writer's backlog to drain              [30]
@@ -58,7 +72,8 @@
 # simulator's result, contract mode: offered rate against the target and
 # why it fell short), metrics-{before,load-end,after}.txt (the intake
 # log's fsync time and group size among them), logs; r<rate>-mosquitto/
-# the same for the peer.
+# the same for the peer; probe.json, probe.log: sos-probe's result and
+# log (PROBE=1).
 #
 # Needs: cargo, PostgreSQL server binaries (initdb, pg_ctl, createdb),
 # mosquitto (Debian: `apt-get install -y mosquitto`; installed when
@@ -73,6 +88,10 @@ HOMES=${HOMES:-1000}
 SEED=${SEED:-1}
 SOS_PER_S=${SOS_PER_S:-2}
 PEER=${PEER:-1}
+PROBE=${PROBE:-auto}
+PROBE_COUNT=${PROBE_COUNT:-100}
+PROBE_INTERVAL_MS=${PROBE_INTERVAL_MS:-500}
+PROBE_DELAY_S=${PROBE_DELAY_S:-20}
 SINK_QOS=${SINK_QOS:-0}
 SETTLE_S=${SETTLE_S:-30}
 DURABILITY=${DURABILITY:-fsync}
@@ -167,13 +186,14 @@ need_fds=$((HOMES * 10 + 200))
 
 # --- build -------------------------------------------------------------------
 if [ "$BUILD" = 1 ]; then
-  log "building release binaries (eldercare, eldercare-sim, mqtt-sink)"
+  log "building release binaries (eldercare, eldercare-sim, mqtt-sink, sos-probe)"
   (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet \
     -p eldercare -p eldercare-sim -p eldercare-benches --bins)
 fi
 SERVER=$TARGET/release/eldercare
 SIM=$TARGET/release/eldercare-sim
 SINK=$TARGET/release/mqtt-sink
+PROBE_BIN=$TARGET/release/sos-probe
 for b in "$SERVER" "$SIM" "$SINK"; do [ -x "$b" ] || die "$b missing (BUILD=1 builds it)"; done
 
 # --- simulator: the CLI contract, in one place ---------------------------------
@@ -186,6 +206,15 @@ if [ "$SIM_MODE" = auto ]; then
   if "$SIM" run --help 2>&1 | grep -q -- '--duration-s'; then SIM_MODE=contract; else SIM_MODE=legacy; fi
 fi
 case $SIM_MODE in contract | legacy) ;; *) die "SIM_MODE must be auto, contract or legacy" ;; esac
+if [ "$PROBE" = auto ]; then
+  if [ "$SIM_MODE" = contract ]; then PROBE=1; else PROBE=0; fi
+fi
+case $PROBE in 0 | 1) ;; *) die "PROBE must be 0 or 1" ;; esac
+if [ "$PROBE" = 1 ]; then
+  [ -x "$PROBE_BIN" ] || die "$PROBE_BIN missing (BUILD=1 builds it, or PROBE=0)"
+  [ "$DURATION_S" -gt $((PROBE_DELAY_S + 5)) ] ||
+    die "the probe sends from PROBE_DELAY_S=$PROBE_DELAY_S s to DURATION_S - 5 s: DURATION_S must exceed $((PROBE_DELAY_S + 5)) (or PROBE=0)"
+fi
 
 # SOS episodes per home per day giving about SOS_PER_S a second.
 INJECT_RATE=$(awk -v s="$SOS_PER_S" -v h="$HOMES" 'BEGIN { printf "%.3f", s * 86400 / h }')
@@ -223,6 +252,42 @@ sim_peer() {
   fi
   SIM_PID=$!
   PIDS+=("$SIM_PID")
+}
+
+# probe_start MQTT GRPC DIR: sos-probe beside the simulator, in the
+# background; sets PROBE_PID. Its elders are its own (PROBE-...); it sends
+# while the simulator's load lasts (the simulator's load starts after its
+# registration and connections, the probe's window ends 5 s before
+# DURATION_S from its start). Tokens go by environment, not argv.
+probe_start() {
+  local mqtt=$1 grpc=$2 dir=$3
+  ELDERCARE_PROBE_ADMIN_TOKEN=$ADMIN_TOKEN ELDERCARE_PROBE_TOKEN=$VIEWER_TOKEN \
+    "$PROBE_BIN" --mqtt-addr "$mqtt" --grpc-addr "http://$grpc" \
+    --elders $((PROBE_COUNT + 50)) --count "$PROBE_COUNT" --interval-ms "$PROBE_INTERVAL_MS" \
+    --delay-s "$PROBE_DELAY_S" --duration-s $((DURATION_S - PROBE_DELAY_S - 5)) \
+    --result "$dir/probe.json" >"$dir/probe.log" 2>&1 &
+  PROBE_PID=$!
+  PIDS+=("$PROBE_PID")
+}
+
+# probe_wait DIR: waits for the probe (it ends by itself, up to 10 s after
+# its last SOS), stopping it after 60 s more (it then reports what it
+# has). Sets PROBE_NOTE when it failed, else "".
+probe_wait() {
+  local dir=$1 rc=0
+  PROBE_NOTE=""
+  for _ in $(seq 600); do kill -0 "$PROBE_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$PROBE_PID" 2>/dev/null; then
+    log "warning: sos-probe still running; stopping it"
+    stop_pid "$PROBE_PID" INT 15
+  else
+    wait "$PROBE_PID" || rc=$?
+    forget_pid "$PROBE_PID"
+  fi
+  if [ "$rc" != 0 ] || [ ! -s "$dir/probe.json" ]; then
+    PROBE_NOTE="sos-probe exit $rc: $(grep -m1 -i 'error' "$dir/probe.log" | cut -c1-120)"
+    log "warning: $PROBE_NOTE"
+  fi
 }
 
 # Legacy: every device sends once per interval.
@@ -474,7 +539,7 @@ wait_ready_line() {
 
 # --- the runs ----------------------------------------------------------------
 RESULTS=$OUT/results.csv
-echo "rate,durability,mode,homes,devices,duration_s,sent,eldercare_accepted,eldercare_intake_per_s,eldercare_after_load,mosquitto_delivered,mosquitto_rate_per_s,mosquitto_after_load,ratio,server_cpu_avg_pct,server_cpu_max_pct,server_peak_rss_mib,sim_cpu_avg_pct,pg_cpu_avg_pct,machine_busy_pct,backlog_end,backlog_max,backlog_slope_per_s,telemetry_dropped,duplicates,refused,alert_count,alert_p50_ms,alert_p95_ms,alert_p99_ms,alert_max_ms,mosquitto_cpu_avg_pct,mosquitto_peak_rss_mib,emergencies_injected,emergencies_detected,sim_offered_per_s,sim_planned_per_s,sim_puback_p99_ms,sim_short_reason,fsync_p50_ms,fsync_p99_ms,fsync_max_ms,fsync_mean_ms,fsyncs_per_s,group_p50,group_p99,group_max,group_mean,peer_offered_per_s,peer_short_reason,note" >"$RESULTS"
+echo "rate,durability,mode,homes,devices,duration_s,sent,eldercare_accepted,eldercare_intake_per_s,eldercare_after_load,mosquitto_delivered,mosquitto_rate_per_s,mosquitto_after_load,ratio,server_cpu_avg_pct,server_cpu_max_pct,server_peak_rss_mib,sim_cpu_avg_pct,pg_cpu_avg_pct,machine_busy_pct,backlog_end,backlog_max,backlog_slope_per_s,telemetry_dropped,duplicates,refused,alert_count,alert_p50_ms,alert_p95_ms,alert_p99_ms,alert_max_ms,mosquitto_cpu_avg_pct,mosquitto_peak_rss_mib,emergencies_injected,emergencies_detected,sim_offered_per_s,sim_planned_per_s,sim_puback_p99_ms,sim_short_reason,fsync_p50_ms,fsync_p99_ms,fsync_max_ms,fsync_mean_ms,fsyncs_per_s,group_p50,group_p99,group_max,group_mean,peer_offered_per_s,peer_short_reason,probe_sent,probe_raised,probe_p50_ms,probe_p99_ms,probe_max_ms,probe_puback_p50_ms,probe_puback_p99_ms,note" >"$RESULTS"
 
 # One quantile of a Prometheus summary, or with QUANTILE "" the metric's
 # plain value (its _sum, _count); "-" when absent.
@@ -563,11 +628,16 @@ run_eldercare() {
   PIDS+=("$sampler_pid")
   sim_eldercare "$rate" "$mqtt" "$grpc" "$dir/sim-eldercare.json" "$dir"
   echo "$SIM_PID" >"$simfile"
+  [ "$PROBE" = 1 ] && probe_start "$mqtt" "$grpc" "$dir"
   sim_wait "$dir/sim-eldercare.log"
   # The summaries' quantiles cover about the last minute: taken as the
   # load ends, they are the load's.
   curl -sf "$metrics_url" -o "$dir/metrics-load-end.txt" || true
   local note=$SIM_NOTE acc wr dr
+  if [ "$PROBE" = 1 ]; then
+    probe_wait "$dir"
+    [ -z "$PROBE_NOTE" ] || note="${note:+$note; }$PROBE_NOTE"
+  fi
   # Let the writer drain, sampling on.
   for _ in $(seq "$SETTLE_S"); do
     curl -sf "$metrics_url" -o "$dir/metrics-after.txt" || break
@@ -609,6 +679,12 @@ run_eldercare() {
   RUN_ROW="$rate,$dur,$SIM_MODE,$HOMES,$devices,$DURATION_S,$sent,$accepted,$intake,$after"
   RUN_REST="$cpu_avg,$cpu_max,$hwm,$sim_cpu,$pg_cpu,$busy,$bend,$bmax,$slope,$dropped,$dups,$refused,${lat[0]},${lat[1]},${lat[2]},${lat[3]},${lat[4]}"
   RUN_SIM="$inj,$det,$offered,$planned,$puback,$why,${figs// /,}"
+  RUN_PROBE="-,-,-,-,-,-,-"
+  if [ -s "$dir/probe.json" ]; then
+    RUN_PROBE=$(jq -r '[.sent, .raised, .latency_ms.p50, .latency_ms.p99, .latency_ms.max,
+      .puback_ms.p50, .puback_ms.p99] | map(if . == null then "-" else tostring end) | join(",")' "$dir/probe.json")
+    log "sos-probe ($dur): sent, raised, SOS ms p50 p99 max, PUBACK ms p50 p99: ${RUN_PROBE//,/ }"
+  fi
   RUN_NOTE=$note
   # Each run's database goes, to keep the disk use to one run's.
   "$PG_BIN/dropdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db" || true
@@ -696,36 +772,40 @@ for rate in $RATES; do
   rows=()
   for dur in "${order[@]}"; do
     run_eldercare "$rate" "$dur" "$OUT/r$rate-$dur"
-    rows+=("$RUN_ROW|$RUN_INTAKE|$RUN_REST|$RUN_SIM|$RUN_NOTE")
+    rows+=("$RUN_ROW|$RUN_INTAKE|$RUN_REST|$RUN_SIM|$RUN_PROBE|$RUN_NOTE")
   done
   PEER_COLS="-,-,-" PEER_RES="-,-" PEER_SIM="-,-" PEER_RATE="-" PEER_NOTE=""
   [ "$PEER" = 1 ] && run_peer "$rate" "$OUT/r$rate-mosquitto"
   for r in "${rows[@]}"; do
-    IFS='|' read -r row intake rest simcols note <<<"$r"
+    IFS='|' read -r row intake rest simcols probecols note <<<"$r"
     ratio="-"
     if [ "$intake" != "-" ] && [ "$PEER_RATE" != "-" ] && [ "$PEER_RATE" -gt 0 ]; then
       ratio=$(awk -v a="$intake" -v b="$PEER_RATE" 'BEGIN { printf "%.2f", a / b }')
     fi
     [ -z "$PEER_NOTE" ] || note="${note:+$note; }peer: $PEER_NOTE"
     IFS=, read -r inj det simrest <<<"$simcols"
-    echo "$row,$PEER_COLS,$ratio,$rest,$PEER_RES,$inj,$det,$simrest,$PEER_SIM,${note//,/;}" >>"$RESULTS"
+    echo "$row,$PEER_COLS,$ratio,$rest,$PEER_RES,$inj,$det,$simrest,$PEER_SIM,$probecols,${note//,/;}" >>"$RESULTS"
   done
 done
 
 # --- report --------------------------------------------------------------------
 # Columns of results.csv, for the tables below.
-COLS="rate dur mode homes devices dursec sent acc intake after md mr mafter ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det off plan pub why f50 f99 fmax fmean fps g50 g99 gmax gmean poff pwhy note"
+COLS="rate dur mode homes devices dursec sent acc intake after md mr mafter ratio ca cm hwm sc pc busy bend bmax slope dropped dups ref an p50 p95 p99 pmax mc mh inj det off plan pub why f50 f99 fmax fmean fps g50 g99 gmax gmean poff pwhy prs prr prp50 prp99 prmax prpb50 prpb99 note"
 {
   echo "## eldercare end to end, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Machine: $(nproc) CPUs, $(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); PostgreSQL $PG_VERSION (default durability: fsync, synchronous_commit on); $(mosquitto_version=$("$MOSQUITTO" -h 2>/dev/null | awk '/version/ { print $3; exit }'); echo "Mosquitto ${mosquitto_version:-?}")."
   echo "Load: $HOMES homes, $(tail -1 "$RESULTS" | cut -d, -f5) devices (one MQTT connection each), $DURATION_S s per run, simulator mode $SIM_MODE, sink QoS $SINK_QOS; server durability: $DURABILITY."
   echo
-  echo "| offered msg/s | durability | simulator offered msg/s (to eldercare / Mosquitto) | server intake msg/s | Mosquitto->sink msg/s | ratio to Mosquitto | server CPU % (avg/max) | server peak RSS MiB | alert latency ms p50/p95/p99/max (n) | accepted after the load (server / Mosquitto) | writer backlog end / slope per s | readings dropped |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| offered msg/s | durability | simulator offered msg/s (to eldercare / Mosquitto) | server intake msg/s | Mosquitto->sink msg/s | ratio to Mosquitto | server CPU % (avg/max) | server peak RSS MiB | alert latency ms p50/p95/p99/max (n) | probe SOS ms p50/p99 (n) | accepted after the load (server / Mosquitto) | writer backlog end / slope per s | readings dropped |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   tail -n +2 "$RESULTS" | while IFS=, read -r $COLS; do
-    echo "| $rate | $dur | $off / $poff | $intake | $mr | $ratio | $ca / $cm | $hwm | $p50 / $p95 / $p99 / $pmax ($an) | $after / $mafter | $bend / $slope | $dropped |"
+    echo "| $rate | $dur | $off / $poff | $intake | $mr | $ratio | $ca / $cm | $hwm | $p50 / $p95 / $p99 / $pmax ($an) | $prp50 / $prp99 ($prr of $prs) | $after / $mafter | $bend / $slope | $dropped |"
   done
+  if [ "$PROBE" = 1 ]; then
+    echo
+    echo "Alert latency is the simulator's own figure: publish to the alert's arrival, both timed inside the simulator, so inflated when its CPU is saturated. Probe SOS is sos-probe's: a mostly idle client beside it with elders of its own, timing from just before its publish to the RAISED event's arrival, one SOS every $PROBE_INTERVAL_MS ms from $PROBE_DELAY_S s after its start (n: raised of sent; its PUBACK wait p50 / p99 in results.csv)."
+  fi
   echo
   echo "Intake log: time to write and fsync one group (ms; p50/p99/max over about the last minute of the load, mean over the run), fsyncs a second, messages a group; the simulator's wait for a PUBACK, p99."
   echo
