@@ -443,7 +443,7 @@ async fn postgres_readings_acknowledged_before_kill_9_are_stored_once() {
     acknowledged_readings_survive_kill_9(s, PgCount(db.url.clone())).await;
 }
 
-fn ms(t: &prost_types::Timestamp) -> i64 {
+fn ms(t: &eldercare_proto::wkt::Timestamp) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 

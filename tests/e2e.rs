@@ -798,7 +798,13 @@ fn a_bad_rule_file_is_refused_at_start_with_the_key() {
             "--grpc-addr",
             "127.0.0.1:0",
         ])
-        .args(["--metrics-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
         .arg(dir.path())
         .arg("--rules")
         .arg(&rules)
@@ -1218,7 +1224,7 @@ async fn a_silenced_alert_is_stored_marked_muted_and_reaches_only_the_operations
     use tonic::Code;
     let s = Server::start();
     let mut op = s.grpc().await;
-    let until = Some(prost_types::Timestamp {
+    let until = Some(eldercare_proto::wkt::Timestamp {
         seconds: now_ms() / 1000 + 3600,
         nanos: 0,
     });
@@ -1234,7 +1240,7 @@ async fn a_silenced_alert_is_stored_marked_muted_and_reaches_only_the_operations
         (silence("E3", "btn-3", "x"), "exactly one"),
         (
             pb::CreateSilenceRequest {
-                until: Some(prost_types::Timestamp {
+                until: Some(eldercare_proto::wkt::Timestamp {
                     seconds: 1,
                     nanos: 0,
                 }),
@@ -1474,11 +1480,11 @@ async fn stats_count_by_kind_and_measure_answer_times() {
         }
     }
     let range = |community: &str| pb::StatsRequest {
-        from: Some(prost_types::Timestamp {
+        from: Some(eldercare_proto::wkt::Timestamp {
             seconds: t0 / 1000 - 60,
             nanos: 0,
         }),
-        to: Some(prost_types::Timestamp {
+        to: Some(eldercare_proto::wkt::Timestamp {
             seconds: now_ms() / 1000 + 60,
             nanos: 0,
         }),

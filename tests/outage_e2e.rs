@@ -418,7 +418,13 @@ async fn a_database_that_refuses_the_server_stops_it_at_start() {
     ] {
         let out = Command::new(BIN)
             .args(["serve", "--mqtt-addr", "127.0.0.1:0", "--grpc-addr"])
-            .args(["127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+            ])
+            .args(["127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(["--database-url", &url])
             .env("ELDERCARE_LOG", "warn,rumqttd=off")

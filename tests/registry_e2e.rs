@@ -60,20 +60,20 @@ fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, code: Code
     }
 }
 
-fn ts(ms: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
+fn ts(ms: i64) -> Option<eldercare_proto::wkt::Timestamp> {
+    Some(eldercare_proto::wkt::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     })
 }
 
-fn ms(t: &Option<prost_types::Timestamp>) -> i64 {
+fn ms(t: &Option<eldercare_proto::wkt::Timestamp>) -> i64 {
     let t = t.as_ref().unwrap();
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 
-fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
-    Some(prost_types::FieldMask {
+fn mask(paths: &[&str]) -> Option<eldercare_proto::wkt::FieldMask> {
+    Some(eldercare_proto::wkt::FieldMask {
         paths: paths.iter().map(|p| p.to_string()).collect(),
     })
 }
@@ -1121,7 +1121,7 @@ async fn telemetry_of_an_elder_and_a_device_over_a_range_and_the_latest_of_each_
         &["unknown stream `heart`"],
     );
     let mut bad = req(Subject::ElderId("E1".into()));
-    bad.to = Some(prost_types::Timestamp {
+    bad.to = Some(eldercare_proto::wkt::Timestamp {
         seconds: 1,
         nanos: 2_000_000_000,
     });

@@ -397,6 +397,7 @@ cat >"$CONFIG" <<EOF
 mqtt_addr = "127.0.0.1:0"
 grpc_addr = "127.0.0.1:0"
 metrics_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
 tokens_file = "$TOKENS"
 EOF
 

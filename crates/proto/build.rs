@@ -23,9 +23,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("eldercare_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // The well-known types (Timestamp) from pbjson-types, which has the
+    // same fields plus the protobuf JSON mapping.
+    let encoded = prost::Message::encode_to_vec(&fds);
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
+    // serde for every message in the protobuf JSON mapping (lowerCamelCase
+    // names, enums by name, int64 as strings, RFC 3339 timestamps): the
+    // console's JSON API speaks the same messages as gRPC.
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .emit_fields()
+        .build(&[".eldercare.v1"])?;
     Ok(())
 }

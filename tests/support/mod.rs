@@ -118,15 +118,27 @@ impl Server {
         dir: tempfile::TempDir,
         tokens: std::collections::HashMap<&'static str, String>,
     ) -> Server {
+        Server::spawn_on(dir, tokens, ["127.0.0.1:0"; 3])
+    }
+
+    /// Like [`Server::spawn`], listening on `[mqtt, grpc, metrics]`: a
+    /// restart on the ports its clients already use.
+    pub fn spawn_on(
+        dir: tempfile::TempDir,
+        tokens: std::collections::HashMap<&'static str, String>,
+        [mqtt, grpc, metrics]: [&str; 3],
+    ) -> Server {
         let rules_file = dir.path().join("rules.toml");
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
             "--mqtt-addr",
-            "127.0.0.1:0",
+            mqtt,
             "--grpc-addr",
-            "127.0.0.1:0",
+            grpc,
             "--metrics-addr",
+            metrics,
+            "--http-addr",
             "127.0.0.1:0",
             "--data-dir",
         ])

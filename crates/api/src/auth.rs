@@ -208,6 +208,16 @@ impl Auth {
         self.len() == 0
     }
 
+    /// Who `token` belongs to, whatever they may do (a console's sign-in).
+    pub fn principal(&self, token: &str) -> Result<Principal, Status> {
+        self.tokens
+            .read()
+            .map_err(|_| Status::internal("token table unavailable"))?
+            .get(&digest(token))
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+
     /// The caller of `req`, if their token allows `action`.
     pub fn check<T>(&self, req: &Request<T>, action: Action) -> Result<Principal, Status> {
         let token = req
@@ -223,13 +233,7 @@ impl Auth {
             .ok_or_else(|| {
                 Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
             })?;
-        let who = self
-            .tokens
-            .read()
-            .map_err(|_| Status::internal("token table unavailable"))?
-            .get(&digest(token))
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("unknown token"))?;
+        let who = self.principal(token)?;
         if !action.roles().contains(&who.role) {
             return Err(Status::permission_denied(format!(
                 "role `{}` may not do this ({action:?} needs one of: {})",

@@ -24,14 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-fn ts(ms: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
+fn ts(ms: i64) -> Option<eldercare_proto::wkt::Timestamp> {
+    Some(eldercare_proto::wkt::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     })
 }
 
-fn ms(t: &prost_types::Timestamp) -> i64 {
+fn ms(t: &eldercare_proto::wkt::Timestamp) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 
@@ -748,14 +748,50 @@ impl Alerts {
 /// larger than tonic's default 4 MiB limit.
 const MAX_REGISTRY_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Binds the gRPC listener; returns its address and the serving future.
+/// The services, built once: the gRPC server and the console's JSON API
+/// (crate `eldercare-console`) call the same code, with the same roles,
+/// audit and answer-time accounting.
+#[derive(Clone)]
+pub struct Services {
+    pub alerts: Arc<Alerts>,
+    pub registry: Arc<registry::Registry>,
+    pub telemetry: Arc<telemetry::Telemetry>,
+    pub admin: Arc<admin::Admin>,
+    pub auth: Auth,
+}
+
+impl Services {
+    pub fn new(
+        desk: AlertDesk,
+        auth: Auth,
+        subscribers: Subscribers,
+        registry: RegistryHandles,
+        rules: Arc<dyn admin::RulesReload>,
+        shutdown: CancellationToken,
+    ) -> Services {
+        Services {
+            alerts: Arc::new(Alerts {
+                desk,
+                auth: auth.clone(),
+                subscribers,
+                shutdown,
+            }),
+            telemetry: Arc::new(telemetry::Telemetry::new(
+                registry.store.clone(),
+                auth.clone(),
+            )),
+            registry: Arc::new(registry::Registry::new(registry, auth.clone())),
+            admin: Arc::new(admin::Admin::new(auth.clone(), rules)),
+            auth,
+        }
+    }
+}
+
+/// Serves `services` over gRPC on `addr`, with health and reflection,
+/// until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
-    desk: AlertDesk,
-    auth: Auth,
-    subscribers: Subscribers,
-    registry: RegistryHandles,
-    rules: Arc<dyn admin::RulesReload>,
+    services: Services,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -776,13 +812,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<pb::admin_service_server::AdminServiceServer<admin::Admin>>()
         .await;
-    let admin =
-        pb::admin_service_server::AdminServiceServer::new(admin::Admin::new(auth.clone(), rules));
-    let telemetry = telemetry::Telemetry::new(registry.store.clone(), auth.clone());
-    let registry = pb::registry_service_server::RegistryServiceServer::new(
-        registry::Registry::new(registry, auth.clone()),
-    )
-    .max_decoding_message_size(MAX_REGISTRY_MESSAGE);
+    let registry =
+        pb::registry_service_server::RegistryServiceServer::from_arc(services.registry.clone())
+            .max_decoding_message_size(MAX_REGISTRY_MESSAGE);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -790,17 +822,16 @@ pub async fn serve(
     let fut = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(admin)
-        .add_service(AlertServiceServer::new(Alerts {
-            desk,
-            auth,
-            subscribers,
-            shutdown: shutdown.clone(),
-        }))
-        .add_service(registry)
-        .add_service(pb::telemetry_service_server::TelemetryServiceServer::new(
-            telemetry,
+        .add_service(pb::admin_service_server::AdminServiceServer::from_arc(
+            services.admin.clone(),
         ))
+        .add_service(AlertServiceServer::from_arc(services.alerts.clone()))
+        .add_service(registry)
+        .add_service(
+            pb::telemetry_service_server::TelemetryServiceServer::from_arc(
+                services.telemetry.clone(),
+            ),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.cancelled().await
         });

@@ -197,7 +197,7 @@ fn merge(
     what: &str,
     stored: Row,
     update: Row,
-    mask: Option<&prost_types::FieldMask>,
+    mask: Option<&eldercare_proto::wkt::FieldMask>,
     fields: &[&str],
 ) -> Result<Row, Status> {
     let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
@@ -657,7 +657,7 @@ mod tests {
             district: "D2".into(),
             ..Default::default()
         });
-        let mask = prost_types::FieldMask {
+        let mask = eldercare_proto::wkt::FieldMask {
             paths: vec!["district".into(), "phone".into()],
         };
         let row = merge(
@@ -671,7 +671,7 @@ mod tests {
         assert_eq!(row.get("district").map(String::as_str), Some("D2"));
         assert_eq!(row.get("name").map(String::as_str), Some("Someone"));
         assert!(!row.contains_key("phone"), "named and unset: cleared");
-        let bad = prost_types::FieldMask {
+        let bad = eldercare_proto::wkt::FieldMask {
             paths: vec!["colour".into()],
         };
         let err = merge(
@@ -683,7 +683,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message().contains("colour"), "{}", err.message());
-        let id = prost_types::FieldMask {
+        let id = eldercare_proto::wkt::FieldMask {
             paths: vec!["elder_id".into()],
         };
         assert!(merge("elder", stored, update, Some(&id), &import::ELDER_FIELDS).is_err());

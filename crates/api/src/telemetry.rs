@@ -35,8 +35,8 @@ impl Telemetry {
     }
 }
 
-fn to_pb_ts(ms: EpochMs) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
+fn to_pb_ts(ms: EpochMs) -> Option<eldercare_proto::wkt::Timestamp> {
+    Some(eldercare_proto::wkt::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     })
@@ -44,7 +44,7 @@ fn to_pb_ts(ms: EpochMs) -> Option<prost_types::Timestamp> {
 
 /// A request's timestamp as epoch milliseconds; INVALID_ARGUMENT, naming
 /// the field, when it is not a valid time.
-fn from_pb_ts(field: &str, t: &prost_types::Timestamp) -> Result<EpochMs, Status> {
+fn from_pb_ts(field: &str, t: &eldercare_proto::wkt::Timestamp) -> Result<EpochMs, Status> {
     // The protobuf Timestamp range: 0001-01-01 to 9999-12-31.
     const MIN_S: i64 = -62_135_596_800;
     const MAX_S: i64 = 253_402_300_799;
@@ -95,8 +95,8 @@ fn hour_to_pb(h: &VitalsHour) -> pb::VitalsHour {
 /// `[from, to)` widened to whole hours; INVALID_ARGUMENT when missing,
 /// empty or longer than [`MAX_HOURLY_DAYS`].
 fn hourly_range(
-    from: Option<&prost_types::Timestamp>,
-    to: Option<&prost_types::Timestamp>,
+    from: Option<&eldercare_proto::wkt::Timestamp>,
+    to: Option<&eldercare_proto::wkt::Timestamp>,
 ) -> Result<(EpochMs, EpochMs), Status> {
     let from = from_pb_ts(
         "from",
@@ -290,7 +290,7 @@ mod tests {
         for ms in [0, 1, 999, 1_763_884_800_123, -1, -1001] {
             assert_eq!(from_pb_ts("from", &to_pb_ts(ms).unwrap()).unwrap(), ms);
         }
-        let bad = prost_types::Timestamp {
+        let bad = eldercare_proto::wkt::Timestamp {
             seconds: 0,
             nanos: -5,
         };

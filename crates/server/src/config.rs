@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// Prometheus metrics at /metrics [default: 127.0.0.1:9464]
     #[arg(long, env = "ELDERCARE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// The hotline console (a browser page) and its JSON API [default: 127.0.0.1:8080]
+    #[arg(long, env = "ELDERCARE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
     /// Directory of the embedded store [default: ./data]
     #[arg(long, env = "ELDERCARE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -72,6 +75,8 @@ struct FileConfig {
     grpc_addr: Option<SocketAddr>,
     /// Prometheus metrics listener.
     metrics_addr: Option<SocketAddr>,
+    /// The hotline console and its JSON API.
+    http_addr: Option<SocketAddr>,
     /// Directory of the embedded store.
     data_dir: Option<PathBuf>,
     /// PostgreSQL / TimescaleDB URL.
@@ -99,6 +104,7 @@ pub struct Config {
     pub mqtt_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub storage: StorageArgs,
     /// Days of telemetry kept on PostgreSQL; older days are dropped.
     pub retention_days: u32,
@@ -180,6 +186,10 @@ impl Config {
                 .metrics_addr
                 .or(file.metrics_addr)
                 .unwrap_or(([127, 0, 0, 1], 9464).into()),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(([127, 0, 0, 1], 8080).into()),
             storage: StorageArgs {
                 data_dir,
                 database_url: args.database_url.clone().or(file.database_url),

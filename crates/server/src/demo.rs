@@ -161,6 +161,9 @@ pub struct DemoArgs {
     /// Metrics listener (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: std::net::SocketAddr,
+    /// The hotline console, for a browser (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: std::net::SocketAddr,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -202,6 +205,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eldercare_api::auth::revoke_tokens(&tokens_file, "demo-simulator")?;
     let admin =
         eldercare_api::auth::add_token(&tokens_file, "demo-simulator", eldercare_api::Role::Admin)?;
+    // A newcomer answers the demo's alerts in the console as this operator.
+    eldercare_api::auth::revoke_tokens(&tokens_file, "demo-operator")?;
+    let operator = eldercare_api::auth::add_token(
+        &tokens_file,
+        "demo-operator",
+        eldercare_api::Role::Operator,
+    )?;
     let auth = eldercare_api::Auth::load(&tokens_file)?;
     let g = rules.global().clone();
     let cfg = Config {
@@ -211,6 +221,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         mqtt_addr: args.mqtt_addr,
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,
+        http_addr: args.http_addr,
         storage,
         retention_days: crate::config::DEFAULT_RETENTION_DAYS,
         rules_file: None,
@@ -227,6 +238,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "\neldercare demo: {} homes on MQTT {}, gRPC {}, metrics http://{}/metrics",
         args.homes, bound.mqtt, bound.grpc, bound.metrics
+    );
+    println!(
+        "Hotline console: http://{}/  (sign in with the demo operator's token: {operator})",
+        bound.console
     );
     println!(
         "Demo rules (deploy/demo-rules.toml): out of bed {} s at night, inactivity {} s of daytime, \

@@ -365,6 +365,7 @@ pub struct Bound {
     pub mqtt: SocketAddr,
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
+    pub console: SocketAddr,
 }
 
 /// Runs the server until SIGINT/SIGTERM or `stop`. `ready` learns the
@@ -495,22 +496,31 @@ pub async fn serve(
         sessions: Arc::new(GuardSessions(ingest.sessions())),
         changes: ingest.registry_changes(),
     };
+    // One set of services for gRPC and the console's JSON API.
+    let services = eldercare_api::Services::new(
+        desk.clone(),
+        cfg.auth.clone(),
+        cfg.subscribers,
+        registry,
+        reloader,
+        shutdown.clone(),
+    );
+    // Both bound on the alert path, so their sockets are served there.
     let (grpc_addr, grpc) = {
-        let (addr, desk, auth, subs, sd) = (
-            cfg.grpc_addr,
-            desk.clone(),
-            cfg.auth.clone(),
-            cfg.subscribers,
-            shutdown.clone(),
-        );
-        // Bound on the alert path, so its sockets are served there.
+        let (addr, services, sd) = (cfg.grpc_addr, services.clone(), shutdown.clone());
         alerts
-            .spawn(async move {
-                eldercare_api::serve(addr, desk, auth, subs, registry, reloader, sd).await
-            })
+            .spawn(async move { eldercare_api::serve(addr, services, sd).await })
             .await
             .context("starting gRPC")?
             .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?
+    };
+    let (console_addr, console) = {
+        let (addr, sd) = (cfg.http_addr, shutdown.clone());
+        alerts
+            .spawn(async move { eldercare_console::serve(addr, services, sd).await })
+            .await
+            .context("starting the console")?
+            .with_context(|| format!("binding the console on {}", cfg.http_addr))?
     };
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
@@ -530,15 +540,18 @@ pub async fn serve(
             .await;
     });
     let grpc_task = alerts.spawn(grpc);
+    let console_task = alerts.spawn(console);
     let bound = Bound {
         mqtt: ingest.mqtt_addr,
         grpc: grpc_addr,
         metrics: metrics_addr,
+        console: console_addr,
     };
-    info!(mqtt = %bound.mqtt, grpc = %bound.grpc, metrics = %bound.metrics, "eldercare is ready.");
+    info!(mqtt = %bound.mqtt, grpc = %bound.grpc, metrics = %bound.metrics,
+        console = %bound.console, "eldercare is ready.");
     println!(
-        "ready mqtt={} grpc={} metrics={}",
-        bound.mqtt, bound.grpc, bound.metrics
+        "ready mqtt={} grpc={} metrics={} console=http://{}/",
+        bound.mqtt, bound.grpc, bound.metrics, bound.console
     );
     if let Some(tx) = ready {
         let _ = tx.send(bound);
@@ -562,6 +575,14 @@ pub async fn serve(
             grpc_abort.abort();
         }
         debug!("Drain: gRPC stopped.");
+        // Its live feeds ended with the subscriptions.
+        let console_abort = console_task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(2), console_task)
+            .await
+            .is_err()
+        {
+            console_abort.abort();
+        }
         let _ = metrics_task.await;
         desk.stop().await;
         drop(desk);

@@ -1,0 +1,1 @@
+// The console's strings in zh-CN and en.
