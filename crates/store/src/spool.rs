@@ -272,6 +272,23 @@ fn local_read(what: &'static str) {
     metrics::counter!("eldercare_store_local_reads_total", "what" => what).increment(1);
 }
 
+/// The database's answer; while the database is unreachable, the local
+/// copy's when `local` has one (counted as a local read of `what`),
+/// else the outage error. Every read that may fall back goes through
+/// here, so the rule is written once.
+fn or_local<T>(db: Result<T>, what: &'static str, local: impl FnOnce() -> Option<T>) -> Result<T> {
+    match db {
+        Err(e) if e.is_outage() => match local() {
+            Some(found) => {
+                local_read(what);
+                Ok(found)
+            }
+            None => Err(e),
+        },
+        r => r,
+    }
+}
+
 fn now_ms() -> EpochMs {
     chrono::Utc::now().timestamp_millis()
 }
@@ -1162,39 +1179,24 @@ impl Store for SpoolingStore {
     /// The database's answer, or the local copy's while it is
     /// unreachable; an elder the copy lacks is still the outage error.
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>> {
-        match self.inner.get_elder(elder_id).await {
-            Ok(e) => {
-                self.local.elder_read(elder_id, e.as_ref());
-                Ok(e)
-            }
-            Err(e) if e.is_outage() => match self.local.elder(elder_id) {
-                Some(found) => {
-                    local_read("elder");
-                    Ok(Some(found))
-                }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
+        let db = self.inner.get_elder(elder_id).await;
+        if let Ok(e) = &db {
+            self.local.elder_read(elder_id, e.as_ref());
         }
+        or_local(db, "elder", || self.local.elder(elder_id).map(Some))
     }
     /// The database's answer, or the local copy's while it is
     /// unreachable; a device the copy lacks is still the outage error.
     async fn get_device(&self, device_id: &str) -> Result<Option<Device>> {
-        match self.inner.get_device(device_id).await {
-            Ok(d) => {
-                self.local.device_read(device_id, d.as_ref());
-                Ok(d)
-            }
-            Err(e) if e.is_outage() => match self.local.device(device_id) {
-                Some(found) => {
-                    local_read("device");
-                    debug!(%device_id, "Database unreachable; device read from the local copy.");
-                    Ok(Some(found))
-                }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
+        let db = self.inner.get_device(device_id).await;
+        if let Ok(d) = &db {
+            self.local.device_read(device_id, d.as_ref());
         }
+        or_local(db, "device", || {
+            let found = self.local.device(device_id)?;
+            debug!(%device_id, "Database unreachable; device read from the local copy.");
+            Some(Some(found))
+        })
     }
     /// A full listing falls back to the local copy; a delta does not (see
     /// the module doc). After a full listing from the copy, the next delta
@@ -1202,50 +1204,40 @@ impl Store for SpoolingStore {
     async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>> {
         let widen = changed_since.is_some() && self.local.widen(Half::Elders);
         let ask = if widen { None } else { changed_since };
-        match self.inner.list_elders(ask).await {
-            Ok(list) => {
-                self.local.elders_listed(ask.is_none(), &list);
-                self.local.set_widen(Half::Elders, false);
-                Ok(list)
-            }
-            Err(e) if e.is_outage() && changed_since.is_none() => match self.local.elders() {
-                Some(list) => {
-                    local_read("elders");
-                    info!(
-                        elders = list.len(),
-                        "Database unreachable; elders listed from the local copy."
-                    );
-                    self.local.set_widen(Half::Elders, true);
-                    Ok(list)
-                }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
+        let db = self.inner.list_elders(ask).await;
+        if let Ok(list) = &db {
+            self.local.elders_listed(ask.is_none(), list);
+            self.local.set_widen(Half::Elders, false);
         }
+        or_local(db, "elders", || {
+            // A delta is never answered from the copy.
+            let list = changed_since.is_none().then(|| self.local.elders())??;
+            info!(
+                elders = list.len(),
+                "Database unreachable; elders listed from the local copy."
+            );
+            self.local.set_widen(Half::Elders, true);
+            Some(list)
+        })
     }
     async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>> {
         let widen = changed_since.is_some() && self.local.widen(Half::Devices);
         let ask = if widen { None } else { changed_since };
-        match self.inner.list_devices(ask).await {
-            Ok(list) => {
-                self.local.devices_listed(ask.is_none(), &list);
-                self.local.set_widen(Half::Devices, false);
-                Ok(list)
-            }
-            Err(e) if e.is_outage() && changed_since.is_none() => match self.local.devices() {
-                Some(list) => {
-                    local_read("devices");
-                    info!(
-                        devices = list.len(),
-                        "Database unreachable; devices listed from the local copy."
-                    );
-                    self.local.set_widen(Half::Devices, true);
-                    Ok(list)
-                }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
+        let db = self.inner.list_devices(ask).await;
+        if let Ok(list) = &db {
+            self.local.devices_listed(ask.is_none(), list);
+            self.local.set_widen(Half::Devices, false);
         }
+        or_local(db, "devices", || {
+            // A delta is never answered from the copy.
+            let list = changed_since.is_none().then(|| self.local.devices())??;
+            info!(
+                devices = list.len(),
+                "Database unreachable; devices listed from the local copy."
+            );
+            self.local.set_widen(Half::Devices, true);
+            Some(list)
+        })
     }
     async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
         // The newest state may still be in the spool.
@@ -1258,16 +1250,9 @@ impl Store for SpoolingStore {
             .map(|e| e.alert.clone());
         match spooled {
             Some(a) => Ok(Some(a)),
-            None => match self.inner.get_alert(id).await {
-                Err(e) if e.is_outage() => match self.local.alert(id) {
-                    Some(a) => {
-                        local_read("alert");
-                        Ok(Some(a))
-                    }
-                    None => Err(e),
-                },
-                r => r,
-            },
+            None => or_local(self.inner.get_alert(id).await, "alert", || {
+                self.local.alert(id).map(Some)
+            }),
         }
     }
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
@@ -1277,34 +1262,28 @@ impl Store for SpoolingStore {
     /// while it is unreachable, the local copy's (kept up to date from
     /// every event appended).
     async fn unresolved_alerts(&self) -> Result<Vec<Alert>> {
-        match self.inner.unresolved_alerts().await {
-            Ok(stored) => {
-                let mut by_id: std::collections::BTreeMap<String, Alert> =
-                    stored.into_iter().map(|a| (a.id.clone(), a)).collect();
-                for e in &self.lock_events().queue {
-                    if e.alert.state == eldercare_model::AlertState::Resolved {
-                        by_id.remove(&e.alert.id);
-                    } else {
-                        by_id.insert(e.alert.id.clone(), e.alert.clone());
-                    }
+        let db = self.inner.unresolved_alerts().await.map(|stored| {
+            let mut by_id: std::collections::BTreeMap<String, Alert> =
+                stored.into_iter().map(|a| (a.id.clone(), a)).collect();
+            for e in &self.lock_events().queue {
+                if e.alert.state == eldercare_model::AlertState::Resolved {
+                    by_id.remove(&e.alert.id);
+                } else {
+                    by_id.insert(e.alert.id.clone(), e.alert.clone());
                 }
-                let list: Vec<Alert> = by_id.into_values().collect();
-                self.local.alerts_listed(&list);
-                Ok(list)
             }
-            Err(e) if e.is_outage() => match self.local.unresolved() {
-                Some(list) => {
-                    local_read("alerts");
-                    info!(
-                        alerts = list.len(),
-                        "Database unreachable; open alerts read from the local copy."
-                    );
-                    Ok(list)
-                }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
-        }
+            let list: Vec<Alert> = by_id.into_values().collect();
+            self.local.alerts_listed(&list);
+            list
+        });
+        or_local(db, "alerts", || {
+            let list = self.local.unresolved()?;
+            info!(
+                alerts = list.len(),
+                "Database unreachable; open alerts read from the local copy."
+            );
+            Some(list)
+        })
     }
     async fn events_of_alert(&self, alert_id: &str) -> Result<Vec<AlertEvent>> {
         let mut stored = self.inner.events_of_alert(alert_id).await?;
@@ -1329,20 +1308,13 @@ impl Store for SpoolingStore {
     /// While the database is unreachable, the silences active at a time
     /// come from the local copy; all of them (`None`) do not.
     async fn silences(&self, active_at: Option<EpochMs>) -> Result<Vec<Silence>> {
-        match self.inner.silences(active_at).await {
-            Ok(list) => {
-                self.local.silences_listed(&list, now_ms());
-                Ok(list)
-            }
-            Err(e) if e.is_outage() => match active_at.and_then(|t| self.local.silences_at(t)) {
-                Some(list) => {
-                    local_read("silences");
-                    Ok(list)
-                }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
+        let db = self.inner.silences(active_at).await;
+        if let Ok(list) = &db {
+            self.local.silences_listed(list, now_ms());
         }
+        or_local(db, "silences", || {
+            active_at.and_then(|t| self.local.silences_at(t))
+        })
     }
     async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
         self.inner.insert_dead_letter(dl).await
@@ -1372,16 +1344,9 @@ impl Store for SpoolingStore {
         Ok(done)
     }
     async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
-        match self.inner.query_elders(query).await {
-            Err(e) if e.is_outage() => match self.local.query_elders(query) {
-                Some(page) => {
-                    local_read("elders");
-                    Ok(page)
-                }
-                None => Err(e),
-            },
-            r => r,
-        }
+        or_local(self.inner.query_elders(query).await, "elders", || {
+            self.local.query_elders(query)
+        })
     }
     async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
         let done = self.inner.insert_device(device).await?;
@@ -1412,16 +1377,9 @@ impl Store for SpoolingStore {
         Ok(done)
     }
     async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-        match self.inner.query_devices(query).await {
-            Err(e) if e.is_outage() => match self.local.query_devices(query) {
-                Some(page) => {
-                    local_read("devices");
-                    Ok(page)
-                }
-                None => Err(e),
-            },
-            r => r,
-        }
+        or_local(self.inner.query_devices(query).await, "devices", || {
+            self.local.query_devices(query)
+        })
     }
     async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
         self.inner.query_readings(query).await
