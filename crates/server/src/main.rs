@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod alert_path;
+mod alerts_cli;
 mod config;
 mod demo;
 
@@ -60,6 +61,10 @@ enum Cmd {
     /// Check the alert event log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Watch, list and acknowledge alerts over the gRPC API, as a script
+    /// or a shell user (token from --token or ELDERCARE_TOKEN).
+    #[command(subcommand)]
+    Alerts(alerts_cli::AlertsCmd),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
             Cmd::Import { storage, files } => import(&storage, &files).await,
             Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
             Cmd::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
+            Cmd::Alerts(cmd) => alerts_cli::run(cmd).await,
             Cmd::Audit(AuditCmd::Verify { storage }) => {
                 let store = open_store(&storage).await?;
                 let report = store.verify_chain().await?;
