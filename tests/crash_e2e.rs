@@ -15,6 +15,8 @@
 //! rounds are in benches/RESULTS.md.
 #[path = "../crates/store/tests/support/pg.rs"]
 mod pg;
+#[path = "support/raw_mqtt.rs"]
+mod raw_mqtt;
 mod support;
 
 use eldercare_proto::v1 as pb;
@@ -27,55 +29,6 @@ use support::*;
 
 const BUTTONS: usize = 20;
 
-/// MQTT 3.1.1 remaining length (§2.2.3).
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn utf8(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![kind];
-    remaining_length(body.len(), &mut p);
-    p.extend_from_slice(body);
-    p
-}
-
-/// CONNECT (§3.1): clean session, user name and password, keep-alive 60 s.
-fn connect(client_id: &str, user: &str, pass: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    utf8("MQTT", &mut b);
-    b.push(4);
-    b.push(0b1100_0010);
-    b.extend_from_slice(&60u16.to_be_bytes());
-    utf8(client_id, &mut b);
-    utf8(user, &mut b);
-    utf8(pass, &mut b);
-    packet(0x10, &b)
-}
-
-/// PUBLISH QoS 1 (§3.3).
-fn publish_qos1(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    utf8(topic, &mut b);
-    b.extend_from_slice(&pkid.to_be_bytes());
-    b.extend_from_slice(payload);
-    packet(0x32, &b)
-}
-
 /// A raw device connection.
 struct Raw {
     s: TcpStream,
@@ -86,7 +39,8 @@ impl Raw {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         s.set_nodelay(true).unwrap();
-        s.write_all(&connect(id, id, secret)).unwrap();
+        s.write_all(&raw_mqtt::connect(id, Some((id, secret)), 60, None))
+            .unwrap();
         let mut ack = [0u8; 4];
         s.read_exact(&mut ack).unwrap();
         assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted for {id}");
@@ -176,8 +130,9 @@ async fn sos_rounds_survive_kill_9(storage: Vec<String>, mut s: Server, rounds: 
                 // reused seq with a new ts is a new press.
                 let payload = format!(r#"{{"ts": {ts}, "seq": 1, "type": "sos"}}"#);
                 raw.s
-                    .write_all(&publish_qos1(
+                    .write_all(&raw_mqtt::publish(
                         &format!("eldercare/v1/{id}/event"),
+                        1,
                         7,
                         payload.as_bytes(),
                     ))
@@ -274,8 +229,9 @@ async fn acknowledged_readings_survive_kill_9(s: Server, count: impl AsyncCount)
                         i + 1,
                         50 + i % 50
                     );
-                    buf.extend(publish_qos1(
+                    buf.extend(raw_mqtt::publish(
                         &topic,
+                        1,
                         (i % 60_000 + 1) as u16,
                         payload.as_bytes(),
                     ));
@@ -490,7 +446,7 @@ async fn an_out_of_bed_episode_spanning_kill_9_is_raised_when_due() {
         {
             let p = format!(r#"{{"ts": {ts}, "in_bed": {in_bed}}}"#);
             raw.s
-                .write_all(&publish_qos1(topic, i as u16 + 1, p.as_bytes()))
+                .write_all(&raw_mqtt::publish(topic, 1, i as u16 + 1, p.as_bytes()))
                 .unwrap();
             raw.puback();
         }
@@ -541,18 +497,17 @@ async fn a_redelivery_is_one_press_and_a_reused_seq_with_a_new_ts_is_another() {
         let topic = "eldercare/v1/btn-1/event";
         let first = format!(r#"{{"ts": {t}, "seq": 5, "type": "sos"}}"#);
         raw.s
-            .write_all(&publish_qos1(topic, 1, first.as_bytes()))
+            .write_all(&raw_mqtt::publish(topic, 1, 1, first.as_bytes()))
             .unwrap();
         assert_eq!(raw.puback(), 1);
         // The PUBACK "was lost": the device sends it again, DUP set.
-        let mut dup = publish_qos1(topic, 1, first.as_bytes());
-        dup[0] |= 0x08;
+        let dup = raw_mqtt::redelivered(raw_mqtt::publish(topic, 1, 1, first.as_bytes()));
         raw.s.write_all(&dup).unwrap();
         assert_eq!(raw.puback(), 1);
         // Minutes later, after a battery change: seq 5 again, a new ts.
         let again = format!(r#"{{"ts": {}, "seq": 5, "type": "sos"}}"#, t + 180_000);
         raw.s
-            .write_all(&publish_qos1(topic, 1, again.as_bytes()))
+            .write_all(&raw_mqtt::publish(topic, 1, 1, again.as_bytes()))
             .unwrap();
         assert_eq!(raw.puback(), 1);
     })

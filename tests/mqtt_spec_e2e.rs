@@ -6,7 +6,10 @@
 //! runs on free ports with its own data directory; every wait is on an
 //! event (a packet, a closed socket, an alert), bounded by a deadline that
 //! only turns a hang into a failure.
+#[path = "support/raw_mqtt.rs"]
+mod raw_mqtt;
 mod support;
+use raw_mqtt::{DISCONNECT, PINGREQ, PINGRESP, connect};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -51,80 +54,10 @@ fn start(mqtt: &str, rules: Option<&str>) -> Server {
     s
 }
 
-// --- MQTT 3.1.1 packets, by hand -------------------------------------
-
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-/// CONNECT (§3.1), clean session, with a login and optionally a QoS 1
-/// last will.
-fn connect(
-    client_id: &str,
-    login: Option<(&str, &str)>,
-    keep_alive_s: u16,
-    will: Option<(&str, &str)>,
-) -> Vec<u8> {
-    let mut flags = 0b10;
-    if will.is_some() {
-        flags |= 0b100 | (1 << 3);
-    }
-    if login.is_some() {
-        flags |= 0xc0;
-    }
-    let mut body = Vec::new();
-    string(b"MQTT", &mut body);
-    body.push(4);
-    body.push(flags);
-    body.extend_from_slice(&keep_alive_s.to_be_bytes());
-    string(client_id.as_bytes(), &mut body);
-    if let Some((topic, message)) = will {
-        string(topic.as_bytes(), &mut body);
-        string(message.as_bytes(), &mut body);
-    }
-    if let Some((user, pass)) = login {
-        string(user.as_bytes(), &mut body);
-        string(pass.as_bytes(), &mut body);
-    }
-    packet(0x10, &body)
-}
-
-/// PUBLISH (§3.3) at QoS 0 or 1.
+/// PUBLISH with a text payload.
 fn publish(topic: &str, qos: u8, pkid: u16, payload: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(topic.as_bytes(), &mut body);
-    if qos > 0 {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.extend_from_slice(payload.as_bytes());
-    packet(0x30 | (qos << 1), &body)
+    raw_mqtt::publish(topic, qos, pkid, payload.as_bytes())
 }
-
-const PINGREQ: [u8; 2] = [0xc0, 0x00];
-const PINGRESP: [u8; 2] = [0xd0, 0x00];
-const DISCONNECT: [u8; 2] = [0xe0, 0x00];
 
 fn vitals(hr: u32, seq: u64) -> String {
     format!(r#"{{"ts": {}, "seq": {seq}, "hr": {hr}}}"#, now_ms())
