@@ -37,6 +37,9 @@ pub enum DeskError {
         state: &'static str,
         action: &'static str,
     },
+    /// Someone was first: the alert is already acknowledged.
+    #[error("alert `{id}` was already acknowledged by {by} at {at}")]
+    AlreadyAcknowledged { id: String, by: String, at: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -729,6 +732,22 @@ impl DeskState {
         }
     }
 
+    /// Who acknowledged the alert and when, for the operator who comes
+    /// second (`None` if it cannot be told).
+    async fn who_acknowledged(&self, id: &str) -> Option<DeskError> {
+        let events = self.store.events_of_alert(id).await.ok()?;
+        let ack = events
+            .iter()
+            .find(|e| e.kind == AlertEventKind::Acknowledged)?;
+        let at = chrono::DateTime::from_timestamp_millis(ack.at)?
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Some(DeskError::AlreadyAcknowledged {
+            id: id.to_string(),
+            by: ack.actor.clone(),
+            at,
+        })
+    }
+
     async fn act(
         &mut self,
         id: &str,
@@ -743,6 +762,11 @@ impl DeskState {
             ));
         }
         if !action.allowed_from(alert.state) {
+            if action == Action::Acknowledge
+                && let Some(first) = self.who_acknowledged(id).await
+            {
+                return Err(first);
+            }
             return Err(DeskError::NotAllowed {
                 id: id.to_string(),
                 state: alert.state.as_str(),

@@ -124,10 +124,16 @@ async fn acknowledge_once_then_refused() {
         (ev.seq, ev.kind, ev.actor.as_str()),
         (2, AlertEventKind::Acknowledged, "op-7")
     );
-    assert!(matches!(
-        desk.acknowledge(&raised.alert.id, "op-7", None).await,
-        Err(DeskError::NotAllowed { .. })
-    ));
+    // The second to acknowledge is told who was first.
+    match desk.acknowledge(&raised.alert.id, "op-9", None).await {
+        Err(e @ DeskError::AlreadyAcknowledged { .. }) => {
+            assert!(
+                e.to_string().contains("already acknowledged by op-7 at "),
+                "{e}"
+            );
+        }
+        r => panic!("expected AlreadyAcknowledged, got {r:?}"),
+    }
     assert!(matches!(
         desk.acknowledge("nope", "op-7", None).await,
         Err(DeskError::NotFound(_))
@@ -399,7 +405,10 @@ async fn every_action_from_every_state_is_allowed_or_refused_as_the_lifecycle_sa
                 }
             } else {
                 assert!(
-                    matches!(r, Err(DeskError::NotAllowed { .. })),
+                    matches!(
+                        r,
+                        Err(DeskError::NotAllowed { .. } | DeskError::AlreadyAcknowledged { .. })
+                    ),
                     "{a:?} from {state:?}: {r:?}"
                 );
             }

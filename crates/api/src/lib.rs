@@ -212,7 +212,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn desk_status(e: DeskError) -> Status {
     match e {
         DeskError::NotFound(_) => Status::not_found(e.to_string()),
-        DeskError::NotAllowed { .. } => Status::failed_precondition(e.to_string()),
+        DeskError::NotAllowed { .. } | DeskError::AlreadyAcknowledged { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         DeskError::Invalid(_) => Status::invalid_argument(e.to_string()),
         DeskError::Store(_) => Status::unavailable(e.to_string()),
         DeskError::Closed => Status::unavailable(e.to_string()),
