@@ -27,6 +27,26 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../assets/i18n.js"),
     ),
+    (
+        "util.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/util.js"),
+    ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/charts.js"),
+    ),
+    (
+        "record.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/record.js"),
+    ),
+    (
+        "stats.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/stats.js"),
+    ),
 ];
 
 const INDEX: &str = include_str!("../assets/index.html");
@@ -69,6 +89,37 @@ pub(crate) async fn openapi() -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_file_the_page_loads_is_served_and_nothing_is_inline() {
+        let index = super::INDEX;
+        let mut named = Vec::new();
+        for attr in ["src=\"/assets/", "href=\"/assets/"] {
+            for (i, _) in index.match_indices(attr) {
+                let rest = &index[i + attr.len()..];
+                named.push(&rest[..rest.find('"').unwrap()]);
+            }
+        }
+        for (name, _, _) in super::FILES {
+            assert!(
+                named.contains(name),
+                "{name} is served but index.html never loads it"
+            );
+        }
+        for name in &named {
+            assert!(
+                super::FILES.iter().any(|(n, _, _)| n == name),
+                "index.html loads /assets/{name}, which is not served"
+            );
+        }
+        // The CSP forbids inline code and styles: none may creep in.
+        assert!(!index.contains("<style"), "inline <style>");
+        assert!(!index.contains("style=\""), "inline style attribute");
+        assert!(!index.contains(" on"), "inline event handler");
+        for (i, _) in index.match_indices("<script") {
+            assert!(index[i..].starts_with("<script src="), "inline <script>");
+        }
+    }
+
     #[test]
     fn the_openapi_document_is_json_and_names_every_json_method() {
         let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
