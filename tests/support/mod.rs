@@ -27,6 +27,8 @@ pub struct Server {
     pub mqtt: String,
     pub grpc: String,
     pub metrics: String,
+    /// The console's HTTP address (host:port), from `console=http://.../`.
+    pub console: String,
     /// Lines the server prints to stdout after its ready line.
     pub lines: std::sync::mpsc::Receiver<String>,
     /// A bearer token per role: operator `op-1`, dispatcher `disp-1`,
@@ -128,6 +130,16 @@ impl Server {
         tokens: std::collections::HashMap<&'static str, String>,
         [mqtt, grpc, metrics]: [&str; 3],
     ) -> Server {
+        Server::spawn_on_all(dir, tokens, [mqtt, grpc, metrics, "127.0.0.1:0"])
+    }
+
+    /// Like [`Server::spawn_on`], the console's HTTP address too:
+    /// `[mqtt, grpc, metrics, http]`.
+    pub fn spawn_on_all(
+        dir: tempfile::TempDir,
+        tokens: std::collections::HashMap<&'static str, String>,
+        [mqtt, grpc, metrics, http]: [&str; 4],
+    ) -> Server {
         let rules_file = dir.path().join("rules.toml");
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -139,7 +151,7 @@ impl Server {
             "--metrics-addr",
             metrics,
             "--http-addr",
-            "127.0.0.1:0",
+            http,
             "--data-dir",
         ])
         .arg(dir.path());
@@ -181,6 +193,10 @@ impl Server {
             mqtt: field("mqtt"),
             grpc: field("grpc"),
             metrics: field("metrics"),
+            console: field("console")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string(),
             child,
             dir,
             lines,
