@@ -6,9 +6,9 @@
 //! ends, passed or failed.
 //!
 //! Chromium and chromedriver are required, never skipped: without them
-//! these tests fail saying how to install them (`.ci/run` does). The
+//! these tests fail saying how to install them (`scripts/test` does). The
 //! accessibility check runs axe-core from its npm package, pinned by
-//! version and SHA-256 (`.ci/run` fetches it with `npm pack`).
+//! version and SHA-256 (`scripts/test` fetches the registry tarball with curl).
 //!
 //! Every wait is a condition polled until a deadline that only turns a
 //! hang into a failure; a wait that fails leaves a screenshot and the
@@ -39,8 +39,8 @@ const POLL: Duration = Duration::from_millis(50);
 /// 2-core machine, and a test measures a latency.
 static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// axe-core from the npm registry, pinned: `npm pack axe-core@AXE_VERSION`
-/// gives this very tarball (.ci/run fetches it).
+/// axe-core from the npm registry, pinned: the registry's tarball of this
+/// version (scripts/test fetches it with curl; keep both in step).
 const AXE_VERSION: &str = "4.14.1";
 const AXE_SHA256: &str = "e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745";
 
@@ -627,10 +627,10 @@ fn axe_source() -> String {
     let bytes = std::fs::read(&tgz).unwrap_or_else(|e| {
         panic!(
             "axe-core {AXE_VERSION} is needed for the accessibility check ({}: {e}); \
-             fetch it from the npm registry with \
-             `npm pack axe-core@{AXE_VERSION} --pack-destination {}` (.ci/run does)",
+             scripts/test fetches it: curl -fsSL -o {} \
+             https://registry.npmjs.org/axe-core/-/axe-core-{AXE_VERSION}.tgz",
             tgz.display(),
-            tgz.parent().unwrap().display()
+            tgz.display()
         )
     });
     let sum = hex(&Sha256::digest(&bytes));
