@@ -467,6 +467,14 @@
   let renderTimer = null;
   function scheduleRender() {
     if (renderTimer === null) renderTimer = setTimeout(render, 16);
+    // Timers are slowed in a background tab: the title (what an operator
+    // sees in the tab strip) is kept current at once.
+    if (document.hidden) updateTitle();
+  }
+  function updateTitle() {
+    let open = 0;
+    for (const a of state.alerts.values()) if (queueOf(a) === "hotline" && a.state === "OPEN") open += 1;
+    document.title = (open ? "(" + open + ") " : "") + t("app.title");
   }
 
   function queueOf(a) {
@@ -495,7 +503,6 @@
     const now = EC.now();
     const all = [...state.alerts.values()];
     updateFilters(all);
-    let openHot = 0;
     for (const q of QUEUES) {
       const inQ = all.filter((a) => queueOf(a) === q);
       const rows = inQ.filter(passes).sort(cmp);
@@ -505,9 +512,8 @@
       const ob = $("over-" + q);
       ob.hidden = over === 0;
       ob.textContent = t("queue.overdueCount", { n: over });
-      if (q === "hotline") openHot = inQ.filter((a) => a.state === "OPEN").length;
     }
-    document.title = (openHot ? "(" + openHot + ") " : "") + t("app.title");
+    updateTitle();
     updateActionBar();
   }
 
@@ -632,6 +638,7 @@
   function tick() {
     if (!state.me) return;
     const now = EC.now();
+    for (const [id, at] of state.fresh) if (Date.now() - at > 10000) state.fresh.delete(id);
     const overs = { hotline: 0, operations: 0 };
     for (const q of QUEUES) {
       for (const tr of $("queue-" + q).tBodies[0].rows) tickRow(tr, now);

@@ -27,10 +27,10 @@
    *     alert), fmt (value -> text), digits}
    */
   charts.line = function (o) {
-    const W = 300;
+    const W = 256;
     const H = 112;
-    const L = 34;
-    const R = 52;
+    const L = 30;
+    const R = 48;
     const T = 20;
     const B = 18;
     const pw = W - L - R;
@@ -99,7 +99,17 @@
 
     if (Number.isFinite(o.marker) && o.marker >= o.from && o.marker <= o.to) {
       svg.append(S("line", { x1: x(o.marker), x2: x(o.marker), y1: T, y2: T + ph, class: "c-marker" }));
-      svg.append(S("text", { x: x(o.marker) + 2, y: T + 9, class: "c-marker-label", text: t("chart.alert") }));
+      // The label on the side with room: left of the line near the right edge.
+      const right = x(o.marker) > L + pw * 0.75;
+      svg.append(
+        S("text", {
+          x: x(o.marker) + (right ? -3 : 3),
+          y: T + 9,
+          class: "c-marker-label",
+          "text-anchor": right ? "end" : "start",
+          text: t("chart.alert"),
+        }),
+      );
     }
 
     if (!all.length) {

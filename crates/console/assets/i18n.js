@@ -52,7 +52,8 @@ window.I18N = {
     "col.state": "状态",
     "col.age": "已过",
     "col.deadline": "确认时限",
-    "col.escalations": "升级",
+    "col.escalations": "升级次数",
+    "col.escShort": "升级",
     "col.muted": "静音",
 
     "act.open": "打开档案",
@@ -254,8 +255,8 @@ window.I18N = {
     "stats.chartSteps": "处理进度",
 
     "dur.s": "{s} 秒",
-    "dur.ms": "{m} 分 {s} 秒",
-    "dur.hm": "{h} 小时 {m} 分",
+    "dur.ms": "{m}分{s}秒",
+    "dur.hm": "{h}小时{m}分",
 
     "err.network": "无法连接服务器。",
     "err.unavailable": "服务暂时不可用：{msg}",
@@ -406,8 +407,9 @@ window.I18N = {
     "col.community": "Community",
     "col.state": "State",
     "col.age": "Age",
-    "col.deadline": "Ack deadline",
+    "col.deadline": "Ack by",
     "col.escalations": "Escalations",
+    "col.escShort": "Esc.",
     "col.muted": "Muted",
 
     "act.open": "Open record",
@@ -608,9 +610,9 @@ window.I18N = {
     "stats.chartSeverity": "By severity",
     "stats.chartSteps": "Progress",
 
-    "dur.s": "{s} s",
-    "dur.ms": "{m} min {s} s",
-    "dur.hm": "{h} h {m} min",
+    "dur.s": "{s}s",
+    "dur.ms": "{m}m {s}s",
+    "dur.hm": "{h}h {m}m",
 
     "err.network": "Cannot reach the server.",
     "err.unavailable": "Service unavailable: {msg}",

@@ -75,7 +75,8 @@
         gen,
         alert: a || null,
         history: [],
-        elder: null,
+        // The queue fetched the elder for the row: draw them at once.
+        elder: (a && EC.elderNow.get(a.elderId)) || null,
         devices: new Map(),
         latest: [],
         vitals: null,
@@ -420,11 +421,10 @@
       ? el(
           "div",
           null,
-          el("h4", { text: t("record.readings") }),
+          el("h4", { id: "readings-title", text: t("record.readings") }),
           el(
             "table",
-            { class: "readings" },
-            el("caption", { class: "sr-only", text: t("record.readings") }),
+            { class: "readings", "aria-labelledby": "readings-title" },
             el(
               "thead",
               null,
