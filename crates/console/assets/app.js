@@ -691,7 +691,6 @@
     updateActionBar();
   }
 
-  let followTimer = null;
   function move(delta) {
     const q = currentQueue();
     const ids = state.order[q];
@@ -701,14 +700,11 @@
     selectRow(q, ids[n]);
     const active = document.activeElement;
     if (!active || active === document.body || !$("record").contains(active)) $("queue-" + q).focus({ preventScroll: true });
-    if (EC.record.isOpen()) {
-      // The record follows the selection (after a short pause, so
-      // running through the list does not load every record).
-      clearTimeout(followTimer);
-      followTimer = setTimeout(() => {
-        if (EC.record.isOpen() && state.selected[q] === ids[n]) EC.record.open(ids[n], { focus: false });
-      }, 250);
-    }
+    // The record follows the selection at once, so that an action key
+    // never acts on another alert than the one highlighted (the record
+    // waits a moment before loading, for someone running down the list).
+    if (EC.record.isOpen()) EC.record.open(ids[n], { focus: false, follow: true });
+    updateActionBar();
   }
 
   function openSelected() {

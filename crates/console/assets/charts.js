@@ -38,8 +38,12 @@
     const fmtv = o.fmt || ((v) => EC.fmtNum(v, o.digits === undefined ? 0 : o.digits));
     const all = [];
     for (const s of o.series) for (const p of s.points) all.push(p[1]);
-    const main = o.series[0] || { points: [] };
-    const last = main.points.length ? main.points[main.points.length - 1] : null;
+    // The newest reading of any series (band or bed sensor).
+    let last = null;
+    for (const s of o.series) {
+      const p = s.points[s.points.length - 1];
+      if (p && (!last || p[0] > last[0])) last = p;
+    }
 
     let summary;
     if (!all.length) summary = t("chart.noData", { label: o.label });
@@ -143,10 +147,13 @@
     });
     // The latest value, large, at the right.
     if (last) {
-      const lastText = o.series
-        .filter((s) => s.points.length)
-        .map((s) => fmtv(s.points[s.points.length - 1][1]))
-        .join("/");
+      // Blood pressure reads as one value, systolic/diastolic.
+      const lastText = o.joinLast
+        ? o.series
+            .filter((s) => s.points.length)
+            .map((s) => fmtv(s.points[s.points.length - 1][1]))
+            .join("/")
+        : fmtv(last[1]);
       const out = o.band && (last[1] < o.band[0] || last[1] > o.band[1]);
       svg.append(S("text", { x: W - 2, y: T + 20, class: "c-value" + (out ? " c-out" : ""), "text-anchor": "end", text: lastText }));
       svg.append(S("text", { x: W - 2, y: T + 36, class: "c-axis", "text-anchor": "end", text: EC.fmtHM(last[0]) }));

@@ -16,6 +16,7 @@
   let cur = null;
   let gen = 0;
   let timer = null;
+  let loadTimer = null;
 
   const rec = (EC.record = {});
   rec.isOpen = () => cur !== null;
@@ -91,7 +92,12 @@
     document.body.classList.add("record-open");
     renderAll();
     if (o.focus !== false) $("record-title").focus();
-    if (!same) load(cur.gen);
+    if (!same) {
+      clearTimeout(loadTimer);
+      const g = cur.gen;
+      if (o.follow) loadTimer = setTimeout(() => load(g), 200);
+      else load(g);
+    }
     clearInterval(timer);
     timer = setInterval(() => {
       if (cur) loadContext(cur.gen);
@@ -112,6 +118,7 @@
   };
 
   async function load(g) {
+    if (!cur || cur.gen !== g) return;
     const id = cur.id;
     const lang = EC.lang();
     let alert;
@@ -490,7 +497,7 @@
     if (sys.points.length)
       charts.push(
         EC.charts.line(
-          Object.assign({ label: t("vital.bp"), unit: "mmHg", series: [sys, sev(t("vital.dia"), "vitals", "dia", "s1")], band: [111, 219] }, common),
+          Object.assign({ label: t("vital.bp"), unit: "mmHg", series: [sys, sev(t("vital.dia"), "vitals", "dia", "s1")], band: [111, 219], joinLast: true }, common),
         ),
       );
     const note = !v
