@@ -49,6 +49,8 @@
     retry: null,
     conn: "reconnecting",
     fresh: new Map(),
+    /** The queue has been read once since sign-in. */
+    loaded: false,
   };
 
   const app = (EC.app = {});
@@ -244,6 +246,7 @@
     closeFeed();
     clearTimeout(state.retry);
     state.me = null;
+    state.loaded = false;
     state.alerts.clear();
     state.gone.clear();
     state.lastSeq = 0;
@@ -302,6 +305,8 @@
       if (gen !== state.gen || !state.me) return;
       if (e.status === 401) return;
       toast(t("err.load", { what: t("queue.title"), msg: errorText(e) }), true);
+      // A role that may not read alerts (admin) is told once, not retried.
+      if (e.code === "permission_denied") return;
       state.retry = setTimeout(() => {
         if (gen === state.gen && state.me) loadQueue();
       }, 3000);
@@ -309,6 +314,7 @@
     }
     if (gen !== state.gen || !state.me) return;
     state.alerts = new Map(listed.map((a) => [a.id, a]));
+    state.loaded = true;
     state.gone.clear();
     state.lastSeq = from;
     state.listTime = EC.now();
@@ -452,13 +458,9 @@
     if (!a || (a.id !== EC.record.alertId() && a.id !== state.selected[currentQueue()])) return;
     const at = EC.ms(ev.at);
     if (Number.isFinite(at) && at < state.listTime - 2000) return;
-    toast(
-      t("notice.other", {
-        who: ev.actor,
-        what: EC.tv("ev.", EC.eventKind(ev.kind)),
-        alert: describe(a),
-      }),
-    );
+    const kind = EC.eventKind(ev.kind);
+    const key = EC.has("notice." + kind) ? "notice." + kind : "notice.other";
+    toast(t(key, { who: ev.actor, what: EC.tv("ev.", kind), alert: describe(a) }));
   }
 
   // ---------------------------------------------------------------
@@ -537,7 +539,11 @@
     EC.put(table.tBodies[0], ...rows.map((a) => row(a, a.id === sel, now)));
     if (sel) table.setAttribute("aria-activedescendant", rowId(sel));
     else table.removeAttribute("aria-activedescendant");
-    $("empty-" + q).hidden = rows.length > 0;
+    const empty = $("empty-" + q);
+    empty.hidden = rows.length > 0;
+    empty.textContent = state.loaded
+      ? t(q === "hotline" ? "queue.emptyHotline" : "queue.emptyOperations")
+      : t("queue.loading");
     table.classList.toggle("is-empty", rows.length === 0);
   }
 
