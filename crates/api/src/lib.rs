@@ -260,6 +260,24 @@ pub struct Alerts {
     shutdown: CancellationToken,
 }
 
+impl Alerts {
+    /// The newest event's `seq` now, for a client that wants to follow the
+    /// feed from here on (the console reads the queue after it): needs the
+    /// right to read alerts, as `Subscribe` does.
+    pub async fn head_seq<T>(&self, req: &Request<T>) -> Result<u64, Status> {
+        self.auth.check(req, Action::ReadAlerts)?;
+        self.desk
+            .store()
+            .last_seq()
+            .await
+            .map_err(store_unavailable)
+    }
+}
+
+fn store_unavailable(e: eldercare_store::StoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
 #[tonic::async_trait]
 impl AlertService for Alerts {
     type SubscribeStream =

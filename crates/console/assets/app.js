@@ -51,6 +51,10 @@
     fresh: new Map(),
     /** The queue has been read once since sign-in. */
     loaded: false,
+    /** Events that came while the queue was being read, to apply after it. */
+    held: [],
+    /** The `gen` whose queue read is under way (0: none). */
+    reading: 0,
   };
 
   const app = (EC.app = {});
@@ -272,28 +276,26 @@
   }
 
   /**
-   * Reads the queue, then follows the feed from a seq no later than the
-   * queue's picture, so no event in between is missed; events older than
-   * an alert's picture are recognised by its updatedAt and skipped.
+   * Opens the feed at the newest event first (the server says which seq
+   * that is in its `ready` event), then reads the queue: the queue is a
+   * picture at least that new, and the events after it, held while it is
+   * read, are applied on top. Nothing in between is missed; an event
+   * older than an alert's picture is recognised by its updatedAt.
    */
-  async function loadQueue() {
-    const gen = ++state.gen;
-    closeFeed();
+  function loadQueue() {
+    ++state.gen;
+    state.loaded = false;
+    state.held = [];
+    state.lastSeq = 0;
     setConn("reconnecting");
-    let from = 0;
+    openFeed(true);
+  }
+
+  /** The queue as it is now, once the feed is open after `head`. */
+  async function readQueue(head) {
+    const gen = state.gen;
     let listed;
     try {
-      // Where the feed will start: the newest events we can see now.
-      const recent = await EC.rpc("AlertService", "ListAlerts", { pageSize: 10, language: EC.lang() });
-      const newest = ((recent && recent.alerts) || [])
-        .slice()
-        .sort((a, b) => EC.ms(b.updatedAt) - EC.ms(a.updatedAt))
-        .slice(0, 3);
-      const full = await Promise.all(
-        newest.map((a) => EC.rpc("AlertService", "GetAlert", { id: a.id }).catch(() => null)),
-      );
-      for (const f of full) for (const h of (f && f.history) || []) from = Math.max(from, Number(h.seq) || 0);
-      // The queue, read after that point.
       listed = await EC.rpcAll(
         "AlertService",
         "ListAlerts",
@@ -306,7 +308,10 @@
       if (e.status === 401) return;
       toast(t("err.load", { what: t("queue.title"), msg: errorText(e) }), true);
       // A role that may not read alerts (admin) is told once, not retried.
-      if (e.code === "permission_denied") return;
+      if (e.code === "permission_denied") {
+        closeFeed();
+        return;
+      }
       state.retry = setTimeout(() => {
         if (gen === state.gen && state.me) loadQueue();
       }, 3000);
@@ -316,12 +321,14 @@
     state.alerts = new Map(listed.map((a) => [a.id, a]));
     state.loaded = true;
     state.gone.clear();
-    state.lastSeq = from;
+    state.lastSeq = head;
     state.listTime = EC.now();
-    $("conn").dataset.lastSeq = String(from);
+    $("conn").dataset.lastSeq = String(head);
     for (const id of new Set(listed.map((a) => a.elderId))) EC.elder(id).then(scheduleRender);
+    const held = state.held;
+    state.held = [];
+    for (const ev of held) applyEvent(ev);
     render();
-    openFeed();
   }
 
   function closeFeed() {
@@ -331,18 +338,35 @@
     }
   }
 
-  function openFeed() {
+  function openFeed(fromHead) {
     closeFeed();
     clearTimeout(state.retry);
+    if (!state.loaded) {
+      // A new start at a new head: a read for an older one is void.
+      ++state.gen;
+      state.held = [];
+    }
+    const start =
+      fromHead || !state.loaded ? "from=head" : "afterSeq=" + encodeURIComponent(String(state.lastSeq));
     const url =
-      "/api/eldercare.v1.AlertService/Subscribe?afterSeq=" +
-      encodeURIComponent(String(state.lastSeq)) +
-      "&language=" +
-      encodeURIComponent(EC.lang());
+      "/api/eldercare.v1.AlertService/Subscribe?" + start + "&language=" + encodeURIComponent(EC.lang());
     const es = new EventSource(url, { withCredentials: true });
     state.feed = es;
-    es.addEventListener("ready", () => {
-      if (state.feed === es) setConn("live");
+    es.addEventListener("ready", (e) => {
+      if (state.feed !== es) return;
+      setConn("live");
+      if (!state.loaded && state.reading !== state.gen) {
+        let head = 0;
+        try {
+          head = Number(JSON.parse(e.data).afterSeq) || 0;
+        } catch (_) {
+          head = 0;
+        }
+        const gen = (state.reading = state.gen);
+        readQueue(head).finally(() => {
+          if (state.reading === gen) state.reading = 0;
+        });
+      }
     });
     es.addEventListener("open", () => {
       // The stream is open; "live" once the server says it is ready.
@@ -355,7 +379,9 @@
       } catch (_) {
         return;
       }
-      applyEvent(ev);
+      // While the queue is being read, events wait to go on top of it.
+      if (!state.loaded) state.held.push(ev);
+      else applyEvent(ev);
     });
     es.addEventListener("error", (e) => {
       if (state.feed !== es) return;

@@ -5,8 +5,9 @@
 //! restarts) comes back with `Last-Event-ID` and is sent exactly what
 //! it has not seen.
 //!
-//! Events: `ready` first (`{"afterSeq": N}`: the feed is open and resumes
-//! after N), then `alert` per alert event (the `AlertEvent` message in the
+//! Events: `ready` first (`{"afterSeq": N}`, SSE id N: the feed is open
+//! and resumes after N; `?from=head` starts it at the newest event now),
+//! then `alert` per alert event (the `AlertEvent` message in the
 //! protobuf JSON mapping), or `error` (`{"code", "message"}`) before the
 //! feed ends.
 use crate::rpc::{authorized, status_response};
@@ -28,6 +29,9 @@ use std::time::Duration;
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct Feed {
     after_seq: Option<u64>,
+    /// `head`: from the newest event now on (a client that reads the
+    /// current state next). `Last-Event-ID` still wins.
+    from: Option<String>,
     language: Option<String>,
     queue: Option<String>,
     district: Option<String>,
@@ -35,14 +39,13 @@ pub(crate) struct Feed {
 }
 
 /// Where the feed resumes: after the last event the browser saw (its
-/// `Last-Event-ID`), else after the `afterSeq` asked for.
-fn resume_after(headers: &HeaderMap, asked: Option<u64>) -> u64 {
+/// `Last-Event-ID`), else after the `afterSeq` asked for; `None`: neither.
+fn resume_after(headers: &HeaderMap, asked: Option<u64>) -> Option<u64> {
     headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .or(asked)
-        .unwrap_or(0)
 }
 
 fn alert_event(ev: &pb::AlertEvent) -> Event {
@@ -60,7 +63,17 @@ pub(crate) async fn subscribe(
     headers: HeaderMap,
     Query(feed): Query<Feed>,
 ) -> Response {
-    let after = resume_after(&headers, feed.after_seq);
+    let token = token(&headers);
+    let after = match resume_after(&headers, feed.after_seq) {
+        Some(seq) => seq,
+        None if feed.from.as_deref() == Some("head") => {
+            match s.alerts.head_seq(&authorized((), token.as_deref())).await {
+                Ok(head) => head,
+                Err(status) => return status_response(&status),
+            }
+        }
+        None => 0,
+    };
     let msg = pb::SubscribeRequest {
         after_seq: after,
         language: feed.language.unwrap_or_default(),
@@ -69,12 +82,15 @@ pub(crate) async fn subscribe(
         community: feed.community.unwrap_or_default(),
         ..Default::default()
     };
-    let req = authorized(msg, token(&headers).as_deref());
+    let req = authorized(msg, token.as_deref());
     let stream = match s.alerts.subscribe(req).await {
         Ok(r) => r.into_inner(),
         Err(status) => return status_response(&status),
     };
+    // Its id is where the feed starts, so a browser that reconnects before
+    // any alert event resumes there, not at a newer head.
     let ready = Event::default()
+        .id(after.to_string())
         .event("ready")
         .retry(Duration::from_secs(1))
         .data(serde_json::json!({"afterSeq": after}).to_string());
@@ -102,11 +118,12 @@ mod tests {
     #[test]
     fn the_browser_s_last_event_id_wins_over_the_query() {
         let mut h = HeaderMap::new();
-        assert_eq!(resume_after(&h, None), 0);
-        assert_eq!(resume_after(&h, Some(7)), 7);
+        assert_eq!(resume_after(&h, None), None);
+        assert_eq!(resume_after(&h, Some(7)), Some(7));
         h.insert("last-event-id", HeaderValue::from_static("42"));
-        assert_eq!(resume_after(&h, Some(7)), 42);
+        assert_eq!(resume_after(&h, Some(7)), Some(42));
+        assert_eq!(resume_after(&h, None), Some(42), "wins over from=head too");
         h.insert("last-event-id", HeaderValue::from_static("junk"));
-        assert_eq!(resume_after(&h, Some(7)), 7);
+        assert_eq!(resume_after(&h, Some(7)), Some(7));
     }
 }
