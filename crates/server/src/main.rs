@@ -6,6 +6,7 @@ mod alert_path;
 mod alerts_cli;
 mod config;
 mod demo;
+mod descriptors;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -393,6 +394,20 @@ pub async fn serve(
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    match descriptors::raise() {
+        Ok(l) => {
+            info!(
+                soft_before = l.before,
+                soft = l.soft,
+                hard = l.hard,
+                device_sessions = l.device_sessions(),
+                "Open-file limit raised to the hard limit; room for about this many device sessions ({} descriptors each).",
+                descriptors::PER_SESSION
+            );
+            metrics::gauge!("eldercare_device_sessions_capacity").set(l.device_sessions() as f64);
+        }
+        Err(e) => warn!(error = %e, "Could not raise the open-file limit."),
+    }
     let shutdown = CancellationToken::new();
     let pg_options = PgOptions {
         retention_days: cfg.retention_days,
