@@ -546,7 +546,8 @@
   }
 
   function overdue(a, now) {
-    return a.state === "OPEN" && now > EC.ms(a.detectedAt) + EC.deadlineS(a) * 1000;
+    const limit = EC.deadlineS(a);
+    return limit > 0 && a.state === "OPEN" && now > EC.ms(a.detectedAt) + limit * 1000;
   }
 
   function renderQueue(q, rows, now) {
@@ -639,7 +640,9 @@
     const ack = EC.ms(a.acknowledgedAt);
     let text;
     let cls = "";
-    if (a.state === "OPEN") {
+    if (limit === 0) {
+      text = "—";
+    } else if (a.state === "OPEN") {
       const left = (detected + limit * 1000 - now) / 1000;
       if (left >= 0) {
         text = EC.fmtClock(left);

@@ -219,7 +219,12 @@
 
   EC.SEVERITY_RANK = { CRITICAL: 4, HIGH: 3, MEDIUM: 2, LOW: 1 };
   /** Seconds to acknowledge: 60 for CRITICAL, 180 otherwise. */
-  EC.deadlineS = (a) => (a.severity === "CRITICAL" ? 60 : 180);
+  /**
+   * Seconds to acknowledge an alert in: the alarm-centre standard's 60 s
+   * for CRITICAL and 180 s otherwise; 0 (none) for what the server never
+   * escalates: LOW maintenance alerts and muted ones.
+   */
+  EC.deadlineS = (a) => (a.muted || a.severity === "LOW" ? 0 : a.severity === "CRITICAL" ? 60 : 180);
   /** Event kinds as the page names them: RESOLVED_EVENT -> resolved. */
   EC.eventKind = (k) => String(k || "").replace(/_EVENT$/, "").toLowerCase();
   EC.summaryOf = (a) =>
