@@ -25,22 +25,8 @@ fn start() -> (Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let tokens = Server::issue_tokens(dir.path());
     let op2 = add_token(dir.path(), "op-2", "operator");
-    for (name, text) in [("elders.csv", ELDERS), ("devices.csv", DEVICES)] {
-        let f = dir.path().join(name);
-        std::fs::write(&f, text).unwrap();
-        let out = Command::new(BIN)
-            .arg("import")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let data = dir.path().to_str().unwrap();
+    import_csv(dir.path(), &["--data-dir", data], ELDERS, DEVICES);
     (Server::spawn(dir, tokens), op2)
 }
 

@@ -56,24 +56,6 @@ impl Raw {
     }
 }
 
-fn import(dir: &std::path::Path, storage: &[&str], elders: &str, devices: &str) {
-    for (name, text) in [("elders.csv", elders), ("devices.csv", devices)] {
-        let f = dir.join(name);
-        std::fs::write(&f, text).unwrap();
-        let out = Command::new(BIN)
-            .arg("import")
-            .args(storage)
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 fn registry(buttons: usize) -> (String, String) {
     let mut elders = String::from("elder_id,name,district,community\n");
     // A day's heartbeat: the rounds take minutes, and no offline alert
@@ -349,7 +331,7 @@ fn sqlite_server(config: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.toml"), config).unwrap();
     let (elders, devices) = registry(BUTTONS);
-    import(
+    import_csv(
         dir.path(),
         &["--data-dir", dir.path().to_str().unwrap()],
         &elders,
@@ -368,7 +350,7 @@ async fn pg_server(pg: &pg::PgServer, config: &str) -> (Server, pg::TestDb) {
     )
     .unwrap();
     let (elders, devices) = registry(BUTTONS);
-    import(dir.path(), &["--database-url", &db.url], &elders, &devices);
+    import_csv(dir.path(), &["--database-url", &db.url], &elders, &devices);
     let tokens = Server::issue_tokens(dir.path());
     (Server::spawn(dir, tokens), db)
 }
@@ -427,7 +409,7 @@ async fn an_out_of_bed_episode_spanning_kill_9_is_raised_when_due() {
     );
     let devices = "device_id,kind,elder_id,room,secret,heartbeat_s\n\
                    bed-0,sleep_sensor,E0,,s-bed-0,86400\n";
-    import(
+    import_csv(
         dir.path(),
         &["--data-dir", dir.path().to_str().unwrap()],
         &elders,

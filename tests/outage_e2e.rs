@@ -72,20 +72,7 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
     .unwrap();
     let tokens = Server::issue_tokens(dir.path());
     let s = Server::spawn(dir, tokens);
-    for (name, text) in [("elders.csv", ELDERS), ("devices.csv", DEVICES)] {
-        let f = s.dir.path().join(name);
-        std::fs::write(&f, text).unwrap();
-        let out = Command::new(BIN)
-            .args(["import", "--database-url", &db.url])
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    import_csv(s.dir.path(), &["--database-url", &db.url], ELDERS, DEVICES);
     let mut sub = s.subscribe(0).await;
     let band = device(&s, "band-1").await;
     let mut btn = Vec::new();

@@ -83,6 +83,27 @@ impl Drop for Server {
     }
 }
 
+/// Loads a registry as an operator would: writes `elders.csv` and
+/// `devices.csv` into `dir` and runs `eldercare import <storage> FILE` for
+/// each (`storage`: e.g. `["--data-dir", path]` or `["--database-url", url]`).
+pub fn import_csv(dir: &std::path::Path, storage: &[&str], elders: &str, devices: &str) {
+    for (name, text) in [("elders.csv", elders), ("devices.csv", devices)] {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("import")
+            .args(storage)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "import of {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
