@@ -9,7 +9,6 @@ mod support;
 
 use eldercare_proto::v1 as pb;
 use sqlx::Connection;
-use std::collections::HashMap;
 use std::process::Command;
 use support::*;
 
@@ -65,11 +64,7 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
     let pg = pg::PgServer::start().unwrap_or_else(|e| panic!("{e}"));
     let db = pg.fresh_db().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("database_url = \"{}\"\n", db.url),
-    )
-    .unwrap();
+    use_database(dir.path(), &db.url);
     let tokens = Server::issue_tokens(dir.path());
     let s = Server::spawn(dir, tokens);
     import_csv(s.dir.path(), &["--database-url", &db.url], ELDERS, DEVICES);
@@ -183,46 +178,6 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
     assert_eq!(s.metric("eldercare_spool_readings_dropped_total", ""), 0.0);
 }
 
-/// Stops the server with SIGTERM (a clean stop: what is spooled and the
-/// local copies are on disk) and hands back its data directory and
-/// tokens. Waits off the runtime, as [`Server::restart`] does.
-async fn stop(mut s: Server) -> (tempfile::TempDir, HashMap<&'static str, String>) {
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
-    let tokens = std::mem::take(&mut s.tokens);
-    let status = tokio::task::spawn_blocking(move || s.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
-    (dir, tokens)
-}
-
-/// Imports registry files into the database with the CLI.
-fn import(db_url: &str, dir: &std::path::Path, files: &[(&str, &str)]) {
-    for (name, text) in files {
-        let f = dir.join(name);
-        std::fs::write(&f, text).unwrap();
-        let out = Command::new(BIN)
-            .args(["import", "--database-url", db_url])
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// A hotline restarted while its database is down keeps taking SOS calls:
 /// it starts, authenticates devices against its local copy of the
 /// registry, numbers alert events on from the chain head it kept, knows
@@ -233,18 +188,10 @@ async fn the_server_restarts_during_an_outage_and_still_raises_alerts() {
     let pg = pg::PgServer::start().unwrap_or_else(|e| panic!("{e}"));
     let db = pg.fresh_db().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("database_url = \"{}\"\n", db.url),
-    )
-    .unwrap();
+    use_database(dir.path(), &db.url);
     let tokens = Server::issue_tokens(dir.path());
     let s = Server::spawn(dir, tokens);
-    import(
-        &db.url,
-        s.dir.path(),
-        &[("elders.csv", ELDERS), ("devices.csv", DEVICES)],
-    );
+    import_csv(s.dir.path(), &["--database-url", &db.url], ELDERS, DEVICES);
 
     // A first run on the database: two buttons connect and speak (the
     // server reads them, and their elders, from the registry), and one
@@ -271,7 +218,7 @@ async fn the_server_restarts_during_an_outage_and_still_raises_alerts() {
     assert_eq!(first.seq, 1);
     let first_alert = first.alert.unwrap().id;
     drop((btn1, btn2, sub));
-    let (dir, tokens) = stop(s).await;
+    let (dir, tokens) = s.stop().await;
     let spool = dir.path().join("spool");
     for f in ["registry.json", "desk.json", "head.json"] {
         let meta = std::fs::metadata(spool.join(f))
@@ -280,9 +227,9 @@ async fn the_server_restarts_during_an_outage_and_still_raises_alerts() {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
     }
     // Registered while the server is down: it has never read this one.
-    import(
-        &db.url,
+    import_files(
         dir.path(),
+        &["--database-url", &db.url],
         &[(
             "more-devices.csv",
             "device_id,kind,elder_id,room,secret\nbtn-9,sos_button,E3,,s-btn-9\n",

@@ -45,21 +45,8 @@ async fn a_nul_in_a_reading_is_refused_alone_and_the_next_readings_are_stored() 
     let pg = pg::PgServer::start().unwrap_or_else(|e| panic!("{e}"));
     let db = pg.fresh_db().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("database_url = \"{}\"\n", db.url),
-    )
-    .unwrap();
-    for (name, text) in [("elders.csv", ELDERS), ("devices.csv", DEVICES)] {
-        let f = dir.path().join(name);
-        std::fs::write(&f, text).unwrap();
-        let out = Command::new(BIN)
-            .args(["import", "--database-url", &db.url])
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
+    use_database(dir.path(), &db.url);
+    import_csv(dir.path(), &["--database-url", &db.url], ELDERS, DEVICES);
     let tokens = Server::issue_tokens(dir.path());
     let s = Server::spawn(dir, tokens);
     let t = now_ms();

@@ -87,7 +87,16 @@ impl Drop for Server {
 /// `devices.csv` into `dir` and runs `eldercare import <storage> FILE` for
 /// each (`storage`: e.g. `["--data-dir", path]` or `["--database-url", url]`).
 pub fn import_csv(dir: &std::path::Path, storage: &[&str], elders: &str, devices: &str) {
-    for (name, text) in [("elders.csv", elders), ("devices.csv", devices)] {
+    import_files(
+        dir,
+        storage,
+        &[("elders.csv", elders), ("devices.csv", devices)],
+    );
+}
+
+/// As [`import_csv`], for any registry files (name, contents), in order.
+pub fn import_files(dir: &std::path::Path, storage: &[&str], files: &[(&str, &str)]) {
+    for (name, text) in files {
         let f = dir.join(name);
         std::fs::write(&f, text).unwrap();
         let out = Command::new(BIN)
@@ -104,6 +113,16 @@ pub fn import_csv(dir: &std::path::Path, storage: &[&str], elders: &str, devices
     }
 }
 
+/// Points the server whose data directory is `dir` at the PostgreSQL
+/// database `url` (its `config.toml`).
+pub fn use_database(dir: &std::path::Path, url: &str) {
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("database_url = \"{url}\"\n"),
+    )
+    .unwrap();
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -112,7 +131,16 @@ impl Server {
     /// Stops the server with SIGTERM and starts it again on the same data
     /// (and rule file, if any); new ports. Waits off the runtime, so the
     /// test's own clients keep running (and close) meanwhile.
-    pub async fn restart(mut self) -> Server {
+    pub async fn restart(self) -> Server {
+        let (dir, tokens) = self.stop().await;
+        Server::spawn(dir, tokens)
+    }
+
+    /// Stops the server with SIGTERM (a clean stop: what is spooled and
+    /// the local copies are on disk), checks it exited 0, and hands back
+    /// its data directory and tokens. Waits off the runtime, so the test's
+    /// own clients keep running (and close) meanwhile.
+    pub async fn stop(mut self) -> (tempfile::TempDir, HashMap<&'static str, String>) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -131,8 +159,8 @@ impl Server {
         .unwrap()
         .0
         .unwrap();
-        assert!(status.success());
-        Server::spawn(dir, tokens)
+        assert!(status.success(), "{status}");
+        (dir, tokens)
     }
 
     /// Runs `eldercare serve` on free ports over `dir`, with its
