@@ -38,8 +38,13 @@ pub enum DeskError {
         action: &'static str,
     },
     /// Someone was first: the alert is already acknowledged.
-    #[error("alert `{id}` was already acknowledged by {by} at {at}")]
-    AlreadyAcknowledged { id: String, by: String, at: String },
+    #[error("alert `{id}` was already acknowledged by {by} at {at}; it is {state} now")]
+    AlreadyAcknowledged {
+        id: String,
+        by: String,
+        at: String,
+        state: &'static str,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -734,17 +739,18 @@ impl DeskState {
 
     /// Who acknowledged the alert and when, for the operator who comes
     /// second (`None` if it cannot be told).
-    async fn who_acknowledged(&self, id: &str) -> Option<DeskError> {
-        let events = self.store.events_of_alert(id).await.ok()?;
+    async fn who_acknowledged(&self, alert: &Alert) -> Option<DeskError> {
+        let events = self.store.events_of_alert(&alert.id).await.ok()?;
         let ack = events
             .iter()
             .find(|e| e.kind == AlertEventKind::Acknowledged)?;
         let at = chrono::DateTime::from_timestamp_millis(ack.at)?
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Some(DeskError::AlreadyAcknowledged {
-            id: id.to_string(),
+            id: alert.id.clone(),
             by: ack.actor.clone(),
             at,
+            state: alert.state.as_str(),
         })
     }
 
@@ -763,7 +769,7 @@ impl DeskState {
         }
         if !action.allowed_from(alert.state) {
             if action == Action::Acknowledge
-                && let Some(first) = self.who_acknowledged(id).await
+                && let Some(first) = self.who_acknowledged(&alert).await
             {
                 return Err(first);
             }

@@ -320,31 +320,6 @@ fn local_time(seconds: i64, nanos: i32) -> String {
         .to_string()
 }
 
-/// Why an acknowledgement was refused for the alert's state: who moved
-/// it on and when, when its history says.
-fn refusal_message(id: &str, alert: Option<&pb::Alert>, server_says: &str) -> String {
-    let Some(a) = alert else {
-        return format!("cannot acknowledge {id}: {server_says}");
-    };
-    let acked = a
-        .history
-        .iter()
-        .rev()
-        .find(|h| h.kind == pb::AlertEventKind::AcknowledgedEvent as i32);
-    match acked {
-        Some(h) => format!(
-            "cannot acknowledge {id}: already acknowledged by {} at {}; it is {} now",
-            non_empty(&h.actor).unwrap_or("the system"),
-            utc!(h.at).unwrap_or_default(),
-            state_name(a.state)
-        ),
-        None => format!(
-            "cannot acknowledge {id}: it is {} ({server_says})",
-            state_name(a.state)
-        ),
-    }
-}
-
 // ---------------------------------------------------------------------
 // Failures and retries (pure).
 
@@ -726,17 +701,12 @@ async fn ack(args: &ApiArgs, id: &str, note: String, json: bool) -> Result<ExitC
     };
     let alert = match client.acknowledge(req).await {
         Ok(r) => r.into_inner(),
+        // The server says who got there first, and when.
         Err(st) if st.code() == Code::FailedPrecondition => {
-            // Say who got there first, when the history tells.
-            let current = client
-                .get_alert(pb::GetAlertRequest {
-                    id: id.to_string(),
-                    language: api.language.clone(),
-                })
-                .await
-                .ok()
-                .map(|r| r.into_inner());
-            return Err(fail(1, refusal_message(id, current.as_ref(), st.message())));
+            return Err(fail(
+                1,
+                format!("cannot acknowledge {id}: {}", st.message()),
+            ));
         }
         Err(st) => return Err(status_failure(&format!("cannot acknowledge {id}"), &st)),
     };
@@ -868,41 +838,6 @@ mod tests {
         assert_eq!(v["raised_at"], json!("1970-01-01T00:00:00.000Z"));
         assert_eq!(v["acknowledged_at"], Value::Null);
         assert_eq!(v["state"], json!("acknowledged"));
-    }
-
-    #[test]
-    fn a_refused_ack_says_who_acknowledged_first() {
-        let mut a = alert();
-        let mut at = pb::AlertEvent::default().at.unwrap_or_default();
-        at.seconds = 1_735_787_045;
-        a.history = vec![
-            pb::HistoryEntry {
-                seq: 1,
-                kind: pb::AlertEventKind::Raised as i32,
-                ..Default::default()
-            },
-            pb::HistoryEntry {
-                seq: 2,
-                kind: pb::AlertEventKind::AcknowledgedEvent as i32,
-                actor: "op-2".into(),
-                at: Some(at),
-                ..Default::default()
-            },
-        ];
-        assert_eq!(
-            refusal_message("A-7", Some(&a), "not allowed"),
-            "cannot acknowledge A-7: already acknowledged by op-2 at 2025-01-02T03:04:05.000Z; it is acknowledged now"
-        );
-        a.history.truncate(1);
-        a.state = pb::AlertState::Resolved as i32;
-        assert_eq!(
-            refusal_message("A-7", Some(&a), "not allowed"),
-            "cannot acknowledge A-7: it is resolved (not allowed)"
-        );
-        assert_eq!(
-            refusal_message("A-7", None, "not allowed"),
-            "cannot acknowledge A-7: not allowed"
-        );
     }
 
     #[test]
