@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod registry;
 pub mod telemetry;
+pub mod tls;
 pub use auth::{Action, Auth, Principal, Role};
 pub use registry::{DeviceSessions, RegistryHandles};
 
@@ -14,6 +15,7 @@ use eldercare_model as m;
 use eldercare_proto::v1 as pb;
 use eldercare_store::AlertQuery;
 use futures::StreamExt;
+use futures::future::Either;
 use pb::alert_service_server::{AlertService, AlertServiceServer};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -808,10 +810,13 @@ impl Services {
 }
 
 /// Serves `services` over gRPC on `addr`, with health and reflection,
-/// until `shutdown`.
+/// until `shutdown`: over TLS with `tls` (the certificate in force when
+/// each connection is accepted, offering only HTTP/2), in the clear
+/// without.
 pub async fn serve(
     addr: SocketAddr,
     services: Services,
+    tls: Option<eldercare_tls::Tls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -839,7 +844,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(std::io::Error::other)?;
-    let fut = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(pb::admin_service_server::AdminServiceServer::from_arc(
@@ -851,9 +856,16 @@ pub async fn serve(
             pb::telemetry_service_server::TelemetryServiceServer::from_arc(
                 services.telemetry.clone(),
             ),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.cancelled().await
-        });
+        );
+    let stopped = shutdown.clone();
+    let stopped = async move { stopped.cancelled().await };
+    let fut = match tls {
+        None => Either::Left(
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped),
+        ),
+        Some(tls) => Either::Right(
+            router.serve_with_incoming_shutdown(tls::incoming(listener, tls, shutdown), stopped),
+        ),
+    };
     Ok((local, fut))
 }

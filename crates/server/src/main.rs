@@ -530,7 +530,7 @@ pub async fn serve(
     let (grpc_addr, grpc) = {
         let (addr, services, sd) = (cfg.grpc_addr, services.clone(), shutdown.clone());
         alerts
-            .spawn(async move { eldercare_api::serve(addr, services, sd).await })
+            .spawn(async move { eldercare_api::serve(addr, services, None, sd).await })
             .await
             .context("starting gRPC")?
             .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?
