@@ -5,20 +5,20 @@ use bytes::{BufMut, BytesMut};
 use rumqttc::mqttbytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Semaphore;
 
-/// Bytes read from a socket at once when no larger frame is known to be
-/// on its way.
-const READ_CHUNK: usize = 4096;
+/// Bytes read from a stream at once, into the reader's own small buffer,
+/// before any room is taken from the budget: an idle connection holds
+/// none of it.
+const SCRATCH: usize = 1024;
+/// Bytes read at once into the frame when the rest of a larger frame is
+/// known to be on its way (room for them is taken first).
+const READ_CHUNK: usize = 16 * 1024;
 
 pub const PINGREQ: [u8; 2] = [0xc0, 0x00];
 pub const PINGRESP: [u8; 2] = [0xd0, 0x00];
 pub const DISCONNECT: [u8; 2] = [0xe0, 0x00];
-/// CONNACK refusing MQTT 5, in MQTT 5 (reason 0x84, unsupported protocol
-/// version), so the client can fall back to 3.1.1.
-pub const CONNACK_V5_UNSUPPORTED: [u8; 5] = [0x20, 0x03, 0x00, 0x84, 0x00];
 
 pub fn connack(code: u8) -> [u8; 4] {
     [0x20, 0x02, 0x00, code]
@@ -80,6 +80,10 @@ impl Budget {
 /// from its fixed header, before its body is read.
 pub struct FrameReader {
     buf: BytesMut,
+    /// Bytes read but not yet given room in `buf` (a call cancelled while
+    /// waiting for room leaves them here for the next one).
+    scratch: Box<[u8; SCRATCH]>,
+    scratch_len: usize,
     /// Bytes taken from the budget: what `buf` holds, plus, during a read,
     /// the room read into.
     held: usize,
@@ -98,6 +102,8 @@ impl FrameReader {
     pub fn new(budget: Budget, max: usize) -> FrameReader {
         FrameReader {
             buf: BytesMut::new(),
+            scratch: Box::new([0; SCRATCH]),
+            scratch_len: 0,
             held: 0,
             budget,
             max,
@@ -119,9 +125,20 @@ impl FrameReader {
     }
 
     /// The next whole frame; `None` at the end of the stream. Cancel safe:
-    /// what was read stays buffered for the next call.
-    pub async fn next(&mut self, sock: &OwnedReadHalf) -> Result<Option<BytesMut>, FrameError> {
+    /// what was read stays buffered for the next call. Works on any byte
+    /// stream (plain TCP or TLS): small reads land in the reader's own
+    /// buffer first and take room only for what came.
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+    ) -> Result<Option<BytesMut>, FrameError> {
         loop {
+            if self.scratch_len > 0 {
+                self.reserve(self.buf.len() + self.scratch_len).await?;
+                self.buf
+                    .extend_from_slice(&self.scratch[..self.scratch_len]);
+                self.scratch_len = 0;
+            }
             let short = match self.buffered()? {
                 Buffered::Frame(f) => {
                     self.settle();
@@ -129,18 +146,22 @@ impl FrameReader {
                 }
                 Buffered::Short(n) => n,
             };
-            // Nothing is taken from the budget while the socket is idle.
-            sock.readable().await?;
-            let window = short.max(READ_CHUNK);
+            if short <= SCRATCH {
+                let n = rd.read(&mut self.scratch[..]).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.scratch_len = n;
+                continue;
+            }
+            // The rest of a large frame is on its way: room for it first.
+            let window = short.min(READ_CHUNK);
             self.reserve(self.buf.len() + window).await?;
             self.buf.reserve(window);
-            let read = sock.try_read_buf(&mut (&mut self.buf).limit(window));
+            let read = rd.read_buf(&mut (&mut self.buf).limit(window)).await;
             self.settle();
-            match read {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
+            if read? == 0 {
+                return Ok(None);
             }
         }
     }
@@ -191,30 +212,6 @@ impl Drop for FrameReader {
     }
 }
 
-/// Reads one whole frame from a trusted peer (the embedded broker);
-/// `None` at the end of the stream.
-pub async fn read_trusted<R: AsyncReadExt + Unpin>(
-    r: &mut R,
-    buf: &mut BytesMut,
-    max: usize,
-) -> std::io::Result<Option<BytesMut>> {
-    loop {
-        match mqttbytes::check(buf.iter(), max) {
-            Ok(h) => return Ok(Some(buf.split_to(h.frame_length()))),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{e:?}"),
-                ));
-            }
-        }
-        if r.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
 /// The protocol level byte of a CONNECT frame (4 for 3.1.1, 5 for MQTT 5).
 pub fn protocol_level(frame: &[u8]) -> Option<u8> {
     // Fixed header: one type byte, then a 1–4 byte variable-length integer.
@@ -230,6 +227,8 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
+    use tokio::net::tcp::OwnedReadHalf;
+
     /// A client socket and the server's read half (its write half kept
     /// open beside it).
     async fn pair() -> (TcpStream, OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf) {
@@ -243,31 +242,31 @@ mod tests {
     #[tokio::test]
     async fn frames_are_split_and_the_budget_given_back() {
         let budget = Budget::new(64 * 1024, Duration::from_secs(1));
-        let (mut c, r, _w) = pair().await;
+        let (mut c, mut r, _w) = pair().await;
         let mut fr = FrameReader::new(budget.clone(), 1024);
         // Two PINGREQs and half a PUBLISH in one write.
         c.write_all(&[0xc0, 0, 0xc0, 0, 0x30, 0x05, 0, 1])
             .await
             .unwrap();
-        assert_eq!(&fr.next(&r).await.unwrap().unwrap()[..], &PINGREQ);
-        assert_eq!(&fr.next(&r).await.unwrap().unwrap()[..], &PINGREQ);
+        assert_eq!(&fr.next(&mut r).await.unwrap().unwrap()[..], &PINGREQ);
+        assert_eq!(&fr.next(&mut r).await.unwrap().unwrap()[..], &PINGREQ);
         assert_eq!(budget.used(), 4, "only the half packet is held");
         c.write_all(&[b't', 0xff, 0xfe]).await.unwrap();
-        let f = fr.next(&r).await.unwrap().unwrap();
+        let f = fr.next(&mut r).await.unwrap().unwrap();
         assert_eq!(&f[..], &[0x30, 0x05, 0, 1, b't', 0xff, 0xfe]);
         assert_eq!(budget.used(), 0);
         drop(c);
-        assert!(fr.next(&r).await.unwrap().is_none());
+        assert!(fr.next(&mut r).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn a_frame_above_the_limit_is_refused_from_its_header() {
         let budget = Budget::new(64 * 1024, Duration::from_secs(1));
-        let (mut c, r, _w) = pair().await;
+        let (mut c, mut r, _w) = pair().await;
         let mut fr = FrameReader::new(budget.clone(), 1024);
         // A CONNECT announcing 256 KiB: only its first bytes are sent.
         c.write_all(&[0x10, 0x80, 0x80, 0x10]).await.unwrap();
-        match fr.next(&r).await {
+        match fr.next(&mut r).await {
             Err(FrameError::TooLarge(n)) => assert_eq!(n, 256 * 1024),
             other => panic!("{other:?}"),
         }
@@ -275,26 +274,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_budget_makes_a_reader_wait_then_gives_up() {
-        // Room for one 4 KiB read window and a bit.
-        let budget = Budget::new(READ_CHUNK + 100, Duration::from_millis(200));
-        let (mut c1, r1, _w1) = pair().await;
-        let (mut c2, r2, _w2) = pair().await;
+        // Room for a thousand bytes and one more.
+        let budget = Budget::new(1001, Duration::from_millis(200));
+        let (mut c1, mut r1, _w1) = pair().await;
+        let (mut c2, mut r2, _w2) = pair().await;
         let mut a = FrameReader::new(budget.clone(), 64 * 1024);
         let mut b = FrameReader::new(budget.clone(), 64 * 1024);
-        // `a` holds half of a 3000-byte frame.
+        // `a` holds the first 1000 bytes of a 3003-byte frame.
         let mut big = vec![0x30, 0xb8, 0x17];
-        big.extend(std::iter::repeat_n(0u8, 1500));
+        big.extend(std::iter::repeat_n(0u8, 997));
         c1.write_all(&big).await.unwrap();
-        let pending = tokio::time::timeout(Duration::from_millis(100), a.next(&r1)).await;
+        let pending = tokio::time::timeout(Duration::from_millis(100), a.next(&mut r1)).await;
         assert!(pending.is_err(), "the frame is not whole");
-        assert!(budget.used() >= 1500);
-        // `b` needs a window of 4 KiB: not there.
+        assert_eq!(budget.used(), 1000);
+        // `b` needs room for the PINGREQ it read: not there.
         c2.write_all(&PINGREQ).await.unwrap();
-        assert!(matches!(b.next(&r2).await, Err(FrameError::NoRoom)));
+        assert!(matches!(b.next(&mut r2).await, Err(FrameError::NoRoom)));
         drop(a);
         assert_eq!(budget.used(), 0, "a dropped reader gives its room back");
-        let mut b = FrameReader::new(budget.clone(), 64 * 1024);
-        assert_eq!(&b.next(&r2).await.unwrap().unwrap()[..], &PINGREQ);
+        // What `b` read is still there for its next call.
+        assert_eq!(&b.next(&mut r2).await.unwrap().unwrap()[..], &PINGREQ);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! timer ticks, registry changes, rule reloads and checkpoints, one at a
 //! time.
 use crate::guard::{Guard, GuardConfig};
+use crate::links::Router;
 use crate::live::Sessions;
 use crate::pipeline::Pipeline;
 use eldercare_alerts::AlertDesk;
@@ -11,9 +12,8 @@ use eldercare_intake::{Durability, FileJournal, Intake, IntakeConfig, Lane, Reco
 use eldercare_model::{AlertEvent, AlertEventKind, AlertKind, EpochMs, RegistryChange};
 use eldercare_rules::Rules;
 use eldercare_store::Store;
-use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use rumqttd::{Notification, RouterConfig};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +42,10 @@ const REGISTRY_CHANGES: usize = 1024;
 
 #[derive(Clone)]
 pub struct IngestConfig {
-    /// Public MQTT listener for devices.
-    pub mqtt_addr: SocketAddr,
+    /// Public MQTT listener for devices, plain TCP; `None`: none.
+    pub mqtt_addr: Option<SocketAddr>,
+    /// Public MQTT listener over TLS, and its certificate.
+    pub mqtts: Option<(SocketAddr, eldercare_tls::Tls)>,
     /// The rule settings; a new value is applied without losing state.
     pub rules: watch::Receiver<Rules>,
     /// Limits and timers of the MQTT listener.
@@ -71,18 +73,16 @@ pub use crate::refusals::Refusals;
 
 /// The running intake: broker, guard and ingest loop.
 pub struct Ingest {
-    pub mqtt_addr: SocketAddr,
+    pub mqtt_addr: Option<SocketAddr>,
+    pub mqtts_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     sessions: Sessions,
     changes: mpsc::Sender<RegistryChange>,
 }
 
-fn free_loopback_port() -> std::io::Result<SocketAddr> {
-    StdListener::bind("127.0.0.1:0")?.local_addr()
-}
-
 impl Ingest {
-    /// Starts the broker, the guard on `cfg.mqtt_addr`, and the ingest loop.
+    /// Starts the broker, the guard on `cfg.mqtt_addr` and `cfg.mqtts`,
+    /// and the ingest loop.
     pub async fn start(
         cfg: IngestConfig,
         store: Arc<dyn Store>,
@@ -90,77 +90,33 @@ impl Ingest {
         refusals: Refusals,
         shutdown: CancellationToken,
     ) -> std::io::Result<Ingest> {
-        let token = eldercare_store::generate_secret();
-        let broker_addr = free_loopback_port()?;
-        let mut conn = ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: 256 * 1024,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        };
-        // Only the guard knows this token, so nothing can reach the broker
-        // around it.
-        let expected = token.clone();
-        conn.set_auth_handler(move |_client, _user, pass| {
-            let ok = pass == expected;
-            async move { ok }
-        });
-        let server = ServerSettings {
-            name: "internal".into(),
-            listen: broker_addr,
-            tls: None,
-            next_connection_delay_ms: 0,
-            connections: conn,
-        };
-        let config = Config {
-            id: 0,
-            router: RouterConfig {
-                max_connections: 100_010,
-                max_outgoing_packet_count: 200,
-                // Bounded in-memory log: 8 x 16 MiB.
-                max_segment_size: 16 * 1024 * 1024,
-                max_segment_count: 8,
-                ..Default::default()
-            },
-            v4: Some(HashMap::from([("internal".to_string(), server)])),
+        // The broker is its router alone: no listener of its own, every
+        // session an in-process link.
+        let router = Router::start(RouterConfig {
+            max_connections: 100_010,
+            max_outgoing_packet_count: 200,
+            // Bounded in-memory log: 8 x 16 MiB.
+            max_segment_size: 16 * 1024 * 1024,
+            max_segment_count: 8,
             ..Default::default()
-        };
-        let mut broker = Broker::new(config);
-        let (mut link_tx, mut link_rx) = broker
-            .link("eldercare-ingest")
-            .map_err(|e| std::io::Error::other(format!("broker link: {e}")))?;
-        let (cmd_tx, _cmd_rx) = broker
-            .link("eldercare-cmd")
-            .map_err(|e| std::io::Error::other(format!("broker link: {e}")))?;
+        });
+        let links = router.clone();
+        let (ingest_link, cmd_link) = tokio::task::spawn_blocking(move || {
+            Ok::<_, rumqttd::local::LinkError>((
+                links.link_blocking("eldercare-ingest", true)?,
+                links.link_blocking("eldercare-cmd", true)?,
+            ))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|e| std::io::Error::other(format!("broker link: {e}")))?;
+        let (mut link_tx, mut link_rx) = (ingest_link.tx, ingest_link.rx);
+        let cmd_tx = cmd_link.tx;
         // Everything under the prefix, so a malformed topic is refused and
         // counted rather than silently unrouted.
         link_tx
             .subscribe("eldercare/v1/#")
             .map_err(|e| std::io::Error::other(format!("broker subscribe: {e}")))?;
-        std::thread::Builder::new()
-            .name("mqtt-broker".into())
-            .spawn(move || {
-                if let Err(e) = broker.start() {
-                    error!(error = %e, "The embedded MQTT broker stopped.");
-                }
-            })?;
-        // The broker binds on its own thread; wait until it answers a
-        // real MQTT handshake.
-        let mut up = false;
-        for _ in 0..500 {
-            if probe(broker_addr, &token).await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if !up {
-            return Err(std::io::Error::other(
-                "the embedded MQTT broker did not start",
-            ));
-        }
 
         let sessions = Sessions::default();
         // Exported from the start, so a dashboard sees 0 rather than nothing.
@@ -185,22 +141,36 @@ impl Ingest {
         let (records_tx, mut records) = mpsc::channel::<Record>(RECORDS_QUEUE);
         let (intake, appender) =
             Intake::start(Box::new(journal), IntakeConfig::default(), records_tx)?;
-        let guard = Guard::bind(
-            cfg.mqtt_addr,
+        let guard = Guard::new(
             GuardConfig {
-                broker_addr,
-                internal_token: token,
+                router,
                 sessions: sessions.clone(),
                 intake: appender.clone(),
                 settings: cfg.mqtt.clone(),
             },
             guard_store,
             guard_refusals,
-        )
-        .await?;
-        let mqtt_addr = guard.local_addr()?;
-        info!(%mqtt_addr, durability = cfg.durability.as_str(), "MQTT listener ready.");
-        let mut tasks = vec![tokio::spawn(guard.run(shutdown.clone()))];
+        );
+        let mut tasks = vec![tokio::spawn(guard.clone().export_gauges(shutdown.clone()))];
+        let mut bound = |l: crate::Listener| -> std::io::Result<SocketAddr> {
+            let addr = l.local_addr()?;
+            tasks.push(tokio::spawn(l.run(shutdown.clone())));
+            Ok(addr)
+        };
+        let mqtt_addr = match cfg.mqtt_addr {
+            Some(a) => Some(bound(guard.bind(a, None).await?)?),
+            None => None,
+        };
+        let mqtts_addr = match cfg.mqtts {
+            Some((a, tls)) => Some(bound(guard.bind(a, Some(tls)).await?)?),
+            None => None,
+        };
+        info!(
+            ?mqtt_addr,
+            ?mqtts_addr,
+            durability = cfg.durability.as_str(),
+            "MQTT listeners ready."
+        );
         tasks.push(alert_acks(desk_live, cmd_tx, shutdown.clone()));
 
         let (changes, mut changes_rx) = mpsc::channel::<RegistryChange>(REGISTRY_CHANGES);
@@ -284,6 +254,7 @@ impl Ingest {
         }));
         Ok(Ingest {
             mqtt_addr,
+            mqtts_addr,
             tasks,
             sessions,
             changes,
@@ -308,24 +279,6 @@ impl Ingest {
             let _ = t.await;
         }
     }
-}
-
-/// One clean MQTT session against the broker: CONNECT, CONNACK, DISCONNECT.
-async fn probe(addr: SocketAddr, token: &str) -> std::io::Result<()> {
-    use rumqttc::mqttbytes::v4::{Connect, Login, Packet};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let mut c = Connect::new("eldercare-probe");
-    c.login = Some(Login::new("eldercare-probe", token));
-    let mut out = bytes::BytesMut::new();
-    Packet::Connect(c)
-        .write(&mut out, 1024)
-        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    s.write_all(&out).await?;
-    let mut ack = [0u8; 4];
-    s.read_exact(&mut ack).await?;
-    s.write_all(&[0xe0, 0x00]).await?;
-    Ok(())
 }
 
 /// Tells a device that pressed SOS or detected a fall that help is coming.

@@ -2,39 +2,47 @@
 //! rumqttd broker, and the ingest loop that feeds the rule engine.
 //!
 //! ```text
-//! device --TCP--> guard (auth, topic ownership, keep-alive, limits)
-//!                   |  device messages, last wills   \  SUBSCRIBE cmd, QoS 2
-//!                   v                                 v
-//!   rules <- decode/validate <- ingest loop      rumqttd (loopback)
+//! device --TCP/TLS--> guard (auth, topic ownership, keep-alive, limits)
+//!   MQTT 3.1.1 or 5     |  device messages, last wills   \  SUBSCRIBE cmd, QoS 2
+//!                       v                                 v
+//!   rules <- decode/validate <- ingest loop      rumqttd router (in-process link)
 //! ```
 //!
 //! rumqttd authenticates at CONNECT but never tells a subscriber who
 //! published, and has no ACL hook. So the public listener is ours: the
-//! [`guard`] reads each MQTT packet and asks the device's
+//! [`guard`] accepts devices (plain or TLS) and reads each CONNECT,
+//! [`terms`] settles what the session agrees (MQTT 5 properties
+//! included), and [`conn`] reads each packet and asks the device's
 //! [`session::Session`] (a pure type: no socket, time passed in) what to
-//! do with it: authentication at CONNECT, topic ownership per PUBLISH and
-//! SUBSCRIBE, keep-alive, rate limits, the last will. [`frame`] reads
-//! whole packets within the listener's memory limits ([`settings`]);
-//! [`live`] knows each device's live sessions, so the registry API can
-//! end them. Device messages go straight to the [`ingest`] pipeline;
-//! rumqttd keeps what it is good at: subscriptions, QoS 2, fan-out of
-//! commands to devices. Refused messages go to the dead-letter store
-//! through [`refusals`].
+//! do with it: authentication, topic ownership per PUBLISH and SUBSCRIBE,
+//! keep-alive, rate limits, the last will. [`wire`] speaks the device's
+//! protocol version; [`frame`] reads whole packets within the listener's
+//! memory limits ([`settings`]); [`live`] knows each device's live
+//! sessions, so the registry API can end them. Device messages go
+//! straight to the [`ingest`] pipeline; rumqttd's router, reached through
+//! an in-process [`links`] link per session (no socket), keeps what it is
+//! good at: subscriptions, QoS 2, persistent sessions, fan-out of commands
+//! to devices. Refused messages go to the dead-letter store through
+//! [`refusals`].
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod conn;
 pub mod dedup;
 pub mod frame;
 pub mod guard;
 pub mod ingest;
+pub mod links;
 pub mod live;
 pub mod pipeline;
 pub mod refusals;
 pub mod session;
 pub mod settings;
+pub mod terms;
+pub mod wire;
 pub mod writer;
 
-pub use guard::{Guard, GuardConfig};
+pub use guard::{Guard, GuardConfig, Listener};
 pub use ingest::{Ingest, IngestConfig};
 pub use refusals::Refusals;
 pub use settings::MqttSettings;

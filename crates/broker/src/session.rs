@@ -2,8 +2,9 @@
 //! no clock: time comes in as an argument. The guard's socket loop reads
 //! packets, asks a [`Session`] what to do with each, and does it.
 //!
-//! - At CONNECT: [`login_of`] and [`admit`] turn the registry's answer into
-//!   the device or the refusal, and [`ConnRefusal::return_code`] into the
+//! - At CONNECT: [`credential_of`] and [`admit`] turn the login (a user
+//!   name and secret, or a client certificate) and the registry's answer
+//!   into the device or the refusal, and [`ConnRefusal::code`] into the
 //!   CONNACK sent.
 //! - Per packet: [`Session::heard`] restarts the keep-alive timer and takes
 //!   a token from the rate bucket ([`Pace`]); [`Session::publish`] and
@@ -14,15 +15,13 @@
 use eldercare_model::{Device, DeviceKind};
 use eldercare_protocol::topic_device_id;
 use eldercare_store::verify_secret;
-use rumqttc::mqttbytes::QoS;
-use rumqttc::mqttbytes::v4::{
-    Connect, ConnectReturnCode, Login, SubscribeFilter, SubscribeReasonCode,
-};
+use rumqttd::protocol::{DisconnectReasonCode, Filter, Login, QoS};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::settings::MqttSettings;
+use crate::wire::ConnCode;
 
 /// Why a CONNECT is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +36,8 @@ pub enum ConnRefusal {
     /// The registry could not be read (database error): the device is
     /// not to blame, and should retry.
     RegistryUnavailable,
+    /// A client certificate names one device and the user name another.
+    CertificateMismatch,
 }
 
 impl ConnRefusal {
@@ -49,21 +50,20 @@ impl ConnRefusal {
             ConnRefusal::WillNotOwned => "will_not_owned",
             ConnRefusal::RegistryChanged => "registry_changed",
             ConnRefusal::RegistryUnavailable => "registry_unavailable",
+            ConnRefusal::CertificateMismatch => "certificate_mismatch",
         }
     }
 
     /// The CONNACK return code. An unknown device and a wrong secret get
     /// the same answer, so the wire never tells which device ids exist.
-    pub fn return_code(self) -> ConnectReturnCode {
+    pub fn code(self) -> ConnCode {
         match self {
-            ConnRefusal::UnknownDevice | ConnRefusal::BadCredentials => {
-                ConnectReturnCode::BadUserNamePassword
-            }
-            ConnRefusal::NoCredentials | ConnRefusal::WillNotOwned => {
-                ConnectReturnCode::NotAuthorized
-            }
+            ConnRefusal::UnknownDevice | ConnRefusal::BadCredentials => ConnCode::BadCredentials,
+            ConnRefusal::NoCredentials
+            | ConnRefusal::WillNotOwned
+            | ConnRefusal::CertificateMismatch => ConnCode::NotAuthorized,
             ConnRefusal::RegistryChanged | ConnRefusal::RegistryUnavailable => {
-                ConnectReturnCode::ServiceUnavailable
+                ConnCode::Unavailable
             }
         }
     }
@@ -78,19 +78,49 @@ pub enum Lookup {
     Unavailable,
 }
 
-/// The login of a CONNECT; a CONNECT without a user name is refused
-/// before the registry is asked.
-pub fn login_of(c: &Connect) -> Result<&Login, ConnRefusal> {
-    c.login
-        .as_ref()
-        .filter(|l| !l.username.is_empty())
-        .ok_or(ConnRefusal::NoCredentials)
+/// How a device proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// MQTT user name (the device id) and password (its secret).
+    Secret { device_id: &'a str, secret: &'a str },
+    /// A client certificate the TLS handshake verified; its Common Name
+    /// is the device id.
+    Certificate { device_id: &'a str },
+}
+
+impl Credential<'_> {
+    pub fn device_id(&self) -> &str {
+        match self {
+            Credential::Secret { device_id, .. } | Credential::Certificate { device_id } => {
+                device_id
+            }
+        }
+    }
+}
+
+/// The credential of a CONNECT: the client certificate's device when
+/// there is one (a user name, if any, must name the same device), else
+/// the login. One without either is refused before the registry is asked.
+pub fn credential_of<'a>(
+    login: Option<&'a Login>,
+    certificate: Option<&'a str>,
+) -> Result<Credential<'a>, ConnRefusal> {
+    let user = login.map(|l| l.username.as_str()).filter(|u| !u.is_empty());
+    match (certificate, user) {
+        (Some(c), Some(u)) if c != u => Err(ConnRefusal::CertificateMismatch),
+        (Some(c), _) => Ok(Credential::Certificate { device_id: c }),
+        (None, Some(u)) => Ok(Credential::Secret {
+            device_id: u,
+            secret: login.map_or("", |l| l.password.as_str()),
+        }),
+        (None, None) => Err(ConnRefusal::NoCredentials),
+    }
 }
 
 /// Judges a CONNECT once its device was looked up. `revoked`: the
 /// registry closed the connection while the lookup ran.
 pub fn admit(
-    login: &Login,
+    credential: Credential<'_>,
     will_topic: Option<&str>,
     lookup: Lookup,
     revoked: bool,
@@ -100,12 +130,16 @@ pub fn admit(
         Lookup::Unknown => {
             // As long as checking a real secret, so timing does not tell
             // an unknown id from a known one either.
-            let _ = verify_secret(&login.password, DECOY_SALT, DECOY_HASH);
+            if let Credential::Secret { secret, .. } = credential {
+                let _ = verify_secret(secret, DECOY_SALT, DECOY_HASH);
+            }
             return Err(ConnRefusal::UnknownDevice);
         }
         Lookup::Unavailable => return Err(ConnRefusal::RegistryUnavailable),
     };
-    if !verify_secret(&login.password, &device.secret_salt, &device.secret_hash) {
+    if let Credential::Secret { secret, .. } = credential
+        && !verify_secret(secret, &device.secret_salt, &device.secret_hash)
+    {
         return Err(ConnRefusal::BadCredentials);
     }
     if let Some(t) = will_topic
@@ -154,9 +188,9 @@ pub enum PublishVerdict {
 pub enum SubscribeVerdict {
     /// Every filter is a `cmd` topic of the session's: to the broker.
     Forward,
-    /// Answered by the guard with these codes (all failures): a device
-    /// may only listen to its own commands.
-    Refuse(Vec<SubscribeReasonCode>),
+    /// Answered by the guard, every filter refused: a device may only
+    /// listen to its own commands.
+    Refuse,
 }
 
 /// How a session ended.
@@ -164,6 +198,8 @@ pub enum SubscribeVerdict {
 pub enum Ending {
     /// The device sent DISCONNECT.
     Disconnected,
+    /// The device sent an MQTT 5 DISCONNECT asking for its will (0x04).
+    DisconnectedWithWill,
     /// The registry closed the session (secret rotated, device deleted).
     Revoked,
     /// The socket closed or broke without a DISCONNECT.
@@ -174,8 +210,11 @@ pub enum Ending {
     RateLimited,
     /// A packet above the size limit.
     TooLarge,
-    /// A packet that is not MQTT 3.1.1 (or a second CONNECT).
+    /// A packet that is not MQTT (or a second CONNECT).
     Malformed,
+    /// An MQTT 5 packet the session's terms do not allow (a topic alias,
+    /// which the listener never offers).
+    TopicAlias,
     /// No room in the listener's buffer budget.
     NoMemory,
     /// A QoS 2 PUBLISH to a topic not its own.
@@ -207,7 +246,31 @@ impl Ending {
             Ending::Malformed => "malformed",
             Ending::NoMemory => "memory",
             Ending::RefusedQos2 => "topic_not_owned_qos2",
+            Ending::TopicAlias => "topic_alias",
             _ => return None,
+        })
+    }
+
+    /// What an MQTT 5 device is told in the DISCONNECT the listener sends
+    /// before closing; `None` when the device itself left or is gone.
+    pub fn disconnect_reason(
+        self,
+        taken_over: bool,
+    ) -> Option<(DisconnectReasonCode, &'static str)> {
+        use DisconnectReasonCode as R;
+        Some(match self {
+            Ending::Disconnected | Ending::DisconnectedWithWill | Ending::Lost => return None,
+            Ending::Revoked => (R::AdministrativeAction, "the registry ended this session"),
+            Ending::KeepAliveExpired => (R::KeepAliveTimeout, "keep-alive expired"),
+            Ending::RateLimited => (R::MessageRateTooHigh, "slowed for too long"),
+            Ending::TooLarge => (R::PacketTooLarge, "packet above the limit"),
+            Ending::Malformed => (R::MalformedPacket, "malformed packet"),
+            Ending::TopicAlias => (R::TopicAliasInvalid, "topic aliases are not offered"),
+            Ending::NoMemory => (R::ServerBusy, "no room for the packet"),
+            Ending::RefusedQos2 => (R::NotAuthorized, "topic not owned"),
+            Ending::BrokerGone if taken_over => (R::SessionTakenOver, "session taken over"),
+            Ending::BrokerGone => (R::UnspecifiedError, "session ended"),
+            Ending::IntakeClosed => (R::ServerShuttingDown, "server stopping"),
         })
     }
 }
@@ -317,8 +380,8 @@ impl Session {
         }
     }
 
-    pub fn subscribe(&self, filters: &[SubscribeFilter]) -> SubscribeVerdict {
-        let ours = |f: &SubscribeFilter| {
+    pub fn subscribe(&self, filters: &[Filter]) -> SubscribeVerdict {
+        let ours = |f: &Filter| {
             f.path == self.own_cmd
                 || (f.path.ends_with("/cmd")
                     && self.delegation.as_ref().is_some_and(|d| d.covers(&f.path)))
@@ -326,7 +389,7 @@ impl Session {
         if filters.iter().all(ours) {
             SubscribeVerdict::Forward
         } else {
-            SubscribeVerdict::Refuse(vec![SubscribeReasonCode::Failure; filters.len()])
+            SubscribeVerdict::Refuse
         }
     }
 
@@ -530,8 +593,21 @@ mod tests {
         }
     }
 
-    fn login(user: &str, pass: &str) -> Login {
-        Login::new(user, pass)
+    fn login<'a>(user: &'a str, pass: &'a str) -> Credential<'a> {
+        Credential::Secret {
+            device_id: user,
+            secret: pass,
+        }
+    }
+
+    fn filter(path: &str) -> Filter {
+        Filter {
+            path: path.into(),
+            qos: QoS::AtLeastOnce,
+            nolocal: false,
+            preserve_retain: false,
+            retain_forward_rule: rumqttd::protocol::RetainForwardRule::Never,
+        }
     }
 
     fn settings() -> MqttSettings {
@@ -548,78 +624,111 @@ mod tests {
     #[test]
     fn connect_outcomes_map_to_their_connack_codes() {
         let btn = device("btn-1", DeviceKind::SosButton, "s");
-        let ok = admit(
-            &login("btn-1", "s"),
-            None,
-            Lookup::Found(btn.clone()),
-            false,
-        );
+        let ok = admit(login("btn-1", "s"), None, Lookup::Found(btn.clone()), false);
         assert_eq!(ok.unwrap().device_id, "btn-1");
 
         let code = |r: Result<Device, ConnRefusal>| {
             let e = r.unwrap_err();
-            (e.reason(), e.return_code())
+            (e.reason(), e.code())
         };
         assert_eq!(
             code(admit(
-                &login("btn-1", "x"),
+                login("btn-1", "x"),
                 None,
                 Lookup::Found(btn.clone()),
                 false
             )),
-            ("bad_credentials", ConnectReturnCode::BadUserNamePassword)
+            ("bad_credentials", ConnCode::BadCredentials)
         );
         assert_eq!(
-            code(admit(&login("ghost", "x"), None, Lookup::Unknown, false)),
-            ("unknown_device", ConnectReturnCode::BadUserNamePassword),
+            code(admit(login("ghost", "x"), None, Lookup::Unknown, false)),
+            ("unknown_device", ConnCode::BadCredentials),
             "the same answer as a wrong secret: device ids cannot be listed"
         );
         assert_eq!(
-            code(admit(
-                &login("btn-1", "s"),
-                None,
-                Lookup::Unavailable,
-                false
-            )),
-            (
-                "registry_unavailable",
-                ConnectReturnCode::ServiceUnavailable
-            ),
+            code(admit(login("btn-1", "s"), None, Lookup::Unavailable, false)),
+            ("registry_unavailable", ConnCode::Unavailable),
             "a database error is not the device's fault"
         );
         assert_eq!(
             code(admit(
-                &login("btn-1", "s"),
+                login("btn-1", "s"),
                 Some("eldercare/v1/btn-2/status"),
                 Lookup::Found(btn.clone()),
                 false
             )),
-            ("will_not_owned", ConnectReturnCode::NotAuthorized)
+            ("will_not_owned", ConnCode::NotAuthorized)
         );
         assert_eq!(
             code(admit(
-                &login("btn-1", "s"),
+                login("btn-1", "s"),
                 None,
                 Lookup::Found(btn.clone()),
                 true
             )),
-            ("registry_changed", ConnectReturnCode::ServiceUnavailable)
+            ("registry_changed", ConnCode::Unavailable)
         );
         // Revoked, but with a wrong secret: the secret is what is reported.
         assert_eq!(
-            code(admit(&login("btn-1", "x"), None, Lookup::Found(btn), true)).0,
+            code(admit(login("btn-1", "x"), None, Lookup::Found(btn), true)).0,
             "bad_credentials"
         );
 
-        let mut c = Connect::new("x");
-        assert_eq!(login_of(&c).unwrap_err(), ConnRefusal::NoCredentials);
-        c.login = Some(login("", "pw"));
+        let l = |u: &str, p: &str| Login {
+            username: u.into(),
+            password: p.into(),
+        };
         assert_eq!(
-            login_of(&c).unwrap_err().return_code(),
-            ConnectReturnCode::NotAuthorized
+            credential_of(None, None).unwrap_err(),
+            ConnRefusal::NoCredentials
         );
-        c.login = Some(login("btn-1", "pw"));
-        assert_eq!(login_of(&c).unwrap().username, "btn-1");
+        let empty = l("", "pw");
+        assert_eq!(
+            credential_of(Some(&empty), None).unwrap_err().code(),
+            ConnCode::NotAuthorized
+        );
+        let btn = l("btn-1", "pw");
+        assert_eq!(
+            credential_of(Some(&btn), None).unwrap(),
+            login("btn-1", "pw")
+        );
+        // A client certificate: the user name may be left out, or must
+        // name the same device; no secret is needed.
+        assert_eq!(
+            credential_of(None, Some("gw-1")).unwrap(),
+            Credential::Certificate { device_id: "gw-1" }
+        );
+        assert_eq!(
+            credential_of(Some(&empty), Some("gw-1"))
+                .unwrap()
+                .device_id(),
+            "gw-1"
+        );
+        assert_eq!(
+            credential_of(Some(&btn), Some("gw-1")).unwrap_err(),
+            ConnRefusal::CertificateMismatch
+        );
+        let gw = device("gw-1", DeviceKind::Gateway, "secret");
+        assert!(
+            admit(
+                Credential::Certificate { device_id: "gw-1" },
+                None,
+                Lookup::Found(gw),
+                false
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            admit(
+                Credential::Certificate { device_id: "gw-9" },
+                None,
+                Lookup::Unknown,
+                false
+            )
+            .unwrap_err(),
+            ConnRefusal::UnknownDevice,
+            "a certificate names a device the registry must hold"
+        );
     }
 
     #[test]
@@ -684,19 +793,19 @@ mod tests {
             Refuse { ack: false }
         );
 
-        let f = |p: &str| SubscribeFilter::new(p.into(), QoS::AtLeastOnce);
+        let f = filter;
         assert_eq!(
             s.subscribe(&[f("eldercare/v1/btn-1/cmd")]),
             SubscribeVerdict::Forward
         );
         assert_eq!(
             s.subscribe(&[f("eldercare/v1/btn-1/cmd"), f("eldercare/v1/#")]),
-            SubscribeVerdict::Refuse(vec![SubscribeReasonCode::Failure; 2]),
+            SubscribeVerdict::Refuse,
             "one filter not its own refuses the whole request"
         );
         assert_eq!(
             s.subscribe(&[f("eldercare/v1/btn-1/vitals")]),
-            SubscribeVerdict::Refuse(vec![SubscribeReasonCode::Failure])
+            SubscribeVerdict::Refuse
         );
     }
 
@@ -713,7 +822,7 @@ mod tests {
         assert!(s.owns(band));
         assert!(s.owns("eldercare/v1/gw-1/status"));
         assert!(!s.wants_registry([band], t0 + Duration::from_secs(1)));
-        let f = SubscribeFilter::new("eldercare/v1/band-1/cmd".into(), QoS::AtLeastOnce);
+        let f = filter("eldercare/v1/band-1/cmd");
         assert_eq!(s.subscribe(&[f]), SubscribeVerdict::Forward);
 
         // Another elder's device: read again, but at most once a second.

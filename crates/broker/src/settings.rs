@@ -43,6 +43,15 @@ pub struct MqttSettings {
     /// QoS 1 messages of one session waiting for their PUBACK (being made
     /// durable); while it is full the session's socket is not read.
     pub max_inflight: usize,
+    /// The longest keep-alive an MQTT 5 session gets, in seconds: a device
+    /// asking for none (0) or for more is told this one (Server Keep
+    /// Alive) and held to it. 0: whatever the device asks. MQTT 3.1.1 has
+    /// no way to be told, so its keep-alive is taken as asked.
+    pub max_keep_alive_s: u16,
+    /// The longest an MQTT 5 session is kept after its connection, in
+    /// seconds (Session Expiry Interval): a device asking for more is told
+    /// this one in the CONNACK.
+    pub max_session_expiry_s: u32,
 }
 
 impl Default for MqttSettings {
@@ -59,6 +68,8 @@ impl Default for MqttSettings {
             gateway_rate_burst: 2_000,
             rate_cutoff_window_s: 30.0,
             max_inflight: 64,
+            max_keep_alive_s: 3_600,
+            max_session_expiry_s: 86_400,
         }
     }
 }

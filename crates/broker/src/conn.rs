@@ -1,0 +1,527 @@
+//! One logged-in device session on the wire: the packets the device
+//! sends, judged by its [`Session`] and done (device messages straight
+//! to the intake log, PINGREQ answered here, its `cmd` subscriptions,
+//! QoS 2 and command acknowledgements to the broker through its link),
+//! and the broker's packets written back in the device's protocol
+//! version.
+//!
+//! The listener, not the broker, times each device's keep-alive, since
+//! only it sees every packet; and it holds the device to the session's
+//! terms: commands in flight within the device's Receive Maximum, none
+//! larger than the packet size it takes.
+use crate::frame::{self, FrameError, FrameReader};
+use crate::guard::{Ack, Shared, topic_for};
+use crate::links::Link;
+use crate::session::{Ending, Pace, PublishVerdict, Session, SubscribeVerdict};
+use crate::terms::Terms;
+use crate::wire::{self, Level};
+use bytes::{Bytes, BytesMut};
+use eldercare_protocol::{Refusal, decode};
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    Packet, PubAckReason, PubRec, PubRecReason, Publish, PublishProperties, QoS, Subscribe,
+    SubscribeProperties,
+};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// How long a closed session may take to finish the frame it is writing
+/// before its socket is dropped regardless (a device that stops reading
+/// must not keep a revoked session open).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Packets waiting to be written to one device.
+const OUT_QUEUE: usize = 64;
+
+/// The device-to-backend half of one session.
+pub(crate) struct Conn<'a> {
+    shared: &'a Shared,
+    level: Level,
+    session: Session,
+    /// The session's link to the broker.
+    broker: LinkTx,
+    from_broker: Option<LinkRx>,
+    out: mpsc::Sender<Bytes>,
+    out_rx: Option<mpsc::Receiver<Bytes>>,
+    /// QoS 1 messages waiting for their PUBACK, in order.
+    acks: mpsc::Sender<(u16, Ack)>,
+    acks_rx: Option<mpsc::Receiver<(u16, Ack)>>,
+    close: CancellationToken,
+    /// Commands the device may still be sent before it acknowledges one
+    /// (its Receive Maximum, MQTT 5 §3.1.2.11.3).
+    room: Arc<Semaphore>,
+    room_max: usize,
+    device_max_packet: Option<u32>,
+}
+
+impl<'a> Conn<'a> {
+    pub(crate) fn new(
+        shared: &'a Shared,
+        level: Level,
+        terms: &Terms,
+        session: Session,
+        link: Link,
+        close: CancellationToken,
+    ) -> Conn<'a> {
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (acks, acks_rx) = mpsc::channel(shared.cfg.settings.max_inflight);
+        let room_max = usize::from(terms.device_receive_max);
+        Conn {
+            shared,
+            level,
+            session,
+            broker: link.tx,
+            from_broker: Some(link.rx),
+            out,
+            out_rx: Some(out_rx),
+            acks,
+            acks_rx: Some(acks_rx),
+            close,
+            room: Arc::new(Semaphore::new(room_max)),
+            room_max,
+            device_max_packet: terms.device_max_packet,
+        }
+    }
+}
+
+/// Runs the session until it ends; says how, and hands back the link to
+/// the broker unless the broker already ended it.
+pub(crate) async fn serve<S>(
+    mut conn: Conn<'_>,
+    mut rd: ReadHalf<S>,
+    wr: &mut WriteHalf<S>,
+    reader: FrameReader,
+) -> (Ending, Option<LinkTx>)
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let (Some(out_rx), Some(acks_rx), Some(link_rx)) = (
+        conn.out_rx.take(),
+        conn.acks_rx.take(),
+        conn.from_broker.take(),
+    ) else {
+        return (Ending::Lost, Some(conn.broker));
+    };
+    let out = conn.out.clone();
+    let close = conn.close.clone();
+    let level = conn.level;
+    let to_device = ToDevice {
+        level: conn.level,
+        out: out.clone(),
+        room: conn.room.clone(),
+        max_packet: conn.device_max_packet,
+    };
+    let ending = tokio::select! {
+        e = conn.run(&mut rd, reader) => e,
+        _ = write_device(wr, out_rx) => Ending::Lost,
+        e = to_device.run(link_rx) => e,
+        e = acknowledge(acks_rx, level, out) => e,
+        // A session stuck writing to a device that does not read is
+        // dropped anyway.
+        _ = async {
+            close.cancelled().await;
+            tokio::time::sleep(CLOSE_GRACE).await;
+        } => Ending::Revoked,
+    };
+    let link = (ending != Ending::BrokerGone).then_some(conn.broker);
+    (ending, link)
+}
+
+impl Conn<'_> {
+    /// Reads packets until the session ends, and says how it ended.
+    async fn run<R: AsyncRead>(&mut self, rd: &mut ReadHalf<R>, mut reader: FrameReader) -> Ending {
+        let start = Instant::now();
+        let keep_alive = tokio::time::sleep_until(start);
+        tokio::pin!(keep_alive);
+        loop {
+            let expires = self.session.expires_at();
+            if let Some(t) = expires
+                && keep_alive.deadline() != t
+            {
+                keep_alive.as_mut().reset(t);
+            }
+            // Closing is only taken between frames (reading is cancel
+            // safe).
+            let next = tokio::select! {
+                biased;
+                // No last will: the backend ended the session on purpose;
+                // the device was not lost.
+                _ = self.close.cancelled() => return Ending::Revoked,
+                _ = &mut keep_alive, if expires.is_some() => return Ending::KeepAliveExpired,
+                f = reader.next(rd) => f,
+            };
+            let frame = match next {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ending::Lost,
+                Err(FrameError::Io(_)) => return Ending::Lost,
+                Err(FrameError::TooLarge(_)) => return Ending::TooLarge,
+                Err(FrameError::Malformed(_)) => return Ending::Malformed,
+                Err(FrameError::NoRoom) => return Ending::NoMemory,
+            };
+            let pace = self.session.heard(Instant::now());
+            if let Err(end) = self.packet(frame).await {
+                return end;
+            }
+            match pace {
+                Pace::Go => {}
+                Pace::Slow { wait, starts } => {
+                    if starts {
+                        metrics::counter!("eldercare_mqtt_rate_limited_total").increment(1);
+                        debug!(
+                            device_id = self.session.device_id(),
+                            "Device slowed down to its rate."
+                        );
+                    }
+                    metrics::counter!("eldercare_mqtt_rate_delayed_packets_total").increment(1);
+                    tokio::select! {
+                        biased;
+                        _ = self.close.cancelled() => continue,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Pace::CutOff => return Ending::RateLimited,
+            }
+            // Silence is only timed while the socket is read: waits for
+            // the pipeline or the rate limit say nothing about the device.
+            self.session.resumed(Instant::now());
+        }
+    }
+
+    async fn packet(&mut self, mut frame: BytesMut) -> Result<(), Ending> {
+        let qos_pkid = wire::publish_qos_pkid(&frame);
+        let packet = self
+            .level
+            .read(&mut frame, usize::MAX)
+            .map_err(|_| Ending::Malformed)?;
+        match packet {
+            Packet::PingReq(_) => self.send(Bytes::from_static(&frame::PINGRESP)).await,
+            Packet::Disconnect(d, _) => Err(
+                if d.reason_code
+                    == rumqttd::protocol::DisconnectReasonCode::DisconnectWithWillMessage
+                {
+                    Ending::DisconnectedWithWill
+                } else {
+                    // Said goodbye: no last will.
+                    Ending::Disconnected
+                },
+            ),
+            // A second CONNECT is a protocol violation (MQTT 3.1.1 §3.1.0-2).
+            Packet::Connect(..) => Err(Ending::Malformed),
+            Packet::Publish(p, props) => {
+                let (qos, pkid) = qos_pkid.ok_or(Ending::Malformed)?;
+                self.publish(p, props, qos, pkid).await
+            }
+            Packet::Subscribe(s, props) => self.subscribe(s, props).await,
+            // The device acknowledged a command: room for the next one.
+            p @ (Packet::PubAck(..) | Packet::PubComp(..)) => {
+                self.acknowledged();
+                self.to_broker(p).await
+            }
+            p @ (Packet::PubRec(..) | Packet::PubRel(..) | Packet::Unsubscribe(..)) => {
+                self.to_broker(p).await
+            }
+            // What only a server sends.
+            _ => Err(Ending::Malformed),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        mut p: Publish,
+        props: Option<PublishProperties>,
+        qos: u8,
+        pkid: u16,
+    ) -> Result<(), Ending> {
+        if props.as_ref().is_some_and(|p| p.topic_alias.is_some()) {
+            // Never offered (Topic Alias Maximum 0 in the CONNACK).
+            return Err(Ending::TopicAlias);
+        }
+        let qos = match qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            _ => return Err(Ending::Malformed),
+        };
+        if std::str::from_utf8(&p.topic).is_err() {
+            return Err(Ending::Malformed);
+        }
+        let content_type = props.as_ref().and_then(|p| p.content_type.as_deref());
+        let topic = topic_for(&p.topic, content_type);
+        if self
+            .session
+            .wants_registry([topic.as_str()], Instant::now())
+        {
+            self.read_delegation().await;
+        }
+        match self.session.publish(&topic, qos) {
+            // Device -> backend traffic goes straight to the intake log
+            // rather than through the broker: a full log slows the device
+            // down instead of queueing without bound.
+            PublishVerdict::Intake => {
+                if self.level.is_v5()
+                    && qos == QoS::AtLeastOnce
+                    && let Err(r) = decode(&topic, &p.payload, None, now_ms())
+                {
+                    // MQTT 5 can say it: "payload format invalid", with the
+                    // reason, instead of a PUBACK that looks like success.
+                    self.refuse(&topic, &p.payload, &r);
+                    return self
+                        .ack(
+                            pkid,
+                            Ack::Refused(PubAckReason::PayloadFormatInvalid, r.to_string()),
+                        )
+                        .await;
+                }
+                if let Some(ack) = self.shared.intake(qos, topic, p.payload).await? {
+                    self.ack(pkid, ack).await?;
+                }
+                Ok(())
+            }
+            PublishVerdict::Broker => {
+                p.topic = Bytes::from(topic);
+                self.to_broker(Packet::Publish(p, props)).await
+            }
+            PublishVerdict::Refuse { ack } => {
+                self.refuse_not_owned(&topic, &p.payload);
+                if ack {
+                    let why = Ack::Refused(PubAckReason::NotAuthorized, "topic not owned".into());
+                    self.ack(pkid, why).await?;
+                }
+                Ok(())
+            }
+            PublishVerdict::RefuseAndClose => {
+                self.refuse_not_owned(&topic, &p.payload);
+                if !self.level.is_v5() {
+                    // 3.1.1 cannot refuse a QoS 2 message but by closing.
+                    return Err(Ending::RefusedQos2);
+                }
+                let rec = Packet::PubRec(
+                    PubRec {
+                        pkid,
+                        reason: PubRecReason::NotAuthorized,
+                    },
+                    None,
+                );
+                self.send(self.level.encode(rec).freeze()).await
+            }
+        }
+    }
+
+    fn refuse_not_owned(&self, topic: &str, payload: &[u8]) {
+        let sender = self.session.device_id().to_string();
+        self.refuse(
+            topic,
+            payload,
+            &Refusal::TopicNotOwned {
+                sender,
+                topic: topic.to_string(),
+            },
+        );
+    }
+
+    fn refuse(&self, topic: &str, payload: &[u8], why: &Refusal) {
+        let sender = self.session.device_id();
+        self.shared
+            .refusals
+            .refuse(topic, Some(sender), why, payload);
+    }
+
+    async fn subscribe(
+        &mut self,
+        s: Subscribe,
+        props: Option<SubscribeProperties>,
+    ) -> Result<(), Ending> {
+        if self
+            .session
+            .wants_registry(s.filters.iter().map(|f| f.path.as_str()), Instant::now())
+        {
+            self.read_delegation().await;
+        }
+        match self.session.subscribe(&s.filters) {
+            SubscribeVerdict::Forward => self.to_broker(Packet::Subscribe(s, props)).await,
+            SubscribeVerdict::Refuse => {
+                metrics::counter!("eldercare_mqtt_subscriptions_refused_total").increment(1);
+                let ack = self.level.suback_refused(s.pkid, s.filters.len());
+                self.send(ack.freeze()).await
+            }
+        }
+    }
+
+    /// Reads a gateway's devices from the registry.
+    async fn read_delegation(&mut self) {
+        let Some(elder_id) = self.session.gateway_elder().map(String::from) else {
+            return;
+        };
+        let devices = read_devices_of(self.shared.store.as_ref(), &elder_id).await;
+        self.session.delegate(devices, Instant::now());
+    }
+
+    /// Queues a PUBACK behind those before it; waits while the session has
+    /// as many in flight as it may (its socket is not read meanwhile).
+    async fn ack(&self, pkid: u16, ack: Ack) -> Result<(), Ending> {
+        self.acks.send((pkid, ack)).await.map_err(|_| Ending::Lost)
+    }
+
+    async fn send(&self, frame: Bytes) -> Result<(), Ending> {
+        self.out.send(frame).await.map_err(|_| Ending::Lost)
+    }
+
+    async fn to_broker(&mut self, p: Packet) -> Result<(), Ending> {
+        self.broker
+            .send(p)
+            .await
+            .map(|_| ())
+            .map_err(|_| Ending::BrokerGone)
+    }
+
+    fn acknowledged(&self) {
+        if self.room.available_permits() < self.room_max {
+            self.room.add_permits(1);
+        }
+    }
+}
+
+/// The devices registered to `elder_id`; `None` when the registry could
+/// not be read.
+async fn read_devices_of(
+    store: &dyn eldercare_store::Store,
+    elder_id: &str,
+) -> Option<HashSet<String>> {
+    let mut after = None;
+    let mut devices = HashSet::new();
+    loop {
+        let page = match store
+            .query_devices(&eldercare_store::DeviceQuery {
+                elder_id: Some(elder_id.to_string()),
+                after: after.clone(),
+                limit: 1000,
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "Registry lookup for a gateway failed.");
+                return None;
+            }
+        };
+        let full = page.len() == 1000;
+        after = page.last().map(|d| d.device_id.clone());
+        devices.extend(page.into_iter().map(|d| d.device_id));
+        if !full {
+            return Some(devices);
+        }
+    }
+}
+
+/// Writes packets to the device, several at once when they queue up.
+async fn write_device<W: AsyncWrite>(
+    wr: &mut WriteHalf<W>,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> std::io::Result<()> {
+    let mut batch = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(f) = next {
+            batch.extend_from_slice(&f);
+            next = if batch.len() < 64 * 1024 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        wr.write_all(&batch).await?;
+        wr.flush().await?;
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// Broker -> device: the session's link, written in the device's version
+/// and within its terms.
+struct ToDevice {
+    level: Level,
+    out: mpsc::Sender<Bytes>,
+    room: Arc<Semaphore>,
+    max_packet: Option<u32>,
+}
+
+impl ToDevice {
+    async fn run(self, mut rx: LinkRx) -> Ending {
+        loop {
+            let n = match rx.next().await {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                // The broker ended the link: another connection with the
+                // same client id took the session over.
+                Err(_) => return Ending::BrokerGone,
+            };
+            if matches!(n, Notification::Unschedule) {
+                if rx.wake().await.is_err() {
+                    return Ending::BrokerGone;
+                }
+                continue;
+            }
+            let Some(packet) = Option::<Packet>::from(n) else {
+                continue;
+            };
+            let mut frame = BytesMut::new();
+            if let Err(e) = self.level.write(packet, &mut frame) {
+                debug!(error = %e, "A broker packet could not be written for the device.");
+                continue;
+            }
+            if self.max_packet.is_some_and(|m| frame.len() > m as usize) {
+                // MQTT 5 §3.1.2.11.4: never sent; dropped as if delivered.
+                metrics::counter!("eldercare_mqtt_commands_too_large_total").increment(1);
+                continue;
+            }
+            if wire::publish_qos_pkid(&frame).is_some_and(|(q, _)| q > 0) {
+                // Within the device's Receive Maximum.
+                match self.room.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return Ending::Lost,
+                }
+            }
+            if self.out.send(frame.freeze()).await.is_err() {
+                return Ending::Lost;
+            }
+        }
+    }
+}
+
+/// Sends each PUBACK once its message may be acknowledged, in the order
+/// the messages came.
+async fn acknowledge(
+    mut rx: mpsc::Receiver<(u16, Ack)>,
+    level: Level,
+    out: mpsc::Sender<Bytes>,
+) -> Ending {
+    while let Some((pkid, ack)) = rx.recv().await {
+        let frame = match ack {
+            Ack::Durable(d) => {
+                if d.await.is_err() {
+                    // Not kept (the disk failed, or the server is
+                    // stopping): no PUBACK, and the session ends, so the
+                    // device sends it again.
+                    return Ending::IntakeClosed;
+                }
+                Bytes::copy_from_slice(&frame::puback(pkid))
+            }
+            Ack::Refused(reason, text) => level.puback(pkid, reason, Some(text)).freeze(),
+        };
+        if out.send(frame).await.is_err() {
+            return Ending::Lost;
+        }
+    }
+    // The reading half is gone; it says how the session ended.
+    std::future::pending().await
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,239 @@
+//! The device's side of the wire in its own protocol version: MQTT 3.1.1
+//! or MQTT 5, read and written with the embedded broker's codec (one
+//! packet type for both versions, and the same packets the broker's
+//! in-process links take), and the answers the listener gives itself
+//! (CONNACK, PUBACK, SUBACK, DISCONNECT) in the version the device spoke.
+//!
+//! rumqttd's codec panics on a reason code its version lacks, so every
+//! code the listener sends goes through [`Level`], which maps it.
+use bytes::BytesMut;
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::v5::V5;
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectProperties,
+    DisconnectReasonCode, Packet, Protocol, PubAck, PubAckProperties, PubAckReason, SubAck,
+    SubscribeReasonCode,
+};
+
+/// The protocol version a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// MQTT 3.1.1 (protocol level 4).
+    V4,
+    /// MQTT 5.
+    V5,
+}
+
+/// A CONNACK code in terms of the listener's decisions; each version
+/// says it its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnCode {
+    Accepted,
+    BadCredentials,
+    NotAuthorized,
+    /// The registry cannot answer now: retry later.
+    Unavailable,
+    /// MQTT 5 only (3.1.1 has no such code; it gets `NotAuthorized`).
+    BadAuthMethod,
+    /// MQTT 5 only: a CONNECT the listener cannot take (e.g. a will with
+    /// QoS 2 was fine, but a malformed property is not).
+    ProtocolError,
+}
+
+impl Level {
+    /// The level of a CONNECT frame; `None` for one neither 3.1.1 nor 5.
+    pub fn of_connect(frame: &[u8]) -> Option<Level> {
+        match crate::frame::protocol_level(frame)? {
+            4 => Some(Level::V4),
+            5 => Some(Level::V5),
+            _ => None,
+        }
+    }
+
+    pub fn is_v5(self) -> bool {
+        self == Level::V5
+    }
+
+    /// Reads one whole frame.
+    pub fn read(self, frame: &mut BytesMut, max: usize) -> Result<Packet, String> {
+        match self {
+            Level::V4 => V4.read_mut(frame, max),
+            Level::V5 => V5.read_mut(frame, max),
+        }
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Writes a packet; properties are dropped for 3.1.1 by the codec.
+    pub fn write(self, packet: Packet, out: &mut BytesMut) -> Result<(), String> {
+        match self {
+            Level::V4 => V4.write(packet, out),
+            Level::V5 => V5.write(packet, out),
+        }
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Encodes a packet the listener built itself (it cannot fail: the
+    /// codes are mapped to this version first).
+    pub fn encode(self, packet: Packet) -> BytesMut {
+        let mut out = BytesMut::new();
+        if let Err(e) = self.write(packet, &mut out) {
+            // Only packets the broker sent can fail, and those are
+            // written with `write`.
+            tracing::error!(error = %e, "An MQTT packet of the listener could not be encoded.");
+            out.clear();
+        }
+        out
+    }
+
+    pub fn connack(
+        self,
+        code: ConnCode,
+        session_present: bool,
+        properties: Option<ConnAckProperties>,
+    ) -> BytesMut {
+        let code = match (self, code) {
+            (_, ConnCode::Accepted) => ConnectReturnCode::Success,
+            (Level::V4, ConnCode::BadCredentials) => ConnectReturnCode::BadUserNamePassword,
+            (Level::V4, ConnCode::Unavailable) => ConnectReturnCode::ServiceUnavailable,
+            (Level::V4, _) => ConnectReturnCode::NotAuthorized,
+            (Level::V5, ConnCode::BadCredentials) => ConnectReturnCode::BadUserNamePassword,
+            (Level::V5, ConnCode::NotAuthorized) => ConnectReturnCode::NotAuthorized,
+            (Level::V5, ConnCode::Unavailable) => ConnectReturnCode::ServerUnavailable,
+            (Level::V5, ConnCode::BadAuthMethod) => ConnectReturnCode::BadAuthenticationMethod,
+            (Level::V5, ConnCode::ProtocolError) => ConnectReturnCode::ProtocolError,
+        };
+        let properties = if self.is_v5() { properties } else { None };
+        self.encode(Packet::ConnAck(
+            ConnAck {
+                session_present: session_present && code == ConnectReturnCode::Success,
+                code,
+            },
+            properties,
+        ))
+    }
+
+    /// A PUBACK; the reason (and its text) only in MQTT 5, where a refused
+    /// message is not acknowledged as if it were taken.
+    pub fn puback(self, pkid: u16, reason: PubAckReason, text: Option<String>) -> BytesMut {
+        if !self.is_v5() || reason == PubAckReason::Success {
+            return BytesMut::from(&crate::frame::puback(pkid)[..]);
+        }
+        let properties = text.map(|t| PubAckProperties {
+            reason_string: Some(t),
+            user_properties: Vec::new(),
+        });
+        self.encode(Packet::PubAck(PubAck { pkid, reason }, properties))
+    }
+
+    /// A SUBACK refusing every filter: "not authorized" in MQTT 5, the
+    /// plain failure code in 3.1.1.
+    pub fn suback_refused(self, pkid: u16, filters: usize) -> BytesMut {
+        let code = match self {
+            Level::V4 => SubscribeReasonCode::Failure,
+            Level::V5 => SubscribeReasonCode::NotAuthorized,
+        };
+        self.encode(Packet::SubAck(
+            SubAck {
+                pkid,
+                return_codes: vec![code; filters],
+            },
+            None,
+        ))
+    }
+
+    /// The DISCONNECT the listener sends before it closes a session: only
+    /// MQTT 5 has one (3.1.1 just closes the socket).
+    pub fn disconnect(self, reason: DisconnectReasonCode, text: &str) -> Option<BytesMut> {
+        self.is_v5().then(|| {
+            self.encode(Packet::Disconnect(
+                Disconnect {
+                    reason_code: reason,
+                },
+                Some(DisconnectProperties {
+                    session_expiry_interval: None,
+                    reason_string: Some(text.to_string()),
+                    user_properties: Vec::new(),
+                    server_reference: None,
+                }),
+            ))
+        })
+    }
+}
+
+/// QoS and packet id of a PUBLISH frame (the codec keeps them to itself).
+/// `None` when the frame is not a PUBLISH or is cut short.
+pub fn publish_qos_pkid(frame: &[u8]) -> Option<(u8, u16)> {
+    let first = *frame.first()?;
+    if first >> 4 != crate::frame::PUBLISH {
+        return None;
+    }
+    let qos = (first >> 1) & 0b11;
+    if qos == 0 {
+        return Some((0, 0));
+    }
+    let len_bytes = frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let body = frame.get(1 + len_bytes..)?;
+    let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    let id = body.get(2 + topic_len..4 + topic_len)?;
+    Some((qos, u16::from_be_bytes([id[0], id[1]])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_and_packet_id_are_read_from_a_publish_frame() {
+        // QoS 1, topic "a/b", id 0x0102, payload "x".
+        let f = [0x32, 0x08, 0, 3, b'a', b'/', b'b', 1, 2, b'x'];
+        assert_eq!(publish_qos_pkid(&f), Some((1, 0x0102)));
+        assert_eq!(
+            publish_qos_pkid(&[0x30, 0x04, 0, 1, b'a', b'x']),
+            Some((0, 0))
+        );
+        assert_eq!(publish_qos_pkid(&[0x32, 0x03, 0, 3, b'a']), None);
+        assert_eq!(publish_qos_pkid(&[0xc0, 0x00]), None);
+    }
+
+    #[test]
+    fn refusals_are_said_in_each_version() {
+        assert_eq!(
+            &Level::V4.connack(ConnCode::BadCredentials, false, None)[..],
+            &[0x20, 2, 0, 4]
+        );
+        assert_eq!(
+            &Level::V4.connack(ConnCode::BadAuthMethod, false, None)[..],
+            &[0x20, 2, 0, 5]
+        );
+        assert_eq!(
+            &Level::V4.connack(ConnCode::Unavailable, true, None)[..],
+            &[0x20, 2, 0, 3]
+        );
+        let v5 = Level::V5.connack(ConnCode::Unavailable, false, None);
+        assert_eq!(&v5[..4], &[0x20, 3, 0, 0x88]);
+        assert_eq!(
+            &Level::V4.puback(7, PubAckReason::NotAuthorized, None)[..],
+            &[0x40, 2, 0, 7]
+        );
+        let p = Level::V5.puback(7, PubAckReason::NotAuthorized, None);
+        assert_eq!(&p[..5], &[0x40, 4, 0, 7, 0x87]);
+        assert_eq!(
+            &Level::V4.suback_refused(9, 2)[..],
+            &[0x90, 4, 0, 9, 0x80, 0x80]
+        );
+        assert_eq!(
+            &Level::V5.suback_refused(9, 1)[..],
+            &[0x90, 4, 0, 9, 0, 0x87]
+        );
+        assert!(
+            Level::V4
+                .disconnect(DisconnectReasonCode::KeepAliveTimeout, "x")
+                .is_none()
+        );
+        let d = Level::V5
+            .disconnect(DisconnectReasonCode::KeepAliveTimeout, "x")
+            .unwrap();
+        assert_eq!(&d[..3], &[0xe0, d.len() as u8 - 2, 0x8d]);
+    }
+}
