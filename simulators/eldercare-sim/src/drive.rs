@@ -3,7 +3,14 @@
 //! publishes what [`crate::life`] says when it says it, and (in `verify`)
 //! subscribes to AlertService and matches alerts to the injected ground
 //! truth. Ends with a summary table and a JSON result.
+//!
+//! Sessions speak MQTT 3.1.1 or 5, over TCP or TLS, from the source
+//! addresses given ([`Link`], [`crate::mqtt`], [`crate::net`]). As one of
+//! several processes ([`crate::procs`]), a run reports on stdout as JSON
+//! lines instead ([`Report`]).
 use crate::life::{HomeSim, Intervals, Msg, Payload, Truth};
+use crate::mqtt::{self, Client, Command, Login, Protocol, Route};
+use crate::net::{Relay, SourceAddrs};
 use crate::pace::{self, BEHIND_MS, Behind, Plan};
 use crate::{Home, Inject, registry_csv, stage};
 use eldercare_proto::v1 as pb;
@@ -11,10 +18,11 @@ use eldercare_rules::RuleConfig;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -81,6 +89,45 @@ impl Default for Pacing {
     }
 }
 
+/// How the sessions reach the broker, beyond [`Config::mqtt_addr`].
+#[derive(Clone)]
+pub struct Link {
+    pub protocol: Protocol,
+    /// TLS to the broker (the host of `mqtt_addr` as server name).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Local addresses the sessions connect from, in turn (through a
+    /// [`Relay`]); none: the system's choice.
+    pub source_addrs: Option<SourceAddrs>,
+    /// Sessions connecting at once while the fleet connects.
+    pub connect_concurrency: usize,
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link {
+            protocol: Protocol::V311,
+            tls: None,
+            source_addrs: None,
+            connect_concurrency: 128,
+        }
+    }
+}
+
+/// What ends a run before its time.
+pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a run reports, and what stops it early.
+#[derive(Default)]
+pub struct Report {
+    /// One of several processes ([`crate::procs`]): no progress bar and
+    /// no table; a `{"tick": ...}` JSON line on stdout every second and a
+    /// `{"result": ...}` line at the end, for the parent to merge.
+    pub child: bool,
+    /// Ends the load window early (default: Ctrl-C).
+    pub stop: Option<Stop>,
+}
+
+
 impl Config {
     /// Whether alerts are matched to the ground truth: always in
     /// `verify`, and in `burst` given a token (did the power cut raise
@@ -101,6 +148,15 @@ struct Counters {
     errors: AtomicU64,
     connected: AtomicU64,
     alerts: AtomicU64,
+    /// First and last CONNACK, wall clock ms (first: `i64::MAX` until one).
+    first_connack_ms: AtomicI64,
+    last_connack_ms: AtomicI64,
+    /// `alert_ack`s received on the devices' `cmd` topics, and other
+    /// messages there.
+    alert_acks: AtomicU64,
+    other_cmds: AtomicU64,
+    /// `cmd` subscriptions the broker refused.
+    cmd_refused: AtomicU64,
     /// The run is over: connections closing now are not errors.
     stopping: AtomicBool,
     /// From a QoS 1 PUBLISH written to its PUBACK, microseconds.
@@ -115,19 +171,43 @@ impl Counters {
             errors: AtomicU64::new(0),
             connected: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
+            first_connack_ms: AtomicI64::new(i64::MAX),
+            last_connack_ms: AtomicI64::new(0),
+            alert_acks: AtomicU64::new(0),
+            other_cmds: AtomicU64::new(0),
+            cmd_refused: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             puback_us: Mutex::new(hist_us()),
+        }
+    }
+
+    fn connack(&self) {
+        let now = now_ms();
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        self.first_connack_ms.fetch_min(now, Ordering::Relaxed);
+        self.last_connack_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn command(&self, payload: &[u8]) {
+        match Command::parse(payload) {
+            Command::AlertAck { alert_id } => {
+                tracing::debug!(%alert_id, "Alert acknowledged to the device.");
+                self.alert_acks.fetch_add(1, Ordering::Relaxed);
+            }
+            Command::Unknown => {
+                self.other_cmds.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
 /// One device's connection.
 struct Conn {
-    client: AsyncClient,
+    client: Client,
     /// The task polling its event loop; aborted to drop the connection
     /// without a DISCONNECT, so the broker publishes the last will.
     poll: tokio::task::JoinHandle<()>,
-    opts: MqttOptions,
+    login: Login,
     /// QoS 1 messages written and not yet acknowledged.
     outstanding: Arc<AtomicU32>,
 }
@@ -136,62 +216,77 @@ impl Conn {
     /// Whether the in-flight window is full: the next message waits for
     /// a PUBACK.
     fn window_full(&self) -> bool {
-        self.outstanding.load(Ordering::Relaxed) + 1 >= u32::from(self.opts.inflight())
+        self.outstanding.load(Ordering::Relaxed) + 1 >= u32::from(self.login.inflight.max(1))
     }
 }
 
-fn options(
+/// The login of a session: as the device `d` (or gateway), listening on
+/// the `cmd` topics of the devices it speaks for; the `n`th session of
+/// the process, for the source address it goes from.
+fn login(
     addr: &str,
-    device_id: &str,
-    secret: &str,
+    link: &Link,
+    relay: Option<&Relay>,
+    n: usize,
+    d: &crate::SimDevice,
+    speaks_for: &[crate::SimDevice],
     inflight: u16,
-) -> anyhow::Result<MqttOptions> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow::anyhow!("--mqtt-addr must be host:port"))?;
-    let mut o = MqttOptions::new(format!("sim-{device_id}"), host, port.parse()?);
-    o.set_credentials(device_id, secret);
-    o.set_keep_alive(Duration::from_secs(60));
-    o.set_clean_session(true);
-    o.set_inflight(inflight.max(1));
-    o.set_last_will(rumqttc::LastWill::new(
-        format!("eldercare/v1/{device_id}/status"),
-        br#"{"online": false}"#.to_vec(),
-        QoS::AtLeastOnce,
-        false,
-    ));
-    Ok(o)
+) -> anyhow::Result<Login> {
+    let (host, port) = crate::net::split_host_port(addr)?;
+    let route = match (relay, &link.tls) {
+        (Some(r), _) => Route::Relay(r.path(n).to_path_buf()),
+        (None, Some(cfg)) => Route::Tls(cfg.clone()),
+        (None, None) => Route::Tcp,
+    };
+    let device_id = &d.device_id;
+    Ok(Login {
+        client_id: format!("sim-{device_id}"),
+        user: device_id.clone(),
+        secret: d.secret.clone(),
+        host,
+        port,
+        protocol: link.protocol,
+        route,
+        inflight: inflight.max(1),
+        will_topic: format!("eldercare/v1/{device_id}/status"),
+        cmd_topics: std::iter::once(device_id)
+            .chain(speaks_for.iter().map(|s| &s.device_id))
+            .map(|id| format!("eldercare/v1/{id}/cmd"))
+            .collect(),
+    })
 }
 
 /// Connects and waits for the CONNACK, so a refused login is reported.
 /// A broker busy accepting thousands of sessions may time a few out:
 /// those are tried again, up to five times; a refused login is not.
-async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
-    let id = opts.client_id();
+/// Then subscribes to the device's `cmd` topics (again after each
+/// reconnection: the sessions are clean).
+async fn connect(login: Login, c: Arc<Counters>) -> anyhow::Result<Conn> {
+    let id = &login.client_id;
     let mut attempt = 0;
     let (client, mut el) = loop {
         attempt += 1;
-        let (client, mut el) = AsyncClient::new(opts.clone(), 16);
+        let (client, mut el) = mqtt::session(&login, 16);
         let r = loop {
             match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => break Ok(()),
+                Ok(mqtt::Event::ConnAck) => break Ok(()),
                 Ok(_) => {}
                 Err(e) => break Err(e),
             }
         };
         match r {
             Ok(()) => break (client, el),
-            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
-                anyhow::bail!("{id} was refused: {code:?}")
-            }
+            Err(mqtt::PollError::Refused(code)) => anyhow::bail!("{id} was refused: {code}"),
             Err(e) if attempt >= 5 => anyhow::bail!("{id} could not connect: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(500 * attempt)).await,
         }
     };
-    c.connected.fetch_add(1, Ordering::Relaxed);
+    c.connack();
+    let _ = client.try_subscribe(&login.cmd_topics);
     let outstanding = Arc::new(AtomicU32::new(0));
     let out = outstanding.clone();
-    let window = usize::from(opts.inflight());
+    let window = usize::from(login.inflight.max(1));
+    let (sub, topics) = (client.clone(), login.cmd_topics.clone());
     let poll = tokio::spawn(async move {
         // When each packet id went out, for its PUBACK's wait; kept here
         // and added to the shared histogram now and then.
@@ -203,23 +298,33 @@ async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
         };
         loop {
             match el.poll().await {
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                Ok(mqtt::Event::Published(pkid)) => {
                     out.fetch_add(1, Ordering::Relaxed);
                     if let Some(w) = written.get_mut(usize::from(pkid)) {
                         *w = Some(Instant::now());
                     }
                 }
-                Ok(Event::Incoming(Packet::PubAck(a))) => {
+                Ok(mqtt::Event::PubAck(pkid)) => {
                     c.acked.fetch_add(1, Ordering::Relaxed);
                     let _ = out.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                         Some(n.saturating_sub(1))
                     });
-                    if let Some(at) = written.get_mut(usize::from(a.pkid)).and_then(Option::take) {
+                    if let Some(at) = written.get_mut(usize::from(pkid)).and_then(Option::take) {
                         let _ = waits.record((at.elapsed().as_micros() as u64).max(1));
                         if waits.len() >= 256 {
                             keep(&mut waits);
                         }
                     }
+                }
+                Ok(mqtt::Event::Message { topic, payload }) if topic.ends_with("/cmd") => {
+                    c.command(&payload);
+                }
+                Ok(mqtt::Event::SubAck { refused }) if refused > 0 => {
+                    c.cmd_refused.fetch_add(refused as u64, Ordering::Relaxed);
+                }
+                // Reconnected after an error: a clean session again.
+                Ok(mqtt::Event::ConnAck) => {
+                    let _ = sub.try_subscribe(&topics);
                 }
                 Ok(_) => {}
                 // The run is over: the DISCONNECT went out (or the session
@@ -240,7 +345,7 @@ async fn connect(opts: MqttOptions, c: Arc<Counters>) -> anyhow::Result<Conn> {
     Ok(Conn {
         client,
         poll,
-        opts,
+        login,
         outstanding,
     })
 }
@@ -356,6 +461,16 @@ pub async fn drive(cfg: Config) -> anyhow::Result<serde_json::Value> {
 
 /// As [`drive`], paced as given.
 pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_json::Value> {
+    drive_over(cfg, pacing, Link::default(), Report::default()).await
+}
+
+/// As [`drive_with`], over the link given, reporting as asked.
+pub async fn drive_over(
+    cfg: Config,
+    pacing: Pacing,
+    link: Link,
+    mut report: Report,
+) -> anyhow::Result<serde_json::Value> {
     let counters = Arc::new(Counters::new());
     let mut homes = cfg.homes.clone();
     let n_devices: usize = homes.iter().map(|h| h.devices.len()).sum();
@@ -391,24 +506,46 @@ pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_jso
             }
         })
         .sum();
+    let relay = match &link.source_addrs {
+        Some(s) => Some(Relay::start(s, &cfg.mqtt_addr, link.tls.clone()).await?),
+        None => None,
+    };
     eprintln!(
-        "connecting {n_devices} devices in {sessions} MQTT sessions to {}",
-        cfg.mqtt_addr
+        "connecting {n_devices} devices in {sessions} MQTT {} sessions to {}{}{}",
+        link.protocol.name(),
+        cfg.mqtt_addr,
+        if link.tls.is_some() { " over TLS" } else { "" },
+        match &link.source_addrs {
+            Some(s) => format!(" from {} source addresses", s.len()),
+            None => String::new(),
+        }
     );
-    let sem = Arc::new(tokio::sync::Semaphore::new(128));
+    let sem = Arc::new(tokio::sync::Semaphore::new(link.connect_concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
+    let ramp_start = now_ms();
+    let mut n = 0;
     for (hi, h) in homes.iter().enumerate() {
-        // Through the gateway, one session for the home; otherwise one a device.
-        let logins: Vec<&crate::SimDevice> = match &h.gateway {
-            Some(g) => vec![g],
-            None => h.devices.iter().collect(),
+        // Through the gateway, one session for the home (listening for
+        // its devices' commands too); otherwise one a device.
+        let logins: Vec<(&crate::SimDevice, &[crate::SimDevice])> = match &h.gateway {
+            Some(g) => vec![(g, &h.devices[..])],
+            None => h.devices.iter().map(|d| (d, &[][..])).collect(),
         };
-        for (ci, d) in logins.into_iter().enumerate() {
-            let opts = options(&cfg.mqtt_addr, &d.device_id, &d.secret, pacing.inflight)?;
+        for (ci, (d, speaks_for)) in logins.into_iter().enumerate() {
+            let login = login(
+                &cfg.mqtt_addr,
+                &link,
+                relay.as_ref(),
+                n,
+                d,
+                speaks_for,
+                pacing.inflight,
+            )?;
+            n += 1;
             let (sem, c) = (sem.clone(), counters.clone());
             set.spawn(async move {
                 let _p = sem.acquire_owned().await;
-                Ok::<_, anyhow::Error>((hi, ci, connect(opts, c).await?))
+                Ok::<_, anyhow::Error>((hi, ci, connect(login, c).await?))
             });
         }
     }
@@ -426,6 +563,17 @@ pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_jso
     while let Some(r) = set.join_next().await {
         let (hi, ci, c) = r??;
         conns[hi][ci] = Some(c);
+    }
+    let ramp = Ramp {
+        sessions: sessions as u64,
+        concurrency: link.connect_concurrency.max(1),
+        started_ms: ramp_start,
+        first_connack_ms: counters.first_connack_ms.load(Ordering::Relaxed),
+        last_connack_ms: counters.last_connack_ms.load(Ordering::Relaxed),
+        connacks: counters.connected.load(Ordering::Relaxed),
+    };
+    if !report.child {
+        eprintln!("{}", ramp.describe());
     }
     // The episodes are placed from now on; their homes are staged (night
     // window, flags) and registered again, which the engine takes at once.
@@ -523,15 +671,25 @@ pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_jso
             sim, conns, t0, end, c, stop, published, at_instant, burst, iv,
         )));
     }
-    let progress = progress_bar(&cfg, counters.clone(), t0, end);
+    let progress = if report.child {
+        tokio::spawn(ticks(counters.clone()));
+        None
+    } else {
+        progress_bar(&cfg, counters.clone(), t0, end)
+    };
     // Until the end, then until every episode's alert is due (+10 s).
     let last_due = truths.iter().map(|t| t.due_ms).max().unwrap_or(0);
     tokio::time::sleep_until(at_instant(t0)).await;
     let cpu_start = cpu_now();
     let sent_start = counters.sent.load(Ordering::Relaxed);
+    let stop_early = report.stop.take().unwrap_or_else(|| {
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    });
     tokio::select! {
         _ = tokio::time::sleep_until(at_instant(end)) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted"),
+        _ = stop_early => eprintln!("interrupted"),
     }
     // The load window: what was sent in it is the rate offered.
     let window_end = now_ms();
@@ -577,13 +735,111 @@ pub async fn drive_with(cfg: Config, pacing: Pacing) -> anyhow::Result<serde_jso
         n_devices,
         rate_plan.as_ref(),
         &run,
+        &ramp,
     );
+    drop(relay);
+    if report.child {
+        // For the parent to merge: histograms travel as their buckets.
+        println!("{}", json!({ "result": result }));
+        return Ok(result);
+    }
+    let mut result = result;
+    strip_buckets(&mut result);
     print_summary(&result);
     if let Some(path) = &cfg.result {
         std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
         eprintln!("result written to {}", path.display());
     }
     Ok(result)
+}
+
+/// Connecting the fleet: sessions, how many at once, when it began, the
+/// first and last CONNACK (wall clock ms).
+struct Ramp {
+    sessions: u64,
+    concurrency: usize,
+    started_ms: i64,
+    first_connack_ms: i64,
+    last_connack_ms: i64,
+    connacks: u64,
+}
+
+impl Ramp {
+    fn json(&self) -> serde_json::Value {
+        let mut v = json!({
+            "sessions": self.sessions,
+            "concurrency": self.concurrency,
+            "connacks": self.connacks,
+        });
+        if self.connacks > 0 {
+            v["started_ms"] = json!(self.started_ms);
+            v["first_connack_ms"] = json!(self.first_connack_ms);
+            v["last_connack_ms"] = json!(self.last_connack_ms);
+        }
+        with_connect_rates(&mut v);
+        v
+    }
+
+    fn describe(&self) -> String {
+        describe_connect(&self.json())
+    }
+}
+
+/// Adds to a `connect` object the CONNACKs per second from the first to
+/// the last CONNACK (with at least two) and the seconds from the first
+/// attempt to the last CONNACK.
+pub(crate) fn with_connect_rates(v: &mut serde_json::Value) {
+    let (Some(start), Some(first), Some(last), Some(n)) = (
+        v["started_ms"].as_i64(),
+        v["first_connack_ms"].as_i64(),
+        v["last_connack_ms"].as_i64(),
+        v["connacks"].as_u64(),
+    ) else {
+        return;
+    };
+    let span = (last - first) as f64 / 1000.0;
+    v["ramp_s"] = json!(span);
+    v["connacks_per_s"] = if n >= 2 && span > 0.0 {
+        json!(n as f64 / span)
+    } else {
+        serde_json::Value::Null
+    };
+    v["all_connected_s"] = json!((last - start) as f64 / 1000.0);
+}
+
+/// One line on how the fleet connected.
+pub(crate) fn describe_connect(v: &serde_json::Value) -> String {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let rate = v["connacks_per_s"]
+        .as_f64()
+        .map_or("-".to_string(), |r| format!("{r:.0}"));
+    format!(
+        "{} of {} sessions connected, {} at a time: {rate} CONNACKs/s over {:.1} s, all connected {:.1} s after the first attempt",
+        v["connacks"],
+        v["sessions"],
+        v["concurrency"],
+        f("ramp_s"),
+        f("all_connected_s")
+    )
+}
+
+/// Every second, the counters as a JSON line on stdout (a child's
+/// progress, for its parent).
+async fn ticks(c: Arc<Counters>) {
+    use std::io::Write;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let line = json!({"tick": {
+            "sent": c.sent.load(Ordering::Relaxed),
+            "acked": c.acked.load(Ordering::Relaxed),
+            "connections": c.connected.load(Ordering::Relaxed),
+            "alerts": c.alerts.load(Ordering::Relaxed),
+        }});
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            break;
+        }
+    }
 }
 
 fn clone_cfg(c: &Config) -> Config {
@@ -635,7 +891,7 @@ async fn play_home(
                 burst_state = 1;
                 for conn in conns.iter_mut() {
                     conn.poll.abort();
-                    if let Ok(n) = connect(conn.opts.clone(), c.clone()).await {
+                    if let Ok(n) = connect(conn.login.clone(), c.clone()).await {
                         *conn = n;
                     }
                 }
@@ -657,7 +913,7 @@ async fn play_home(
             let body = json!({"ts": t, "online": true, "battery_pct": 100}).to_string();
             if conns[0]
                 .client
-                .publish(topic, QoS::AtLeastOnce, false, body)
+                .publish(topic, body.into_bytes())
                 .await
                 .is_ok()
             {
@@ -692,12 +948,7 @@ async fn play_home(
                 dropped += 1;
                 if conn
                     .client
-                    .publish(
-                        m.body.topic(&dev.device_id),
-                        QoS::AtLeastOnce,
-                        false,
-                        m.body.bytes(m.at_ms),
-                    )
+                    .publish(m.body.topic(&dev.device_id), m.body.bytes(m.at_ms))
                     .await
                     .is_ok()
                 {
@@ -715,10 +966,7 @@ async fn play_home(
             let bytes = m.body.bytes(m.at_ms);
             let start = Instant::now();
             let full = conn.window_full();
-            let r = conn
-                .client
-                .publish(topic, QoS::AtLeastOnce, false, bytes)
-                .await;
+            let r = conn.client.publish(topic, bytes).await;
             let done = Instant::now();
             st.lag(done.saturating_duration_since(due));
             if done > due + behind {
@@ -951,6 +1199,7 @@ fn percentiles_ms(h: &Histogram<u64>) -> serde_json::Value {
         "p50": ms(h.value_at_quantile(0.50)),
         "p99": ms(h.value_at_quantile(0.99)),
         "max": ms(h.max()),
+        "_buckets_us": buckets(h),
     })
 }
 
@@ -964,7 +1213,57 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
         "p95": h.value_at_quantile(0.95),
         "p99": h.value_at_quantile(0.99),
         "max": h.max(),
+        "_buckets": buckets(h),
     })
+}
+
+/// A histogram's recorded buckets, `[[value, count], ...]`: how a child
+/// process hands a histogram to its parent, which adds them up and takes
+/// the percentiles again ([`rebuild_percentiles`]). Not part of the
+/// result written: [`strip_buckets`].
+fn buckets(h: &Histogram<u64>) -> serde_json::Value {
+    h.iter_recorded()
+        .map(|v| json!([v.value_iterated_to(), v.count_at_value()]))
+        .collect()
+}
+
+/// Takes every percentile object's percentiles again from its buckets
+/// (after the buckets of several processes were put together).
+pub(crate) fn rebuild_percentiles(v: &mut serde_json::Value) {
+    let from = |b: &serde_json::Value, mut h: Histogram<u64>| {
+        for pair in b.as_array().into_iter().flatten() {
+            if let (Some(value), Some(n)) = (pair[0].as_u64(), pair[1].as_u64()) {
+                let _ = h.record_n(value, n);
+            }
+        }
+        h
+    };
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(b) = m.get("_buckets") {
+                *v = percentiles(&from(b, hist()));
+            } else if let Some(b) = m.get("_buckets_us") {
+                *v = percentiles_ms(&from(b, hist_us()));
+            } else {
+                m.values_mut().for_each(rebuild_percentiles);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(rebuild_percentiles),
+        _ => {}
+    }
+}
+
+/// Removes the histograms' buckets from a result.
+pub fn strip_buckets(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("_buckets");
+            m.remove("_buckets_us");
+            m.values_mut().for_each(strip_buckets);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_buckets),
+        _ => {}
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -980,6 +1279,7 @@ fn summarize(
     n_devices: usize,
     plan: Option<&Plan>,
     run: &RunStats,
+    ramp: &Ramp,
 ) -> serde_json::Value {
     let span = ((sent_end - t0) as f64 / 1000.0).max(0.001);
     let sent = c.sent.load(Ordering::Relaxed);
@@ -1000,6 +1300,12 @@ fn summarize(
             "rate_acked_per_s": acked as f64 / span,
             "span_s": span,
             "connection_errors": c.errors.load(Ordering::Relaxed),
+        },
+        "connect": ramp.json(),
+        "commands": {
+            "alert_acks": c.alert_acks.load(Ordering::Relaxed),
+            "other": c.other_cmds.load(Ordering::Relaxed),
+            "subscriptions_refused": c.cmd_refused.load(Ordering::Relaxed),
         },
     });
     out["rate"] = rate_result(plan, offered, run, &c.puback_us.lock().unwrap());
@@ -1148,7 +1454,8 @@ fn rate_result(
     out
 }
 
-fn print_summary(r: &serde_json::Value) {
+/// The result as a table on stdout.
+pub fn print_summary(r: &serde_json::Value) {
     let m = &r["messages"];
     println!();
     println!("{:<28} {}", "mode", r["mode"].as_str().unwrap_or(""));
@@ -1157,7 +1464,43 @@ fn print_summary(r: &serde_json::Value) {
         "homes / devices",
         format_args!("{} / {}", r["homes"], r["devices"])
     );
+    if let Some(p) = r["processes"].as_u64() {
+        println!("{:<28} {p}", "processes");
+    }
     println!("{:<28} {}", "connections", r["connections"]);
+    let c = &r["connect"];
+    if !c.is_null() {
+        println!(
+            "{:<28} {} ({} at a time{})",
+            "CONNACKs/s while ramping",
+            c["connacks_per_s"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.0}")),
+            c["concurrency"],
+            match r["processes"].as_u64() {
+                Some(p) => format!(" in each of {p} processes"),
+                None => String::new(),
+            }
+        );
+        println!(
+            "{:<28} {:.2}",
+            "all connected after (s)",
+            c["all_connected_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let cmd = &r["commands"];
+    if !cmd.is_null() {
+        println!(
+            "{:<28} {} alert_ack, {} other{}",
+            "commands received",
+            cmd["alert_acks"],
+            cmd["other"],
+            match cmd["subscriptions_refused"].as_u64() {
+                Some(n) if n > 0 => format!(" ({n} cmd subscriptions refused)"),
+                _ => String::new(),
+            }
+        );
+    }
     println!(
         "{:<28} {:.1}",
         "duration (s)",

@@ -6,6 +6,11 @@
 //! [`pace`] turns a target rate into the devices' intervals for a load
 //! test, and judges why a run fell short of it.
 //!
+//! Devices speak MQTT 3.1.1 or 5 ([`mqtt`]), over TCP or TLS, from the
+//! local source addresses given ([`net`]); [`procs`] spreads a large
+//! fleet over several processes of the simulator and merges their
+//! results.
+//!
 //! Homes are deterministic from `(count, seed)`: ids and secrets derive
 //! from them, so the registry written and the devices driven agree
 //! without sharing files. What the registry says beyond that (night
@@ -13,7 +18,10 @@
 //! registered; [`stage`] sets what an episode needs.
 pub mod drive;
 pub mod life;
+pub mod mqtt;
+pub mod net;
 pub mod pace;
+pub mod procs;
 
 use eldercare_model::AlertKind;
 use sha2::{Digest, Sha256};

@@ -1,7 +1,10 @@
 //! `eldercare-sim`: drive an eldercare server with simulated homes.
 use clap::{Args, Parser, Subcommand};
 use eldercare_rules::Rules;
-use eldercare_sim::drive::{self, Config, Mode, Pacing};
+use eldercare_sim::drive::{self, Config, Link, Mode, Pacing, Report};
+use eldercare_sim::mqtt::Protocol;
+use eldercare_sim::net::{self, SourceAddrs};
+use eldercare_sim::procs::{self, Part};
 use eldercare_sim::{Inject, homes, registry_csv};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,13 +61,14 @@ enum Cmd {
     },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct RunArgs {
     #[arg(long, default_value_t = 50)]
     homes: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    #[arg(long, default_value = "127.0.0.1:1883")]
+    /// The broker, host:port (e.g. 127.0.0.1:8883 with --tls-ca).
+    #[arg(long, visible_alias = "mqtt", default_value = "127.0.0.1:1883")]
     mqtt_addr: String,
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     grpc_addr: String,
@@ -119,6 +123,37 @@ struct RunArgs {
     /// device.
     #[arg(long)]
     gateway: bool,
+    /// Devices speak MQTT 5 instead of 3.1.1 (same topics, payloads,
+    /// QoS and last will).
+    #[arg(long)]
+    mqtt5: bool,
+    /// CA certificates (PEM) to trust: the devices connect over TLS, the
+    /// host of --mqtt-addr as the server name.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) the devices present, with --tls-key.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Run the fleet as this many processes of the simulator, the homes
+    /// split between them, each with its open-file limit raised to the
+    /// hard limit; their results are merged into one.
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// Local addresses the sessions connect from, in turn: a range
+    /// (127.0.0.2-127.0.0.9) or a comma list. Each gives ~28,000
+    /// ephemeral ports; a session then holds 3 descriptors instead of 1.
+    #[arg(long)]
+    source_addrs: Option<SourceAddrs>,
+    /// Sessions connecting at once (in each process) while the fleet
+    /// connects.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// The part of the homes this process drives, as a child of --procs.
+    #[arg(long, hide = true)]
+    part: Option<Part>,
 }
 
 fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
@@ -154,10 +189,18 @@ fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
     if let Some(p) = &a.scenario {
         injections.extend(drive::read_scenario(&std::fs::read_to_string(p)?, a.homes)?);
     }
+    // A child of --procs drives its part of the homes, and its share of
+    // the episodes and of the rate.
+    let mine = a.part.map_or(1..a.homes + 1, |p| p.homes(a.homes));
+    injections.retain(|(_, home, _)| mine.contains(home));
+    let rate = a
+        .rate
+        .map(|r| r * mine.len() as f64 / a.homes.max(1) as f64);
     if mode == Mode::Verify && a.token.is_none() {
         anyhow::bail!("verify needs --token (or ELDERCARE_SIM_TOKEN): a viewer or operator token");
     }
     let mut hs = homes(a.homes, a.seed);
+    hs.retain(|h| mine.contains(&h.index));
     if a.gateway {
         eldercare_sim::with_gateways(&mut hs, a.seed);
     }
@@ -171,13 +214,81 @@ fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
         token: a.token,
         register: !a.no_register,
         duration,
-        rate: a.rate,
+        rate,
         rules,
         injections,
         result: a.result,
         progress: !a.no_progress,
     };
     Ok((cfg, pacing))
+}
+
+/// How the devices reach the broker.
+fn link(a: &RunArgs) -> anyhow::Result<Link> {
+    if a.connect_concurrency == 0 {
+        anyhow::bail!("--connect-concurrency must be at least 1");
+    }
+    let tls = match &a.tls_ca {
+        Some(ca) => Some(net::tls_client_config(
+            ca,
+            a.tls_cert.as_deref().zip(a.tls_key.as_deref()),
+        )?),
+        None => None,
+    };
+    Ok(Link {
+        protocol: if a.mqtt5 {
+            Protocol::V5
+        } else {
+            Protocol::V311
+        },
+        tls,
+        source_addrs: a.source_addrs.clone(),
+        connect_concurrency: a.connect_concurrency,
+    })
+}
+
+/// MQTT sessions of `homes` homes: one per device, or one per home
+/// through its gateway.
+fn sessions(homes: usize, gateway: bool) -> usize {
+    if gateway {
+        homes
+    } else {
+        homes * eldercare_sim::life::DEVICES_PER_HOME
+    }
+}
+
+/// The parent of --procs: checks the arguments once, then runs the
+/// children and reports their merged result.
+async fn run_procs(a: RunArgs, mode: Mode) -> anyhow::Result<()> {
+    if a.procs > a.homes {
+        anyhow::bail!("--procs {} is more than --homes {}", a.procs, a.homes);
+    }
+    link(&a)?;
+    let (cfg, _) = config(a.clone(), mode)?;
+    let per_proc = sessions(a.homes.div_ceil(a.procs), a.gateway);
+    let need = procs::descriptors_needed(per_proc, a.source_addrs.is_some());
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get()
+        && need > hard
+    {
+        eprintln!(
+            "warning: up to {per_proc} sessions a process need ~{need} descriptors, above the hard limit of {hard}: use more --procs"
+        );
+    }
+    eprintln!(
+        "{} homes, {} episodes to inject, in {} processes",
+        cfg.homes.len(),
+        cfg.injections.len(),
+        a.procs
+    );
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut result = procs::run_children(&args, a.procs, !a.no_progress).await?;
+    drive::strip_buckets(&mut result);
+    drive::print_summary(&result);
+    if let Some(path) = &a.result {
+        std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
+        eprintln!("result written to {}", path.display());
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -226,12 +337,50 @@ async fn main() -> anyhow::Result<()> {
             },
         ),
     };
-    let (cfg, pacing) = config(args, mode)?;
+    if args.procs == 0 {
+        anyhow::bail!("--procs must be at least 1");
+    }
+    if args.procs > 1 && args.part.is_none() {
+        return run_procs(args, mode).await;
+    }
+    let child = args.part.is_some();
+    match procs::raise_descriptor_limit() {
+        Ok((soft, _)) => {
+            let need = procs::descriptors_needed(
+                sessions(
+                    args.part.map_or(args.homes, |p| p.homes(args.homes).len()),
+                    args.gateway,
+                ),
+                args.source_addrs.is_some(),
+            );
+            if need > soft {
+                eprintln!(
+                    "warning: ~{need} descriptors needed, above the open-file limit of {soft}: use --procs"
+                );
+            }
+        }
+        Err(e) => eprintln!("warning: could not raise the open-file limit: {e}"),
+    }
+    let link = link(&args)?;
+    let (mut cfg, pacing) = config(args, mode)?;
+    if child {
+        // The parent shows the progress and writes the merged result.
+        cfg.progress = false;
+        cfg.result = None;
+    }
     eprintln!(
         "{} homes, {} episodes to inject",
         cfg.homes.len(),
         cfg.injections.len()
     );
-    drive::drive_with(cfg, pacing).await?;
+    let report = Report {
+        child,
+        stop: Some(if child {
+            procs::stdin_closed()
+        } else {
+            procs::signals()
+        }),
+    };
+    drive::drive_over(cfg, pacing, link, report).await?;
     Ok(())
 }
