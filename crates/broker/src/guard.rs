@@ -658,3 +658,7 @@ fn lane_of(topic: &str) -> Lane {
 fn stream_label(topic: &str) -> &'static str {
     parse_topic(topic).map_or("other", |t| t.stream.as_str())
 }
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod tests;
