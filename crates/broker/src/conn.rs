@@ -221,10 +221,10 @@ impl Conn<'_> {
             // The device acknowledged a command: room for the next one.
             p @ (Packet::PubAck(..) | Packet::PubComp(..)) => {
                 self.acknowledged();
-                self.to_broker(p).await
+                self.forward(p).await
             }
             p @ (Packet::PubRec(..) | Packet::PubRel(..) | Packet::Unsubscribe(..)) => {
-                self.to_broker(p).await
+                self.forward(p).await
             }
             // What only a server sends.
             _ => Err(Ending::Malformed),
@@ -285,7 +285,7 @@ impl Conn<'_> {
             }
             PublishVerdict::Broker => {
                 p.topic = Bytes::from(topic);
-                self.to_broker(Packet::Publish(p, props)).await
+                self.forward(Packet::Publish(p, props)).await
             }
             PublishVerdict::Refuse { ack } => {
                 self.refuse_not_owned(&topic, &p.payload);
@@ -344,7 +344,7 @@ impl Conn<'_> {
             self.read_delegation().await;
         }
         match self.session.subscribe(&s.filters) {
-            SubscribeVerdict::Forward => self.to_broker(Packet::Subscribe(s, props)).await,
+            SubscribeVerdict::Forward => self.forward(Packet::Subscribe(s, props)).await,
             SubscribeVerdict::Refuse => {
                 metrics::counter!("eldercare_mqtt_subscriptions_refused_total").increment(1);
                 let ack = self.level.suback_refused(s.pkid, s.filters.len());
@@ -372,7 +372,7 @@ impl Conn<'_> {
         self.out.send(frame).await.map_err(|_| Ending::Lost)
     }
 
-    async fn to_broker(&mut self, p: Packet) -> Result<(), Ending> {
+    async fn forward(&mut self, p: Packet) -> Result<(), Ending> {
         self.broker
             .send(p)
             .await

@@ -349,16 +349,17 @@ impl Shared {
             refused("malformed_connect");
             return Ok(None);
         };
-        let agreed = terms::agree(
+        let asked = terms::Asked {
             level,
-            connect.keep_alive,
-            connect.clean_session,
-            &connect.client_id,
-            props.as_ref(),
-            will_props.as_ref(),
-            &self.cfg.settings,
-            || format!("auto-{:016x}", rand::random::<u64>()),
-        );
+            keep_alive: connect.keep_alive,
+            clean: connect.clean_session,
+            client_id: &connect.client_id,
+            props: props.as_ref(),
+            will_props: will_props.as_ref(),
+        };
+        let agreed = terms::agree(asked, &self.cfg.settings, || {
+            format!("auto-{:016x}", rand::random::<u64>())
+        });
         let (terms, ack) = match agreed {
             Ok(v) => v,
             Err(code) => {

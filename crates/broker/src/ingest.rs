@@ -102,14 +102,14 @@ impl Ingest {
         });
         let links = router.clone();
         let (ingest_link, cmd_link) = tokio::task::spawn_blocking(move || {
-            Ok::<_, rumqttd::local::LinkError>((
+            Ok::<_, crate::links::LinkFailed>((
                 links.link_blocking("eldercare-ingest", true)?,
                 links.link_blocking("eldercare-cmd", true)?,
             ))
         })
         .await
         .map_err(std::io::Error::other)?
-        .map_err(|e| std::io::Error::other(format!("broker link: {e}")))?;
+        .map_err(std::io::Error::other)?;
         let (mut link_tx, mut link_rx) = (ingest_link.tx, ingest_link.rx);
         let cmd_tx = cmd_link.tx;
         // Everything under the prefix, so a malformed topic is refused and

@@ -9,7 +9,18 @@ use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 use rumqttd::{Notification, RouterConfig};
 use std::sync::Arc;
 
-type Open = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync;
+type Open = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkFailed> + Send + Sync;
+
+/// The router refused or dropped a link (rumqttd's own error is large).
+#[derive(Debug, thiserror::Error)]
+#[error("broker link: {0}")]
+pub struct LinkFailed(String);
+
+impl From<LinkError> for LinkFailed {
+    fn from(e: LinkError) -> Self {
+        LinkFailed(e.to_string())
+    }
+}
 
 /// A handle on the running router; cheap to clone.
 #[derive(Clone)]
@@ -37,12 +48,13 @@ impl Router {
                     .clean_session(clean)
                     .dynamic_filters(true)
                     .build()
+                    .map_err(LinkFailed::from)
             }),
         }
     }
 
     /// Opens a link, waiting on this thread for the router's answer.
-    pub fn link_blocking(&self, client_id: &str, clean: bool) -> Result<Link, LinkError> {
+    pub fn link_blocking(&self, client_id: &str, clean: bool) -> Result<Link, LinkFailed> {
         let (tx, rx, ack) = (self.open)(client_id, clean)?;
         let session_present = matches!(
             Option::<Packet>::from(ack),
@@ -59,14 +71,14 @@ impl Router {
     /// and lets it go at the end; otherwise the broker restores what it
     /// kept and keeps it after. Opening a link for a client id that has
     /// one ends the older link.
-    pub async fn link(&self, client_id: &str, clean: bool) -> Result<Link, LinkError> {
+    pub async fn link(&self, client_id: &str, clean: bool) -> Result<Link, LinkFailed> {
         let router = self.clone();
         let id = client_id.to_string();
         // The router answers within microseconds, but the answer is waited
         // for with a blocking receive.
         tokio::task::spawn_blocking(move || router.link_blocking(&id, clean))
             .await
-            .map_err(|_| LinkError::NotConnectionAck)?
+            .map_err(|e| LinkFailed(e.to_string()))?
     }
 
     /// Makes the broker forget what it keeps for `client_id` (its

@@ -48,18 +48,33 @@ pub struct Terms {
     pub assigned_client_id: Option<String>,
 }
 
+/// What a CONNECT asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub level: Level,
+    pub keep_alive: u16,
+    /// Clean session (3.1.1) or clean start (5).
+    pub clean: bool,
+    pub client_id: &'a str,
+    pub props: Option<&'a ConnectProperties>,
+    pub will_props: Option<&'a LastWillProperties>,
+}
+
 /// The terms of a CONNECT, or why it cannot be accepted. `generated_id`
 /// is the client id to give a device that sent an empty one.
 pub fn agree(
-    level: Level,
-    keep_alive: u16,
-    clean: bool,
-    client_id: &str,
-    props: Option<&ConnectProperties>,
-    will_props: Option<&LastWillProperties>,
+    asked: Asked<'_>,
     s: &MqttSettings,
     generated_id: impl FnOnce() -> String,
 ) -> Result<(Terms, Option<ConnAckProperties>), ConnCode> {
+    let Asked {
+        level,
+        keep_alive,
+        clean,
+        client_id,
+        props,
+        will_props,
+    } = asked;
     let assigned = client_id.is_empty().then(generated_id);
     if level == Level::V4 {
         let terms = Terms {
@@ -167,12 +182,14 @@ mod tests {
             user_properties: Vec::new(),
         });
         agree(
-            Level::V5,
-            keep_alive,
-            clean,
-            "fw",
-            Some(&p),
-            will.as_ref(),
+            Asked {
+                level: Level::V5,
+                keep_alive,
+                clean,
+                client_id: "fw",
+                props: Some(&p),
+                will_props: will.as_ref(),
+            },
             &MqttSettings::default(),
             || "gen".into(),
         )
@@ -181,12 +198,14 @@ mod tests {
     #[test]
     fn mqtt_3_1_1_keeps_its_own_terms() {
         let (t, ack) = agree(
-            Level::V4,
-            0,
-            false,
-            "",
-            None,
-            None,
+            Asked {
+                level: Level::V4,
+                keep_alive: 0,
+                clean: false,
+                client_id: "",
+                props: None,
+                will_props: None,
+            },
             &MqttSettings::default(),
             || "gen".into(),
         )
