@@ -127,7 +127,6 @@ pub struct Report {
     pub stop: Option<Stop>,
 }
 
-
 impl Config {
     /// Whether alerts are matched to the ground truth: always in
     /// `verify`, and in `burst` given a token (did the power cut raise

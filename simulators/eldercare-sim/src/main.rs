@@ -384,3 +384,88 @@ async fn main() -> anyhow::Result<()> {
     drive::drive_over(cfg, pacing, link, report).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["eldercare-sim", "run"].iter().chain(extra);
+        match Cli::try_parse_from(argv)?.cmd {
+            Cmd::Run(a) => Ok(a),
+            _ => unreachable!("a run"),
+        }
+    }
+
+    #[test]
+    fn the_fleet_flags_parse() {
+        let a = run_args(&[
+            "--homes",
+            "2112",
+            "--mqtt",
+            "127.0.0.1:8883",
+            "--mqtt5",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--procs",
+            "4",
+            "--source-addrs",
+            "127.0.0.2-127.0.0.9",
+            "--connect-concurrency",
+            "256",
+        ])
+        .unwrap();
+        assert_eq!(a.mqtt_addr, "127.0.0.1:8883");
+        assert!(a.mqtt5);
+        assert_eq!(a.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(a.procs, 4);
+        assert_eq!(a.source_addrs.as_ref().map(SourceAddrs::len), Some(8));
+        assert_eq!(a.connect_concurrency, 256);
+        assert_eq!(a.part, None);
+        let plain = run_args(&[]).unwrap();
+        assert!(!plain.mqtt5 && plain.tls_ca.is_none() && plain.source_addrs.is_none());
+        assert_eq!(plain.procs, 1);
+    }
+
+    #[test]
+    fn bad_fleet_flags_are_refused() {
+        for bad in [
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"][..],
+            &["--tls-ca", "ca.pem", "--tls-cert", "c.pem"],
+            &["--tls-ca", "ca.pem", "--tls-key", "k.pem"],
+            &["--source-addrs", "127.0.0.9-127.0.0.2"],
+            &["--part", "2/2"],
+        ] {
+            assert!(run_args(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_part_drives_its_homes_its_episodes_and_its_share_of_the_rate() {
+        let whole = run_args(&["--homes", "10", "--rate", "100", "--no-register"]).unwrap();
+        let scenario = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(scenario.path(), "30,2,sos\n30,9,fall\n").unwrap();
+        let mut a = whole.clone();
+        a.scenario = Some(scenario.path().to_path_buf());
+        a.part = Some(Part { index: 1, count: 3 });
+        let (cfg, _) = config(a, Mode::Run).unwrap();
+        let idx: Vec<usize> = cfg.homes.iter().map(|h| h.index).collect();
+        assert_eq!(idx, [5, 6, 7]);
+        assert_eq!(cfg.rate, Some(30.0));
+        assert!(cfg.injections.is_empty(), "homes 2 and 9 are other parts'");
+        let mut last = whole.clone();
+        last.scenario = Some(scenario.path().to_path_buf());
+        last.part = Some(Part { index: 2, count: 3 });
+        let (cfg, _) = config(last, Mode::Run).unwrap();
+        assert_eq!(cfg.homes.first().map(|h| h.index), Some(8));
+        assert_eq!(cfg.injections.len(), 1);
+        assert_eq!(cfg.injections[0].1, 9);
+        // The same homes as a single process would have: same ids, secrets.
+        let single = homes(10, 1);
+        assert_eq!(cfg.homes[0].devices[0].secret, single[7].devices[0].secret);
+    }
+}
