@@ -218,7 +218,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         auth,
         escalation: Default::default(),
         subscribers: Default::default(),
-        mqtt_addr: args.mqtt_addr,
+        mqtt_addr: Some(args.mqtt_addr),
+        // The demo runs on loopback without TLS.
+        mqtts_addr: ([127, 0, 0, 1], 0).into(),
+        tls: None,
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,
         http_addr: args.http_addr,
@@ -235,9 +238,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(b) => b,
         Err(_) => return server.await?,
     };
+    // The demo's configuration always opens plain MQTT.
+    let mqtt = bound.mqtt.context("the demo's MQTT listener is off")?;
     println!(
         "\neldercare demo: {} homes on MQTT {}, gRPC {}, metrics http://{}/metrics",
-        args.homes, bound.mqtt, bound.grpc, bound.metrics
+        args.homes, mqtt, bound.grpc, bound.metrics
     );
     println!(
         "Hotline console: http://{}/  (sign in with the demo operator's token: {operator})",
@@ -307,7 +312,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         mode: eldercare_sim::drive::Mode::Run,
         homes,
         seed: 1,
-        mqtt_addr: bound.mqtt.to_string(),
+        mqtt_addr: mqtt.to_string(),
         grpc_addr: format!("http://{}", bound.grpc),
         admin_token: Some(admin),
         token: None,

@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Load registry files (elders and/or devices, CSV or JSON lines).
     Import {
         #[command(flatten)]
@@ -122,8 +122,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ELDERCARE_LOG")
-                // rumqttd logs every ordinary client disconnect at ERROR.
-                .unwrap_or_else(|_| "info,rumqttd=off".into()),
+                // rumqttd logs every ordinary client disconnect at ERROR;
+                // rustls warns of each peer's protocol oddities (gRPC's C
+                // core sends an IP address as SNI), which are the peer's
+                // business: failed handshakes are logged at debug here.
+                .unwrap_or_else(|_| "info,rumqttd=off,rustls=error".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -369,7 +372,10 @@ async fn maintain_hourly(pg: PgStore, shutdown: CancellationToken) {
 /// Addresses the server actually listens on.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
-    pub mqtt: SocketAddr,
+    /// Plain MQTT; None when it is off.
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT over TLS; None without a certificate.
+    pub mqtts: Option<SocketAddr>,
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
     pub console: SocketAddr,
@@ -381,6 +387,16 @@ pub async fn serve(
     cfg: Config,
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> anyhow::Result<()> {
+    // Files that do not load are a configuration error, found before
+    // anything else starts. One value serves MQTT and gRPC, so one SIGHUP
+    // reloads both.
+    let tls = match &cfg.tls {
+        Some(files) => Some(
+            eldercare_tls::Tls::load(files.clone())
+                .map_err(|e| ConfigError(format!("TLS: {e}")))?,
+        ),
+        None => None,
+    };
     // Answer times as a histogram with buckets at the alarm-centre
     // standard's 60 s and 180 s, so "share answered within" is a ratio of
     // two series; other histograms render as summaries.
@@ -488,11 +504,13 @@ pub async fn serve(
     let reload_task = tokio::spawn(reload_on_sighup(
         reloader.clone(),
         cfg.auth.clone(),
+        tls.clone(),
         shutdown.clone(),
     ));
     let ingest = Ingest::start(
         IngestConfig {
             mqtt_addr: cfg.mqtt_addr,
+            mqtts: tls.clone().map(|tls| (cfg.mqtts_addr, tls)),
             rules: rules_rx,
             mqtt: cfg.mqtt.clone(),
             intake_dir,
@@ -506,7 +524,16 @@ pub async fn serve(
         shutdown.clone(),
     )
     .await
-    .with_context(|| format!("starting MQTT on {}", cfg.mqtt_addr))?;
+    .with_context(|| {
+        let plain = cfg.mqtt_addr.map_or("off".to_string(), |a| a.to_string());
+        match &tls {
+            Some(_) => format!(
+                "starting MQTT on {plain} and MQTT over TLS on {}",
+                cfg.mqtts_addr
+            ),
+            None => format!("starting MQTT on {plain}"),
+        }
+    })?;
     if cfg.auth.is_empty() {
         warn!(
             "No API tokens: every gRPC call will be refused. Add one with `eldercare token add`, then send SIGHUP."
@@ -528,9 +555,14 @@ pub async fn serve(
     );
     // Both bound on the alert path, so their sockets are served there.
     let (grpc_addr, grpc) = {
-        let (addr, services, sd) = (cfg.grpc_addr, services.clone(), shutdown.clone());
+        let (addr, services, tls, sd) = (
+            cfg.grpc_addr,
+            services.clone(),
+            tls.clone(),
+            shutdown.clone(),
+        );
         alerts
-            .spawn(async move { eldercare_api::serve(addr, services, None, sd).await })
+            .spawn(async move { eldercare_api::serve(addr, services, tls, sd).await })
             .await
             .context("starting gRPC")?
             .with_context(|| format!("binding gRPC on {}", cfg.grpc_addr))?
@@ -564,15 +596,19 @@ pub async fn serve(
     let console_task = alerts.spawn(console);
     let bound = Bound {
         mqtt: ingest.mqtt_addr,
+        mqtts: ingest.mqtts_addr,
         grpc: grpc_addr,
         metrics: metrics_addr,
         console: console_addr,
     };
-    info!(mqtt = %bound.mqtt, grpc = %bound.grpc, metrics = %bound.metrics,
-        console = %bound.console, "eldercare is ready.");
+    let mqtt = bound.mqtt.map_or("off".to_string(), |a| a.to_string());
+    // mqtts= only when it listens: a line without it reads as before.
+    let mqtts = bound.mqtts.map_or(String::new(), |a| format!(" mqtts={a}"));
+    info!(%mqtt, mqtts = ?bound.mqtts, grpc = %bound.grpc, grpc_tls = tls.is_some(),
+        metrics = %bound.metrics, console = %bound.console, "eldercare is ready.");
     println!(
-        "ready mqtt={} grpc={} metrics={} console=http://{}/",
-        bound.mqtt, bound.grpc, bound.metrics, bound.console
+        "ready mqtt={mqtt}{mqtts} grpc={} metrics={} console=http://{}/",
+        bound.grpc, bound.metrics, bound.console
     );
     if let Some(tx) = ready {
         let _ = tx.send(bound);
@@ -679,11 +715,12 @@ impl eldercare_api::admin::RulesReload for RulesReloader {
     }
 }
 
-/// SIGHUP re-reads the tokens file and the rule file; a bad file is
-/// refused (with the key and why) and what runs stays.
+/// SIGHUP re-reads the tokens file, the rule file and the TLS files; a
+/// bad file is refused (with the key or file and why) and what runs stays.
 async fn reload_on_sighup(
     rules: Arc<RulesReloader>,
     auth: eldercare_api::Auth,
+    tls: Option<eldercare_tls::Tls>,
     shutdown: CancellationToken,
 ) {
     #[cfg(unix)]
@@ -714,11 +751,25 @@ async fn reload_on_sighup(
             if let Err(eldercare_api::admin::ReloadError::NoFile) = rules.reload() {
                 info!("SIGHUP: no rule file configured; nothing to reload.");
             }
+            if let Some(tls) = &tls {
+                // Connections already up keep their session; new ones get
+                // what was read now.
+                match tls.reload() {
+                    Ok(()) => {
+                        info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificate reloaded.");
+                        let _ = writeln!(std::io::stdout(), "tls reloaded");
+                    }
+                    Err(e) => {
+                        error!(error = %e, "SIGHUP: TLS files refused; the running certificate stays.");
+                        let _ = writeln!(std::io::stdout(), "tls refused: {e}");
+                    }
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (rules, auth);
+        let _ = (rules, auth, tls);
         shutdown.cancelled().await;
     }
 }
