@@ -1,5 +1,6 @@
 //! The operator API over gRPC (tonic): `eldercare.v1.AlertService`, plus
-//! the standard health and reflection services so stock tools work.
+//! the standard health and reflection services so stock tools work;
+//! served in the clear or over TLS (`tls`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
