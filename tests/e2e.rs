@@ -596,11 +596,12 @@ fn import_reports_refused_rows_by_line_and_exits_non_zero() {
 }
 
 #[test]
-fn an_mqtt5_client_is_told_the_protocol_is_unsupported() {
+fn an_mqtt_3_1_client_is_told_the_protocol_is_unsupported() {
+    // 3.1.1 and 5 are served; the older 3.1 is refused in its own terms.
     let s = Server::start();
     let out = mosquitto_pub(
         &s,
-        &["-V", "mqttv5"],
+        &["-V", "mqttv31"],
         "btn-1",
         "s-btn-1",
         "eldercare/v1/btn-1/event",

@@ -6,9 +6,9 @@
 //! the log rather than from devices refused at CONNECT.
 use std::io;
 
-/// Descriptors one device session holds: its socket, and both ends of its
-/// loopback link to the embedded broker (which carries `cmd` to it).
-pub const PER_SESSION: u64 = 3;
+/// Descriptors one device session holds: its socket alone (its link to
+/// the embedded broker, which carries `cmd` to it, is in memory).
+pub const PER_SESSION: u64 = 1;
 /// Kept for everything else: listeners, the database pool, the intake
 /// log's segments, the API's and the console's connections.
 pub const RESERVED: u64 = 256;
@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn room_for_sessions_is_what_the_soft_limit_leaves_after_the_reserve() {
-        assert_eq!(sessions_for(20_000), (20_000 - RESERVED) / 3);
+        assert_eq!(sessions_for(20_000), 20_000 - RESERVED);
         assert_eq!(sessions_for(1_024), 256);
         assert_eq!(sessions_for(100), 0, "never negative");
     }
