@@ -365,3 +365,96 @@ async fn a_gateway_with_a_client_certificate_publishes_for_its_devices() {
     assert!(!o.status.success(), "{}", said(&o));
     assert!(!said(&o).contains("CONNACK (0)"), "{}", said(&o));
 }
+
+#[tokio::test]
+async fn a_gateway_over_mqtt5_and_tls_hears_that_help_is_coming_for_its_button() {
+    use std::io::BufRead;
+    let pki = Pki::new();
+    let mut s = start(Some(&pki.config(true)), "127.0.0.1:0");
+    s.grpc_ca = Some(pki.ca_file.clone());
+    let mqtts = s.mqtts.clone().expect("mqtts= in the ready line");
+    let (_, port) = host_port(&mqtts);
+    let mut alerts = s.subscribe(0).await;
+    let (gw_cert, gw_key) = pki.client(&pki.ca, "gw-1");
+    // The gateway listens for its button's commands, as mosquitto_sub
+    // (MQTT 5, TLS, its client certificate) and prints the first one.
+    // Line-buffered (stdbuf), so each line is read as it is printed.
+    let mut sub = Command::new("stdbuf")
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-V",
+            "mqttv5",
+            "-d",
+            "-h",
+            "localhost",
+            "-p",
+            port,
+            "-q",
+            "1",
+        ])
+        .args(["--cafile", path_str(&pki.ca_file)])
+        .args(["--cert", path_str(&gw_cert), "--key", path_str(&gw_key)])
+        .args(["-t", "eldercare/v1/btn-1/cmd", "-C", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is required for this test: install mosquitto-clients");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut line = |what: &str| loop {
+        let l = lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("mosquitto_sub printed no {what}, only {seen:?}"));
+        seen.push(l.clone());
+        if l.contains(what) {
+            return l;
+        }
+    };
+    line("received SUBACK");
+    let o = mosquitto_pub(&[
+        "-V",
+        "mqttv5",
+        "-h",
+        "localhost",
+        "-p",
+        port,
+        "-q",
+        "1",
+        "--cafile",
+        path_str(&pki.ca_file),
+        "--cert",
+        path_str(&gw_cert),
+        "--key",
+        path_str(&gw_key),
+        "-t",
+        "eldercare/v1/btn-1/event",
+        "-m",
+        &sos_payload(),
+    ]);
+    assert!(o.status.success(), "{}", said(&o));
+    let alert = next(&mut alerts).await.alert.unwrap();
+    s.grpc()
+        .await
+        .acknowledge(eldercare_proto::v1::AlertActionRequest {
+            alert_id: alert.id.clone(),
+            operator_id: "op-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let cmd = line("alert_ack");
+    let v: serde_json::Value = serde_json::from_str(&cmd).unwrap();
+    assert_eq!(v["alert_id"].as_str(), Some(alert.id.as_str()));
+    let status = sub.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

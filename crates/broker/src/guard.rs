@@ -340,7 +340,7 @@ impl Shared {
             // version", in the only form every version reads.
             refused("unsupported_protocol");
             info!(reason = "unsupported_protocol", "MQTT connection refused.");
-            wr.write_all(&frame::connack(1)).await?;
+            send_now(wr, &frame::connack(1)).await?;
             return Ok(None);
         };
         let Ok(Packet::Connect(connect, props, will, will_props, login)) =
@@ -369,7 +369,7 @@ impl Shared {
                 };
                 refused(reason);
                 info!(reason, "MQTT connection refused.");
-                wr.write_all(&level.connack(code, false, None)).await?;
+                send_now(wr, &level.connack(code, false, None)).await?;
                 return Ok(None);
             }
         };
@@ -429,7 +429,7 @@ impl Shared {
     ) -> std::io::Result<Option<Admitted>> {
         refused(r.reason());
         info!(reason = r.reason(), "MQTT connection refused.");
-        wr.write_all(&level.connack(r.code(), false, None)).await?;
+        send_now(wr, &level.connack(r.code(), false, None)).await?;
         Ok(None)
     }
 
@@ -472,13 +472,15 @@ impl Shared {
             Err(e) => {
                 refused("broker");
                 warn!(error = %e, "The embedded broker refused a session.");
-                wr.write_all(&level.connack(ConnCode::Unavailable, false, None))
-                    .await?;
+                send_now(&mut wr, &level.connack(ConnCode::Unavailable, false, None)).await?;
                 return Ok(());
             }
         };
-        wr.write_all(&level.connack(ConnCode::Accepted, link.session_present, ack))
-            .await?;
+        send_now(
+            &mut wr,
+            &level.connack(ConnCode::Accepted, link.session_present, ack),
+        )
+        .await?;
         let s = &self.cfg.settings;
         let session = Session::new(&device, terms.keep_alive, s, Instant::now());
         handle.set_live();
@@ -501,7 +503,7 @@ impl Shared {
         if let Some((code, text)) = ending.disconnect_reason(taken_over)
             && let Some(bye) = level.disconnect(code, text)
         {
-            let _ = tokio::time::timeout(GOODBYE, wr.write_all(&bye)).await;
+            let _ = tokio::time::timeout(GOODBYE, send_now(&mut wr, &bye)).await;
         }
         if let Some(mut tx) = link {
             links::close(&mut tx).await;
@@ -634,6 +636,13 @@ impl Shared {
             .map_err(|_| Ending::IntakeClosed)?;
         Ok((qos == QoS::AtLeastOnce).then_some(Ack::Durable(durable)))
     }
+}
+
+/// Writes a packet and flushes it: over TLS, bytes written may wait in
+/// the session's buffer until then.
+async fn send_now<W: AsyncWrite>(wr: &mut WriteHalf<W>, packet: &[u8]) -> std::io::Result<()> {
+    wr.write_all(packet).await?;
+    wr.flush().await
 }
 
 /// The topic a message is taken under: an MQTT 5 content type of

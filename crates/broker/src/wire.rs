@@ -56,6 +56,13 @@ impl Level {
 
     /// Reads one whole frame.
     pub fn read(self, frame: &mut BytesMut, max: usize) -> Result<Packet, String> {
+        if self == Level::V5 && frame[..] == [0xe0, 0x01, frame.get(2).copied().unwrap_or(0)] {
+            // A DISCONNECT with its reason code alone: MQTT 5 §3.14.2.2.1
+            // lets the property length go when the remaining length is
+            // below 2, and clients do; rumqttd's codec wants it.
+            frame[1] = 0x02;
+            frame.extend_from_slice(&[0x00]);
+        }
         match self {
             Level::V4 => V4.read_mut(frame, max),
             Level::V5 => V5.read_mut(frame, max),
@@ -194,6 +201,22 @@ mod tests {
         );
         assert_eq!(publish_qos_pkid(&[0x32, 0x03, 0, 3, b'a']), None);
         assert_eq!(publish_qos_pkid(&[0xc0, 0x00]), None);
+    }
+
+    #[test]
+    fn an_mqtt5_disconnect_with_its_reason_code_alone_is_read() {
+        use rumqttd::protocol::DisconnectReasonCode as R;
+        for (bytes, want) in [
+            (&[0xe0, 0x00][..], R::NormalDisconnection),
+            (&[0xe0, 0x01, 0x00][..], R::NormalDisconnection),
+            (&[0xe0, 0x01, 0x04][..], R::DisconnectWithWillMessage),
+            (&[0xe0, 0x02, 0x04, 0x00][..], R::DisconnectWithWillMessage),
+        ] {
+            match Level::V5.read(&mut BytesMut::from(bytes), 1024) {
+                Ok(Packet::Disconnect(d, _)) => assert_eq!(d.reason_code, want, "{bytes:?}"),
+                other => panic!("{bytes:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
