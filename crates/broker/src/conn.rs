@@ -58,6 +58,8 @@ pub(crate) struct Conn<'a> {
     room: Arc<Semaphore>,
     room_max: usize,
     device_max_packet: Option<u32>,
+    /// Refusals may carry their reason (the device did not ask otherwise).
+    problem_info: bool,
 }
 
 impl<'a> Conn<'a> {
@@ -86,6 +88,7 @@ impl<'a> Conn<'a> {
             room: Arc::new(Semaphore::new(room_max)),
             room_max,
             device_max_packet: terms.device_max_packet,
+            problem_info: terms.problem_info,
         }
     }
 }
@@ -110,7 +113,7 @@ where
     };
     let out = conn.out.clone();
     let close = conn.close.clone();
-    let level = conn.level;
+    let (level, problem_info) = (conn.level, conn.problem_info);
     let to_device = ToDevice {
         level: conn.level,
         out: out.clone(),
@@ -121,7 +124,7 @@ where
         e = conn.run(&mut rd, reader) => e,
         _ = write_device(wr, out_rx) => Ending::Lost,
         e = to_device.run(link_rx) => e,
-        e = acknowledge(acks_rx, level, out) => e,
+        e = acknowledge(acks_rx, level, problem_info, out) => e,
         // A session stuck writing to a device that does not read is
         // dropped anyway.
         _ = async {
@@ -499,6 +502,7 @@ impl ToDevice {
 async fn acknowledge(
     mut rx: mpsc::Receiver<(u16, Ack)>,
     level: Level,
+    problem_info: bool,
     out: mpsc::Sender<Bytes>,
 ) -> Ending {
     while let Some((pkid, ack)) = rx.recv().await {
@@ -512,7 +516,9 @@ async fn acknowledge(
                 }
                 Bytes::copy_from_slice(&frame::puback(pkid))
             }
-            Ack::Refused(reason, text) => level.puback(pkid, reason, Some(text)).freeze(),
+            Ack::Refused(reason, text) => level
+                .puback(pkid, reason, problem_info.then_some(text))
+                .freeze(),
         };
         if out.send(frame).await.is_err() {
             return Ending::Lost;

@@ -46,6 +46,9 @@ pub struct Terms {
     /// The client id the listener gave a device that sent none (MQTT 5
     /// says it in the CONNACK).
     pub assigned_client_id: Option<String>,
+    /// Whether a refusal may say why in a Reason String beyond CONNACK
+    /// and DISCONNECT (MQTT 5 Request Problem Information, §3.1.2.11.7).
+    pub problem_info: bool,
 }
 
 /// What a CONNECT asks for.
@@ -90,6 +93,7 @@ pub fn agree(
             device_max_packet: None,
             will_delay: Duration::ZERO,
             assigned_client_id: assigned,
+            problem_info: false,
         };
         return Ok((terms, None));
     }
@@ -121,6 +125,7 @@ pub fn agree(
         device_max_packet: p.max_packet_size,
         will_delay: Duration::from_secs(u64::from(will_delay)),
         assigned_client_id: assigned.clone(),
+        problem_info: p.request_problem_info != Some(0),
     };
     let ack = ConnAckProperties {
         session_expiry_interval: (granted != asked).then_some(granted),
@@ -243,6 +248,10 @@ mod tests {
         assert_eq!(t.device_max_packet, Some(1000));
         assert_eq!(t.will_delay, Duration::from_secs(30));
         assert!(!t.resume);
+        assert!(t.problem_info, "reasons said unless the device asks not to");
+        let mut p = props();
+        p.request_problem_info = Some(0);
+        assert!(!v5(60, true, p, None).unwrap().0.problem_info);
     }
 
     #[test]
