@@ -421,6 +421,36 @@ async fn a_gateway_over_mqtt5_and_tls_hears_that_help_is_coming_for_its_button()
         }
     };
     line("received SUBACK");
+    // The server's certificate is renewed, from another CA, while the
+    // gateway is connected: its session stays, new connections get the
+    // new certificate (gateways' certificates are still checked against
+    // the client CA, unchanged).
+    let renewed = certs::ca("eldercare test CA, renewed");
+    let renewed_ca = renewed.write(&pki.path("renewed-ca.pem"));
+    certs::server_cert(&renewed, &pki.path("server.pem"), &pki.path("server.key"));
+    s.reload_tls();
+    s.grpc_ca = Some(renewed_ca.clone());
+    let old = mosquitto_pub(&[
+        "-h",
+        "localhost",
+        "-p",
+        port,
+        "--cafile",
+        path_str(&pki.ca_file),
+        "--cert",
+        path_str(&gw_cert),
+        "--key",
+        path_str(&gw_key),
+        "-t",
+        "eldercare/v1/btn-1/status",
+        "-m",
+        "{}",
+    ]);
+    assert!(
+        !old.status.success(),
+        "the old CA no longer vouches: {}",
+        said(&old)
+    );
     let o = mosquitto_pub(&[
         "-V",
         "mqttv5",
@@ -431,7 +461,7 @@ async fn a_gateway_over_mqtt5_and_tls_hears_that_help_is_coming_for_its_button()
         "-q",
         "1",
         "--cafile",
-        path_str(&pki.ca_file),
+        path_str(&renewed_ca),
         "--cert",
         path_str(&gw_cert),
         "--key",

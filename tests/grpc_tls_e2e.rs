@@ -4,12 +4,13 @@
 //! check and a registry read over `grpc.secure_channel` with raw bytes,
 //! no generated stubs. Without the CA, and in the clear, it must fail.
 //! Then a new certificate from another CA, SIGHUP, and the same again.
+#[path = "support/certs.rs"]
+mod certs;
 mod support;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use certs::{ca, server_cert};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 use support::*;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -72,37 +73,6 @@ fn require_grpcio() {
          python3-grpcio as a client of another make; install it with \
          `apt-get install python3-grpcio` (scripts/test does)"
     );
-}
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// Writes a server certificate for 127.0.0.1 and localhost, signed by
-/// `ca`, and its key.
-fn server_cert(ca: &Ca, cert: &Path, key: &Path) {
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "eldercare test server");
-    let pair = KeyPair::generate().unwrap();
-    let signed = params.signed_by(&pair, &ca.issuer).unwrap();
-    std::fs::write(cert, signed.pem()).unwrap();
-    std::fs::write(key, pair.serialize_pem()).unwrap();
 }
 
 /// Runs the client against `grpc` trusting the CA in `ca_file`; its
@@ -170,24 +140,7 @@ fn a_python_grpc_client_calls_over_tls_with_the_ca_and_fails_without() {
     // longer vouches for the server, the new one does.
     let second = ca("eldercare test CA, renewed");
     server_cert(&second, &cert, &key);
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match s.lines.recv_timeout(left.max(Duration::from_millis(1))) {
-            Ok(l) if l == "tls reloaded" => break,
-            Ok(l) if l.starts_with("tls refused") => panic!("{l}"),
-            Ok(_) => {}
-            Err(e) => panic!("no `tls reloaded` after SIGHUP: {e}"),
-        }
-    }
+    s.reload_tls();
     let out = Command::new(PYTHON)
         .arg("-c")
         .arg(CLIENT)

@@ -261,6 +261,24 @@ impl Server {
         }
     }
 
+    /// Sends SIGHUP and waits until the server says its TLS files are
+    /// reloaded (a refusal fails the test).
+    pub fn reload_tls(&self) {
+        let pid = self.child.id().to_string();
+        let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(hup.success(), "kill -HUP {pid}: {hup}");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(l) if l == "tls reloaded" => return,
+                Ok(l) if l.starts_with("tls refused") => panic!("{l}"),
+                Ok(_) => {}
+                Err(e) => panic!("no `tls reloaded` after SIGHUP: {e}"),
+            }
+        }
+    }
+
     /// An AlertService client with the operator's token.
     pub async fn grpc(&self) -> Client {
         self.grpc_as("operator").await
