@@ -457,6 +457,10 @@ impl Shared {
         } = a;
         let broker_id = links::broker_client_id(&device.device_id, &client_id);
         let generation = self.claim(&broker_id);
+        // Live before its link opens: opening it ends an older connection's
+        // link under the same client id, and that connection must then
+        // find itself taken over (no last will).
+        handle.set_live();
         // A clean start of a session kept after it: what the broker held
         // for the client goes first.
         if !terms.resume && terms.expiry.kept() {
@@ -483,7 +487,6 @@ impl Shared {
         .await?;
         let s = &self.cfg.settings;
         let session = Session::new(&device, terms.keep_alive, s, Instant::now());
-        handle.set_live();
         metrics::counter!("eldercare_mqtt_connections_total").increment(1);
         debug!(device_id = %device.device_id, keep_alive_s = terms.keep_alive, v5 = level.is_v5(), "Device connected.");
         let close = handle.close.clone();
