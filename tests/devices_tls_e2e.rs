@@ -199,6 +199,27 @@ async fn an_mqtt5_stock_client_raises_an_sos_and_is_told_why_a_message_is_refuse
     assert!(!o.status.success());
     assert!(said(&o).contains("CONNACK (134)"), "{}", said(&o));
 
+    // QoS 2 on its own topic: the whole handshake, the message taken once.
+    let o = mosquitto_pub(
+        &[
+            &["-V", "mqttv5", "-d", "-h", host, "-p", port, "-q", "2"][..],
+            &creds,
+            &[
+                "-t",
+                "eldercare/v1/btn-1/status",
+                "-m",
+                r#"{"battery_pct": 80}"#,
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", said(&o));
+    assert!(
+        said(&o).contains("received PUBCOMP (Mid: 1, RC:0)"),
+        "{}",
+        said(&o)
+    );
+
     // A QoS 2 message on another device's topic: PUBREC "not authorized",
     // and the session goes on (MQTT 3.1.1 could only close it).
     let o = mosquitto_pub(

@@ -1,27 +1,29 @@
 //! One logged-in device session on the wire: the packets the device
 //! sends, judged by its [`Session`] and done (device messages straight
-//! to the intake log, PINGREQ answered here, its `cmd` subscriptions,
-//! QoS 2 and command acknowledgements to the broker through its link),
-//! and the broker's packets written back in the device's protocol
-//! version.
+//! to the intake log, at QoS 2 with the handshake completed here, PINGREQ
+//! answered here, its `cmd` subscriptions kept by the command hub or, for
+//! a session the broker keeps, by the broker through the session's own
+//! link), and commands written to the device in its protocol version.
 //!
 //! The listener, not the broker, times each device's keep-alive, since
 //! only it sees every packet; and it holds the device to the session's
 //! terms: commands in flight within the device's Receive Maximum, none
 //! larger than the packet size it takes.
+use crate::commands::{self, Command};
 use crate::frame::{self, FrameError, FrameReader};
-use crate::guard::{Ack, Shared, topic_for};
+use crate::guard::{Shared, topic_for};
 use crate::links::Link;
 use crate::session::{Ending, Pace, PublishVerdict, Session, SubscribeVerdict};
 use crate::terms::Terms;
-use crate::wire::{self, Level};
+use crate::wire::{self, Level, Why};
 use bytes::{Bytes, BytesMut};
+use eldercare_intake::Durable;
 use eldercare_protocol::{Refusal, decode};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    Packet, PubAckReason, PubRec, PubRecReason, Publish, PublishProperties, QoS, Subscribe,
-    SubscribeProperties,
+    Packet, Publish, PublishProperties, QoS, Subscribe, SubscribeProperties, Unsubscribe,
+    UnsubscribeProperties,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,14 +41,71 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Packets waiting to be written to one device.
 const OUT_QUEUE: usize = 64;
 
+/// An answer to a QoS 1 or 2 PUBLISH (PUBACK or PUBREC), sent in the
+/// order the messages came.
+pub(crate) struct Ack {
+    /// PUBREC (QoS 2) rather than PUBACK.
+    rec: bool,
+    /// Sent once the message is durable in the intake log.
+    wait: Option<Durable>,
+    /// Refused (and kept as a dead letter): MQTT 3.1.1 cannot say why;
+    /// MQTT 5 can.
+    refused: Option<(Why, String)>,
+}
+
+impl Ack {
+    fn durable(rec: bool, d: Durable) -> Ack {
+        Ack {
+            rec,
+            wait: Some(d),
+            refused: None,
+        }
+    }
+
+    fn now(rec: bool) -> Ack {
+        Ack {
+            rec,
+            wait: None,
+            refused: None,
+        }
+    }
+
+    fn refused(rec: bool, why: Why, text: String) -> Ack {
+        Ack {
+            rec,
+            wait: None,
+            refused: Some((why, text)),
+        }
+    }
+}
+
+/// How a session reaches the broker.
+pub(crate) enum Broker {
+    /// A session the broker keeps after its connection: a link of its own.
+    Link(Link),
+    /// One that keeps nothing: its commands through the hub.
+    Hub(commands::Listener, mpsc::Receiver<Command>),
+}
+
+/// Where commands for the device come from.
+enum Source {
+    Link(LinkRx),
+    Hub(mpsc::Receiver<Command>),
+}
+
 /// The device-to-backend half of one session.
 pub(crate) struct Conn<'a> {
     shared: &'a Shared,
     level: Level,
     session: Session,
-    /// The session's link to the broker.
-    broker: LinkTx,
-    from_broker: Option<LinkRx>,
+    /// The session's own link to the broker, when the broker keeps it.
+    link: Option<LinkTx>,
+    /// Its place in the command hub otherwise.
+    hub: Option<commands::Listener>,
+    commands: Option<Source>,
+    /// QoS 2 packet ids received and answered with PUBREC, waiting for
+    /// their PUBREL: a PUBLISH sent again under one is not taken again.
+    qos2: HashSet<u16>,
     out: mpsc::Sender<Bytes>,
     out_rx: Option<mpsc::Receiver<Bytes>>,
     /// QoS 1 messages waiting for their PUBACK, in order.
@@ -68,9 +127,13 @@ impl<'a> Conn<'a> {
         level: Level,
         terms: &Terms,
         session: Session,
-        link: Link,
+        broker: Broker,
         close: CancellationToken,
     ) -> Conn<'a> {
+        let (link, hub, commands) = match broker {
+            Broker::Link(l) => (Some(l.tx), None, Source::Link(l.rx)),
+            Broker::Hub(l, rx) => (None, Some(l), Source::Hub(rx)),
+        };
         let (out, out_rx) = mpsc::channel(OUT_QUEUE);
         let (acks, acks_rx) = mpsc::channel(shared.cfg.settings.max_inflight);
         let room_max = usize::from(terms.device_receive_max);
@@ -78,8 +141,10 @@ impl<'a> Conn<'a> {
             shared,
             level,
             session,
-            broker: link.tx,
-            from_broker: Some(link.rx),
+            link,
+            hub,
+            commands: Some(commands),
+            qos2: HashSet::new(),
             out,
             out_rx: Some(out_rx),
             acks,
@@ -104,12 +169,12 @@ pub(crate) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite,
 {
-    let (Some(out_rx), Some(acks_rx), Some(link_rx)) = (
+    let (Some(out_rx), Some(acks_rx), Some(commands)) = (
         conn.out_rx.take(),
         conn.acks_rx.take(),
-        conn.from_broker.take(),
+        conn.commands.take(),
     ) else {
-        return (Ending::Lost, Some(conn.broker));
+        return (Ending::Lost, conn.link);
     };
     let out = conn.out.clone();
     let close = conn.close.clone();
@@ -123,7 +188,7 @@ where
     let ending = tokio::select! {
         e = conn.run(&mut rd, reader) => e,
         _ = write_device(wr, out_rx) => Ending::Lost,
-        e = to_device.run(link_rx) => e,
+        e = to_device.run(commands) => e,
         e = acknowledge(acks_rx, level, problem_info, out) => e,
         // A session stuck writing to a device that does not read is
         // dropped anyway.
@@ -132,7 +197,7 @@ where
             tokio::time::sleep(CLOSE_GRACE).await;
         } => Ending::Revoked,
     };
-    let link = (ending != Ending::BrokerGone).then_some(conn.broker);
+    let link = conn.link.filter(|_| ending != Ending::BrokerGone);
     (ending, link)
 }
 
@@ -221,13 +286,21 @@ impl Conn<'_> {
                 self.publish(p, props, qos, pkid).await
             }
             Packet::Subscribe(s, props) => self.subscribe(s, props).await,
-            // The device acknowledged a command: room for the next one.
-            p @ (Packet::PubAck(..) | Packet::PubComp(..)) => {
-                self.acknowledged();
-                self.forward(p).await
+            Packet::Unsubscribe(u, props) => self.unsubscribe(u, props).await,
+            // The second half of a QoS 2 message the device sent.
+            Packet::PubRel(r, _) => {
+                let known = self.qos2.remove(&r.pkid);
+                self.send(self.level.pubcomp(r.pkid, known).freeze()).await
             }
-            p @ (Packet::PubRec(..) | Packet::PubRel(..) | Packet::Unsubscribe(..)) => {
-                self.forward(p).await
+            // The device acknowledged a command: room for the next one.
+            p @ (Packet::PubAck(..) | Packet::PubComp(..) | Packet::PubRec(..)) => {
+                if matches!(p, Packet::PubAck(..) | Packet::PubComp(..)) {
+                    self.acknowledged();
+                }
+                match self.link {
+                    Some(_) => self.forward(p).await,
+                    None => Ok(()),
+                }
             }
             // What only a server sends.
             _ => Err(Ending::Malformed),
@@ -236,7 +309,7 @@ impl Conn<'_> {
 
     async fn publish(
         &mut self,
-        mut p: Publish,
+        p: Publish,
         props: Option<PublishProperties>,
         qos: u8,
         pkid: u16,
@@ -262,38 +335,38 @@ impl Conn<'_> {
         {
             self.read_delegation().await;
         }
+        let rec = qos == QoS::ExactlyOnce;
         match self.session.publish(&topic, qos) {
             // Device -> backend traffic goes straight to the intake log
             // rather than through the broker: a full log slows the device
             // down instead of queueing without bound.
             PublishVerdict::Intake => {
+                if rec && self.qos2.contains(&pkid) {
+                    // Sent again before its PUBREL: taken once already.
+                    return self.ack(pkid, Ack::now(true)).await;
+                }
                 if self.level.is_v5()
-                    && qos == QoS::AtLeastOnce
+                    && qos != QoS::AtMostOnce
                     && let Err(r) = decode(&topic, &p.payload, None, now_ms())
                 {
                     // MQTT 5 can say it: "payload format invalid", with the
-                    // reason, instead of a PUBACK that looks like success.
+                    // reason, instead of an answer that looks like success.
                     self.refuse(&topic, &p.payload, &r);
-                    return self
-                        .ack(
-                            pkid,
-                            Ack::Refused(PubAckReason::PayloadFormatInvalid, r.to_string()),
-                        )
-                        .await;
+                    let why = Ack::refused(rec, Why::PayloadFormatInvalid, r.to_string());
+                    return self.ack(pkid, why).await;
                 }
-                if let Some(ack) = self.shared.intake(qos, topic, p.payload).await? {
-                    self.ack(pkid, ack).await?;
+                if let Some(durable) = self.shared.intake(qos, topic, p.payload).await? {
+                    if rec {
+                        self.qos2.insert(pkid);
+                    }
+                    self.ack(pkid, Ack::durable(rec, durable)).await?;
                 }
                 Ok(())
-            }
-            PublishVerdict::Broker => {
-                p.topic = Bytes::from(topic);
-                self.forward(Packet::Publish(p, props)).await
             }
             PublishVerdict::Refuse { ack } => {
                 self.refuse_not_owned(&topic, &p.payload);
                 if ack {
-                    let why = Ack::Refused(PubAckReason::NotAuthorized, "topic not owned".into());
+                    let why = Ack::refused(false, Why::NotAuthorized, "topic not owned".into());
                     self.ack(pkid, why).await?;
                 }
                 Ok(())
@@ -304,14 +377,8 @@ impl Conn<'_> {
                     // 3.1.1 cannot refuse a QoS 2 message but by closing.
                     return Err(Ending::RefusedQos2);
                 }
-                let rec = Packet::PubRec(
-                    PubRec {
-                        pkid,
-                        reason: PubRecReason::NotAuthorized,
-                    },
-                    None,
-                );
-                self.send(self.level.encode(rec).freeze()).await
+                let why = Ack::refused(true, Why::NotAuthorized, "topic not owned".into());
+                self.ack(pkid, why).await
             }
         }
     }
@@ -347,12 +414,38 @@ impl Conn<'_> {
             self.read_delegation().await;
         }
         match self.session.subscribe(&s.filters) {
-            SubscribeVerdict::Forward => self.forward(Packet::Subscribe(s, props)).await,
+            SubscribeVerdict::Forward => match &mut self.hub {
+                Some(hub) => {
+                    let granted: Vec<u8> = s
+                        .filters
+                        .iter()
+                        .map(|f| hub.subscribe(&f.path, f.qos as u8))
+                        .collect();
+                    let ack = self.level.suback(s.pkid, &granted);
+                    self.send(ack.freeze()).await
+                }
+                None => self.forward(Packet::Subscribe(s, props)).await,
+            },
             SubscribeVerdict::Refuse => {
                 metrics::counter!("eldercare_mqtt_subscriptions_refused_total").increment(1);
                 let ack = self.level.suback_refused(s.pkid, s.filters.len());
                 self.send(ack.freeze()).await
             }
+        }
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        u: Unsubscribe,
+        props: Option<UnsubscribeProperties>,
+    ) -> Result<(), Ending> {
+        match &mut self.hub {
+            Some(hub) => {
+                let had: Vec<bool> = u.filters.iter().map(|f| hub.unsubscribe(f)).collect();
+                let ack = self.level.unsuback(u.pkid, &had);
+                self.send(ack.freeze()).await
+            }
+            None => self.forward(Packet::Unsubscribe(u, props)).await,
         }
     }
 
@@ -375,9 +468,12 @@ impl Conn<'_> {
         self.out.send(frame).await.map_err(|_| Ending::Lost)
     }
 
+    /// To the session's own link (there is one: the caller checked).
     async fn forward(&mut self, p: Packet) -> Result<(), Ending> {
-        self.broker
-            .send(p)
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
+        link.send(p)
             .await
             .map(|_| ())
             .map_err(|_| Ending::BrokerGone)
@@ -455,7 +551,54 @@ struct ToDevice {
 }
 
 impl ToDevice {
-    async fn run(self, mut rx: LinkRx) -> Ending {
+    async fn run(self, source: Source) -> Ending {
+        match source {
+            Source::Link(rx) => self.relay_link(rx).await,
+            Source::Hub(rx) => self.relay_hub(rx).await,
+        }
+    }
+
+    /// Commands from the hub: numbered here (the session keeps nothing,
+    /// so nothing is sent again after the connection).
+    async fn relay_hub(self, mut rx: mpsc::Receiver<Command>) -> Ending {
+        let mut last_pkid: u16 = 0;
+        while let Some(c) = rx.recv().await {
+            let pkid = if c.qos == 0 {
+                0
+            } else {
+                last_pkid = last_pkid.checked_add(1).unwrap_or(1);
+                last_pkid
+            };
+            let frame = self.level.command(&c.topic, &c.payload, c.qos, pkid);
+            if let Err(end) = self.deliver(frame).await {
+                return end;
+            }
+        }
+        // The hub is gone: the server is stopping.
+        std::future::pending().await
+    }
+
+    /// Within the device's terms: never larger than it takes, QoS 1 within
+    /// its Receive Maximum.
+    async fn deliver(&self, frame: BytesMut) -> Result<(), Ending> {
+        if self.max_packet.is_some_and(|m| frame.len() > m as usize) {
+            // MQTT 5 §3.1.2.11.4: never sent; dropped as if delivered.
+            metrics::counter!("eldercare_mqtt_commands_too_large_total").increment(1);
+            return Ok(());
+        }
+        if wire::publish_qos_pkid(&frame).is_some_and(|(q, _)| q > 0) {
+            match self.room.acquire().await {
+                Ok(p) => p.forget(),
+                Err(_) => return Err(Ending::Lost),
+            }
+        }
+        self.out
+            .send(frame.freeze())
+            .await
+            .map_err(|_| Ending::Lost)
+    }
+
+    async fn relay_link(self, mut rx: LinkRx) -> Ending {
         loop {
             let n = match rx.next().await {
                 Ok(Some(n)) => n,
@@ -478,27 +621,15 @@ impl ToDevice {
                 debug!(error = %e, "A broker packet could not be written for the device.");
                 continue;
             }
-            if self.max_packet.is_some_and(|m| frame.len() > m as usize) {
-                // MQTT 5 §3.1.2.11.4: never sent; dropped as if delivered.
-                metrics::counter!("eldercare_mqtt_commands_too_large_total").increment(1);
-                continue;
-            }
-            if wire::publish_qos_pkid(&frame).is_some_and(|(q, _)| q > 0) {
-                // Within the device's Receive Maximum.
-                match self.room.acquire().await {
-                    Ok(p) => p.forget(),
-                    Err(_) => return Ending::Lost,
-                }
-            }
-            if self.out.send(frame.freeze()).await.is_err() {
-                return Ending::Lost;
+            if let Err(end) = self.deliver(frame).await {
+                return end;
             }
         }
     }
 }
 
-/// Sends each PUBACK once its message may be acknowledged, in the order
-/// the messages came.
+/// Sends each PUBACK or PUBREC once its message may be acknowledged, in
+/// the order the messages came.
 async fn acknowledge(
     mut rx: mpsc::Receiver<(u16, Ack)>,
     level: Level,
@@ -506,21 +637,22 @@ async fn acknowledge(
     out: mpsc::Sender<Bytes>,
 ) -> Ending {
     while let Some((pkid, ack)) = rx.recv().await {
-        let frame = match ack {
-            Ack::Durable(d) => {
-                if d.await.is_err() {
-                    // Not kept (the disk failed, or the server is
-                    // stopping): no PUBACK, and the session ends, so the
-                    // device sends it again.
-                    return Ending::IntakeClosed;
-                }
-                Bytes::copy_from_slice(&frame::puback(pkid))
-            }
-            Ack::Refused(reason, text) => level
-                .puback(pkid, reason, problem_info.then_some(text))
-                .freeze(),
+        if let Some(d) = ack.wait
+            && d.await.is_err()
+        {
+            // Not kept (the disk failed, or the server is stopping): no
+            // answer, and the session ends, so the device sends it again.
+            return Ending::IntakeClosed;
+        }
+        let refused = ack
+            .refused
+            .map(|(why, text)| (why, problem_info.then_some(text)));
+        let frame = if ack.rec {
+            level.pubrec(pkid, refused)
+        } else {
+            level.puback(pkid, refused)
         };
-        if out.send(frame).await.is_err() {
+        if out.send(frame.freeze()).await.is_err() {
             return Ending::Lost;
         }
     }

@@ -8,7 +8,7 @@
 //! holding it: a deadline for the TLS handshake and for the CONNECT, a cap
 //! on connections not yet logged in, a size limit per packet, a byte
 //! budget for all of them, and a rate per device.
-use crate::conn::{self, Conn};
+use crate::conn::{self, Broker, Conn};
 use crate::frame::{self, Budget, FrameError, FrameReader};
 use crate::links::{self, Router};
 use crate::live::SessionHandle;
@@ -38,8 +38,10 @@ use tracing::{debug, info, warn};
 
 #[derive(Clone)]
 pub struct GuardConfig {
-    /// The embedded broker's router: each session gets a link to it.
+    /// The embedded broker's router: a session it keeps gets a link to it.
     pub router: Router,
+    /// Commands for the sessions that keep nothing.
+    pub commands: crate::commands::Hub,
     /// The live sessions, which the registry API can close.
     pub sessions: Sessions,
     /// Where device messages go: the intake log, in the order each device
@@ -122,16 +124,6 @@ struct Admitted {
     will: Option<(LastWill, Option<LastWillProperties>)>,
     device: Device,
     handle: SessionHandle,
-}
-
-/// When a QoS 1 PUBACK may be sent (always in order after the PUBACKs
-/// before it).
-pub(crate) enum Ack {
-    /// Once the message is durable in the intake log.
-    Durable(Durable),
-    /// At once, with this reason: the message was refused (and kept as a
-    /// dead letter). MQTT 3.1.1 cannot say why; MQTT 5 can.
-    Refused(rumqttd::protocol::PubAckReason, String),
 }
 
 fn refused(reason: &'static str) {
@@ -461,18 +453,8 @@ impl Shared {
         // link under the same client id, and that connection must then
         // find itself taken over (no last will).
         handle.set_live();
-        // A clean start of a session kept after it: what the broker held
-        // for the client goes first.
-        if !terms.resume && terms.expiry.kept() {
-            self.cfg.router.forget(&broker_id).await;
-        }
-        let link = match self
-            .cfg
-            .router
-            .link(&broker_id, !terms.resume && !terms.expiry.kept())
-            .await
-        {
-            Ok(l) => l,
+        let (broker, present) = match self.broker_for(&broker_id, &terms).await {
+            Ok(b) => b,
             Err(e) => {
                 refused("broker");
                 warn!(error = %e, "The embedded broker refused a session.");
@@ -480,18 +462,14 @@ impl Shared {
                 return Ok(());
             }
         };
-        send_now(
-            &mut wr,
-            &level.connack(ConnCode::Accepted, link.session_present, ack),
-        )
-        .await?;
+        send_now(&mut wr, &level.connack(ConnCode::Accepted, present, ack)).await?;
         let s = &self.cfg.settings;
         let session = Session::new(&device, terms.keep_alive, s, Instant::now());
         metrics::counter!("eldercare_mqtt_connections_total").increment(1);
         debug!(device_id = %device.device_id, keep_alive_s = terms.keep_alive, v5 = level.is_v5(), "Device connected.");
         let close = handle.close.clone();
         let (ending, link) = conn::serve(
-            Conn::new(self, level, &terms, session, link, close),
+            Conn::new(self, level, &terms, session, broker, close),
             rd,
             &mut wr,
             reader,
@@ -519,6 +497,33 @@ impl Shared {
         }
         self.expire(&broker_id, terms, generation);
         Ok(())
+    }
+
+    /// Where the session's commands come from, and whether the broker
+    /// still had the session ("session present"). A session the broker
+    /// keeps after its connection gets a link of its own; one that keeps
+    /// nothing listens through the command hub.
+    async fn broker_for(
+        &self,
+        broker_id: &str,
+        terms: &Terms,
+    ) -> Result<(Broker, bool), links::LinkFailed> {
+        let router = &self.cfg.router;
+        if !terms.resume && !terms.expiry.kept() {
+            let (listener, commands) = self.cfg.commands.listener();
+            // Whatever the broker kept for this client (an earlier session
+            // that asked to be kept) ends with a clean start.
+            router.forget_if_kept(broker_id).await;
+            return Ok((Broker::Hub(listener, commands), false));
+        }
+        // A clean start of a session kept after it: what the broker held
+        // for the client goes first.
+        if !terms.resume {
+            router.forget(broker_id).await;
+        }
+        let link = router.link(broker_id, false).await?;
+        let present = link.session_present;
+        Ok((Broker::Link(link), present))
     }
 
     /// Marks this connection as its client's latest; its generation.
@@ -608,16 +613,16 @@ impl Shared {
         });
     }
 
-    /// Appends an accepted message to the intake log: a QoS 1 message and
-    /// an SOS or fall wait for room (back-pressure: the device is slowed);
-    /// routine QoS 0 telemetry is shed, and counted, when the log is
-    /// behind. `None`: nothing to acknowledge.
+    /// Appends an accepted message to the intake log: a QoS 1 or 2 message
+    /// and an SOS or fall wait for room (back-pressure: the device is
+    /// slowed); routine QoS 0 telemetry is shed, and counted, when the log
+    /// is behind. For QoS 1 and 2: when it is durable.
     pub(crate) async fn intake(
         &self,
         qos: QoS,
         topic: String,
         payload: Bytes,
-    ) -> Result<Option<Ack>, Ending> {
+    ) -> Result<Option<Durable>, Ending> {
         let lane = lane_of(&topic);
         if qos == QoS::AtMostOnce && lane == Lane::Routine {
             let stream = stream_label(&topic);
@@ -637,7 +642,7 @@ impl Shared {
             .append(lane, topic, payload)
             .await
             .map_err(|_| Ending::IntakeClosed)?;
-        Ok((qos == QoS::AtLeastOnce).then_some(Ack::Durable(durable)))
+        Ok((qos != QoS::AtMostOnce).then_some(durable))
     }
 }
 

@@ -100,9 +100,13 @@ async fn guard() -> Fixture {
         max_segment_count: 2,
         ..Default::default()
     });
+    let commands = crate::commands::Hub::default();
+    let link = crate::commands::Hub::connect(&router).await.unwrap();
+    tokio::spawn(commands.clone().run(link, CancellationToken::new()));
     let g = Guard::new(
         GuardConfig {
             router: router.clone(),
+            commands: commands.clone(),
             sessions: Sessions::default(),
             intake: appender,
             settings: MqttSettings::default(),

@@ -8,18 +8,18 @@ use crate::links::Router;
 use crate::live::Sessions;
 use crate::pipeline::Pipeline;
 use eldercare_alerts::AlertDesk;
-use eldercare_intake::{Durability, FileJournal, Intake, IntakeConfig, Lane, Record};
+use eldercare_intake::{Durability, FileJournal, Intake, IntakeConfig, Record};
 use eldercare_model::{AlertEvent, AlertEventKind, AlertKind, EpochMs, RegistryChange};
 use eldercare_rules::Rules;
 use eldercare_store::Store;
-use rumqttd::{Notification, RouterConfig};
+use rumqttd::RouterConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// How often the rule engine's timers run: a timer alert (offline, out
 /// of bed, inactivity) is raised at most this long after it is due. A
@@ -100,23 +100,16 @@ impl Ingest {
             max_segment_count: 8,
             ..Default::default()
         });
-        let links = router.clone();
-        let (ingest_link, cmd_link) = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::links::LinkFailed>((
-                links.link_blocking("eldercare-ingest", true)?,
-                links.link_blocking("eldercare-cmd", true)?,
-            ))
-        })
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(std::io::Error::other)?;
-        let (mut link_tx, mut link_rx) = (ingest_link.tx, ingest_link.rx);
-        let cmd_tx = cmd_link.tx;
-        // Everything under the prefix, so a malformed topic is refused and
-        // counted rather than silently unrouted.
-        link_tx
-            .subscribe("eldercare/v1/#")
-            .map_err(|e| std::io::Error::other(format!("broker subscribe: {e}")))?;
+        // Device messages never pass through the broker (the listener
+        // appends them to the intake log); it carries commands only, from
+        // this link to the devices' sessions.
+        let cmd_tx = router
+            .link("eldercare-cmd", true)
+            .await
+            .map_err(std::io::Error::other)?
+            .tx;
+        let commands = crate::commands::Hub::default();
+        let commands_link = crate::commands::Hub::connect(&router).await?;
 
         let sessions = Sessions::default();
         // Exported from the start, so a dashboard sees 0 rather than nothing.
@@ -143,7 +136,8 @@ impl Ingest {
             Intake::start(Box::new(journal), IntakeConfig::default(), records_tx)?;
         let guard = Guard::new(
             GuardConfig {
-                router,
+                router: router.clone(),
+                commands: commands.clone(),
                 sessions: sessions.clone(),
                 intake: appender.clone(),
                 settings: cfg.mqtt.clone(),
@@ -151,7 +145,10 @@ impl Ingest {
             guard_store,
             guard_refusals,
         );
-        let mut tasks = vec![tokio::spawn(guard.clone().export_gauges(shutdown.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(guard.clone().export_gauges(shutdown.clone())),
+            tokio::spawn(commands.run(commands_link, shutdown.clone())),
+        ];
         let mut bound = |l: crate::Listener| -> std::io::Result<SocketAddr> {
             let addr = l.local_addr()?;
             tasks.push(tokio::spawn(l.run(shutdown.clone())));
@@ -205,26 +202,6 @@ impl Ingest {
                             state.engine.set_rules(new);
                         }
                         Err(_) => rules_open = false,
-                    },
-                    n = link_rx.next() => match n {
-                        // QoS 2 takes the broker's path; into the log with
-                        // the rest, so it is replayed like the rest.
-                        Ok(Some(Notification::Forward(f))) => {
-                            let topic = String::from_utf8_lossy(&f.publish.topic).into_owned();
-                            let lane = Lane::of_topic(&topic);
-                            let _ = appender.append(lane, topic, f.publish.payload.clone()).await;
-                        }
-                        Ok(Some(Notification::Unschedule)) => {
-                            if let Err(e) = link_rx.wake().await {
-                                error!(error = %e, "Broker link closed.");
-                                break;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            error!(error = %e, "Broker link closed.");
-                            break;
-                        }
                     },
                 }
             }

@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! device --TCP/TLS--> guard (auth, topic ownership, keep-alive, limits)
-//!   MQTT 3.1.1 or 5     |  device messages, last wills   \  SUBSCRIBE cmd, QoS 2
-//!                       v                                 v
-//!   rules <- decode/validate <- ingest loop      rumqttd router (in-process link)
+//!  MQTT 3.1.1 or 5      |  device messages, wills       ^ commands (cmd)
+//!                       v                               |
+//!  rules <- decode/validate <- ingest loop     command hub, or a kept
+//!                                              session's own link
+//!                                                       ^
+//!                                              rumqttd router (in memory)
 //! ```
 //!
 //! rumqttd authenticates at CONNECT but never tells a subscriber who
@@ -19,14 +22,17 @@
 //! protocol version; [`frame`] reads whole packets within the listener's
 //! memory limits ([`settings`]); [`live`] knows each device's live
 //! sessions, so the registry API can end them. Device messages go
-//! straight to the [`ingest`] pipeline; rumqttd's router, reached through
-//! an in-process [`links`] link per session (no socket), keeps what it is
-//! good at: subscriptions, QoS 2, persistent sessions, fan-out of commands
-//! to devices. Refused messages go to the dead-letter store through
+//! straight to the [`ingest`] pipeline (QoS 2 completed by the listener
+//! too). rumqttd's router, reached only through in-process [`links`] (no
+//! socket), keeps what it is good at: the sessions kept after their
+//! connection, with their subscriptions and undelivered commands; the
+//! [`commands`] hub hands commands to all other sessions through one
+//! link. Refused messages go to the dead-letter store through
 //! [`refusals`].
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod commands;
 pub mod conn;
 pub mod dedup;
 pub mod frame;

@@ -7,7 +7,8 @@
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 use rumqttd::{Notification, RouterConfig};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 type Open = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkFailed> + Send + Sync;
 
@@ -28,6 +29,9 @@ pub struct Router {
     // rumqttd does not export the type of its router's queue, so the
     // handle keeps it inside a closure that opens links on it.
     open: Arc<Open>,
+    /// Client ids whose session the broker may be keeping (a link opened
+    /// not clean, not forgotten since).
+    kept: Arc<Mutex<HashSet<String>>>,
 }
 
 /// A device session's link.
@@ -50,12 +54,20 @@ impl Router {
                     .build()
                     .map_err(LinkFailed::from)
             }),
+            kept: Arc::default(),
         }
     }
 
     /// Opens a link, waiting on this thread for the router's answer.
     pub fn link_blocking(&self, client_id: &str, clean: bool) -> Result<Link, LinkFailed> {
         let (tx, rx, ack) = (self.open)(client_id, clean)?;
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if clean {
+            kept.remove(client_id);
+        } else {
+            kept.insert(client_id.to_string());
+        }
+        drop(kept);
         let session_present = matches!(
             Option::<Packet>::from(ack),
             Some(Packet::ConnAck(a, _)) if a.session_present
@@ -87,6 +99,19 @@ impl Router {
     pub async fn forget(&self, client_id: &str) {
         if let Ok(mut l) = self.link(client_id, true).await {
             close(&mut l.tx).await;
+        }
+    }
+
+    /// Like [`Router::forget`], only when the broker may be keeping a
+    /// session for `client_id` (most clients never ask it to).
+    pub async fn forget_if_kept(&self, client_id: &str) {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(client_id);
+        if kept {
+            self.forget(client_id).await;
         }
     }
 }

@@ -114,14 +114,28 @@ impl SessionHandle {
             .any(|(id, e)| *id > self.id && e.live && e.client_id == me.client_id)
     }
 
+    /// Marks the session live, and closes the older live sessions of the
+    /// same device under the same client id: it takes them over (MQTT
+    /// 3.1.1 §3.1.4-2, MQTT 5 §3.1.4-3). They then find themselves
+    /// [`taken_over`](Self::taken_over).
     pub(crate) fn set_live(&self) {
-        if let Some(e) = self
-            .sessions
-            .lock()
-            .get_mut(&self.device_id)
-            .and_then(|m| m.get_mut(&self.id))
-        {
+        let mut map = self.sessions.lock();
+        let Some(m) = map.get_mut(&self.device_id) else {
+            return;
+        };
+        let Some(client_id) = m.get_mut(&self.id).map(|e| {
             e.live = true;
+            e.client_id.clone()
+        }) else {
+            return;
+        };
+        if client_id.is_empty() {
+            return;
+        }
+        for (id, e) in m.iter() {
+            if *id < self.id && e.live && e.client_id == client_id {
+                e.close.cancel();
+            }
         }
     }
 }
@@ -182,7 +196,10 @@ mod tests {
         assert!(!old.taken_over(), "not before the new one is past CONNECT");
         pending.set_live();
         assert!(old.taken_over());
+        assert!(old.close.is_cancelled(), "and closed");
+        assert!(!other.close.is_cancelled() && !anonymous.close.is_cancelled());
         assert!(!pending.taken_over(), "the newest is not taken over");
+        assert!(!pending.close.is_cancelled());
         assert!(!s.register("b", "x").taken_over());
     }
 }

@@ -171,10 +171,9 @@ pub enum Pace {
 /// What to do with a PUBLISH from the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishVerdict {
-    /// One of the session's own topics, QoS 0 or 1: to the intake.
+    /// One of the session's own topics: to the intake (at QoS 2 the
+    /// listener completes the handshake once the message is durable).
     Intake,
-    /// One of its own topics at QoS 2: the broker completes the handshake.
-    Broker,
     /// Not its topic: refused (and counted). `ack`: a QoS 1 PUBACK is
     /// still sent, so the device does not resend it for ever.
     Refuse { ack: bool },
@@ -200,7 +199,8 @@ pub enum Ending {
     Disconnected,
     /// The device sent an MQTT 5 DISCONNECT asking for its will (0x04).
     DisconnectedWithWill,
-    /// The registry closed the session (secret rotated, device deleted).
+    /// The registry closed the session (secret rotated, device deleted),
+    /// or a newer connection with the same client id took it over.
     Revoked,
     /// The socket closed or broke without a DISCONNECT.
     Lost,
@@ -260,6 +260,7 @@ impl Ending {
         use DisconnectReasonCode as R;
         Some(match self {
             Ending::Disconnected | Ending::DisconnectedWithWill | Ending::Lost => return None,
+            Ending::Revoked if taken_over => (R::SessionTakenOver, "session taken over"),
             Ending::Revoked => (R::AdministrativeAction, "the registry ended this session"),
             Ending::KeepAliveExpired => (R::KeepAliveTimeout, "keep-alive expired"),
             Ending::RateLimited => (R::MessageRateTooHigh, "slowed for too long"),
@@ -372,7 +373,6 @@ impl Session {
 
     pub fn publish(&self, topic: &str, qos: QoS) -> PublishVerdict {
         match (self.owns(topic), qos) {
-            (true, QoS::ExactlyOnce) => PublishVerdict::Broker,
             (true, _) => PublishVerdict::Intake,
             (false, QoS::AtMostOnce) => PublishVerdict::Refuse { ack: false },
             (false, QoS::AtLeastOnce) => PublishVerdict::Refuse { ack: true },
@@ -774,7 +774,7 @@ mod tests {
         );
         assert_eq!(
             s.publish("eldercare/v1/btn-1/event", QoS::ExactlyOnce),
-            Broker
+            Intake
         );
         assert_eq!(
             s.publish("eldercare/v1/btn-2/event", QoS::AtLeastOnce),

@@ -6,14 +6,24 @@
 //!
 //! rumqttd's codec panics on a reason code its version lacks, so every
 //! code the listener sends goes through [`Level`], which maps it.
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectProperties,
-    DisconnectReasonCode, Packet, Protocol, PubAck, PubAckProperties, PubAckReason, SubAck,
-    SubscribeReasonCode,
+    DisconnectReasonCode, Packet, Protocol, PubAck, PubAckProperties, PubAckReason, PubComp,
+    PubCompReason, PubRec, PubRecProperties, PubRecReason, QoS, SubAck, SubscribeReasonCode,
+    UnsubAck, UnsubAckReason,
 };
+
+/// Why a message is refused, in the reason codes PUBACK and PUBREC share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// 0x87: another device's topic.
+    NotAuthorized,
+    /// 0x99: a payload the backend cannot take.
+    PayloadFormatInvalid,
+}
 
 /// The protocol version a session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,17 +130,117 @@ impl Level {
         ))
     }
 
-    /// A PUBACK; the reason (and its text) only in MQTT 5, where a refused
+    /// A PUBACK; a refusal (and its text) only in MQTT 5, where a refused
     /// message is not acknowledged as if it were taken.
-    pub fn puback(self, pkid: u16, reason: PubAckReason, text: Option<String>) -> BytesMut {
-        if !self.is_v5() || reason == PubAckReason::Success {
+    pub fn puback(self, pkid: u16, refused: Option<(Why, Option<String>)>) -> BytesMut {
+        let Some((why, text)) = refused.filter(|_| self.is_v5()) else {
             return BytesMut::from(&crate::frame::puback(pkid)[..]);
-        }
+        };
+        let reason = match why {
+            Why::NotAuthorized => PubAckReason::NotAuthorized,
+            Why::PayloadFormatInvalid => PubAckReason::PayloadFormatInvalid,
+        };
         let properties = text.map(|t| PubAckProperties {
             reason_string: Some(t),
             user_properties: Vec::new(),
         });
         self.encode(Packet::PubAck(PubAck { pkid, reason }, properties))
+    }
+
+    /// A PUBREC (QoS 2); a refusal only in MQTT 5.
+    pub fn pubrec(self, pkid: u16, refused: Option<(Why, Option<String>)>) -> BytesMut {
+        let (reason, properties) = match refused.filter(|_| self.is_v5()) {
+            None => (PubRecReason::Success, None),
+            Some((why, text)) => (
+                match why {
+                    Why::NotAuthorized => PubRecReason::NotAuthorized,
+                    Why::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+                },
+                text.map(|t| PubRecProperties {
+                    reason_string: Some(t),
+                    user_properties: Vec::new(),
+                }),
+            ),
+        };
+        self.encode(Packet::PubRec(PubRec { pkid, reason }, properties))
+    }
+
+    /// A PUBCOMP; `known`: the packet id was waiting for its PUBREL (MQTT 5
+    /// says when it was not).
+    pub fn pubcomp(self, pkid: u16, known: bool) -> BytesMut {
+        let reason = if known || !self.is_v5() {
+            PubCompReason::Success
+        } else {
+            PubCompReason::PacketIdentifierNotFound
+        };
+        self.encode(Packet::PubComp(PubComp { pkid, reason }, None))
+    }
+
+    /// A SUBACK granting these QoS levels.
+    pub fn suback(self, pkid: u16, granted: &[u8]) -> BytesMut {
+        let return_codes = granted
+            .iter()
+            .map(|q| {
+                SubscribeReasonCode::Success(if *q == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                })
+            })
+            .collect();
+        self.encode(Packet::SubAck(SubAck { pkid, return_codes }, None))
+    }
+
+    /// An UNSUBACK; `had`: whether each filter was subscribed (MQTT 5 says
+    /// so; 3.1.1 has no reasons).
+    pub fn unsuback(self, pkid: u16, had: &[bool]) -> BytesMut {
+        let reasons = had
+            .iter()
+            .map(|h| {
+                if *h {
+                    UnsubAckReason::Success
+                } else {
+                    UnsubAckReason::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.encode(Packet::UnsubAck(UnsubAck { pkid, reasons }, None))
+    }
+
+    /// A command for the device, at `qos` (0 or 1) with packet id `pkid`.
+    pub fn command(self, topic: &[u8], payload: &Bytes, qos: u8, pkid: u16) -> BytesMut {
+        // Written with rumqttc's codec: rumqttd's keeps a PUBLISH's QoS
+        // and packet id to itself.
+        let mut out = BytesMut::new();
+        let written = match self {
+            Level::V4 => {
+                let mut p = rumqttc::mqttbytes::v4::Publish::new(
+                    String::from_utf8_lossy(topic),
+                    qos_of(qos),
+                    payload.to_vec(),
+                );
+                p.pkid = pkid;
+                rumqttc::mqttbytes::v4::Packet::Publish(p)
+                    .write(&mut out, usize::MAX)
+                    .is_ok()
+            }
+            Level::V5 => {
+                let mut p = rumqttc::v5::mqttbytes::v5::Publish::new(
+                    String::from_utf8_lossy(topic),
+                    qos_of_v5(qos),
+                    payload.clone(),
+                    None,
+                );
+                p.pkid = pkid;
+                rumqttc::v5::mqttbytes::v5::Packet::Publish(p)
+                    .write(&mut out, None)
+                    .is_ok()
+            }
+        };
+        if !written {
+            out.clear();
+        }
+        out
     }
 
     /// A SUBACK refusing every filter: "not authorized" in MQTT 5, the
@@ -168,6 +278,22 @@ impl Level {
     }
 }
 
+fn qos_of(q: u8) -> rumqttc::mqttbytes::QoS {
+    if q == 0 {
+        rumqttc::mqttbytes::QoS::AtMostOnce
+    } else {
+        rumqttc::mqttbytes::QoS::AtLeastOnce
+    }
+}
+
+fn qos_of_v5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    if q == 0 {
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce
+    } else {
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+    }
+}
+
 /// QoS and packet id of a PUBLISH frame (the codec keeps them to itself).
 /// `None` when the frame is not a PUBLISH or is cut short.
 pub fn publish_qos_pkid(frame: &[u8]) -> Option<(u8, u16)> {
@@ -189,6 +315,22 @@ pub fn publish_qos_pkid(frame: &[u8]) -> Option<(u8, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_is_written_in_each_version_with_its_qos_and_packet_id() {
+        let payload = Bytes::from_static(b"{}");
+        for level in [Level::V4, Level::V5] {
+            let f = level.command(b"eldercare/v1/btn-1/cmd", &payload, 1, 42);
+            assert_eq!(publish_qos_pkid(&f), Some((1, 42)), "{level:?}");
+            let mut b = f.clone();
+            match level.read(&mut b, 1024) {
+                Ok(Packet::Publish(p, _)) => assert_eq!(&p.payload[..], b"{}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let f = Level::V4.command(b"t", &payload, 0, 0);
+        assert_eq!(&f[..], &[0x30, 5, 0, 1, b't', b'{', b'}']);
+    }
 
     #[test]
     fn qos_and_packet_id_are_read_from_a_publish_frame() {
@@ -235,12 +377,21 @@ mod tests {
         );
         let v5 = Level::V5.connack(ConnCode::Unavailable, false, None);
         assert_eq!(&v5[..4], &[0x20, 3, 0, 0x88]);
-        assert_eq!(
-            &Level::V4.puback(7, PubAckReason::NotAuthorized, None)[..],
-            &[0x40, 2, 0, 7]
-        );
-        let p = Level::V5.puback(7, PubAckReason::NotAuthorized, None);
+        let refused = Some((Why::NotAuthorized, None));
+        assert_eq!(&Level::V4.puback(7, refused.clone())[..], &[0x40, 2, 0, 7]);
+        let p = Level::V5.puback(7, refused.clone());
         assert_eq!(&p[..5], &[0x40, 4, 0, 7, 0x87]);
+        assert_eq!(&Level::V4.pubrec(7, refused.clone())[..], &[0x50, 2, 0, 7]);
+        assert_eq!(&Level::V5.pubrec(7, refused)[..5], &[0x50, 4, 0, 7, 0x87]);
+        assert_eq!(&Level::V5.pubrec(7, None)[..], &[0x50, 2, 0, 7]);
+        assert_eq!(&Level::V4.pubcomp(7, false)[..], &[0x70, 2, 0, 7]);
+        assert_eq!(&Level::V5.pubcomp(7, false)[..5], &[0x70, 4, 0, 7, 0x92]);
+        assert_eq!(&Level::V4.suback(9, &[1, 0])[..], &[0x90, 4, 0, 9, 1, 0]);
+        assert_eq!(&Level::V4.unsuback(9, &[true])[..], &[0xb0, 2, 0, 9]);
+        assert_eq!(
+            &Level::V5.unsuback(9, &[false])[..],
+            &[0xb0, 4, 0, 9, 0, 0x11]
+        );
         assert_eq!(
             &Level::V4.suback_refused(9, 2)[..],
             &[0x90, 4, 0, 9, 0x80, 0x80]
