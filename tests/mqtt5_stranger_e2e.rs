@@ -696,3 +696,146 @@ async fn a_subscription_identifier_the_server_does_not_offer_is_refused_or_honou
     let cmd = c.next().await.publish();
     assert_eq!(command(&cmd)["alert_id"], alert.id.as_str());
 }
+
+/// A payload the server checks at once and refuses (0x99), with a reason
+/// it would like to give.
+fn bad_event() -> String {
+    format!(r#"{{"ts": {}, "type": "explode"}}"#, now_ms())
+}
+
+/// MQTT 5 §3.1.2.11.4 [MQTT-3.1.2-24]: the server never sends a packet
+/// larger than the client's Maximum Packet Size; a Reason String that
+/// would make a PUBACK or a DISCONNECT too large is left out
+/// ([MQTT-3.4.2-3], [MQTT-3.14.2-3]).
+#[tokio::test]
+async fn no_acknowledgement_or_goodbye_exceeds_the_devices_maximum_packet_size() {
+    let s = start();
+    const MAX: usize = 24;
+    let (mut c, _) = raw_login(
+        &s,
+        "btn-1",
+        &[Prop::Four(prop::MAX_PACKET_SIZE, MAX as u32)],
+    )
+    .await;
+    c.send(&raw5::publish(
+        &topic("btn-1", "event"),
+        1,
+        1,
+        &[],
+        bad_event().as_bytes(),
+    ))
+    .await;
+    let p = c.next().await;
+    assert_eq!((p.kind(), p.ack().1), (raw5::PUBACK, 0x99), "{p:?}");
+    assert!(
+        p.size <= MAX,
+        "a PUBACK of {} bytes to a device that takes at most {MAX}: {p:?}",
+        p.size
+    );
+
+    c.send(&raw5::publish(
+        &topic("btn-1", "event"),
+        1,
+        2,
+        &[Prop::Two(prop::TOPIC_ALIAS, 1)],
+        bad_event().as_bytes(),
+    ))
+    .await;
+    let seen = c.until_closed().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].disconnect().0, 0x94, "{:?}", seen[0]);
+    assert!(
+        seen[0].size <= MAX,
+        "a DISCONNECT of {} bytes to a device that takes at most {MAX}: {:?}",
+        seen[0].size,
+        seen[0]
+    );
+}
+
+const EXPIRY_ZERO_SCRIPT: &str = r#"
+for i in range(30):
+    d = Dev("btn-2", "btn-2-fw")
+    d.connect(False)
+    d.subscribe("eldercare/v1/btn-2/cmd", 1)
+    d.disconnect()
+    d = Dev("btn-2", "btn-2-fw")
+    emit("after_zero", i=i, **d.connect(False))
+    d.disconnect()
+emit("done")
+"#;
+
+/// MQTT 5 §3.1.2.11.2: with no Session Expiry Interval (0) "the Session
+/// ends when the Network Connection is closed"; a CONNECT with clean
+/// start 0 right after finds none, so Session Present is 0
+/// [MQTT-3.2.2-3].
+#[tokio::test]
+async fn a_session_with_expiry_0_ends_with_its_connection() {
+    let s = start();
+    let mut py = Paho::run(&s, EXPIRY_ZERO_SCRIPT, &[]);
+    let mut present = Vec::new();
+    for _ in 0..30 {
+        let a = py.event("after_zero").await;
+        if a["session_present"] != 0 {
+            present.push(a["i"].clone());
+        }
+    }
+    py.event("done").await;
+    py.finish().await;
+    assert!(
+        present.is_empty(),
+        "session present after a session of expiry 0 ended, in rounds {present:?} of 30"
+    );
+}
+
+const DISCONNECT_EXPIRY_SCRIPT: &str = r#"
+d = Dev("btn-1", "btn-1-fw")
+d.connect(False, SessionExpiryInterval=300)
+d.subscribe("eldercare/v1/btn-1/cmd", 1)
+d.disconnect(0x00, SessionExpiryInterval=0)
+d = Dev("btn-1", "btn-1-fw")
+emit("after", **d.connect(False, SessionExpiryInterval=300))
+d.disconnect()
+"#;
+
+/// MQTT 5 §3.14.2.2.2: a DISCONNECT may carry a new Session Expiry
+/// Interval; 0 ends the session with the connection, so the next CONNECT
+/// with clean start 0 finds none.
+#[tokio::test]
+async fn a_disconnect_can_end_the_session_by_setting_its_expiry_to_0() {
+    let s = start();
+    let mut py = Paho::run(&s, DISCONNECT_EXPIRY_SCRIPT, &[]);
+    let a = py.event("after").await;
+    py.finish().await;
+    assert_eq!(
+        a["session_present"], 0,
+        "DISCONNECT said Session Expiry Interval 0, yet the session was kept: {a}"
+    );
+}
+
+/// MQTT 5 §3.1.0 [MQTT-3.1.0-2]: a second CONNECT is a Protocol Error;
+/// §4.12 [MQTT-4.12.0-?]: so is an AUTH from a client that named no
+/// Authentication Method. §4.13.1: the DISCONNECT says so, 0x82 (not
+/// 0x81, "malformed packet": both packets are well formed).
+#[tokio::test]
+async fn a_second_connect_and_an_unasked_auth_are_protocol_errors() {
+    let s = start();
+    let (mut c, _) = raw_login(&s, "btn-1", &[]).await;
+    c.send(&raw5::connect(
+        "btn-1",
+        Some(("btn-1", "s-btn-1")),
+        60,
+        true,
+        &[],
+        None,
+    ))
+    .await;
+    let second_connect = disconnected(&mut c).await;
+    let (mut c, _) = raw_login(&s, "btn-1", &[]).await;
+    c.send(&raw5::packet(0xf0, &[0x18, 0x00])).await;
+    let auth = disconnected(&mut c).await;
+    assert_eq!(
+        (second_connect, auth),
+        (0x82, 0x82),
+        "DISCONNECT reason codes (second CONNECT, AUTH)"
+    );
+}

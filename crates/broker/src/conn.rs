@@ -119,6 +119,8 @@ pub(crate) struct Conn<'a> {
     device_max_packet: Option<u32>,
     /// Refusals may carry their reason (the device did not ask otherwise).
     problem_info: bool,
+    /// The Session Expiry Interval of the device's MQTT 5 DISCONNECT.
+    expiry_update: Option<u32>,
 }
 
 impl<'a> Conn<'a> {
@@ -154,18 +156,27 @@ impl<'a> Conn<'a> {
             room_max,
             device_max_packet: terms.device_max_packet,
             problem_info: terms.problem_info,
+            expiry_update: None,
         }
     }
 }
 
-/// Runs the session until it ends; says how, and hands back the link to
-/// the broker unless the broker already ended it.
+/// How a session ended.
+pub(crate) struct Ended {
+    pub ending: Ending,
+    /// The session's own link to the broker, unless the broker ended it.
+    pub link: Option<LinkTx>,
+    /// A Session Expiry Interval the device's MQTT 5 DISCONNECT set.
+    pub expiry: Option<u32>,
+}
+
+/// Runs the session until it ends, and says how.
 pub(crate) async fn serve<S>(
     mut conn: Conn<'_>,
     mut rd: ReadHalf<S>,
     wr: &mut WriteHalf<S>,
     reader: FrameReader,
-) -> (Ending, Option<LinkTx>)
+) -> Ended
 where
     S: AsyncRead + AsyncWrite,
 {
@@ -174,11 +185,15 @@ where
         conn.acks_rx.take(),
         conn.commands.take(),
     ) else {
-        return (Ending::Lost, conn.link);
+        return Ended {
+            ending: Ending::Lost,
+            link: conn.link,
+            expiry: None,
+        };
     };
     let out = conn.out.clone();
     let close = conn.close.clone();
-    let (level, problem_info) = (conn.level, conn.problem_info);
+    let (level, problem_info, max_packet) = (conn.level, conn.problem_info, conn.device_max_packet);
     let to_device = ToDevice {
         level: conn.level,
         out: out.clone(),
@@ -189,7 +204,7 @@ where
         e = conn.run(&mut rd, reader) => e,
         _ = write_device(wr, out_rx) => Ending::Lost,
         e = to_device.run(commands) => e,
-        e = acknowledge(acks_rx, level, problem_info, out) => e,
+        e = acknowledge(acks_rx, Answers { level, problem_info, max_packet }, out) => e,
         // A session stuck writing to a device that does not read is
         // dropped anyway.
         _ = async {
@@ -197,8 +212,11 @@ where
             tokio::time::sleep(CLOSE_GRACE).await;
         } => Ending::Revoked,
     };
-    let link = conn.link.filter(|_| ending != Ending::BrokerGone);
-    (ending, link)
+    Ended {
+        ending,
+        link: conn.link.filter(|_| ending != Ending::BrokerGone),
+        expiry: conn.expiry_update,
+    }
 }
 
 impl Conn<'_> {
@@ -262,6 +280,10 @@ impl Conn<'_> {
     }
 
     async fn packet(&mut self, mut frame: BytesMut) -> Result<(), Ending> {
+        if frame::packet_type(&frame) == frame::AUTH_TYPE {
+            // Extended authentication is never offered (MQTT 5 §4.12).
+            return Err(Ending::ProtocolError);
+        }
         let qos_pkid = wire::publish_qos_pkid(&frame);
         let packet = self
             .level
@@ -269,7 +291,8 @@ impl Conn<'_> {
             .map_err(|_| Ending::Malformed)?;
         match packet {
             Packet::PingReq(_) => self.send(Bytes::from_static(&frame::PINGRESP)).await,
-            Packet::Disconnect(d, _) => Err(
+            Packet::Disconnect(d, props) => Err({
+                self.expiry_update = props.and_then(|p| p.session_expiry_interval);
                 if d.reason_code
                     == rumqttd::protocol::DisconnectReasonCode::DisconnectWithWillMessage
                 {
@@ -277,10 +300,11 @@ impl Conn<'_> {
                 } else {
                     // Said goodbye: no last will.
                     Ending::Disconnected
-                },
-            ),
-            // A second CONNECT is a protocol violation (MQTT 3.1.1 §3.1.0-2).
-            Packet::Connect(..) => Err(Ending::Malformed),
+                }
+            }),
+            // A second CONNECT is a protocol violation (MQTT 3.1.1 §3.1.0-2,
+            // MQTT 5 §3.1.0-2).
+            Packet::Connect(..) => Err(Ending::ProtocolError),
             Packet::Publish(p, props) => {
                 let (qos, pkid) = qos_pkid.ok_or(Ending::Malformed)?;
                 self.publish(p, props, qos, pkid).await
@@ -628,30 +652,53 @@ impl ToDevice {
     }
 }
 
+/// How the session answers: its version, whether refusals may say why,
+/// and the largest packet the device takes.
+#[derive(Clone, Copy)]
+struct Answers {
+    level: Level,
+    problem_info: bool,
+    max_packet: Option<u32>,
+}
+
+impl Answers {
+    /// The PUBACK or PUBREC for `ack`: a refusal's reason is left out when
+    /// the device asked for none, or when it would make the packet larger
+    /// than the device takes (MQTT 5 §3.4.2.2.2).
+    fn frame(self, pkid: u16, ack: &Ack) -> BytesMut {
+        let build = |text: Option<String>| {
+            let refused = ack.refused.as_ref().map(|(why, _)| (*why, text));
+            if ack.rec {
+                self.level.pubrec(pkid, refused)
+            } else {
+                self.level.puback(pkid, refused)
+            }
+        };
+        let text = ack.refused.as_ref().map(|(_, t)| t.clone());
+        let full = build(text.filter(|_| self.problem_info));
+        match self.max_packet {
+            Some(m) if full.len() > m as usize => build(None),
+            _ => full,
+        }
+    }
+}
+
 /// Sends each PUBACK or PUBREC once its message may be acknowledged, in
 /// the order the messages came.
 async fn acknowledge(
     mut rx: mpsc::Receiver<(u16, Ack)>,
-    level: Level,
-    problem_info: bool,
+    answers: Answers,
     out: mpsc::Sender<Bytes>,
 ) -> Ending {
-    while let Some((pkid, ack)) = rx.recv().await {
-        if let Some(d) = ack.wait
+    while let Some((pkid, mut ack)) = rx.recv().await {
+        if let Some(d) = ack.wait.take()
             && d.await.is_err()
         {
             // Not kept (the disk failed, or the server is stopping): no
             // answer, and the session ends, so the device sends it again.
             return Ending::IntakeClosed;
         }
-        let refused = ack
-            .refused
-            .map(|(why, text)| (why, problem_info.then_some(text)));
-        let frame = if ack.rec {
-            level.pubrec(pkid, refused)
-        } else {
-            level.puback(pkid, refused)
-        };
+        let frame = answers.frame(pkid, &ack);
         if out.send(frame.freeze()).await.is_err() {
             return Ending::Lost;
         }

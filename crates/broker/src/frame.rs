@@ -38,6 +38,8 @@ pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
 pub const PINGREQ_TYPE: u8 = 12;
 pub const DISCONNECT_TYPE: u8 = 14;
+/// MQTT 5 AUTH.
+pub const AUTH_TYPE: u8 = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -10,6 +10,7 @@
 //! budget for all of them, and a rate per device.
 use crate::conn::{self, Broker, Conn};
 use crate::frame::{self, Budget, FrameError, FrameReader};
+use crate::kept::{self, Keeper};
 use crate::links::{self, Router};
 use crate::live::SessionHandle;
 pub use crate::live::Sessions;
@@ -25,9 +26,9 @@ use eldercare_protocol::parse_topic;
 use eldercare_store::Store;
 use eldercare_tls::Tls;
 use rumqttd::protocol::{ConnAckProperties, LastWill, LastWillProperties, Packet, QoS};
-use std::collections::HashMap;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -109,10 +110,8 @@ pub(crate) struct Shared {
     pending: Arc<Semaphore>,
     /// Bytes of unfinished packets, all connections together.
     budget: Budget,
-    /// The latest connection of each client whose session outlives it
-    /// (by its broker client id): a session expiry or a delayed will of
-    /// an older connection finds a newer one here and stands down.
-    owners: Mutex<HashMap<String, u64>>,
+    /// What the broker keeps of sessions, and for how long.
+    kept: Keeper,
 }
 
 /// A CONNECT that passed.
@@ -144,10 +143,10 @@ impl Guard {
         let shared = Shared {
             pending: Arc::new(Semaphore::new(s.max_pending_connections)),
             budget: Budget::new(s.max_buffered_bytes, s.connect_timeout()),
+            kept: Keeper::new(cfg.router.clone(), cfg.commands.clone()),
             cfg,
             store,
             refusals,
-            owners: Mutex::new(HashMap::new()),
         };
         Guard {
             shared: Arc::new(shared),
@@ -448,12 +447,13 @@ impl Shared {
             handle,
         } = a;
         let broker_id = links::broker_client_id(&device.device_id, &client_id);
-        let generation = self.claim(&broker_id);
+        let lock = self.kept.lock(&broker_id).await;
+        let generation = self.kept.claim(&broker_id);
         // Live before its link opens: opening it ends an older connection's
         // link under the same client id, and that connection must then
         // find itself taken over (no last will).
         handle.set_live();
-        let (broker, present) = match self.broker_for(&broker_id, &terms).await {
+        let (broker, present) = match self.kept.start(&broker_id, &terms).await {
             Ok(b) => b,
             Err(e) => {
                 refused("broker");
@@ -462,19 +462,22 @@ impl Shared {
                 return Ok(());
             }
         };
+        drop(lock);
         send_now(&mut wr, &level.connack(ConnCode::Accepted, present, ack)).await?;
+        let linked = matches!(broker, Broker::Link(_));
         let s = &self.cfg.settings;
         let session = Session::new(&device, terms.keep_alive, s, Instant::now());
         metrics::counter!("eldercare_mqtt_connections_total").increment(1);
         debug!(device_id = %device.device_id, keep_alive_s = terms.keep_alive, v5 = level.is_v5(), "Device connected.");
         let close = handle.close.clone();
-        let (ending, link) = conn::serve(
+        let ended = conn::serve(
             Conn::new(self, level, &terms, session, broker, close),
             rd,
             &mut wr,
             reader,
         )
         .await;
+        let ending = ended.ending;
         let taken_over = handle.taken_over();
         if let Some(reason) = ending.closed_reason() {
             metrics::counter!("eldercare_mqtt_connections_closed_total", "reason" => reason)
@@ -482,12 +485,9 @@ impl Shared {
             debug!(device_id = %device.device_id, reason, "MQTT session closed by the listener.");
         }
         if let Some((code, text)) = ending.disconnect_reason(taken_over)
-            && let Some(bye) = level.disconnect(code, text)
+            && let Some(bye) = level.disconnect(code, text, terms.device_max_packet)
         {
             let _ = tokio::time::timeout(GOODBYE, send_now(&mut wr, &bye)).await;
-        }
-        if let Some(mut tx) = link {
-            links::close(&mut tx).await;
         }
         drop(handle);
         if ending.will_due(taken_over)
@@ -495,90 +495,23 @@ impl Shared {
         {
             self.will_after(w, terms.will_delay, &broker_id, generation);
         }
-        self.expire(&broker_id, terms, generation);
-        Ok(())
-    }
-
-    /// Where the session's commands come from, and whether the broker
-    /// still had the session ("session present"). A session the broker
-    /// keeps after its connection gets a link of its own; one that keeps
-    /// nothing listens through the command hub.
-    async fn broker_for(
-        &self,
-        broker_id: &str,
-        terms: &Terms,
-    ) -> Result<(Broker, bool), links::LinkFailed> {
-        let router = &self.cfg.router;
-        if !terms.resume && !terms.expiry.kept() {
-            let (listener, commands) = self.cfg.commands.listener();
-            // Whatever the broker kept for this client (an earlier session
-            // that asked to be kept) ends with a clean start.
-            router.forget_if_kept(broker_id).await;
-            return Ok((Broker::Hub(listener, commands), false));
-        }
-        // A clean start of a session kept after it: what the broker held
-        // for the client goes first.
-        if !terms.resume {
-            router.forget(broker_id).await;
-        }
-        let link = router.link(broker_id, false).await?;
-        let present = link.session_present;
-        Ok((Broker::Link(link), present))
-    }
-
-    /// Marks this connection as its client's latest; its generation.
-    fn claim(&self, broker_id: &str) -> u64 {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let g = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(broker_id.to_string(), g);
-        g
-    }
-
-    /// Whether `generation` is still its client's latest connection.
-    fn still_latest(&self, broker_id: &str, generation: u64) -> bool {
-        self.owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(broker_id)
-            == Some(&generation)
-    }
-
-    /// Lets go of what the broker keeps for the client once the agreed
-    /// expiry has passed, unless the client came back meanwhile.
-    fn expire(self: &Arc<Self>, broker_id: &str, terms: Terms, generation: u64) {
-        let after = match terms.expiry {
-            // MQTT 3.1.1: kept until a clean session takes it.
-            Expiry::Never => {
-                self.release(broker_id, generation);
-                return;
-            }
-            Expiry::After(d) => d,
+        // A DISCONNECT may shorten the session's expiry, or lengthen it
+        // when it had one (MQTT 5 §3.14.2.2.2), within the listener's cap.
+        let expiry = match (ended.expiry, terms.expiry) {
+            (Some(secs), Expiry::After(d)) if !d.is_zero() || secs == 0 => Expiry::After(
+                Duration::from_secs(u64::from(secs.min(self.cfg.settings.max_session_expiry_s))),
+            ),
+            (_, e) => e,
         };
-        // A clean link was never kept; a resumed one that is not to be
-        // kept is let go now.
-        if after.is_zero() && !terms.resume {
-            self.release(broker_id, generation);
-            return;
-        }
-        let me = self.clone();
-        let id = broker_id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            if me.still_latest(&id, generation) {
-                me.cfg.router.forget(&id).await;
-                me.release(&id, generation);
-            }
-        });
-    }
-
-    fn release(&self, broker_id: &str, generation: u64) {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        if owners.get(broker_id) == Some(&generation) {
-            owners.remove(broker_id);
-        }
+        let lock = self.kept.lock(&broker_id).await;
+        let end = kept::End {
+            link: ended.link,
+            linked,
+            expiry,
+        };
+        self.kept.end(&broker_id, generation, end).await;
+        drop(lock);
+        Ok(())
     }
 
     /// Publishes the will now, or after its delay unless the client came
@@ -599,7 +532,7 @@ impl Shared {
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
-                if !me.still_latest(&id, generation) {
+                if !me.kept.still_latest(&id, generation) {
                     return;
                 }
             }

@@ -38,6 +38,7 @@ pub mod dedup;
 pub mod frame;
 pub mod guard;
 pub mod ingest;
+pub mod kept;
 pub mod links;
 pub mod live;
 pub mod pipeline;

@@ -215,6 +215,9 @@ pub enum Ending {
     /// An MQTT 5 packet the session's terms do not allow (a topic alias,
     /// which the listener never offers).
     TopicAlias,
+    /// A well-formed packet out of place: a second CONNECT, or an AUTH
+    /// (extended authentication is not offered).
+    ProtocolError,
     /// No room in the listener's buffer budget.
     NoMemory,
     /// A QoS 2 PUBLISH to a topic not its own.
@@ -247,6 +250,7 @@ impl Ending {
             Ending::NoMemory => "memory",
             Ending::RefusedQos2 => "topic_not_owned_qos2",
             Ending::TopicAlias => "topic_alias",
+            Ending::ProtocolError => "protocol_error",
             _ => return None,
         })
     }
@@ -267,6 +271,7 @@ impl Ending {
             Ending::TooLarge => (R::PacketTooLarge, "packet above the limit"),
             Ending::Malformed => (R::MalformedPacket, "malformed packet"),
             Ending::TopicAlias => (R::TopicAliasInvalid, "topic aliases are not offered"),
+            Ending::ProtocolError => (R::ProtocolError, "packet out of place"),
             Ending::NoMemory => (R::ServerBusy, "no room for the packet"),
             Ending::RefusedQos2 => (R::NotAuthorized, "topic not owned"),
             Ending::BrokerGone if taken_over => (R::SessionTakenOver, "session taken over"),

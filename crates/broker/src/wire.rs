@@ -260,20 +260,35 @@ impl Level {
     }
 
     /// The DISCONNECT the listener sends before it closes a session: only
-    /// MQTT 5 has one (3.1.1 just closes the socket).
-    pub fn disconnect(self, reason: DisconnectReasonCode, text: &str) -> Option<BytesMut> {
-        self.is_v5().then(|| {
+    /// MQTT 5 has one (3.1.1 just closes the socket). Its reason string is
+    /// left out when it would make the packet larger than the device
+    /// takes (`max_packet`, MQTT 5 §3.14.2.2.3).
+    pub fn disconnect(
+        self,
+        reason: DisconnectReasonCode,
+        text: &str,
+        max_packet: Option<u32>,
+    ) -> Option<BytesMut> {
+        if !self.is_v5() {
+            return None;
+        }
+        let build = |text: Option<&str>| {
             self.encode(Packet::Disconnect(
                 Disconnect {
                     reason_code: reason,
                 },
-                Some(DisconnectProperties {
+                text.map(|t| DisconnectProperties {
                     session_expiry_interval: None,
-                    reason_string: Some(text.to_string()),
+                    reason_string: Some(t.to_string()),
                     user_properties: Vec::new(),
                     server_reference: None,
                 }),
             ))
+        };
+        let full = build(Some(text));
+        Some(match max_packet {
+            Some(m) if full.len() > m as usize => build(None),
+            _ => full,
         })
     }
 }
@@ -402,12 +417,19 @@ mod tests {
         );
         assert!(
             Level::V4
-                .disconnect(DisconnectReasonCode::KeepAliveTimeout, "x")
+                .disconnect(DisconnectReasonCode::KeepAliveTimeout, "x", None)
                 .is_none()
         );
         let d = Level::V5
-            .disconnect(DisconnectReasonCode::KeepAliveTimeout, "x")
+            .disconnect(DisconnectReasonCode::KeepAliveTimeout, "x", None)
             .unwrap();
         assert_eq!(&d[..3], &[0xe0, d.len() as u8 - 2, 0x8d]);
+        let short = Level::V5
+            .disconnect(DisconnectReasonCode::KeepAliveTimeout, "x", Some(4))
+            .unwrap();
+        assert!(
+            short.len() <= 4,
+            "no reason string beyond the device's size: {short:?}"
+        );
     }
 }
