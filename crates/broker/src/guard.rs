@@ -79,7 +79,7 @@ const REFUSED: [&str; 17] = [
     "broker",
 ];
 /// Reasons of `eldercare_mqtt_connections_closed_total`.
-const CLOSED: [&str; 7] = [
+const CLOSED: [&str; 8] = [
     "keep_alive",
     "rate_limit",
     "packet_too_large",
@@ -87,6 +87,7 @@ const CLOSED: [&str; 7] = [
     "memory",
     "topic_not_owned_qos2",
     "topic_alias",
+    "protocol_error",
 ];
 
 /// The listener's shared state; each bound address gets a [`Listener`].
