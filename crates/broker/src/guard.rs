@@ -238,6 +238,7 @@ impl Shared {
         let pending = self.cfg.settings.max_pending_connections - self.pending.available_permits();
         metrics::gauge!("eldercare_mqtt_pending_connections").set(pending as f64);
         metrics::gauge!("eldercare_mqtt_buffered_bytes").set(self.budget.used() as f64);
+        metrics::gauge!("eldercare_mqtt_sessions_live").set(self.cfg.sessions.live_total() as f64);
     }
 
     /// A new socket: the TLS handshake first when the listener has TLS.

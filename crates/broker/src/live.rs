@@ -82,6 +82,14 @@ impl Sessions {
     }
 
     /// Live sessions of `device_id`.
+    /// Sessions past CONNECT, all devices together.
+    pub fn live_total(&self) -> usize {
+        self.lock()
+            .values()
+            .map(|m| m.values().filter(|e| e.live).count())
+            .sum()
+    }
+
     pub fn live(&self, device_id: &str) -> usize {
         self.lock()
             .get(device_id)
@@ -168,6 +176,7 @@ mod tests {
         // Still checking its credentials: closed too, but not counted as live.
         let pending = s.register("a", "x");
         assert_eq!(s.live("a"), 2);
+        assert_eq!(s.live_total(), 3, "a pending CONNECT is not live");
         assert_eq!(s.disconnect("a"), 2);
         assert!(a1.close.is_cancelled() && a2.close.is_cancelled());
         assert!(pending.close.is_cancelled(), "a CONNECT racing the change");
