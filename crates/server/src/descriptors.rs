@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn room_for_sessions_is_what_the_soft_limit_leaves_after_the_reserve() {
         assert_eq!(sessions_for(20_000), 20_000 - RESERVED);
-        assert_eq!(sessions_for(1_024), 256);
+        assert_eq!(sessions_for(1_024), 768);
         assert_eq!(sessions_for(100), 0, "never negative");
     }
 
