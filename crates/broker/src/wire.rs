@@ -66,6 +66,12 @@ impl Level {
 
     /// Reads one whole frame.
     pub fn read(self, frame: &mut BytesMut, max: usize) -> Result<Packet, String> {
+        // Only what a client may send reaches the codec: rumqttd's MQTT 5
+        // reader panics on a CONNACK or UNSUBACK with a body.
+        let kind = crate::frame::packet_type(frame);
+        if !matches!(kind, 1 | 3..=8 | 10 | 12 | 14) {
+            return Err(format!("packet type {kind} is not sent by a client"));
+        }
         if self == Level::V5 && frame[..] == [0xe0, 0x01, frame.get(2).copied().unwrap_or(0)] {
             // A DISCONNECT with its reason code alone: MQTT 5 §3.14.2.2.1
             // lets the property length go when the remaining length is
@@ -358,6 +364,26 @@ mod tests {
         );
         assert_eq!(publish_qos_pkid(&[0x32, 0x03, 0, 3, b'a']), None);
         assert_eq!(publish_qos_pkid(&[0xc0, 0x00]), None);
+    }
+
+    #[test]
+    fn what_only_a_server_sends_is_refused_before_the_codec() {
+        // A CONNACK, SUBACK, UNSUBACK or PINGRESP from a device, with a
+        // body: rumqttd's MQTT 5 reader would panic on the first and third.
+        for frame in [
+            &[0x20, 0x03, 0x00, 0x00, 0x00][..],
+            &[0x90, 0x03, 0x00, 0x01, 0x00][..],
+            &[0xb0, 0x03, 0x00, 0x01, 0x00][..],
+            &[0xd0, 0x00][..],
+            &[0xf0, 0x00][..],
+        ] {
+            for level in [Level::V4, Level::V5] {
+                assert!(
+                    level.read(&mut BytesMut::from(frame), 1024).is_err(),
+                    "{frame:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -142,11 +142,48 @@ fn mqtt(path: &Path) -> std::io::Result<()> {
         std::fs::write(d.join(name), frames(&packets))?;
     }
     std::fs::write(d.join("connect_v5"), connect_v5())?;
+    std::fs::write(d.join("session_v5"), session_v5())?;
     Ok(())
 }
 
-/// An MQTT 5 CONNECT (the front end refuses it with a CONNACK): clean
-/// start, username and password, keep alive 60, no properties.
+/// An MQTT 5 session: the CONNECT above, a QoS 1 PUBLISH with a content
+/// type, a SUBSCRIBE to its own `cmd`, and a DISCONNECT of reason code
+/// alone (remaining length 1, as MQTT 5 allows).
+fn session_v5() -> Vec<u8> {
+    use rumqttc::v5::mqttbytes::v5 as m5;
+    let mut out = bytes::BytesMut::new();
+    let mut publish = m5::Publish::new(
+        "eldercare/v1/band-0042/status",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        vec![0x08, 0x01],
+        Some(m5::PublishProperties {
+            content_type: Some("application/x-protobuf".into()),
+            ..Default::default()
+        }),
+    );
+    publish.pkid = 1;
+    m5::Packet::Publish(publish)
+        .write(&mut out, None)
+        .expect("publish");
+    let mut subscribe = m5::Subscribe::new(
+        m5::Filter::new(
+            "eldercare/v1/band-0042/cmd",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        ),
+        None,
+    );
+    subscribe.pkid = 2;
+    m5::Packet::Subscribe(subscribe)
+        .write(&mut out, None)
+        .expect("subscribe");
+    let mut stream = connect_v5();
+    stream.extend_from_slice(&out);
+    stream.extend_from_slice(&[0xe0, 0x01, 0x00]);
+    stream
+}
+
+/// An MQTT 5 CONNECT: clean start, username and password, keep alive 60,
+/// no properties.
 fn connect_v5() -> Vec<u8> {
     let mut body = Vec::new();
     let string = |b: &mut Vec<u8>, s: &str| {
