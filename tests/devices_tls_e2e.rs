@@ -276,6 +276,23 @@ async fn mqtt_over_tls_raises_an_sos_with_the_ca_and_is_refused_without_it() {
     assert!(o.status.success(), "{}", said(&o));
     let alert = next(&mut alerts).await.alert.unwrap();
     assert_eq!(alert.device_id, "btn-1");
+    // An operator's `eldercare alerts` reaches the gRPC over TLS with the
+    // CA, and says why it cannot without it.
+    let list = |ca: Option<&Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["alerts", "list", "--state", "open"])
+            .env("ELDERCARE_GRPC_ADDR", &s.grpc)
+            .env("ELDERCARE_TOKEN", &s.tokens["operator"]);
+        if let Some(ca) = ca {
+            cmd.env("ELDERCARE_TLS_CA", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let o = list(Some(&pki.ca_file));
+    assert!(o.status.success(), "{}", said(&o));
+    assert!(said(&o).contains(&alert.id), "{}", said(&o));
+    let o = list(None);
+    assert!(!o.status.success(), "{}", said(&o));
 
     // MQTT 5 over TLS too.
     let o = mosquitto_pub(

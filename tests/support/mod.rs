@@ -289,10 +289,13 @@ impl Server {
             tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc)).unwrap();
         match &self.grpc_ca {
             None => endpoint.connect().await.unwrap(),
-            Some(ca) => endpoint
-                .connect_with_connector(tls_connector(ca))
-                .await
-                .unwrap(),
+            Some(ca) => {
+                let config = eldercare_tls::grpc_client_config(ca).unwrap();
+                endpoint
+                    .connect_with_connector(eldercare_api::tls::connector(config))
+                    .await
+                    .unwrap()
+            }
         }
     }
 
@@ -505,39 +508,4 @@ pub async fn next(stream: &mut tonic::Streaming<pb::AlertEvent>) -> pb::AlertEve
 fn is_metric(line: &str, name: &str) -> bool {
     line.strip_prefix(name)
         .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-}
-
-/// Connects gRPC over TLS trusting only `ca` (a PEM file), for a server
-/// with a certificate: tonic's transport over a rustls stream of ours.
-fn tls_connector(
-    ca: &std::path::Path,
-) -> tower::util::BoxCloneService<
-    tonic::transport::Uri,
-    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    std::io::Error,
-> {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    tower::util::BoxCloneService::new(tower::service_fn(move |uri: tonic::transport::Uri| {
-        let connector = connector.clone();
-        async move {
-            let host = uri.host().unwrap_or("localhost").to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            let name = ServerName::try_from(host).map_err(std::io::Error::other)?;
-            let tls = connector.connect(name, tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
-        }
-    }))
 }

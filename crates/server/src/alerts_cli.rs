@@ -103,6 +103,10 @@ pub struct ApiArgs {
     /// Language of the summaries: zh-CN or en.
     #[arg(long, default_value = "zh-CN")]
     language: String,
+    /// CA certificate (PEM) to trust: the server serves gRPC over TLS
+    /// (it has `--tls-cert`). Without it the connection is plain.
+    #[arg(long, env = "ELDERCARE_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -455,6 +459,8 @@ type Client = AlertServiceClient<InterceptedService<Channel, Bearer>>;
 struct Api {
     url: String,
     endpoint: Endpoint,
+    /// TLS to the server, trusting `--tls-ca`.
+    tls: Option<std::sync::Arc<eldercare_tls::ClientConfig>>,
     bearer: Bearer,
     language: String,
 }
@@ -484,9 +490,17 @@ impl Api {
             )
         })?;
         header.set_sensitive(true);
+        let tls = match &args.tls_ca {
+            Some(ca) => Some(
+                eldercare_tls::grpc_client_config(ca)
+                    .map_err(|e| fail(EXIT_USAGE, format!("--tls-ca: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Api {
             url,
             endpoint,
+            tls,
             bearer: Bearer(header),
             language: args.language.clone(),
         })
@@ -494,11 +508,14 @@ impl Api {
 
     /// A client on a fresh connection; the error says why there is none.
     async fn connect(&self) -> Result<Client, String> {
-        let channel = self
-            .endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("cannot reach {}: {}", self.url, chain(&e)))?;
+        let channel = match &self.tls {
+            None => self.endpoint.connect().await,
+            Some(tls) => {
+                let connector = eldercare_api::tls::connector(tls.clone());
+                self.endpoint.connect_with_connector(connector).await
+            }
+        }
+        .map_err(|e| format!("cannot reach {}: {}", self.url, chain(&e)))?;
         Ok(AlertServiceClient::with_interceptor(
             channel,
             self.bearer.clone(),

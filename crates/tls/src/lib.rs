@@ -17,6 +17,7 @@
 //! so nothing depends on a process-wide default provider.
 #![forbid(unsafe_code)]
 
+pub use rustls::ClientConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -165,6 +166,20 @@ pub fn peer_device_id(conn: &ServerConnection) -> Option<String> {
     let cn = cert.subject().iter_common_name().next()?;
     let id = cn.as_str().ok()?;
     (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// A client's TLS configuration for gRPC (ALPN h2) trusting only the CAs
+/// in `ca` (PEM): what `eldercare alerts` uses against a server with a
+/// certificate.
+pub fn grpc_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = read_roots(ca)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn provider() -> Arc<CryptoProvider> {
