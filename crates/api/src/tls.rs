@@ -138,6 +138,39 @@ async fn accept_loop(
     }
 }
 
+/// The client side: gRPC over TLS to a server with a certificate, as a
+/// connector for tonic's `Endpoint::connect_with_connector` (tonic is
+/// built without its own TLS here). `config` from
+/// [`eldercare_tls::grpc_client_config`]; the server name is the URI's
+/// host.
+pub fn connector(
+    config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+) -> tower::util::BoxCloneService<
+    tonic::transport::Uri,
+    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    io::Error,
+> {
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tower::util::BoxCloneService::new(tower::service_fn(move |uri: tonic::transport::Uri| {
+        let connector = connector.clone();
+        async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::other(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host)
+                .map_err(io::Error::other)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,37 +266,4 @@ mod tests {
         shutdown.cancel();
         server.await.unwrap().unwrap();
     }
-}
-
-/// The client side: gRPC over TLS to a server with a certificate, as a
-/// connector for tonic's `Endpoint::connect_with_connector` (tonic is
-/// built without its own TLS here). `config` from
-/// [`eldercare_tls::grpc_client_config`]; the server name is the URI's
-/// host.
-pub fn connector(
-    config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
-) -> tower::util::BoxCloneService<
-    tonic::transport::Uri,
-    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
-    io::Error,
-> {
-    let connector = tokio_rustls::TlsConnector::from(config);
-    tower::util::BoxCloneService::new(tower::service_fn(move |uri: tonic::transport::Uri| {
-        let connector = connector.clone();
-        async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::other(format!("no host in {uri}")))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host)
-                .map_err(io::Error::other)?;
-            let tls = connector.connect(name, tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
-        }
-    }))
 }
