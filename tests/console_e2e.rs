@@ -25,7 +25,7 @@ use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -180,16 +180,31 @@ struct Driver {
 
 impl Driver {
     fn start() -> Driver {
+        // chromedriver now and then exits before it has started (seen
+        // under load): tried again, twice, with what it said on stderr
+        // kept for the failure.
+        let mut said = Vec::new();
+        for _ in 0..3 {
+            match Driver::try_start() {
+                Ok(d) => return d,
+                Err(e) => said.push(e),
+            }
+        }
+        panic!("chromedriver did not start: {said:?}");
+    }
+
+    fn try_start() -> Result<Driver, String> {
         let chromium = installed("chromium");
         let chromedriver = installed("chromedriver");
         let mut child = Command::new(&chromedriver)
             .arg("--port=0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", chromedriver.display()));
         let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
         let mut d = Driver {
             child,
             url: String::new(),
@@ -204,17 +219,31 @@ impl Driver {
                 let _ = tx.send(l);
             }
         });
+        let (etx, erx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(err).read_to_string(&mut text);
+            let _ = etx.send(text);
+        });
         let said = "ChromeDriver was started successfully on port ";
         let port = loop {
-            let l = rx
-                .recv_timeout(DEADLINE)
-                .expect("chromedriver did not say it had started");
-            if let Some(p) = l.strip_prefix(said) {
-                break p.trim_end_matches('.').to_string();
+            match rx.recv_timeout(DEADLINE) {
+                Ok(l) => {
+                    if let Some(p) = l.strip_prefix(said) {
+                        break p.trim_end_matches('.').to_string();
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // It exited (reaped when `d` drops): what it said on
+                    // stderr, for the record.
+                    let stderr = erx.recv_timeout(DEADLINE).unwrap_or_default();
+                    return Err(format!("exited: {}", stderr.trim()));
+                }
+                Err(e) => panic!("chromedriver did not say it had started: {e}"),
             }
         };
         d.url = format!("http://127.0.0.1:{port}");
-        d
+        Ok(d)
     }
 
     /// A new browser: a WebDriver session with a Chromium and a profile
