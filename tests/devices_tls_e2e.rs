@@ -49,6 +49,23 @@ fn said(o: &Output) -> String {
     )
 }
 
+/// mosquitto's arguments for TLS to `localhost:port`, trusting `ca`, with
+/// a client certificate, then `rest`.
+fn tls_args(port: &str, ca: &Path, (cert, key): (&Path, &Path), rest: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["-h", "localhost", "-p", port, "--cafile", path_str(ca)]
+        .iter()
+        .chain(&["--cert", path_str(cert), "--key", path_str(key)])
+        .map(|a| a.to_string())
+        .collect();
+    a.extend(rest.iter().map(|r| r.to_string()));
+    a
+}
+
+/// `mosquitto_pub` with owned arguments.
+fn mosquitto_pub_args(args: &[String]) -> Output {
+    mosquitto_pub(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn host_port(addr: &str) -> (&str, &str) {
     addr.rsplit_once(':').unwrap()
 }
@@ -344,32 +361,12 @@ async fn a_gateway_with_a_client_certificate_publishes_for_its_devices() {
     let (_, port) = host_port(&mqtts);
     let mut alerts = s.subscribe(0).await;
     let (gw_cert, gw_key) = pki.client(&pki.ca, "gw-1");
-    let tls = |cert: &Path, key: &Path| -> Vec<String> {
-        [
-            "-V",
-            "mqttv5",
-            "-d",
-            "-h",
-            "localhost",
-            "-p",
-            port,
-            "-q",
-            "1",
-            "--cafile",
-            path_str(&pki.ca_file),
-            "--cert",
-            path_str(cert),
-            "--key",
-            path_str(key),
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect()
-    };
+    let v5 = ["-V", "mqttv5", "-d", "-q", "1"];
+    let tls = |cert: &Path, key: &Path| tls_args(port, &pki.ca_file, (cert, key), &v5);
     let run = |args: Vec<String>, topic: &str| {
         let mut a = args;
         a.extend(["-t".into(), topic.into(), "-m".into(), sos_payload()]);
-        mosquitto_pub(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        mosquitto_pub_args(&a)
     };
 
     // No user name, no secret: the certificate says it is gw-1, and gw-1
@@ -418,22 +415,23 @@ async fn a_gateway_over_mqtt5_and_tls_hears_that_help_is_coming_for_its_button()
     // (MQTT 5, TLS, its client certificate) and prints the first one.
     // Line-buffered (stdbuf), so each line is read as it is printed.
     let mut sub = Command::new("stdbuf")
-        .args([
-            "-oL",
-            "mosquitto_sub",
-            "-V",
-            "mqttv5",
-            "-d",
-            "-h",
-            "localhost",
-            "-p",
+        .args(["-oL", "mosquitto_sub"])
+        .args(tls_args(
             port,
-            "-q",
-            "1",
-        ])
-        .args(["--cafile", path_str(&pki.ca_file)])
-        .args(["--cert", path_str(&gw_cert), "--key", path_str(&gw_key)])
-        .args(["-t", "eldercare/v1/btn-1/cmd", "-C", "1"])
+            &pki.ca_file,
+            (&gw_cert, &gw_key),
+            &[
+                "-V",
+                "mqttv5",
+                "-d",
+                "-q",
+                "1",
+                "-t",
+                "eldercare/v1/btn-1/cmd",
+                "-C",
+                "1",
+            ],
+        ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -468,47 +466,26 @@ async fn a_gateway_over_mqtt5_and_tls_hears_that_help_is_coming_for_its_button()
     certs::server_cert(&renewed, &pki.path("server.pem"), &pki.path("server.key"));
     s.reload_tls();
     s.grpc_ca = Some(renewed_ca.clone());
-    let old = mosquitto_pub(&[
-        "-h",
-        "localhost",
-        "-p",
-        port,
-        "--cafile",
-        path_str(&pki.ca_file),
-        "--cert",
-        path_str(&gw_cert),
-        "--key",
-        path_str(&gw_key),
-        "-t",
-        "eldercare/v1/btn-1/status",
-        "-m",
-        "{}",
-    ]);
+    let gw = (gw_cert.as_path(), gw_key.as_path());
+    let status_msg = ["-t", "eldercare/v1/btn-1/status", "-m", "{}"];
+    let old = mosquitto_pub_args(&tls_args(port, &pki.ca_file, gw, &status_msg));
     assert!(
         !old.status.success(),
         "the old CA no longer vouches: {}",
         said(&old)
     );
-    let o = mosquitto_pub(&[
+    let sos = sos_payload();
+    let event = [
         "-V",
         "mqttv5",
-        "-h",
-        "localhost",
-        "-p",
-        port,
         "-q",
         "1",
-        "--cafile",
-        path_str(&renewed_ca),
-        "--cert",
-        path_str(&gw_cert),
-        "--key",
-        path_str(&gw_key),
         "-t",
         "eldercare/v1/btn-1/event",
         "-m",
-        &sos_payload(),
-    ]);
+        &sos,
+    ];
+    let o = mosquitto_pub_args(&tls_args(port, &renewed_ca, gw, &event));
     assert!(o.status.success(), "{}", said(&o));
     let alert = next(&mut alerts).await.alert.unwrap();
     s.grpc()

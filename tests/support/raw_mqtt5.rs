@@ -41,34 +41,12 @@ pub const UNSUBACK: u8 = 11;
 pub const PINGRESP: u8 = 13;
 pub const DISCONNECT: u8 = 14;
 
-/// Variable Byte Integer (§1.5.5).
-pub fn vbi(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-/// UTF-8 Encoded String or Binary Data (§1.5.4, §1.5.6).
-pub fn string(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-/// A fixed header (its first byte and the remaining length), then the body.
-pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    vbi(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
+// The encodings MQTT 5 shares with 3.1.1: Variable Byte Integer
+// (§1.5.5, 3.1.1's remaining length), UTF-8 string or binary data
+// (§1.5.4, §1.5.6), a fixed header then the body.
+#[path = "raw_mqtt.rs"]
+mod v311;
+pub use v311::{packet, remaining_length as vbi, string};
 
 /// One property (§2.2.2.2), encoded by the type its identifier has.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,6 @@ const READ_CHUNK: usize = 16 * 1024;
 
 pub const PINGREQ: [u8; 2] = [0xc0, 0x00];
 pub const PINGRESP: [u8; 2] = [0xd0, 0x00];
-pub const DISCONNECT: [u8; 2] = [0xe0, 0x00];
 
 pub fn connack(code: u8) -> [u8; 4] {
     [0x20, 0x02, 0x00, code]
@@ -36,8 +35,6 @@ pub fn packet_type(frame: &[u8]) -> u8 {
 
 pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
-pub const PINGREQ_TYPE: u8 = 12;
-pub const DISCONNECT_TYPE: u8 = 14;
 /// MQTT 5 AUTH.
 pub const AUTH_TYPE: u8 = 15;
 
