@@ -169,8 +169,9 @@ pub const MAX_SILENCE_MS: i64 = 31 * 24 * 3600 * 1000;
 enum Command {
     /// A rule decision, with the intake log position of the message it
     /// came from (`None`: a timer).
-    /// The decision, the log position it came from, when it was handed over.
-    Decide(Decision, Option<u64>, std::time::Instant),
+    /// The decision, the log position it came from, when it was handed
+    /// over, and its id in a cluster's decision log.
+    Decide(Decision, Option<u64>, std::time::Instant, Option<u64>),
     /// Apply everything sent before, then stop.
     Stop,
     Act {
@@ -246,6 +247,7 @@ impl AlertDesk {
             escalation: cfg.escalation,
             clock: cfg.clock,
             applied: cfg.applied,
+            deciding: None,
         };
         let handle = tokio::spawn(state.run(rx));
         if let Some(every) = cfg.tick {
@@ -330,7 +332,23 @@ impl AlertDesk {
     /// knows which messages' decisions are already kept.
     pub async fn decide_from(&self, d: Decision, pos: Option<u64>) -> Result<(), DeskError> {
         self.tx
-            .send(Command::Decide(d, pos, std::time::Instant::now()))
+            .send(Command::Decide(d, pos, std::time::Instant::now(), None))
+            .await
+            .map_err(|_| DeskError::Closed)
+    }
+
+    /// A decision from a cluster's decision log, with its sequence there
+    /// as its id: its event is kept once however often it is delivered
+    /// (the store refuses a second event of the same decision). Once it
+    /// is applied, `id` is reported through [`DeskConfig::applied`].
+    pub async fn decide_once(&self, d: Decision, id: u64) -> Result<(), DeskError> {
+        self.tx
+            .send(Command::Decide(
+                d,
+                Some(id),
+                std::time::Instant::now(),
+                Some(id),
+            ))
             .await
             .map_err(|_| DeskError::Closed)
     }
@@ -441,6 +459,8 @@ struct DeskState {
     escalation: Escalation,
     clock: Clock,
     applied: Option<Applied>,
+    /// The cluster decision being applied, if any: its event carries it.
+    deciding: Option<u64>,
 }
 
 /// Where repeats fold: one open alert per elder and kind, and per device
@@ -479,7 +499,8 @@ impl DeskState {
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Command::Stop => break,
-                Command::Decide(d, pos, handed) => {
+                Command::Decide(d, pos, handed, id) => {
+                    self.deciding = id;
                     match d {
                         Decision::Raise(t) => {
                             let kind = t.kind;
@@ -493,6 +514,7 @@ impl DeskState {
                         Decision::Update(u) => self.on_update(u).await,
                         Decision::Resolve(r) => self.on_resolve(r).await,
                     }
+                    self.deciding = None;
                     if let (Some(pos), Some(applied)) = (pos, &self.applied) {
                         applied(pos);
                     }
@@ -616,6 +638,7 @@ impl DeskState {
             actor: String::new(),
             at: now,
             note: None,
+            decision: self.deciding,
         };
         if self.persist_retrying(ev).await {
             metrics::counter!("eldercare_alerts_triggered_total",
@@ -648,6 +671,7 @@ impl DeskState {
             actor: String::new(),
             at: now,
             note: Some(u.note.en),
+            decision: self.deciding,
         })
         .await;
     }
@@ -682,6 +706,7 @@ impl DeskState {
             actor: String::new(),
             at: now,
             note: Some(r.note.en),
+            decision: self.deciding,
         })
         .await;
     }
@@ -693,6 +718,14 @@ impl DeskState {
         for attempt in 1..=8 {
             match self.persist(ev.clone()).await {
                 Ok(_) => return true,
+                Err(DeskError::Store(StoreError::DecisionKept(id))) => {
+                    // Delivered again (to a desk that took over): its
+                    // event is kept already, and this desk read the alert
+                    // as it stands when it took over.
+                    metrics::counter!("eldercare_alert_decisions_repeated_total").increment(1);
+                    debug!(decision = id, "Rule decision already kept.");
+                    return false;
+                }
                 Err(e) => {
                     error!(error = %e, attempt, kind = ev.alert.kind.as_str(), "Could not persist an alert change; retrying.");
                     tokio::time::sleep(delay).await;
@@ -820,6 +853,7 @@ impl DeskState {
                 actor: operator.to_string(),
                 at: now,
                 note,
+                decision: None,
             })
             .await?;
         record_answer_time(&saved.alert, &action);
@@ -864,6 +898,7 @@ impl DeskState {
                 actor: String::new(),
                 at: now,
                 note: Some(note),
+                decision: None,
             })
             .await;
         }

@@ -46,6 +46,10 @@ pub enum StoreError {
     /// server started): an outage, failed at once.
     #[error("database unavailable: {0}")]
     Unavailable(&'static str),
+    /// An event of this rule decision is kept already (a decision
+    /// delivered again); nothing was written and no seq was taken.
+    #[error("an event of rule decision {0} is kept already")]
+    DecisionKept(u64),
     #[error("cannot open data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -165,6 +169,10 @@ pub struct NewAlertEvent {
     pub actor: String,
     pub at: EpochMs,
     pub note: Option<String>,
+    /// In a cluster, the rule decision this event came from (its
+    /// sequence in the decision log): the store keeps one event per
+    /// decision and refuses another with [`StoreError::DecisionKept`].
+    pub decision: Option<u64>,
 }
 
 /// Filters and paging for listing alerts, newest first.
@@ -248,6 +256,8 @@ pub trait Store: Send + Sync + 'static {
     /// Events with `seq > after_seq`, in order, at most `limit`.
     async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>>;
     async fn last_seq(&self) -> Result<u64>;
+    /// The newest rule decision an event was kept for (0: none).
+    async fn last_decision(&self) -> Result<u64>;
     async fn get_alert(&self, id: &str) -> Result<Option<Alert>>;
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>>;
     /// Every alert not yet resolved.
@@ -487,4 +497,15 @@ pub struct ReadingRecord {
     pub seq: Option<u64>,
     /// The validated body as JSON, in the device protocol's field names.
     pub json: String,
+}
+
+/// A second event for a rule decision (the unique index on
+/// `alert_events.decision`) is [`StoreError::DecisionKept`].
+pub(crate) fn decision_kept(e: sqlx::Error, decision: Option<u64>) -> crate::StoreError {
+    match (&e, decision) {
+        (sqlx::Error::Database(d), Some(n)) if d.is_unique_violation() => {
+            crate::StoreError::DecisionKept(n)
+        }
+        _ => e.into(),
+    }
 }

@@ -293,6 +293,11 @@ impl Store for PgStore {
         self.pg_last_seq().await
     }
 
+    async fn last_decision(&self) -> Result<u64> {
+        self.ready()?;
+        self.pg_last_decision().await
+    }
+
     async fn get_alert(&self, id: &str) -> Result<Option<eldercare_model::Alert>> {
         self.ready()?;
         self.pg_get_alert(id).await

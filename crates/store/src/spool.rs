@@ -748,6 +748,7 @@ impl SpoolingStore {
                     actor: ev.actor.clone(),
                     at: ev.at,
                     note: ev.note.clone(),
+                    decision: None,
                 })
                 .await
             {
@@ -1145,6 +1146,12 @@ impl Store for SpoolingStore {
         }
     }
 
+    async fn last_decision(&self) -> Result<u64> {
+        // Spooled events carry no decision (a cluster's desk writes to
+        // the database directly, the decision log being its spool).
+        self.inner.last_decision().await
+    }
+
     async fn last_seq(&self) -> Result<u64> {
         let st = self.lock_events();
         if st.head_known {
@@ -1519,6 +1526,10 @@ mod tests {
             self.check()?;
             self.inner.last_seq().await
         }
+        async fn last_decision(&self) -> Result<u64> {
+            self.check()?;
+            self.inner.last_decision().await
+        }
         async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
             self.check()?;
             self.inner.get_alert(id).await
@@ -1649,6 +1660,7 @@ mod tests {
             actor: String::new(),
             at,
             note: None,
+            decision: None,
         }
     }
 
@@ -2163,6 +2175,7 @@ mod tests {
             actor: "op-1".into(),
             at,
             note: None,
+            decision: None,
         }
     }
 

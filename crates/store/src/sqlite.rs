@@ -374,7 +374,8 @@ impl Store for SqliteStore {
             .execute(&mut *conn)
             .await?;
             sqlx::query(
-                "INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash) VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash, decision)
+                 VALUES (?,?,?,?,?,?,?,?,?)",
             )
             .bind(seq)
             .bind(&a.id)
@@ -384,8 +385,10 @@ impl Store for SqliteStore {
             .bind(&ev.note)
             .bind(&body)
             .bind(&hash)
+            .bind(ev.decision.map(|d| d as i64))
             .execute(&mut *conn)
-            .await?;
+            .await
+            .map_err(|e| crate::decision_kept(e, ev.decision))?;
             Ok(AlertEvent {
                 seq: seq as u64,
                 kind: ev.kind,
@@ -420,6 +423,13 @@ impl Store for SqliteStore {
 
     async fn last_seq(&self) -> Result<u64> {
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM alert_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(last as u64)
+    }
+
+    async fn last_decision(&self) -> Result<u64> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(decision), 0) FROM alert_events")
             .fetch_one(&self.pool)
             .await?;
         Ok(last as u64)
@@ -730,6 +740,7 @@ mod tests {
                     actor: String::new(),
                     at: i as i64,
                     note: None,
+                    decision: None,
                 })
                 .await
                 .unwrap();

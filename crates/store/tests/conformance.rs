@@ -52,6 +52,7 @@ on_both_backends!(
     a_large_batch_is_stored_whole,
     alert_events_are_gap_free_under_concurrent_appends,
     the_event_log_is_a_hash_chain_and_tampering_is_found,
+    a_rule_decision_is_kept_once_and_takes_no_seq_again,
     alerts_keep_their_latest_state_and_their_history,
     alert_lists_filter_and_page,
     silences_are_kept_and_listed_while_active,
@@ -856,6 +857,34 @@ async fn the_event_log_is_a_hash_chain_and_tampering_is_found(b: Backend) {
     assert_eq!(bad.checked, 3);
 }
 
+/// A cluster's desk may be handed a decision again (after taking over,
+/// or a stale desk): its event is kept once, and the refused second one
+/// takes no seq, so the log stays gap-free and chained.
+async fn a_rule_decision_is_kept_once_and_takes_no_seq_again(b: Backend) {
+    let s = &b.store;
+    assert_eq!(s.last_decision().await.unwrap(), 0);
+    let mut first = event(AlertEventKind::Raised, alert("a1"), 100);
+    first.decision = Some(41);
+    assert_eq!(s.append_alert_event(first.clone()).await.unwrap().seq, 1);
+    let mut again = first.clone();
+    again.kind = AlertEventKind::Updated;
+    match s.append_alert_event(again).await {
+        Err(StoreError::DecisionKept(41)) => {}
+        other => panic!("a second event of decision 41 must be refused: {other:?}"),
+    }
+    // An operator's event (no decision) and the next decision follow on.
+    let op = event(AlertEventKind::Acknowledged, alert("a1"), 110);
+    assert_eq!(s.append_alert_event(op.clone()).await.unwrap().seq, 2);
+    assert_eq!(s.append_alert_event(op).await.unwrap().seq, 3);
+    let mut next = event(AlertEventKind::Updated, alert("a1"), 120);
+    next.decision = Some(42);
+    assert_eq!(s.append_alert_event(next).await.unwrap().seq, 4);
+    assert_eq!(s.last_decision().await.unwrap(), 42);
+    assert_eq!(s.last_seq().await.unwrap(), 4);
+    let chain = s.verify_chain().await.unwrap();
+    assert_eq!((chain.checked, chain.first_break), (4, None));
+}
+
 async fn alerts_keep_their_latest_state_and_their_history(b: Backend) {
     let s = &b.store;
     assert_eq!(s.last_seq().await.unwrap(), 0);
@@ -881,6 +910,7 @@ async fn alerts_keep_their_latest_state_and_their_history(b: Backend) {
             actor: "op-zhang".into(),
             at: 150,
             note: Some("called the daughter / 已联系女儿".into()),
+            decision: None,
         })
         .await
         .unwrap();

@@ -113,8 +113,9 @@ impl PgStore {
                         updated_at=excluded.updated_at, body=excluded.body,
                         community=excluded.community),
                  e AS (
-                    INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash)
-                    SELECT $10, $1, $11, $12, $13, $14, $8, $15 FROM h)
+                    INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash,
+                        decision)
+                    SELECT $10, $1, $11, $12, $13, $14, $8, $15, $17 FROM h)
                  SELECT count(*) FROM h",
             )
             .bind(&ev.alert.id)
@@ -133,8 +134,10 @@ impl PgStore {
             .bind(&ev.note)
             .bind(&hash)
             .bind(&head_hash)
+            .bind(ev.decision.map(|d| d as i64))
             .fetch_one(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| crate::decision_kept(e, ev.decision))?;
             if written == 1 {
                 self.set_cached_head(Some((seq, hash.clone())));
                 return Ok(saved(seq, ev, hash));
@@ -164,8 +167,9 @@ impl PgStore {
                     updated_at=excluded.updated_at, body=excluded.body,
                     community=excluded.community),
              e AS (
-                INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash)
-                VALUES ($10, $1, $11, $12, $13, $14, $8, $15))
+                INSERT INTO alert_events (seq, alert_id, kind, actor, at, note, alert, hash,
+                    decision)
+                VALUES ($10, $1, $11, $12, $13, $14, $8, $15, $16))
              UPDATE alert_chain_head SET hash = $15",
         )
         .bind(&a.id)
@@ -183,11 +187,20 @@ impl PgStore {
         .bind(ev.at)
         .bind(&ev.note)
         .bind(&hash)
+        .bind(ev.decision.map(|d| d as i64))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| crate::decision_kept(e, ev.decision))?;
         tx.commit().await?;
         self.set_cached_head(Some((seq, hash.clone())));
         Ok(saved(seq, ev, hash))
+    }
+
+    pub(super) async fn pg_last_decision(&self) -> Result<u64> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(decision) FROM alert_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(last.unwrap_or(0) as u64)
     }
 
     pub(super) async fn pg_events_after(

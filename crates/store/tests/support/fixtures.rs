@@ -42,5 +42,6 @@ pub fn event(kind: AlertEventKind, alert: Alert, at: i64) -> NewAlertEvent {
         actor: String::new(),
         at,
         note: None,
+        decision: None,
     }
 }
