@@ -10,6 +10,9 @@
 //! slows ingestion or other subscribers.
 #![forbid(unsafe_code)]
 
+mod remote;
+pub use remote::{Forward, Forwarded, WireError};
+
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, EpochMs, Outcome,
     Responder, Severity, Silence,
@@ -54,7 +57,7 @@ pub enum DeskError {
 }
 
 /// An operator's step on an alert.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     Acknowledge,
     Dispatch(Responder),

@@ -379,7 +379,11 @@ impl Conn<'_> {
                     let why = Ack::refused(rec, Why::PayloadFormatInvalid, r.to_string());
                     return self.ack(pkid, why).await;
                 }
-                if let Some(durable) = self.shared.intake(qos, topic, p.payload).await? {
+                if let Some(durable) = self
+                    .shared
+                    .intake(qos, self.session.elder_id().clone(), topic, p.payload)
+                    .await?
+                {
                     if rec {
                         self.qos2.insert(pkid);
                     }

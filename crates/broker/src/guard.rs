@@ -495,7 +495,8 @@ impl Shared {
         if ending.will_due(taken_over)
             && let Some(w) = will
         {
-            self.will_after(w, terms.will_delay, &broker_id, generation);
+            let elder: std::sync::Arc<str> = device.elder_id.as_str().into();
+            self.will_after(w, elder, terms.will_delay, &broker_id, generation);
         }
         // A DISCONNECT may shorten the session's expiry, or lengthen it
         // when it had one (MQTT 5 §3.14.2.2.2), within the listener's cap.
@@ -521,6 +522,7 @@ impl Shared {
     fn will_after(
         self: &Arc<Self>,
         (will, props): (LastWill, Option<LastWillProperties>),
+        elder: std::sync::Arc<str>,
         delay: Duration,
         broker_id: &str,
         generation: u64,
@@ -543,7 +545,7 @@ impl Shared {
             let _ = me
                 .cfg
                 .intake
-                .append(lane_of(&topic), topic, will.message)
+                .append(lane_of(&topic), Some(elder), topic, will.message)
                 .await;
         });
     }
@@ -555,13 +557,18 @@ impl Shared {
     pub(crate) async fn intake(
         &self,
         qos: QoS,
+        elder: std::sync::Arc<str>,
         topic: String,
         payload: Bytes,
     ) -> Result<Option<Durable>, Ending> {
         let lane = lane_of(&topic);
         if qos == QoS::AtMostOnce && lane == Lane::Routine {
             let stream = stream_label(&topic);
-            return match self.cfg.intake.try_append(lane, topic, payload) {
+            return match self
+                .cfg
+                .intake
+                .try_append(lane, Some(elder), topic, payload)
+            {
                 Ok(_) => Ok(None),
                 Err(TryAppendError::Full) => {
                     metrics::counter!("eldercare_ingest_shed_total", "stream" => stream)
@@ -574,7 +581,7 @@ impl Shared {
         let durable = self
             .cfg
             .intake
-            .append(lane, topic, payload)
+            .append(lane, Some(elder), topic, payload)
             .await
             .map_err(|_| Ending::IntakeClosed)?;
         Ok((qos != QoS::AtMostOnce).then_some(durable))

@@ -90,40 +90,13 @@ impl Ingest {
         refusals: Refusals,
         shutdown: CancellationToken,
     ) -> std::io::Result<Ingest> {
-        // The broker is its router alone: no listener of its own, every
-        // session an in-process link.
-        let router = Router::start(RouterConfig {
-            max_connections: 100_010,
-            max_outgoing_packet_count: 200,
-            // Bounded in-memory log: 8 x 16 MiB.
-            max_segment_size: 16 * 1024 * 1024,
-            max_segment_count: 8,
-            ..Default::default()
-        });
-        // Device messages never pass through the broker (the listener
-        // appends them to the intake log); it carries commands only, from
-        // this link to the devices' sessions.
-        let cmd_tx = router
-            .link("eldercare-cmd", true)
-            .await
-            .map_err(std::io::Error::other)?
-            .tx;
-        let commands = crate::commands::Hub::default();
-        let commands_link = crate::commands::Hub::connect(&router).await?;
-
-        let sessions = Sessions::default();
-        // Exported from the start, so a dashboard sees 0 rather than nothing.
-        metrics::counter!("eldercare_mqtt_sessions_closed_total").absolute(0);
-        let (guard_store, guard_refusals) = (store.clone(), refusals.clone());
-        let desk_live = desk.live();
-
-        let mut rules = cfg.rules;
+        let mut rules = cfg.rules.clone();
         let (writer, writer_task) = crate::TelemetryWriter::start(store.clone());
         let journal = FileJournal::open(&cfg.intake_dir.join("log"), cfg.durability)?;
         let mut state = Pipeline::new(
-            store,
-            desk,
-            refusals,
+            store.clone(),
+            Arc::new(desk.clone()),
+            refusals.clone(),
             rules.borrow_and_update().clone(),
             writer,
             cfg.intake_dir.clone(),
@@ -134,42 +107,21 @@ impl Ingest {
         let (records_tx, mut records) = mpsc::channel::<Record>(RECORDS_QUEUE);
         let (intake, appender) =
             Intake::start(Box::new(journal), IntakeConfig::default(), records_tx)?;
-        let guard = Guard::new(
-            GuardConfig {
-                router: router.clone(),
-                commands: commands.clone(),
-                sessions: sessions.clone(),
-                intake: appender.clone(),
-                settings: cfg.mqtt.clone(),
-            },
-            guard_store,
-            guard_refusals,
-        );
-        let mut tasks = vec![
-            tokio::spawn(guard.clone().export_gauges(shutdown.clone())),
-            tokio::spawn(commands.run(commands_link, shutdown.clone())),
-        ];
-        let mut bound = |l: crate::Listener| -> std::io::Result<SocketAddr> {
-            let addr = l.local_addr()?;
-            tasks.push(tokio::spawn(l.run(shutdown.clone())));
-            Ok(addr)
-        };
-        let mqtt_addr = match cfg.mqtt_addr {
-            Some(a) => Some(bound(guard.bind(a, None).await?)?),
-            None => None,
-        };
-        let mqtts_addr = match cfg.mqtts {
-            Some((a, tls)) => Some(bound(guard.bind(a, Some(tls)).await?)?),
-            None => None,
-        };
-        info!(
-            ?mqtt_addr,
-            ?mqtts_addr,
-            durability = cfg.durability.as_str(),
-            "MQTT listeners ready."
-        );
-        tasks.push(alert_acks(desk_live, cmd_tx, shutdown.clone()));
-
+        let front = Front::start(
+            &cfg,
+            store,
+            appender.clone(),
+            refusals,
+            desk.live(),
+            &shutdown,
+        )
+        .await?;
+        let Front {
+            mqtt_addr,
+            mqtts_addr,
+            mut tasks,
+            sessions,
+        } = front;
         let (changes, mut changes_rx) = mpsc::channel::<RegistryChange>(REGISTRY_CHANGES);
         let pipeline_rt = cfg
             .pipeline
@@ -238,6 +190,53 @@ impl Ingest {
         })
     }
 
+    /// A cluster member's intake: the same MQTT front end, appending each
+    /// device message to `journal` (the cluster's replicated log, which
+    /// acknowledges once replicated); no local pipeline: the partitions'
+    /// owners judge what the log holds. Registry changes from the API go
+    /// to `changes`, for the cluster to hand to every partition.
+    pub async fn start_member(
+        cfg: IngestConfig,
+        journal: Box<dyn eldercare_intake::Journal>,
+        store: Arc<dyn Store>,
+        desk_live: broadcast::Receiver<AlertEvent>,
+        refusals: Refusals,
+        changes: mpsc::Sender<RegistryChange>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Ingest> {
+        // The log's records are judged by the partitions' owners, which
+        // read them back from the cluster; none are handed over here.
+        let (records_tx, _) = mpsc::channel::<Record>(1);
+        let (intake, appender) = Intake::start(journal, IntakeConfig::default(), records_tx)?;
+        let Front {
+            mqtt_addr,
+            mqtts_addr,
+            mut tasks,
+            sessions,
+        } = Front::start(
+            &cfg,
+            store,
+            appender.clone(),
+            refusals,
+            desk_live,
+            &shutdown,
+        )
+        .await?;
+        tasks.push(tokio::spawn(async move {
+            shutdown.cancelled().await;
+            // The guard stops appending; the log sends what is queued.
+            drop(appender);
+            let _ = tokio::task::spawn_blocking(move || intake.close()).await;
+        }));
+        Ok(Ingest {
+            mqtt_addr,
+            mqtts_addr,
+            tasks,
+            sessions,
+            changes,
+        })
+    }
+
     /// The live MQTT sessions per device, for the registry API to close.
     pub fn sessions(&self) -> Sessions {
         self.sessions.clone()
@@ -285,4 +284,89 @@ fn alert_acks(
             }
         }
     })
+}
+
+/// The MQTT front end: the embedded broker (commands only), the guard
+/// and its listeners, and the alert acknowledgements sent to devices.
+struct Front {
+    mqtt_addr: Option<SocketAddr>,
+    mqtts_addr: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    sessions: Sessions,
+}
+
+impl Front {
+    async fn start(
+        cfg: &IngestConfig,
+        store: Arc<dyn Store>,
+        appender: eldercare_intake::Appender,
+        refusals: Refusals,
+        desk_live: broadcast::Receiver<AlertEvent>,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<Front> {
+        // The broker is its router alone: no listener of its own, every
+        // session an in-process link.
+        let router = Router::start(RouterConfig {
+            max_connections: 100_010,
+            max_outgoing_packet_count: 200,
+            // Bounded in-memory log: 8 x 16 MiB.
+            max_segment_size: 16 * 1024 * 1024,
+            max_segment_count: 8,
+            ..Default::default()
+        });
+        // Device messages never pass through the broker (the listener
+        // appends them to the intake log); it carries commands only, from
+        // this link to the devices' sessions.
+        let cmd_tx = router
+            .link("eldercare-cmd", true)
+            .await
+            .map_err(std::io::Error::other)?
+            .tx;
+        let commands = crate::commands::Hub::default();
+        let commands_link = crate::commands::Hub::connect(&router).await?;
+        let sessions = Sessions::default();
+        // Exported from the start, so a dashboard sees 0 rather than nothing.
+        metrics::counter!("eldercare_mqtt_sessions_closed_total").absolute(0);
+        let guard = Guard::new(
+            GuardConfig {
+                router: router.clone(),
+                commands: commands.clone(),
+                sessions: sessions.clone(),
+                intake: appender,
+                settings: cfg.mqtt.clone(),
+            },
+            store,
+            refusals,
+        );
+        let mut tasks = vec![
+            tokio::spawn(guard.clone().export_gauges(shutdown.clone())),
+            tokio::spawn(commands.run(commands_link, shutdown.clone())),
+        ];
+        let mut bound = |l: crate::Listener| -> std::io::Result<SocketAddr> {
+            let addr = l.local_addr()?;
+            tasks.push(tokio::spawn(l.run(shutdown.clone())));
+            Ok(addr)
+        };
+        let mqtt_addr = match cfg.mqtt_addr {
+            Some(a) => Some(bound(guard.bind(a, None).await?)?),
+            None => None,
+        };
+        let mqtts_addr = match cfg.mqtts.clone() {
+            Some((a, tls)) => Some(bound(guard.bind(a, Some(tls)).await?)?),
+            None => None,
+        };
+        info!(
+            ?mqtt_addr,
+            ?mqtts_addr,
+            durability = cfg.durability.as_str(),
+            "MQTT listeners ready."
+        );
+        tasks.push(alert_acks(desk_live, cmd_tx, shutdown.clone()));
+        Ok(Front {
+            mqtt_addr,
+            mqtts_addr,
+            tasks,
+            sessions,
+        })
+    }
 }

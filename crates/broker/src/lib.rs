@@ -34,6 +34,7 @@
 pub mod checkpoint;
 pub mod commands;
 pub mod conn;
+pub mod decider;
 pub mod dedup;
 pub mod frame;
 pub mod guard;

@@ -15,9 +15,9 @@
 //! - their readings are stored only past `R`, the position stored with
 //!   the newest batch of readings.
 use crate::checkpoint::{self, AppliedMark, Checkpoint};
+use crate::decider::Decider;
 use crate::dedup::{Dedup, fingerprint};
 use crate::refusals::Refusals;
-use eldercare_alerts::AlertDesk;
 use eldercare_intake::{EpochMs, Journal, Lane, Record};
 use eldercare_model::RegistryChange;
 use eldercare_protocol::{Refusal, decode};
@@ -50,9 +50,19 @@ pub struct Resume {
     pub stored: u64,
 }
 
-pub(crate) struct Pipeline {
+/// Which elders a pipeline judges: on a cluster member, those of the
+/// partition it owns; on a single node, all.
+pub type Owns = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub struct Pipeline {
     pub store: Arc<dyn Store>,
-    pub desk: AlertDesk,
+    pub desk: Arc<dyn Decider>,
+    /// Only these elders (and their devices) are loaded into the engine.
+    owns: Option<Owns>,
+    /// The engine's clock is the log's alone: timers run at the times of
+    /// the records (ticks among them), never at wall time, so a replay by
+    /// another cluster member decides exactly as the first run did.
+    log_clock: bool,
     pub refusals: Refusals,
     /// Judges readings; also the device -> elder map of the registry.
     pub engine: Engine,
@@ -81,7 +91,7 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     pub fn new(
         store: Arc<dyn Store>,
-        desk: AlertDesk,
+        desk: Arc<dyn Decider>,
         refusals: Refusals,
         rules: Rules,
         writer: crate::TelemetryWriter,
@@ -90,6 +100,8 @@ impl Pipeline {
         Pipeline {
             store,
             desk,
+            owns: None,
+            log_clock: false,
             refusals,
             engine: Engine::new(rules),
             decisions: Vec::new(),
@@ -197,7 +209,7 @@ impl Pipeline {
     /// One durable record: the timers due before it, then the record.
     pub async fn handle(&mut self, rec: Record) {
         let replaying = rec.pos <= self.resume.engine.max(self.resume.stored);
-        if replaying && rec.received_at >= self.ticked_at + TICK_MS {
+        if (replaying || self.log_clock) && rec.received_at >= self.ticked_at + TICK_MS {
             // Timers fire during a replay as they did live.
             self.tick_at(rec.received_at, Some(rec.pos)).await;
         }
@@ -219,6 +231,7 @@ impl Pipeline {
             received_at: now,
             ref topic,
             ref payload,
+            ..
         } = rec;
         if topic.ends_with("/cmd") {
             return;
@@ -311,8 +324,8 @@ impl Pipeline {
             metrics::counter!("eldercare_rule_decisions_total",
                 "kind" => d.kind().as_str(), "decision" => what)
             .increment(1);
-            if self.desk.decide_from(d, pos).await.is_err() {
-                error!("Alert desk closed; rule decision lost.");
+            if self.desk.decide(d, pos).await.is_err() {
+                error!("Rule decision not taken (desk closed, or the partition lost).");
             }
         }
     }
@@ -467,11 +480,13 @@ impl Pipeline {
                 return;
             }
         };
-        for e in &elders {
+        let owns = self.owns.clone();
+        let owned = |id: &str| owns.as_ref().is_none_or(|o| o(id));
+        for e in elders.iter().filter(|e| owned(&e.elder_id)) {
             self.engine
                 .upsert_elder(&ElderProfile::from_elder(e), started);
         }
-        for d in &devices {
+        for d in devices.iter().filter(|d| owned(&d.elder_id)) {
             self.engine.upsert_device(&DeviceProfile::from(d), started);
         }
         self.refreshed_at = Some(started);
@@ -485,13 +500,17 @@ impl Pipeline {
         let now = now_ms();
         match change {
             RegistryChange::Elder(id) => match self.store.get_elder(&id).await {
-                Ok(Some(e)) => self.engine.upsert_elder(&ElderProfile::from_elder(&e), now),
-                Ok(None) => self.engine.remove_elder(&id),
+                Ok(Some(e)) if self.owned(&e.elder_id) => {
+                    self.engine.upsert_elder(&ElderProfile::from_elder(&e), now)
+                }
+                Ok(_) => self.engine.remove_elder(&id),
                 Err(e) => warn!(error = %e, elder_id = %id, "Could not read a changed elder."),
             },
             RegistryChange::Device(id) => match self.store.get_device(&id).await {
-                Ok(Some(d)) => self.engine.upsert_device(&DeviceProfile::from(&d), now),
-                Ok(None) => {
+                Ok(Some(d)) if self.owned(&d.elder_id) => {
+                    self.engine.upsert_device(&DeviceProfile::from(&d), now)
+                }
+                Ok(_) => {
                     self.engine.remove_device(&id);
                     self.dedup.forget(&id);
                 }
@@ -501,6 +520,104 @@ impl Pipeline {
         }
         metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
         metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);
+    }
+}
+
+/// A cluster member's pipeline for one partition: see [`Pipeline::new`];
+/// the engine watches only the elders `owns` accepts, and its clock is
+/// the log's (records and the log's ticks).
+impl Pipeline {
+    pub fn for_partition(mut self, owns: Owns) -> Pipeline {
+        self.owns = Some(owns);
+        self.log_clock = true;
+        self
+    }
+
+    fn owned(&self, elder_id: &str) -> bool {
+        self.owns.as_ref().is_none_or(|o| o(elder_id))
+    }
+
+    /// The newest record taken (0: none).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The engine's time: the newest record or tick it was told of.
+    pub fn clock(&self) -> EpochMs {
+        self.engine_now()
+    }
+
+    /// A tick from the log, at log position `pos` and log time `at`:
+    /// messages held while the registry could not be read are tried
+    /// again, then the timers due by `at` run.
+    pub async fn tick_record(&mut self, pos: u64, at: EpochMs) {
+        if at >= self.registry_down_until {
+            let held: Vec<Record> = self.held.drain(..).collect();
+            for h in held {
+                Box::pin(self.message(h)).await;
+            }
+            metrics::gauge!("eldercare_ingest_held").set(self.held.len() as f64);
+        }
+        if at >= self.ticked_at + TICK_MS {
+            self.tick_at(at, Some(pos)).await;
+        }
+        self.pos = self.pos.max(pos);
+        self.received_at = self.received_at.max(at);
+    }
+
+    /// The engine's state as of [`Pipeline::engine_position`], for a
+    /// snapshot kept elsewhere than the data directory; with the position
+    /// up to which readings are stored.
+    pub fn snapshot(&self) -> (Checkpoint, u64) {
+        let cp = Checkpoint {
+            pos: self.engine_position(),
+            received_at: self.received_at,
+            engine: self.engine.snapshot(),
+        };
+        let stored = self.writer.stored_position().max(self.resume.stored);
+        (cp, stored)
+    }
+
+    /// Starts from a snapshot (or from nothing): the registry of the
+    /// owned elders, the engine's state, and the alerts still open (their
+    /// conditions are not raised again). The records after the snapshot
+    /// are then handed to [`Pipeline::handle`] in log order; readings at
+    /// or before `stored` are not stored again.
+    pub async fn resume_from(&mut self, snapshot: Option<(Checkpoint, u64)>) {
+        self.refresh_registry().await;
+        let mut resume = Resume::default();
+        if let Some((cp, stored)) = snapshot {
+            self.engine.restore(&cp.engine, cp.engine.taken_at());
+            resume.engine = cp.pos;
+            resume.stored = stored.min(cp.pos);
+            self.pos = cp.pos;
+            self.received_at = cp.received_at;
+            self.ticked_at = cp.engine.taken_at();
+        }
+        match self.store.unresolved_alerts().await {
+            Ok(open) => {
+                let now = self.engine_now();
+                let owns = self.owns.clone();
+                let owned = |id: &str| owns.as_ref().is_none_or(|o| o(id));
+                for a in open.into_iter().filter(|a| owned(&a.elder_id)) {
+                    self.engine
+                        .restore_open(a.kind, &a.elder_id, a.subject.as_deref(), now);
+                }
+            }
+            Err(e) => warn!(error = %e, "Could not read open alerts for the rule engine."),
+        }
+        self.resume = resume;
+    }
+
+    /// After a time when nobody judged this partition (the whole cluster
+    /// was down), the silence from `from` to `now` is not evidence.
+    pub fn blind(&mut self, from: EpochMs, now: EpochMs) -> i64 {
+        self.engine.resume_after_gap(from, now)
+    }
+
+    /// Writes what is queued for storage and waits for it.
+    pub fn writer_stored(&self) -> u64 {
+        self.writer.stored_position()
     }
 }
 

@@ -285,6 +285,9 @@ impl Ending {
 #[derive(Debug)]
 pub struct Session {
     device_id: String,
+    /// The elder the device belongs to: the key its messages are logged
+    /// under (a gateway speaks only for devices of the same elder).
+    elder_id: std::sync::Arc<str>,
     own_cmd: String,
     /// A gateway's devices; `None` for any other device.
     delegation: Option<Delegation>,
@@ -324,6 +327,7 @@ impl Session {
         };
         Session {
             device_id: device.device_id.clone(),
+            elder_id: device.elder_id.as_str().into(),
             own_cmd: format!("eldercare/v1/{}/cmd", device.device_id),
             delegation: gateway.then(|| Delegation::new(device.elder_id.clone())),
             grace: (keep_alive_s > 0)
@@ -334,6 +338,10 @@ impl Session {
             window: SlowWindow::new(s.rate_cutoff_window(), now),
             slowed: false,
         }
+    }
+
+    pub fn elder_id(&self) -> &std::sync::Arc<str> {
+        &self.elder_id
     }
 
     pub fn device_id(&self) -> &str {

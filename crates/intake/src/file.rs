@@ -269,6 +269,7 @@ mod tests {
             received_at: 1_000 + pos as i64,
             topic: "eldercare/v1/btn-1/event".into(),
             payload: Bytes::from(format!("{{\"type\":\"sos\",\"seq\":{pos}}}")),
+            key: None,
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Record {
     pub received_at: EpochMs,
     pub topic: String,
     pub payload: Bytes,
+    /// The elder the sending device belongs to, when the front end knows
+    /// it: a cluster's log is partitioned by it. Not kept by a
+    /// [`FileJournal`] (a single node has one partition).
+    pub key: Option<std::sync::Arc<str>>,
 }
 
 /// Which queue a message waits in.
@@ -168,6 +172,7 @@ impl Appender {
     pub async fn append(
         &self,
         lane: Lane,
+        key: Option<std::sync::Arc<str>>,
         topic: String,
         payload: Bytes,
     ) -> Result<Durable, Closed> {
@@ -182,7 +187,7 @@ impl Appender {
                     .map_err(|_| Closed)?,
             ),
         };
-        self.shared.push(lane, topic, payload, permit)
+        self.shared.push(lane, key, topic, payload, permit)
     }
 
     /// As [`Appender::append`], but a routine message finding the queue
@@ -190,6 +195,7 @@ impl Appender {
     pub fn try_append(
         &self,
         lane: Lane,
+        key: Option<std::sync::Arc<str>>,
         topic: String,
         payload: Bytes,
     ) -> Result<Durable, TryAppendError> {
@@ -201,7 +207,7 @@ impl Appender {
                 Err(tokio::sync::TryAcquireError::Closed) => return Err(Closed.into()),
             },
         };
-        Ok(self.shared.push(lane, topic, payload, permit)?)
+        Ok(self.shared.push(lane, key, topic, payload, permit)?)
     }
 }
 

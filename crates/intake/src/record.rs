@@ -76,6 +76,7 @@ pub fn read(r: &mut impl Read) -> std::io::Result<Next> {
             received_at,
             topic,
             payload,
+            key: None,
         },
         HEADER + len,
     ))
@@ -105,6 +106,7 @@ mod tests {
             received_at: 1_700_000_000_000 + pos as i64,
             topic: format!("eldercare/v1/dev-{pos}/vitals"),
             payload: Bytes::from(payload.to_string()),
+            key: None,
         }
     }
 

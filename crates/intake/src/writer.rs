@@ -34,6 +34,7 @@ impl Default for IntakeConfig {
 }
 
 struct Pending {
+    key: Option<Arc<str>>,
     topic: String,
     payload: Bytes,
     done: oneshot::Sender<Result<(), Closed>>,
@@ -64,12 +65,14 @@ impl Shared {
     pub(crate) fn push(
         &self,
         lane: Lane,
+        key: Option<Arc<str>>,
         topic: String,
         payload: Bytes,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Durable, Closed> {
         let (done, rx) = oneshot::channel();
         let p = Pending {
+            key,
             topic,
             payload,
             done,
@@ -217,6 +220,7 @@ fn run(mut journal: Box<dyn Journal>, shared: Arc<Shared>, max: usize, out: mpsc
                 received_at,
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
+                key: p.key.clone(),
             }));
             let started = std::time::Instant::now();
             match journal.append(&records) {
@@ -273,6 +277,7 @@ mod tests {
             let d = app
                 .append(
                     Lane::Routine,
+                    None,
                     format!("eldercare/v1/d{i}/vitals"),
                     Bytes::from(i.to_string()),
                 )
@@ -283,6 +288,7 @@ mod tests {
         let sos = app
             .append(
                 Lane::Urgent,
+                None,
                 "eldercare/v1/b/event".into(),
                 Bytes::from("sos"),
             )
@@ -305,7 +311,7 @@ mod tests {
         );
         intake.close();
         assert!(
-            app.append(Lane::Urgent, "t".into(), Bytes::new())
+            app.append(Lane::Urgent, None, "t".into(), Bytes::new())
                 .await
                 .is_err(),
             "closed"
@@ -329,7 +335,7 @@ mod tests {
         let (intake, app) = Intake::start(Box::new(journal), cfg, tx).unwrap();
         let mut full = false;
         for i in 0..100 {
-            match app.try_append(Lane::Routine, format!("t{i}"), Bytes::new()) {
+            match app.try_append(Lane::Routine, None, format!("t{i}"), Bytes::new()) {
                 Ok(_) => {}
                 Err(crate::TryAppendError::Full) => {
                     full = true;
@@ -340,7 +346,7 @@ mod tests {
         }
         assert!(full, "routine telemetry is shed once the queue is full");
         assert!(
-            app.try_append(Lane::Urgent, "e".into(), Bytes::new())
+            app.try_append(Lane::Urgent, None, "e".into(), Bytes::new())
                 .is_ok(),
             "an SOS is never shed"
         );

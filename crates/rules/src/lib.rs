@@ -52,7 +52,7 @@ const BLIND_KEPT: usize = 8;
 /// A rule's decision that an alert should be raised, or folded into the
 /// open alert of the same kind for the same elder (and device, for
 /// per-device kinds).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trigger {
     pub elder_id: String,
     pub device_id: String,
@@ -64,6 +64,7 @@ pub struct Trigger {
     pub at_ms: EpochMs,
     pub summary: Text,
     /// The readings that triggered it, oldest first.
+    #[serde(with = "snapshot::saved_readings")]
     pub readings: Vec<Reading>,
     /// The event-time window the condition held over.
     pub window: Option<(EpochMs, EpochMs)>,
@@ -74,7 +75,7 @@ pub struct Trigger {
 }
 
 /// A change to the open alert of a kind, without counting a repeat.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Update {
     pub elder_id: String,
     pub kind: AlertKind,
@@ -84,11 +85,12 @@ pub struct Update {
     /// A note for the event log.
     pub note: Text,
     pub at_ms: EpochMs,
+    #[serde(with = "snapshot::saved_readings")]
     pub readings: Vec<Reading>,
 }
 
 /// How the system itself resolves an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The person cancelled it on the device.
     FalseAlarm,
@@ -106,7 +108,7 @@ impl Outcome {
 }
 
 /// The system resolves the open alert of a kind.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resolve {
     pub elder_id: String,
     pub kind: AlertKind,
@@ -116,7 +118,7 @@ pub struct Resolve {
     pub at_ms: EpochMs,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Decision {
     Raise(Trigger),
     Update(Update),

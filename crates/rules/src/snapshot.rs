@@ -243,6 +243,23 @@ impl From<&Reading> for SavedReading {
     }
 }
 
+/// Readings in a rule decision as a cluster's decision log carries them:
+/// tagged by stream, as in a snapshot.
+pub(crate) mod saved_readings {
+    use super::SavedReading;
+    use eldercare_model::Reading;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &[Reading], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(r.iter().map(SavedReading::from))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Reading>, D::Error> {
+        let saved = Vec::<SavedReading>::deserialize(d)?;
+        Ok(saved.iter().map(Reading::from).collect())
+    }
+}
+
 impl From<&SavedReading> for Reading {
     fn from(r: &SavedReading) -> Reading {
         let body = match &r.body {

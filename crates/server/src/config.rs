@@ -60,6 +60,22 @@ pub struct ServeArgs {
     /// PostgreSQL / TimescaleDB URL
     #[arg(long, env = "ELDERCARE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// NATS servers of a cluster (`nats://a:4222,nats://b:4222`): this
+    /// server becomes a member of it (docs/cluster.md); needs
+    /// --database-url [default: none, a single node]
+    #[arg(long, env = "ELDERCARE_NATS")]
+    pub nats: Option<String>,
+    /// This member's name in the cluster, unique [default: host name and
+    /// process id]
+    #[arg(long, env = "ELDERCARE_MEMBER_ID")]
+    pub member_id: Option<String>,
+    /// How long a member's partition and desk leases run unless renewed:
+    /// about the failover time [default: 3000]
+    #[arg(long, env = "ELDERCARE_CLUSTER_LEASE_MS")]
+    pub cluster_lease_ms: Option<u64>,
+    /// Replicas of the cluster's streams [default: 3]
+    #[arg(long, env = "ELDERCARE_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
     /// Days of telemetry kept on PostgreSQL / TimescaleDB [default: 400]
     #[arg(long, env = "ELDERCARE_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
@@ -137,6 +153,14 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     /// PostgreSQL / TimescaleDB URL.
     database_url: Option<String>,
+    /// NATS servers of a cluster, comma-separated.
+    nats: Option<String>,
+    /// This member's name in the cluster.
+    member_id: Option<String>,
+    /// Milliseconds a lease runs unless renewed.
+    cluster_lease_ms: Option<u64>,
+    /// Replicas of the cluster's streams.
+    nats_replicas: Option<usize>,
     /// Days of telemetry kept (PostgreSQL / TimescaleDB).
     retention_days: Option<u32>,
     /// Rule file (thresholds and durations of every rule).
@@ -196,6 +220,8 @@ pub struct Config {
     pub mqtt: eldercare_broker::MqttSettings,
     /// When a device's message counts as kept (and is acknowledged).
     pub durability: eldercare_intake::Durability,
+    /// Membership of a cluster; `None`: a single node.
+    pub cluster: Option<eldercare_cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -284,6 +310,33 @@ impl Config {
             storage: StorageArgs {
                 data_dir,
                 database_url: args.database_url.clone().or(file.database_url),
+            },
+            cluster: match args.nats.clone().or(file.nats) {
+                None => None,
+                Some(urls) => Some(eldercare_cluster::ClusterConfig {
+                    urls,
+                    member: args
+                        .member_id
+                        .clone()
+                        .or(file.member_id)
+                        .unwrap_or_else(|| {
+                            let host = std::fs::read_to_string("/etc/hostname")
+                                .map(|h| h.trim().to_string())
+                                .unwrap_or_else(|_| "member".into());
+                            format!("{host}-{}", std::process::id())
+                        }),
+                    lease: std::time::Duration::from_millis(
+                        args.cluster_lease_ms
+                            .or(file.cluster_lease_ms)
+                            .unwrap_or(3000)
+                            .max(300),
+                    ),
+                    replicas: args
+                        .nats_replicas
+                        .or(file.nats_replicas)
+                        .unwrap_or(3)
+                        .clamp(1, 5),
+                }),
             },
             retention_days,
             rules: match &rules_file {

@@ -231,6 +231,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         rules,
         mqtt: Default::default(),
         durability: Default::default(),
+        cluster: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(crate::serve(cfg, Some(tx)));

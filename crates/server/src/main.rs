@@ -4,6 +4,7 @@
 
 mod alert_path;
 mod alerts_cli;
+mod cluster;
 mod config;
 mod demo;
 mod descriptors;
@@ -66,6 +67,23 @@ enum Cmd {
     /// or a shell user (token from --token or ELDERCARE_TOKEN).
     #[command(subcommand)]
     Alerts(alerts_cli::AlertsCmd),
+    /// A cluster's state, read from its NATS servers.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Who owns each partition and the desk, how fresh each partition's
+    /// snapshot is, and the intake stream's size.
+    Status {
+        /// NATS servers, comma-separated.
+        #[arg(long, env = "ELDERCARE_NATS")]
+        nats: String,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +177,9 @@ fn main() -> ExitCode {
             Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
             Cmd::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
             Cmd::Alerts(cmd) => alerts_cli::run(cmd).await,
+            Cmd::Cluster(ClusterCmd::Status { nats, json }) => {
+                cluster::status(&nats, json).await.map(|_| ExitCode::SUCCESS)
+            }
             Cmd::Audit(AuditCmd::Verify { storage }) => {
                 let store = open_store(&storage).await?;
                 let report = store.verify_chain().await?;
@@ -462,6 +483,13 @@ pub async fn serve(
         };
     // A database outage must not stop alerts: writes it refuses go to a
     // bounded spool in the data directory and are written when it is back.
+    if cfg.cluster.is_some() && cfg.storage.database_url.is_none() {
+        return Err(ConfigError(
+            "a cluster member (--nats) needs the cluster's PostgreSQL (--database-url)".into(),
+        )
+        .into());
+    }
+    let database_direct = database.clone();
     let spool = eldercare_store::SpoolingStore::open(
         database,
         &cfg.storage.data_dir.join("spool"),
@@ -474,27 +502,10 @@ pub async fn serve(
     let drain_stop = CancellationToken::new();
     let drain_task = spool.start_drain(std::time::Duration::from_secs(1), drain_stop.clone());
     let store: Arc<dyn Store> = spool.clone();
-    // The intake log and the rule engine's checkpoint; the desk reports
-    // which logged messages' decisions it has kept.
-    let intake_dir = cfg.storage.data_dir.join("intake");
-    std::fs::create_dir_all(&intake_dir)
-        .with_context(|| format!("creating {}", intake_dir.display()))?;
-    let (applied, applied_pos) = eldercare_broker::pipeline::applied_mark(&intake_dir)
-        .with_context(|| format!("opening the applied mark in {}", intake_dir.display()))?;
     // The pipeline, the desk and the gRPC server on threads of their own
     // (see alert_path.rs).
     let alert_rt = alert_path::AlertRuntime::start().context("starting the alert path")?;
     let alerts = alert_rt.handle();
-    let desk_cfg = eldercare_alerts::DeskConfig {
-        escalation: cfg.escalation,
-        applied: Some(applied),
-        ..Default::default()
-    };
-    let desk_store = store.clone();
-    let (desk, desk_task) = alerts
-        .spawn(async move { AlertDesk::start_with(desk_store, desk_cfg).await })
-        .await
-        .context("starting the alert desk")??;
     let (refusals, dl_task) = Refusals::start(store.clone());
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(cfg.rules.clone());
     let reloader = Arc::new(RulesReloader {
@@ -507,24 +518,17 @@ pub async fn serve(
         tls.clone(),
         shutdown.clone(),
     ));
-    let ingest = Ingest::start(
-        IngestConfig {
-            mqtt_addr: cfg.mqtt_addr,
-            mqtts: tls.clone().map(|tls| (cfg.mqtts_addr, tls)),
-            rules: rules_rx,
-            mqtt: cfg.mqtt.clone(),
-            intake_dir,
-            durability: cfg.durability,
-            applied: applied_pos,
-            pipeline: Some(alerts.clone()),
-        },
-        store.clone(),
-        desk.clone(),
-        refusals,
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| {
+    let ingest_cfg = |intake_dir: PathBuf, applied: u64| IngestConfig {
+        mqtt_addr: cfg.mqtt_addr,
+        mqtts: tls.clone().map(|tls| (cfg.mqtts_addr, tls)),
+        rules: rules_rx.clone(),
+        mqtt: cfg.mqtt.clone(),
+        intake_dir,
+        durability: cfg.durability,
+        applied,
+        pipeline: Some(alerts.clone()),
+    };
+    let listening = || {
         let plain = cfg.mqtt_addr.map_or("off".to_string(), |a| a.to_string());
         match &tls {
             Some(_) => format!(
@@ -533,7 +537,57 @@ pub async fn serve(
             ),
             None => format!("starting MQTT on {plain}"),
         }
-    })?;
+    };
+    let mut member_begin = None;
+    let (desk, desk_task, ingest) = match &cfg.cluster {
+        Some(cc) => {
+            let m = cluster::start_member(
+                cc,
+                cluster::MemberParts {
+                    direct: database_direct,
+                    store: store.clone(),
+                    refusals,
+                    rules: rules_rx.clone(),
+                    escalation: cfg.escalation,
+                    ingest: ingest_cfg(cfg.storage.data_dir.join("intake"), 0),
+                },
+                shutdown.clone(),
+            )
+            .await
+            .with_context(listening)?;
+            member_begin = Some(m.begin);
+            (m.desk, m.task, m.ingest)
+        }
+        None => {
+            // The intake log and the rule engine's checkpoint; the desk
+            // reports which logged messages' decisions it has kept.
+            let intake_dir = cfg.storage.data_dir.join("intake");
+            std::fs::create_dir_all(&intake_dir)
+                .with_context(|| format!("creating {}", intake_dir.display()))?;
+            let (applied, applied_pos) = eldercare_broker::pipeline::applied_mark(&intake_dir)
+                .with_context(|| format!("opening the applied mark in {}", intake_dir.display()))?;
+            let desk_cfg = eldercare_alerts::DeskConfig {
+                escalation: cfg.escalation,
+                applied: Some(applied),
+                ..Default::default()
+            };
+            let desk_store = store.clone();
+            let (desk, desk_task) = alerts
+                .spawn(async move { AlertDesk::start_with(desk_store, desk_cfg).await })
+                .await
+                .context("starting the alert desk")??;
+            let ingest = Ingest::start(
+                ingest_cfg(intake_dir, applied_pos),
+                store.clone(),
+                desk.clone(),
+                refusals,
+                shutdown.clone(),
+            )
+            .await
+            .with_context(listening)?;
+            (desk, desk_task, ingest)
+        }
+    };
     if cfg.auth.is_empty() {
         warn!(
             "No API tokens: every gRPC call will be refused. Add one with `eldercare token add`, then send SIGHUP."
@@ -612,6 +666,9 @@ pub async fn serve(
     );
     if let Some(tx) = ready {
         let _ = tx.send(bound);
+    }
+    if let Some(begin) = member_begin {
+        let _ = begin.send(());
     }
 
     wait_for_signal().await;
