@@ -251,6 +251,7 @@ impl AlertDesk {
             clock: cfg.clock,
             applied: cfg.applied,
             deciding: None,
+            halted: false,
         };
         let handle = tokio::spawn(state.run(rx));
         if let Some(every) = cfg.tick {
@@ -464,6 +465,9 @@ struct DeskState {
     applied: Option<Applied>,
     /// The cluster decision being applied, if any: its event carries it.
     deciding: Option<u64>,
+    /// A cluster decision could not be kept: the desk stops here, and the
+    /// next desk (maybe this member's again) applies it from the log.
+    halted: bool,
 }
 
 /// Where repeats fold: one open alert per elder and kind, and per device
@@ -518,6 +522,9 @@ impl DeskState {
                         Decision::Resolve(r) => self.on_resolve(r).await,
                     }
                     self.deciding = None;
+                    if self.halted {
+                        break;
+                    }
                     if let (Some(pos), Some(applied)) = (pos, &self.applied) {
                         applied(pos);
                     }
@@ -735,6 +742,13 @@ impl DeskState {
                     delay *= 2;
                 }
             }
+        }
+        if let Some(decision) = self.deciding {
+            // Not lost: the decision log still holds it, after the alert
+            // log's last kept decision, where the next desk starts.
+            error!(decision, "Could not keep a rule decision; the desk stops and the next one applies it again.");
+            self.halted = true;
+            return false;
         }
         metrics::counter!("eldercare_alerts_lost_total").increment(1);
         false
