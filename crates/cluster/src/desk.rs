@@ -41,7 +41,10 @@ enum Reply {
 }
 
 /// Runs the desk until `stop` is cancelled (lease lost, or stopping).
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+/// While `held` is not valid (resumed after a pause, before the manager
+/// knows whether the lease is still this member's) it applies nothing
+/// and answers no one.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken, held: Arc<crate::lease::Held>) {
     let cfg = DeskConfig {
         escalation: shared.escalation,
         ..Default::default()
@@ -94,9 +97,12 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     };
     let mut live = desk.live();
     info!("Active desk: applying the partitions' decisions.");
+    let mut recheck = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
+            // Wakes the loop while the lease is not known to be held.
+            _ = recheck.tick() => {}
             ev = live.recv() => match ev {
                 Ok(ev) => publish_event(&shared, &ev).await,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -105,12 +111,12 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 Err(_) => break,
             },
-            Some(req) = rpc.next() => {
+            Some(req) = rpc.next(), if held.valid() => {
                 let desk = desk.clone();
                 let client = shared.client.clone();
                 tokio::spawn(async move { answer(&desk, &client, req).await });
             }
-            m = decisions.next() => {
+            m = decisions.next(), if held.valid() => {
                 let Some(m) = m else { break };
                 let m = match m {
                     Ok(m) => m,

@@ -91,6 +91,43 @@ impl Leases {
     }
 }
 
+/// What a member's running part (a partition's owner, the desk) knows of
+/// its lease: until when it surely holds it, as the manager last renewed
+/// it, and whether it is being handed back. A part resumed after a pause
+/// (SIGSTOP) finds its lease past and writes nothing before the manager
+/// has learnt whether it still holds it.
+#[derive(Debug, Default)]
+pub struct Held {
+    until_ms: std::sync::atomic::AtomicI64,
+    handed_back: std::sync::atomic::AtomicBool,
+}
+
+impl Held {
+    /// Taken or renewed by a request sent at `sent_ms`: held until then
+    /// plus the lease.
+    pub fn renewed(&self, sent_ms: i64, ttl_ms: i64) {
+        self.until_ms
+            .store(sent_ms + ttl_ms, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn valid(&self) -> bool {
+        now_ms() < self.until_ms.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn hand_back(&self) {
+        self.handed_back
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn handed_back(&self) -> bool {
+        self.handed_back.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+pub fn wall_ms() -> i64 {
+    now_ms()
+}
+
 #[cfg(test)]
 mod tests {
     use super::Lease;

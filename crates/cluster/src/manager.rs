@@ -3,6 +3,7 @@
 //! (heartbeats in the lease bucket), hands back what is over its fair
 //! share and takes free partitions up to it.
 use crate::Shared;
+use crate::lease::{Held, wall_ms};
 use crate::partition::{DESK_LEASE, PARTITIONS, lease_key};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,12 +15,13 @@ use tracing::{info, warn};
 struct Running {
     revision: u64,
     stop: CancellationToken,
-    handed_back: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<Held>,
     task: JoinHandle<bool>,
 }
 
 struct Desk {
     revision: u64,
+    held: Arc<Held>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -60,8 +62,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 lost.push(*p);
                 continue;
             }
+            let sent = wall_ms();
             match shared.leases.renew(&lease_key(*p), r.revision).await {
-                Ok(Some(rev)) => r.revision = rev,
+                Ok(Some(rev)) => {
+                    r.revision = rev;
+                    r.held.renewed(sent, shared.leases.ttl_ms);
+                }
                 Ok(None) => lost.push(*p),
                 Err(e) => warn!(error = %e, partition = p, "Lease renewal failed; trying again."),
             }
@@ -81,8 +87,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 break;
             };
             if let Some(r) = owned.remove(&p) {
-                r.handed_back
-                    .store(true, std::sync::atomic::Ordering::Release);
+                r.held.hand_back();
                 r.stop.cancel();
                 let _ = r.task.await;
                 shared.leases.release(&lease_key(p), r.revision).await;
@@ -101,21 +106,23 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 if owned.contains_key(&p) {
                     continue;
                 }
+                let sent = wall_ms();
                 if let Ok(Some(rev)) = shared.leases.try_take(&lease_key(p)).await {
                     let stop = CancellationToken::new();
-                    let handed_back = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let held = Arc::new(Held::default());
+                    held.renewed(sent, shared.leases.ttl_ms);
                     let task = tokio::spawn(crate::owner::run(
                         shared.clone(),
                         p,
                         stop.clone(),
-                        handed_back.clone(),
+                        held.clone(),
                     ));
                     owned.insert(
                         p,
                         Running {
                             revision: rev,
                             stop,
-                            handed_back,
+                            held,
                             task,
                         },
                     );
@@ -126,13 +133,17 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         metrics::gauge!("eldercare_cluster_partitions_owned").set(owned.len() as f64);
         // The desk.
+        let sent_desk = wall_ms();
         desk = match desk.take() {
             Some(d) if d.task.is_finished() => {
                 say(format!("cluster: {member} is no longer the desk"));
                 None
             }
             Some(d) => match shared.leases.renew(DESK_LEASE, d.revision).await {
-                Ok(Some(rev)) => Some(Desk { revision: rev, ..d }),
+                Ok(Some(rev)) => {
+                    d.held.renewed(sent_desk, shared.leases.ttl_ms);
+                    Some(Desk { revision: rev, ..d })
+                }
                 Ok(None) => {
                     d.stop.cancel();
                     let _ = d.task.await;
@@ -147,10 +158,14 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             None => match shared.leases.try_take(DESK_LEASE).await {
                 Ok(Some(rev)) if !shutdown.is_cancelled() => {
                     let stop = CancellationToken::new();
-                    let task = tokio::spawn(crate::desk::run(shared.clone(), stop.clone()));
+                    let held = Arc::new(Held::default());
+                    held.renewed(sent_desk, shared.leases.ttl_ms);
+                    let task =
+                        tokio::spawn(crate::desk::run(shared.clone(), stop.clone(), held.clone()));
                     say(format!("cluster: {member} is the active desk"));
                     Some(Desk {
                         revision: rev,
+                        held,
                         stop,
                         task,
                     })
@@ -170,8 +185,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
     // A clean stop: final snapshots, leases handed back at once.
     for (p, r) in std::mem::take(&mut owned) {
-        r.handed_back
-            .store(true, std::sync::atomic::Ordering::Release);
+        r.held.hand_back();
         r.stop.cancel();
         let _ = r.task.await;
         shared.leases.release(&lease_key(p), r.revision).await;

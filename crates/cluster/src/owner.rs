@@ -85,13 +85,14 @@ fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
 
 /// Runs partition `p` until `stop` is cancelled (lease lost or handed
 /// back) or another member fences it. Returns whether it was fenced.
-/// A last snapshot is saved only when `handed_back` is set by then: an
-/// owner whose lease ran out must not overwrite the next owner's.
+/// Ticks and snapshots are written only while `held` is valid, and a
+/// last snapshot only when the partition is handed back: an owner whose
+/// lease ran out must not overwrite the next owner's.
 pub async fn run(
     shared: Arc<Shared>,
     p: u16,
     stop: CancellationToken,
-    handed_back: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<crate::lease::Held>,
 ) -> bool {
     let log = match DecisionLog::fence(shared.js.clone(), p, &shared.member).await {
         Ok(l) => l,
@@ -179,7 +180,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick(), if caught_up => {
+            _ = tick.tick(), if caught_up && held.valid() => {
                 let js = shared.js.clone();
                 let subject = tick_subject.clone();
                 // Not awaited here: a slow acknowledgement must not hold
@@ -192,7 +193,7 @@ pub async fn run(
                 metrics::gauge!("eldercare_cluster_snapshot_age_seconds", "partition" => label.clone())
                     .set(saved_at.elapsed().as_secs_f64());
             }
-            _ = save.tick() => {
+            _ = save.tick(), if held.valid() => {
                 if save_snapshot(&shared, p, &pipeline).await {
                     saved_at = std::time::Instant::now();
                 }
@@ -251,7 +252,7 @@ pub async fn run(
         }
     }
     let was_fenced = fenced.load(Ordering::Acquire);
-    if !was_fenced && handed_back.load(Ordering::Acquire) {
+    if !was_fenced && held.handed_back() {
         // Handed back or stopping: the next owner starts from here.
         save_snapshot(&shared, p, &pipeline).await;
     }
