@@ -18,6 +18,7 @@
 //! - [`decisions`]: the owner's decisions, fenced and de-duplicated.
 //! - [`desk`]: the active desk, and the forwarding of operators' actions.
 //! - [`manager`]: this member's share of partitions, and the desk.
+//! - [`sessions`]: closing a device's sessions on every member.
 //! - [`status`]: what `eldercare cluster status` shows.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod lease;
 pub mod manager;
 pub mod owner;
 pub mod partition;
+pub mod sessions;
 pub mod status;
 
 use async_nats::jetstream::{self, Context, kv, object_store, stream};

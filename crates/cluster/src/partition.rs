@@ -22,6 +22,8 @@ pub const LEASES: &str = "eldercare_leases";
 pub const SNAPSHOTS: &str = "eldercare_snapshots";
 /// The active desk's alert events, as it keeps them (core NATS).
 pub const EVENTS: &str = "eldercare.events";
+/// A device whose sessions every member closes (core NATS).
+pub const SESSIONS_CLOSE: &str = "eldercare.sessions.close";
 /// Operators' actions, asked of the active desk (request-reply).
 pub const DESK_RPC: &str = "eldercare.desk.rpc";
 

@@ -29,6 +29,8 @@ pub struct Member {
     pub desk: AlertDesk,
     pub task: tokio::task::JoinHandle<()>,
     pub ingest: Ingest,
+    /// Closes a device's sessions on every member.
+    pub closer: eldercare_cluster::sessions::Closer,
     /// Sent once the server is ready (its ready line printed): only then
     /// does the member take partitions and the desk.
     pub begin: tokio::sync::oneshot::Sender<()>,
@@ -94,6 +96,14 @@ pub async fn start_member(
     .context("starting the MQTT front end")?;
     let (begin, begun) = tokio::sync::oneshot::channel::<()>();
     let sd = shutdown.clone();
+    let follow_closes = tokio::spawn(eldercare_cluster::sessions::follow(
+        client.clone(),
+        ingest.sessions(),
+        shutdown.clone(),
+    ));
+    let closer = eldercare_cluster::sessions::Closer {
+        client: client.clone(),
+    };
     let manage = tokio::spawn(async move {
         if begun.await.is_ok() {
             manager::run(shared, sd).await;
@@ -102,6 +112,7 @@ pub async fn start_member(
     let task = tokio::spawn(async move {
         let _ = manage.await;
         let _ = follow.await;
+        let _ = follow_closes.await;
         forward_changes.abort();
         let _ = client.flush().await;
     });
@@ -109,6 +120,7 @@ pub async fn start_member(
         desk,
         task,
         ingest,
+        closer,
         begin,
     })
 }

@@ -539,6 +539,7 @@ pub async fn serve(
         }
     };
     let mut member_begin = None;
+    let mut member_closer = None;
     let (desk, desk_task, ingest) = match &cfg.cluster {
         Some(cc) => {
             let m = cluster::start_member(
@@ -556,6 +557,7 @@ pub async fn serve(
             .await
             .with_context(listening)?;
             member_begin = Some(m.begin);
+            member_closer = Some(m.closer);
             (m.desk, m.task, m.ingest)
         }
         None => {
@@ -595,7 +597,7 @@ pub async fn serve(
     }
     let registry = eldercare_api::RegistryHandles {
         store: store.clone(),
-        sessions: Arc::new(GuardSessions(ingest.sessions())),
+        sessions: Arc::new(GuardSessions(ingest.sessions(), member_closer)),
         changes: ingest.registry_changes(),
     };
     // One set of services for gRPC and the console's JSON API.
@@ -734,10 +736,17 @@ pub async fn serve(
 /// guard tracks and closes them, and this adapter lets the API use it
 /// while neither crate depends on the other (the MQTT intake stays free of
 /// gRPC, and the API free of MQTT).
-struct GuardSessions(eldercare_broker::guard::Sessions);
+/// On a cluster member, every other member is asked to close them too.
+struct GuardSessions(
+    eldercare_broker::guard::Sessions,
+    Option<eldercare_cluster::sessions::Closer>,
+);
 
 impl eldercare_api::DeviceSessions for GuardSessions {
     fn disconnect(&self, device_id: &str) -> usize {
+        if let Some(c) = &self.1 {
+            c.close_everywhere(device_id);
+        }
         self.0.disconnect(device_id)
     }
 }
