@@ -511,6 +511,26 @@ async fn await_pubacks(d: &mut Device, n: usize) {
     }
 }
 
+/// The NATS server leading stream `name`, as JetStream reports it.
+async fn stream_leader(nats: &nats::NatsCluster, name: &str) -> usize {
+    let urls = nats.urls();
+    let client = async_nats::connect(urls.split(',').collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {name}: {e}"));
+    let info = stream.info().await.unwrap();
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap_or_else(|| panic!("stream {name} has no leader: {info:?}"));
+    nats.index(&leader)
+        .unwrap_or_else(|| panic!("stream {name} led by {leader}, not one of ours"))
+}
+
 async fn pg_count(url: &str, sql: String) -> i64 {
     let mut c = sqlx::PgConnection::connect(url).await.unwrap();
     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -748,6 +768,11 @@ async fn killing_a_partition_owner_mid_episode_raises_its_alerts_on_time_and_onc
             .get(kind)
             .unwrap_or_else(|| panic!("{kind} raised: {events:?}"));
         let detected = ms(a.detected_at.as_ref().unwrap());
+        eprintln!(
+            "{kind}: due {} ms after the kill, raised {} ms after it was due",
+            due - killed_at,
+            detected - due
+        );
         assert!(
             detected >= killed_at,
             "{kind} detected {} ms before the owner was killed, not by the new owner",
@@ -884,19 +909,21 @@ async fn a_member_stopped_past_its_lease_loses_its_partition_and_doubles_nothing
         .collect();
     presses.sort();
     assert_eq!(presses, vec![first, second], "each press on it once");
-    assert!(
-        c.metric(frozen, "eldercare_cluster_fenced_total") >= 1.0,
-        "the woken member counts being fenced"
-    );
+    // Not asserted: eldercare_cluster_fenced_total. The woken member may
+    // learn from its lease renewal before any decision of its is refused
+    // (docs/cluster.md, Fencing), and then nothing was fenced.
     let after = c.status().await.unwrap();
     assert_eq!(after.owner(p), c.members[taker].id, "{after:?}");
     let report = c.audit().await;
     assert!(report.contains("OK, 2 events"), "{report}");
 }
 
-/// What must survive `kill -9` of one NATS server (the JetStream meta
-/// leader): a device keeps publishing, each reading is acknowledged and
-/// stored exactly once, and an SOS sent after the kill is raised.
+/// What must survive `kill -9` of one NATS server, the one that leads
+/// the intake stream (`ELDERCARE_IN`, docs/cluster.md: the loss that
+/// devices feel most): a device keeps publishing on its connection, each
+/// reading is acknowledged (late during the stream's election, docs say,
+/// not refused) and stored exactly once, and an SOS sent after the kill
+/// is raised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_nats_server_loses_no_reading_and_no_sos() {
     const BEFORE: i64 = 5;
@@ -913,8 +940,7 @@ async fn losing_a_nats_server_loses_no_reading_and_no_sos() {
     }
     await_pubacks(&mut band_dev, BEFORE as usize).await;
 
-    let leader = tokio::task::block_in_place(|| c.nats.await_meta_leader())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let leader = stream_leader(&c.nats, "ELDERCARE_IN").await;
     c.nats.kill9(leader);
 
     for i in BEFORE + 1..=BEFORE + AFTER {
@@ -1004,6 +1030,7 @@ async fn killing_the_active_desk_moves_it_and_numbering_goes_on() {
     let a = ev.alert.unwrap();
     assert_eq!(a.elder_id, elder_on(pb_));
     let detected = ms(a.detected_at.as_ref().unwrap());
+    eprintln!("SOS raised {} ms after the press", detected - pressed);
     assert!(
         detected <= pressed + LEASE_MS + MARGIN_MS,
         "raised {} ms after the press (lease {LEASE_MS} ms + margin {MARGIN_MS} ms)",
