@@ -6,6 +6,9 @@
 use crate::partition::{Kind, intake_subject, partition_of};
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
+use async_nats::jetstream::message::PublishMessage;
+use std::time::Duration;
+use tracing::warn;
 use eldercare_intake::{Journal, Record};
 
 /// Header with the MQTT topic of a device message.
@@ -15,13 +18,24 @@ pub struct StreamJournal {
     js: Context,
     rt: tokio::runtime::Handle,
     pos: u64,
+    /// Names this process's messages for JetStream's de-duplication.
+    run: String,
 }
 
 impl StreamJournal {
     /// `rt`: the runtime the client runs on (the intake's writer thread
     /// waits on it).
     pub fn new(js: Context, rt: tokio::runtime::Handle) -> StreamJournal {
-        StreamJournal { js, rt, pos: 0 }
+        StreamJournal {
+            js,
+            rt,
+            pos: 0,
+            run: format!(
+                "{:x}{:x}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ),
+        }
     }
 }
 
@@ -34,27 +48,68 @@ fn partition(r: &Record) -> u16 {
     }
 }
 
+/// How long a group is retried while JetStream cannot take it (a stream
+/// electing a new leader after a server was lost answers "no stream" for
+/// a few seconds): the devices wait for their PUBACKs meanwhile.
+const RETRY_FOR: Duration = Duration::from_secs(20);
+
+impl StreamJournal {
+    /// Publishes `records` back to back, then awaits every
+    /// acknowledgement: one round of replication for the group. Returns
+    /// the records not acknowledged, and the last error.
+    async fn publish<'r>(
+        &self,
+        records: &[&'r Record],
+    ) -> (Vec<&'r Record>, Option<async_nats::Error>) {
+        let mut acks = Vec::with_capacity(records.len());
+        for r in records {
+            let mut h = HeaderMap::new();
+            h.insert(TOPIC_HEADER, r.topic.as_str());
+            let msg = PublishMessage::build()
+                .payload(r.payload.clone())
+                .headers(h)
+                // Sent again after a failure, a message is kept once.
+                .message_id(format!("{}.{}", self.run, r.pos));
+            let subject = intake_subject(partition(r), Kind::Message);
+            acks.push((*r, self.js.send_publish(subject, msg).await));
+        }
+        let mut failed = Vec::new();
+        let mut last = None;
+        for (r, ack) in acks {
+            let done = match ack {
+                Ok(f) => f.await.map(|_| ()).map_err(async_nats::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = done {
+                failed.push(r);
+                last = Some(e);
+            }
+        }
+        (failed, last)
+    }
+}
+
 impl Journal for StreamJournal {
     fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
-        let js = self.js.clone();
-        let sent = self.rt.block_on(async move {
-            // Published back to back, then every acknowledgement awaited:
-            // one round of replication for the group.
-            let mut acks = Vec::with_capacity(records.len());
-            for r in records {
-                let mut h = HeaderMap::new();
-                h.insert(TOPIC_HEADER, r.topic.as_str());
-                let subject = intake_subject(partition(r), Kind::Message);
-                acks.push(
-                    js.publish_with_headers(subject, h, r.payload.clone())
-                        .await
-                        .map_err(std::io::Error::other)?,
-                );
+        let rt = self.rt.clone();
+        let sent = rt.block_on(async {
+            let started = std::time::Instant::now();
+            let mut delay = Duration::from_millis(100);
+            let mut pending: Vec<&Record> = records.iter().collect();
+            loop {
+                let (failed, err) = self.publish(&pending).await;
+                let Some(err) = err else {
+                    return Ok(());
+                };
+                if started.elapsed() >= RETRY_FOR {
+                    return Err(std::io::Error::other(err));
+                }
+                metrics::counter!("eldercare_cluster_intake_retries_total").increment(1);
+                warn!(error = %err, waiting = failed.len(), "Intake stream did not take messages; retrying.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                pending = failed;
             }
-            for a in acks {
-                a.await.map_err(std::io::Error::other)?;
-            }
-            Ok::<_, std::io::Error>(())
         });
         match sent {
             Ok(()) => {
