@@ -746,7 +746,10 @@ impl DeskState {
         if let Some(decision) = self.deciding {
             // Not lost: the decision log still holds it, after the alert
             // log's last kept decision, where the next desk starts.
-            error!(decision, "Could not keep a rule decision; the desk stops and the next one applies it again.");
+            error!(
+                decision,
+                "Could not keep a rule decision; the desk stops and the next one applies it again."
+            );
             self.halted = true;
             return false;
         }
