@@ -1,6 +1,6 @@
 use super::*;
 use eldercare_model::{Body, DeviceEvent, EventType, Reading, Severity};
-use eldercare_store::SqliteStore;
+use eldercare_store::{AlertLog, SqliteStore};
 
 fn sos(elder: &str) -> Trigger {
     sos_at(elder, 1_000)

@@ -470,7 +470,7 @@ async fn device_row(store: &dyn Store, row: &Row) -> Result<Result<DeviceRow, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SqliteStore;
+    use crate::{Registry, SqliteStore};
 
     #[tokio::test]
     async fn imports_rows_and_refuses_bad_ones_with_line_numbers() {
