@@ -107,7 +107,7 @@ struct Head {
 }
 
 /// The head as the database has it.
-async fn db_head(inner: &dyn Store) -> Result<Head> {
+async fn db_head(inner: &dyn AlertLog) -> Result<Head> {
     let seq = inner.last_seq().await?;
     let hash = match seq {
         0 => String::new(),
