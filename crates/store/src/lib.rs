@@ -1,9 +1,12 @@
 //! Storage: the registry (elders, devices), telemetry, alerts with their
 //! gap-free event log, and the bounded dead-letter store.
 //!
-//! [`Store`] is the interface the rest of the system uses; [`SqliteStore`]
-//! is the embedded default, kept in `--data-dir`, and [`PgStore`] the
-//! PostgreSQL / TimescaleDB backend for a city (`--database-url`).
+//! [`Store`] is the interface the rest of the system uses, made of four
+//! roles (module `roles`): [`Registry`], [`Telemetry`], [`AlertLog`] and
+//! [`DeadLetters`], which a component that needs only one takes alone.
+//! [`SqliteStore`] is the embedded default, kept in `--data-dir`, and
+//! [`PgStore`] the PostgreSQL / TimescaleDB backend for a city
+//! (`--database-url`).
 #![forbid(unsafe_code)]
 
 pub mod postgres;

@@ -1,8 +1,10 @@
-//! The store's interface, by role. A component takes the role it uses
-//! ([`Registry`], [`Telemetry`], [`AlertLog`] or [`DeadLetters`]), so a
-//! test can hand it a small fake of that role alone; [`Store`] is all
-//! four, for what wires them together (the server, the spool in front of
-//! a backend, the operator API).
+//! The store's interface, by role. A component that uses one role takes
+//! only that one ([`Registry`], [`Telemetry`], [`AlertLog`] or
+//! [`DeadLetters`]), so a test can hand it a small fake of that role
+//! alone. [`Store`] is all four: for the server that wires the
+//! components, and for what uses several roles (the spool in front of a
+//! backend, the rule pipeline, the telemetry writer, the operator API's
+//! registry and telemetry services).
 //!
 //! Every backend implements the four roles, and so is a [`Store`]: the
 //! blanket impl below makes any type with the four one, and an

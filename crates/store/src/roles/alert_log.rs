@@ -4,7 +4,8 @@ use eldercare_model::{Alert, AlertEvent, EpochMs, Silence};
 
 /// The alerts and their gap-free, hash-chained event log, with the
 /// silences that mute them. The alert desk is its one writer; the
-/// operator API and subscribers read it.
+/// desk's subscribers, the operator API and the rule pipeline (the
+/// alerts open at a restart) read it.
 #[async_trait]
 pub trait AlertLog: Send + Sync + 'static {
     /// Persists one alert change atomically: the alert's new state and its
