@@ -13,12 +13,13 @@
 mod remote;
 pub use remote::{Forward, Forwarded, WireError};
 
+use async_trait::async_trait;
 use eldercare_model::{
-    Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, EpochMs, Outcome,
-    Responder, Severity, Silence,
+    Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, Elder, EpochMs,
+    Outcome, Responder, Severity, Silence,
 };
 use eldercare_rules::{Decision, Resolve, Trigger, Update};
-use eldercare_store::{NewAlertEvent, Store, StoreError};
+use eldercare_store::{AlertLog, NewAlertEvent, Registry, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,6 +167,24 @@ impl Default for DeskConfig {
     }
 }
 
+/// The one registry read the desk makes: the elder a new alert is
+/// about, for the district and community it is filed under. An answer
+/// as of the last registry read will do; without one (an error, or no
+/// such elder) the alert is filed under neither.
+#[async_trait]
+pub trait ElderLookup: Send + Sync + 'static {
+    async fn elder(&self, elder_id: &str) -> Result<Option<Elder>, StoreError>;
+}
+
+/// The registry's answer, [`Registry::get_elder_recent`], which may come
+/// from a cache without a round trip to the database.
+#[async_trait]
+impl<R: Registry + ?Sized> ElderLookup for Arc<R> {
+    async fn elder(&self, elder_id: &str) -> Result<Option<Elder>, StoreError> {
+        self.get_elder_recent(elder_id).await
+    }
+}
+
 /// Longest a silence may last.
 pub const MAX_SILENCE_MS: i64 = 31 * 24 * 3600 * 1000;
 
@@ -204,7 +223,7 @@ enum Command {
 pub struct AlertDesk {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<AlertEvent>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn AlertLog>,
 }
 
 impl AlertDesk {
@@ -219,6 +238,16 @@ impl AlertDesk {
 
     pub async fn start_with(
         store: Arc<dyn Store>,
+        cfg: DeskConfig,
+    ) -> Result<(AlertDesk, tokio::task::JoinHandle<()>), DeskError> {
+        AlertDesk::start_on(store.clone(), Box::new(store), cfg).await
+    }
+
+    /// As [`AlertDesk::start_with`], on the storage the desk uses: the
+    /// alert log it keeps and the registry read it makes.
+    pub async fn start_on(
+        store: Arc<dyn AlertLog>,
+        elders: Box<dyn ElderLookup>,
         cfg: DeskConfig,
     ) -> Result<(AlertDesk, tokio::task::JoinHandle<()>), DeskError> {
         // A hotline starts during a database outage: the spooling store
@@ -244,6 +273,7 @@ impl AlertDesk {
         let (events, _) = broadcast::channel(4096);
         let state = DeskState {
             store: store.clone(),
+            elders,
             events: events.clone(),
             open: unresolved.into_iter().map(|a| (key_of(&a), a)).collect(),
             silences,
@@ -396,7 +426,8 @@ impl AlertDesk {
         self.events.subscribe()
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The alert log the desk keeps.
+    pub fn store(&self) -> &Arc<dyn AlertLog> {
         &self.store
     }
 
@@ -454,7 +485,8 @@ impl AlertDesk {
 }
 
 struct DeskState {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AlertLog>,
+    elders: Box<dyn ElderLookup>,
     events: broadcast::Sender<AlertEvent>,
     /// Unresolved alerts by (elder, kind, subject): where repeats fold.
     open: HashMap<AlertKey, Alert>,
@@ -598,7 +630,7 @@ impl DeskState {
                 (AlertEventKind::Updated, a)
             }
             None => {
-                let (district, community) = match self.store.get_elder_recent(&t.elder_id).await {
+                let (district, community) = match self.elders.elder(&t.elder_id).await {
                     Ok(Some(e)) => (e.district, e.community),
                     _ => (None, None),
                 };

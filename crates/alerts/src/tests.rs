@@ -419,3 +419,53 @@ async fn every_action_from_every_state_is_allowed_or_refused_as_the_lifecycle_sa
         Err(DeskError::NotFound(_))
     ));
 }
+
+/// Elders as a registry read found them.
+struct Elders(HashMap<String, Elder>);
+
+#[async_trait]
+impl ElderLookup for Elders {
+    async fn elder(&self, elder_id: &str) -> Result<Option<Elder>, StoreError> {
+        Ok(self.0.get(elder_id).cloned())
+    }
+}
+
+#[tokio::test]
+async fn a_new_alert_is_filed_under_its_elders_district_and_community() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let e1 = Elder {
+        elder_id: "e1".into(),
+        district: Some("D1".into()),
+        community: Some("C1".into()),
+        ..Elder::default()
+    };
+    let elders = Elders(HashMap::from([("e1".to_string(), e1)]));
+    let cfg = DeskConfig {
+        tick: None,
+        ..DeskConfig::default()
+    };
+    let (desk, _) = AlertDesk::start_on(store, Box::new(elders), cfg)
+        .await
+        .unwrap();
+    desk.trigger(sos("e1")).await.unwrap();
+    desk.trigger(sos("e2")).await.unwrap();
+    desk.sync().await.unwrap();
+    let events = desk.store().events_after(0, 10).await.unwrap();
+    let filed: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let a = &e.alert;
+            (
+                a.elder_id.as_str(),
+                a.district.as_deref(),
+                a.community.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        filed,
+        vec![("e1", Some("D1"), Some("C1")), ("e2", None, None)],
+        "an elder the registry does not know files the alert under neither"
+    );
+}

@@ -517,7 +517,7 @@ impl Conn<'_> {
 /// The devices registered to `elder_id`; `None` when the registry could
 /// not be read.
 async fn read_devices_of(
-    store: &dyn eldercare_store::Store,
+    store: &dyn eldercare_store::Registry,
     elder_id: &str,
 ) -> Option<HashSet<String>> {
     let mut after = None;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use eldercare_intake::{Appender, Durable, Lane, TryAppendError};
 use eldercare_model::{Device, Stream};
 use eldercare_protocol::parse_topic;
-use eldercare_store::Store;
+use eldercare_store::Registry;
 use eldercare_tls::Tls;
 use rumqttd::protocol::{ConnAckProperties, LastWill, LastWillProperties, Packet, QoS};
 
@@ -105,7 +105,7 @@ pub struct Listener {
 
 pub(crate) struct Shared {
     pub(crate) cfg: GuardConfig,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Registry>,
     pub(crate) refusals: Refusals,
     /// Connections accepted and not yet past CONNECT.
     pending: Arc<Semaphore>,
@@ -131,7 +131,7 @@ fn refused(reason: &'static str) {
 }
 
 impl Guard {
-    pub fn new(cfg: GuardConfig, store: Arc<dyn Store>, refusals: Refusals) -> Guard {
+    pub fn new(cfg: GuardConfig, store: Arc<dyn Registry>, refusals: Refusals) -> Guard {
         for r in REFUSED {
             metrics::counter!("eldercare_mqtt_connections_refused_total", "reason" => r)
                 .absolute(0);

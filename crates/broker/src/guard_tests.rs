@@ -7,7 +7,7 @@ use crate::links::Router;
 use bytes::BytesMut;
 use eldercare_intake::{Intake, IntakeConfig, Journal, Record};
 use eldercare_model::{DeviceKind, Elder};
-use eldercare_store::SqliteStore;
+use eldercare_store::{SqliteStore, Store};
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5 as m5;
 use rumqttd::RouterConfig;

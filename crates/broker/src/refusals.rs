@@ -4,7 +4,7 @@
 //! for everything it cannot decode or attribute).
 use eldercare_model::{DeadLetter, EpochMs};
 use eldercare_protocol::Refusal;
-use eldercare_store::Store;
+use eldercare_store::DeadLetters;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -22,7 +22,7 @@ pub struct Refusals {
 
 impl Refusals {
     /// Starts the dead-letter writer; it ends when every handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> (Refusals, tokio::task::JoinHandle<()>) {
+    pub fn start(store: Arc<dyn DeadLetters>) -> (Refusals, tokio::task::JoinHandle<()>) {
         for r in Refusal::REASONS {
             metrics::counter!("eldercare_ingest_refused_total", "reason" => r).absolute(0);
         }

@@ -5,10 +5,12 @@
 //!
 //! Each reading comes with the intake log position of its message, and
 //! each batch is stored with the newest of them in the same transaction
-//! ([`Store::insert_readings_at`]): after a crash, exactly the readings
-//! not yet stored are written again. A row the database refuses for its
+//! ([`Telemetry::insert_readings_at`]): after a crash, exactly the
+//! readings not yet stored are written again. A row the database refuses for its
 //! content is kept as a dead letter, alone; the rest of its batch is
 //! stored.
+//!
+//! [`Telemetry::insert_readings_at`]: eldercare_store::Telemetry::insert_readings_at
 use eldercare_store::{Store, StoredReading};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

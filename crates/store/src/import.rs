@@ -3,7 +3,7 @@
 //! The header (or the first object's fields) tells which list a file is.
 //! Each row is checked on its own; a bad row is refused with its line
 //! number and reason, and the others are imported.
-use crate::{DeviceWrite, Store, StoreError, generate_secret, hash_secret, verify_secret};
+use crate::{DeviceWrite, Registry, StoreError, generate_secret, hash_secret, verify_secret};
 use eldercare_model::{Device, DeviceKind, Elder};
 use std::collections::BTreeMap;
 
@@ -358,7 +358,7 @@ pub fn valid_id(id: &str) -> bool {
 
 /// Imports one registry file's text into `store`.
 pub async fn import(
-    store: &dyn Store,
+    store: &dyn Registry,
     text: &str,
 ) -> Result<(ListKind, ImportReport), ImportError> {
     let kind = detect(text)?;
@@ -434,7 +434,10 @@ struct DeviceRow {
 /// secret of a device already registered, and generates one for a new one;
 /// a `secret` equal to the registered one keeps it too (re-importing the
 /// same file changes nothing).
-async fn device_row(store: &dyn Store, row: &Row) -> Result<Result<DeviceRow, String>, StoreError> {
+async fn device_row(
+    store: &dyn Registry,
+    row: &Row,
+) -> Result<Result<DeviceRow, String>, StoreError> {
     let fields = match device_from_row(row) {
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),

@@ -1,28 +1,29 @@
 //! Storage: the registry (elders, devices), telemetry, alerts with their
 //! gap-free event log, and the bounded dead-letter store.
 //!
-//! [`Store`] is the interface the rest of the system uses; [`SqliteStore`]
-//! is the embedded default, kept in `--data-dir`, and [`PgStore`] the
-//! PostgreSQL / TimescaleDB backend for a city (`--database-url`).
+//! [`Store`] is the interface the rest of the system uses, made of four
+//! roles (module `roles`): [`Registry`], [`Telemetry`], [`AlertLog`] and
+//! [`DeadLetters`], which a component that needs only one takes alone.
+//! [`SqliteStore`] is the embedded default, kept in `--data-dir`, and
+//! [`PgStore`] the PostgreSQL / TimescaleDB backend for a city
+//! (`--database-url`).
 #![forbid(unsafe_code)]
 
 pub mod postgres;
 mod refusal;
+mod roles;
 mod secret;
 pub mod spool;
 mod sqlite;
 
-use async_trait::async_trait;
-use eldercare_model::{
-    Alert, AlertEvent, AlertEventKind, AlertState, DeadLetter, Device, Elder, EpochMs, Reading,
-    Severity, Silence, Stream,
-};
+use eldercare_model::{Alert, AlertEventKind, AlertState, EpochMs, Reading, Severity, Stream};
 use sha2::{Digest, Sha256};
 
 pub mod import;
 mod local;
 pub use postgres::{PgOptions, PgStore};
 pub use refusal::{RefusedRow, STORE_REFUSED, refused_reading_letter};
+pub use roles::{AlertLog, DeadLetters, Registry, Store, Telemetry};
 pub use secret::{generate_secret, hash_secret, verify_secret};
 pub use spool::SpoolingStore;
 pub use sqlite::SqliteStore;
@@ -190,133 +191,6 @@ pub struct AlertQuery {
     pub after: Option<(EpochMs, String)>,
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Inserts or updates an elder; `true` when it was new.
-    async fn upsert_elder(&self, elder: &Elder) -> Result<bool>;
-    /// Inserts or updates a device; `true` when it was new.
-    async fn upsert_device(&self, device: &Device) -> Result<bool>;
-    async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>>;
-    /// The elder, possibly as of the last registry read (a cache may
-    /// answer without a round trip to the database): for what may lag a
-    /// registry change by a refresh, such as the community an alert is
-    /// filed under, on a path that must not wait.
-    async fn get_elder_recent(&self, elder_id: &str) -> Result<Option<Elder>> {
-        self.get_elder(elder_id).await
-    }
-    async fn get_device(&self, device_id: &str) -> Result<Option<Device>>;
-    /// The registry, for the rule engine: everything, or only the entries
-    /// written at or after `changed_since` (server time).
-    async fn list_elders(&self, changed_since: Option<EpochMs>) -> Result<Vec<Elder>>;
-    async fn list_devices(&self, changed_since: Option<EpochMs>) -> Result<Vec<Device>>;
-
-    /// Writes a batch of readings, all or nothing.
-    async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()>;
-
-    /// Writes `readings` and records `intake_pos` (the intake log position
-    /// of the newest message this batch covers) in the same transaction.
-    /// Rows the database refuses for their content (see
-    /// [`StoreError::is_refusal`]) are left out and returned, in batch
-    /// order; the rest are stored. An unreachable database is an `Err` as
-    /// before, and then nothing is stored and no position recorded.
-    ///
-    /// Positions only grow: a smaller `intake_pos` than the one recorded
-    /// leaves the recorded one. Recording `p` says that every message up
-    /// to `p` is stored (or refused): callers pass positions in the
-    /// order of the intake log, and after a crash replay what follows
-    /// [`Store::intake_position`]. A position beyond `i64::MAX` is
-    /// refused with [`StoreError::OutOfRange`] and nothing is written.
-    ///
-    /// The default, for stores without a position of their own, writes
-    /// with [`Store::insert_readings`], splitting the batch to leave the
-    /// refused rows out (each piece its own write: not atomic), and
-    /// records nothing.
-    async fn insert_readings_at(
-        &self,
-        readings: &[StoredReading],
-        intake_pos: u64,
-    ) -> Result<Vec<RefusedRow>> {
-        let _ = intake_pos;
-        let done = refusal::isolate(self, readings).await;
-        match done.error {
-            Some(e) => Err(e),
-            None => Ok(done.refused),
-        }
-    }
-
-    /// The intake position recorded with the newest stored batch; `None`
-    /// if never. The default, for stores that record none, is `None`.
-    async fn intake_position(&self) -> Result<Option<u64>> {
-        Ok(None)
-    }
-
-    /// Persists one alert change atomically: the alert's new state and its
-    /// event, with the next `seq` (exactly one more than the last).
-    async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent>;
-    /// Events with `seq > after_seq`, in order, at most `limit`.
-    async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>>;
-    async fn last_seq(&self) -> Result<u64>;
-    /// The newest rule decision an event was kept for (0: none).
-    async fn last_decision(&self) -> Result<u64>;
-    async fn get_alert(&self, id: &str) -> Result<Option<Alert>>;
-    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>>;
-    /// Every alert not yet resolved.
-    async fn unresolved_alerts(&self) -> Result<Vec<Alert>>;
-    /// The event history of one alert, in order.
-    async fn events_of_alert(&self, alert_id: &str) -> Result<Vec<AlertEvent>>;
-    /// Recomputes the hash chain of the whole event log.
-    async fn verify_chain(&self) -> Result<ChainReport>;
-
-    /// Inserts a silence, or updates its end.
-    async fn insert_silence(&self, silence: &Silence) -> Result<()>;
-    /// Silences active at a time, or all of them.
-    async fn silences(&self, active_at: Option<EpochMs>) -> Result<Vec<Silence>>;
-
-    /// Keeps a refused message; the store holds the newest
-    /// [`DEAD_LETTER_CAPACITY`].
-    async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()>;
-    /// Newest first.
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>>;
-
-    // The registry and telemetry of the operator API.
-
-    /// Adds an elder; `false`, with nothing written, when the id exists.
-    async fn insert_elder(&self, elder: &Elder) -> Result<bool>;
-    /// Replaces an elder; `false` when there is none with its id.
-    async fn update_elder(&self, elder: &Elder) -> Result<bool>;
-    /// Deletes an elder, unless devices still watch them.
-    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion>;
-    /// Elders in id order, filtered and paged.
-    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>>;
-    /// Adds a device: [`DeviceWrite::Written`], `AlreadyExists` or `UnknownElder`.
-    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite>;
-    /// Updates a device's kind, elder, room and heartbeat but never its
-    /// secret (see [`Store::set_device_secret`]): `Written`, `NotFound` or
-    /// `UnknownElder`.
-    async fn update_device(&self, device: &Device) -> Result<DeviceWrite>;
-    /// Replaces a device's secret hash; `false` when there is no such device.
-    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool>;
-    /// Deletes a device; `false` when there was none. Its readings stay.
-    async fn delete_device(&self, device_id: &str) -> Result<bool>;
-    /// Devices in id order, filtered and paged.
-    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>>;
-    /// Stored readings of an elder or a device, filtered and paged.
-    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>>;
-    /// The newest stored reading of each stream of each device now
-    /// registered to the elder, attributed to that elder.
-    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>>;
-    /// An elder's `vitals` readings aggregated by UTC hour, for the hours
-    /// starting in `[from, to)` (both whole hours), oldest first; hours
-    /// without a vitals reading are absent. Read from the continuous
-    /// aggregate `vitals_hourly` on TimescaleDB, so years stay cheap.
-    async fn vitals_hourly(
-        &self,
-        elder_id: &str,
-        from: EpochMs,
-        to: EpochMs,
-    ) -> Result<Vec<VitalsHour>>;
-}
-
 /// Milliseconds in an hour, the width of a [`VitalsHour`].
 pub const HOUR_MS: EpochMs = 3_600_000;
 
@@ -423,7 +297,7 @@ pub fn vital_columns(expr: impl Fn(&str) -> String, cast: &str) -> String {
         .join(", ")
 }
 
-/// What [`Store::delete_elder`] did.
+/// What [`Registry::delete_elder`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElderDeletion {
     Deleted,

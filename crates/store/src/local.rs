@@ -394,7 +394,7 @@ impl LocalCopies {
         Some(r.elders.iter().map(|(id, e)| e.elder(id)).collect())
     }
 
-    /// [`Store::query_devices`](crate::Store::query_devices) over the copy.
+    /// [`Registry::query_devices`](crate::Registry::query_devices) over the copy.
     pub fn query_devices(&self, q: &DeviceQuery) -> Option<Vec<Device>> {
         let st = self.lock();
         let r = st.registry.as_ref()?;

@@ -1,6 +1,6 @@
-//! The PostgreSQL / TimescaleDB backend, for a city: the same [`Store`]
-//! as the embedded SQLite one, with exactly its semantics, so the rest of
-//! the system cannot tell them apart.
+//! The PostgreSQL / TimescaleDB backend, for a city: the same
+//! [`Store`](crate::Store) as the embedded SQLite one, with exactly its
+//! semantics, so the rest of the system cannot tell them apart.
 //!
 //! Telemetry lives in a narrow, typed table (one row per reading, a column
 //! per protocol field; see `migrations/postgres/0002_readings.sql`). With
@@ -11,8 +11,9 @@
 //! Every query is built at run time (`sqlx::query`, never the `query!`
 //! macros), so a fresh clone builds without a database.
 use crate::{
-    AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
-    ReadingQuery, ReadingRecord, RefusedRow, Result, Store, StoreError, StoredReading, VitalsHour,
+    AlertLog, AlertQuery, ChainReport, DeadLetters, DeviceQuery, DeviceWrite, ElderDeletion,
+    ElderQuery, NewAlertEvent, ReadingQuery, ReadingRecord, RefusedRow, Registry, Result,
+    StoreError, StoredReading, Telemetry, VitalsHour,
 };
 use async_trait::async_trait;
 use eldercare_model::{AlertEvent, DeadLetter, Device, Elder, EpochMs, Silence};
@@ -228,7 +229,7 @@ impl PgStore {
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl Registry for PgStore {
     async fn upsert_elder(&self, elder: &Elder) -> Result<bool> {
         self.ready()?;
         self.pg_upsert_elder(elder).await
@@ -259,6 +260,54 @@ impl Store for PgStore {
         self.pg_list_devices(changed_since).await
     }
 
+    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
+        self.ready()?;
+        self.pg_insert_elder(elder).await
+    }
+
+    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
+        self.ready()?;
+        self.pg_update_elder(elder).await
+    }
+
+    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
+        self.ready()?;
+        self.pg_delete_elder(elder_id).await
+    }
+
+    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
+        self.ready()?;
+        self.pg_query_elders(query).await
+    }
+
+    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.ready()?;
+        self.pg_insert_device(device).await
+    }
+
+    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.ready()?;
+        self.pg_update_device(device).await
+    }
+
+    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
+        self.ready()?;
+        self.pg_set_device_secret(device_id, salt, hash).await
+    }
+
+    async fn delete_device(&self, device_id: &str) -> Result<bool> {
+        self.ready()?;
+        self.pg_delete_device(device_id).await
+    }
+
+    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+        self.ready()?;
+        self.pg_query_devices(query).await
+    }
+}
+
+#[async_trait]
+impl Telemetry for PgStore {
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
         self.ready()?;
         self.pg_insert_readings(readings).await
@@ -278,6 +327,29 @@ impl Store for PgStore {
         self.pg_intake_position().await
     }
 
+    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+        self.ready()?;
+        self.pg_query_readings(query).await
+    }
+
+    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+        self.ready()?;
+        self.pg_latest_readings(elder_id).await
+    }
+
+    async fn vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        self.ready()?;
+        self.pg_vitals_hourly(elder_id, from, to).await
+    }
+}
+
+#[async_trait]
+impl AlertLog for PgStore {
     async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
         self.ready()?;
         self.pg_append_alert_event(event).await
@@ -332,7 +404,10 @@ impl Store for PgStore {
         self.ready()?;
         self.pg_silences(active_at).await
     }
+}
 
+#[async_trait]
+impl DeadLetters for PgStore {
     async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
         self.ready()?;
         self.pg_insert_dead_letter(dl).await
@@ -341,71 +416,6 @@ impl Store for PgStore {
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
         self.ready()?;
         self.pg_dead_letters(limit).await
-    }
-
-    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
-        self.ready()?;
-        self.pg_insert_elder(elder).await
-    }
-
-    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
-        self.ready()?;
-        self.pg_update_elder(elder).await
-    }
-
-    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
-        self.ready()?;
-        self.pg_delete_elder(elder_id).await
-    }
-
-    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
-        self.ready()?;
-        self.pg_query_elders(query).await
-    }
-
-    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
-        self.ready()?;
-        self.pg_insert_device(device).await
-    }
-
-    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
-        self.ready()?;
-        self.pg_update_device(device).await
-    }
-
-    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
-        self.ready()?;
-        self.pg_set_device_secret(device_id, salt, hash).await
-    }
-
-    async fn delete_device(&self, device_id: &str) -> Result<bool> {
-        self.ready()?;
-        self.pg_delete_device(device_id).await
-    }
-
-    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-        self.ready()?;
-        self.pg_query_devices(query).await
-    }
-
-    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
-        self.ready()?;
-        self.pg_query_readings(query).await
-    }
-
-    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
-        self.ready()?;
-        self.pg_latest_readings(elder_id).await
-    }
-
-    async fn vitals_hourly(
-        &self,
-        elder_id: &str,
-        from: EpochMs,
-        to: EpochMs,
-    ) -> Result<Vec<VitalsHour>> {
-        self.ready()?;
-        self.pg_vitals_hourly(elder_id, from, to).await
     }
 }
 

@@ -4,11 +4,11 @@
 //! An outage is worth waiting out: the same write succeeds later, so the
 //! spool keeps it and retries. A refusal is not: the same row fails the
 //! same way forever, so retrying it would block every reading behind it.
-//! [`StoreError::is_refusal`] draws the line; [`Store::insert_readings_at`]
-//! leaves refused rows out of a batch and hands them back as
-//! [`RefusedRow`]s, for the caller to keep as dead letters
-//! ([`refused_reading_letter`]).
-use crate::{Store, StoreError, StoredReading};
+//! [`StoreError::is_refusal`] draws the line;
+//! [`Telemetry::insert_readings_at`] leaves refused rows out of a batch
+//! and hands them back as [`RefusedRow`]s, for the caller to keep as dead
+//! letters ([`refused_reading_letter`]).
+use crate::{StoreError, StoredReading, Telemetry};
 use eldercare_model::{Body, DeadLetter, EpochMs};
 use std::ops::Range;
 use tracing::warn;
@@ -120,7 +120,7 @@ pub(crate) fn refusal_reason(e: &StoreError) -> String {
 }
 
 /// Why no backend stores this reading as it is, if that is so. Both
-/// backends refuse exactly these readings in [`Store::insert_readings_at`]
+/// backends refuse exactly these readings in [`Telemetry::insert_readings_at`]
 /// before anything is sent, so they cannot be told apart: text holding
 /// NUL (a PostgreSQL text column cannot), and values outside what the
 /// PostgreSQL readings table holds (see `postgres/readings.rs`).
@@ -173,7 +173,7 @@ pub(crate) struct Isolated {
     pub error: Option<StoreError>,
 }
 
-/// Writes `readings` with [`Store::insert_readings`], leaving out the ones
+/// Writes `readings` with [`Telemetry::insert_readings`], leaving out the ones
 /// the database refuses: a piece refused as a whole is split in halves,
 /// each written on its own, down to single readings. Pieces are written
 /// in batch order, so what is stored keeps its order and, when an outage
@@ -186,7 +186,10 @@ pub(crate) struct Isolated {
 ///
 /// [`SqliteStore`]: crate::SqliteStore
 /// [`PgStore`]: crate::PgStore
-pub(crate) async fn isolate<S: Store + ?Sized>(store: &S, readings: &[StoredReading]) -> Isolated {
+pub(crate) async fn isolate<S: Telemetry + ?Sized>(
+    store: &S,
+    readings: &[StoredReading],
+) -> Isolated {
     let mut refused = Vec::new();
     // Left halves are popped first: pieces go in batch order.
     let mut pending: Vec<Range<usize>> = Vec::new();

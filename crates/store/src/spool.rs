@@ -31,7 +31,7 @@
 //! logged, never its content); a damaged line anywhere else is an error.
 //!
 //! Exactly once across a crash: readings spooled by
-//! [`Store::insert_readings_at`] keep their intake position, each drained
+//! [`Telemetry::insert_readings_at`] keep their intake position, each drained
 //! slice is written with the position of the newest batch it holds (a
 //! slice never splits a batch), and the position is recorded in the same
 //! transaction as the slice. A crash after that transaction but before
@@ -68,8 +68,9 @@
 use crate::local::{Half, LocalCopies};
 use crate::refusal::{self, RefusedRow, refused_reading_letter};
 use crate::{
-    AlertQuery, ChainReport, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, NewAlertEvent,
-    ReadingQuery, ReadingRecord, Result, Store, StoreError, StoredReading, VitalsHour, event_hash,
+    AlertLog, AlertQuery, ChainReport, DeadLetters, DeviceQuery, DeviceWrite, ElderDeletion,
+    ElderQuery, NewAlertEvent, ReadingQuery, ReadingRecord, Registry, Result, Store, StoreError,
+    StoredReading, Telemetry, VitalsHour, event_hash,
 };
 use async_trait::async_trait;
 use eldercare_model::{
@@ -106,7 +107,7 @@ struct Head {
 }
 
 /// The head as the database has it.
-async fn db_head(inner: &dyn Store) -> Result<Head> {
+async fn db_head(inner: &dyn AlertLog) -> Result<Head> {
     let seq = inner.last_seq().await?;
     let hash = match seq {
         0 => String::new(),
@@ -173,7 +174,7 @@ struct SpooledReading {
     #[serde(default)]
     n: u64,
     /// The intake position of the batch it came with, when it came with
-    /// one ([`Store::insert_readings_at`]).
+    /// one ([`Telemetry::insert_readings_at`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     intake_pos: Option<u64>,
     elder_id: String,
@@ -1033,136 +1034,7 @@ impl SpoolingStore {
 }
 
 #[async_trait]
-impl Store for SpoolingStore {
-    /// As the inner store's, except that a batch the database refuses
-    /// some readings of is not lost: the others are stored and the
-    /// refused kept as dead letters.
-    async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
-        let mut r = self.write_readings.lock().await;
-        if r.queue.is_empty() {
-            return self.insert_unpositioned(&mut r, readings).await;
-        }
-        self.spool_readings(&mut r, readings, None)
-    }
-
-    /// While the database is unreachable, or anything is spooled, the
-    /// batch goes to the spool with its position: readings no backend
-    /// stores are refused at once, the rest are checked when the spool
-    /// is written, and those the database refuses then are kept as dead
-    /// letters.
-    async fn insert_readings_at(
-        &self,
-        readings: &[StoredReading],
-        intake_pos: u64,
-    ) -> Result<Vec<RefusedRow>> {
-        if i64::try_from(intake_pos).is_err() {
-            return Err(StoreError::OutOfRange(format!(
-                "intake position {intake_pos} is beyond what the database holds"
-            )));
-        }
-        let mut r = self.write_readings.lock().await;
-        if r.queue.is_empty() {
-            match self.inner.insert_readings_at(readings, intake_pos).await {
-                Err(e) if e.is_outage() => {
-                    warn!(error = %e, "Database unreachable; spooling telemetry.");
-                }
-                done => return done,
-            }
-        }
-        let mut refused = Vec::new();
-        let mut keep = Vec::with_capacity(readings.len());
-        for (index, x) in readings.iter().enumerate() {
-            match refusal::unstorable(x) {
-                Some(reason) => refused.push(RefusedRow { index, reason }),
-                None => keep.push(x.clone()),
-            }
-        }
-        refusal::note_refused(&refused, readings.len());
-        self.spool_readings(&mut r, &keep, Some(intake_pos))?;
-        Ok(refused)
-    }
-
-    /// The newer of the position recorded in the database and the newest
-    /// spooled; the spooled one alone while the database is unreachable.
-    async fn intake_position(&self) -> Result<Option<u64>> {
-        let spooled = *self
-            .gauges
-            .newest_pos
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match self.inner.intake_position().await {
-            Ok(stored) => Ok(stored.max(spooled)),
-            // Anything spooled came after what the database has.
-            Err(e) if e.is_outage() && spooled.is_some() => Ok(spooled),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
-        let _w = self.write_events.lock().await;
-        if self.lock_events().queue.is_empty() {
-            match self.inner.append_alert_event(event.clone()).await {
-                Ok(saved) => {
-                    self.set_head(saved.seq, &saved.hash);
-                    self.local.alert_changed(&saved.alert);
-                    return Ok(saved);
-                }
-                Err(e) if e.is_outage() => {
-                    warn!(error = %e, "Database unreachable; spooling alert events (they are delivered meanwhile).");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.spool_event(event)
-    }
-
-    async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>> {
-        let spooled: Vec<AlertEvent> = {
-            let st = self.lock_events();
-            // Nothing lies beyond the head: a subscriber that is up to
-            // date is answered without the database.
-            if st.head_known && after_seq >= st.last_seq {
-                return Ok(Vec::new());
-            }
-            st.queue
-                .iter()
-                .filter(|e| e.seq > after_seq)
-                .map(SpooledEvent::event)
-                .collect()
-        };
-        let first_spooled = spooled.first().map(|e| e.seq);
-        match first_spooled {
-            // Everything asked for is in the spool.
-            Some(first) if first == after_seq + 1 => {
-                Ok(spooled.into_iter().take(limit as usize).collect())
-            }
-            _ => {
-                let mut stored = self.inner.events_after(after_seq, limit).await?;
-                let last = stored.last().map(|e| e.seq).unwrap_or(after_seq);
-                let room = (limit as usize).saturating_sub(stored.len());
-                stored.extend(spooled.into_iter().filter(|e| e.seq > last).take(room));
-                Ok(stored)
-            }
-        }
-    }
-
-    async fn last_decision(&self) -> Result<u64> {
-        // Spooled events carry no decision (a cluster's desk writes to
-        // the database directly, the decision log being its spool).
-        self.inner.last_decision().await
-    }
-
-    async fn last_seq(&self) -> Result<u64> {
-        let st = self.lock_events();
-        if st.head_known {
-            Ok(st.last_seq)
-        } else {
-            Err(StoreError::Unavailable(
-                "the database is unreachable and the alert chain's head is not known",
-            ))
-        }
-    }
-
+impl Registry for SpoolingStore {
     async fn upsert_elder(&self, elder: &Elder) -> Result<bool> {
         let new = self.inner.upsert_elder(elder).await?;
         self.local.elder_written(elder);
@@ -1182,7 +1054,6 @@ impl Store for SpoolingStore {
             None => self.get_elder(elder_id).await,
         }
     }
-
     /// The database's answer, or the local copy's while it is
     /// unreachable; an elder the copy lacks is still the outage error.
     async fn get_elder(&self, elder_id: &str) -> Result<Option<Elder>> {
@@ -1245,6 +1116,209 @@ impl Store for SpoolingStore {
             self.local.set_widen(Half::Devices, true);
             Some(list)
         })
+    }
+    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
+        let written = self.inner.insert_elder(elder).await?;
+        if written {
+            self.local.elder_written(elder);
+        }
+        Ok(written)
+    }
+    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
+        let written = self.inner.update_elder(elder).await?;
+        if written {
+            self.local.elder_written(elder);
+        }
+        Ok(written)
+    }
+    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
+        let done = self.inner.delete_elder(elder_id).await?;
+        if done == ElderDeletion::Deleted {
+            self.local.elder_read(elder_id, None);
+        }
+        Ok(done)
+    }
+    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
+        or_local(self.inner.query_elders(query).await, "elders", || {
+            self.local.query_elders(query)
+        })
+    }
+    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
+        let done = self.inner.insert_device(device).await?;
+        if done == DeviceWrite::Written {
+            self.local.device_written(device, false);
+        }
+        Ok(done)
+    }
+    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
+        let done = self.inner.update_device(device).await?;
+        if done == DeviceWrite::Written {
+            self.local.device_written(device, true);
+        }
+        Ok(done)
+    }
+    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
+        let done = self.inner.set_device_secret(device_id, salt, hash).await?;
+        if done {
+            self.local.device_secret(device_id, salt, hash);
+        }
+        Ok(done)
+    }
+    async fn delete_device(&self, device_id: &str) -> Result<bool> {
+        let done = self.inner.delete_device(device_id).await?;
+        if done {
+            self.local.device_read(device_id, None);
+        }
+        Ok(done)
+    }
+    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+        or_local(self.inner.query_devices(query).await, "devices", || {
+            self.local.query_devices(query)
+        })
+    }
+}
+
+#[async_trait]
+impl Telemetry for SpoolingStore {
+    /// As the inner store's, except that a batch the database refuses
+    /// some readings of is not lost: the others are stored and the
+    /// refused kept as dead letters.
+    async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
+        let mut r = self.write_readings.lock().await;
+        if r.queue.is_empty() {
+            return self.insert_unpositioned(&mut r, readings).await;
+        }
+        self.spool_readings(&mut r, readings, None)
+    }
+    /// While the database is unreachable, or anything is spooled, the
+    /// batch goes to the spool with its position: readings no backend
+    /// stores are refused at once, the rest are checked when the spool
+    /// is written, and those the database refuses then are kept as dead
+    /// letters.
+    async fn insert_readings_at(
+        &self,
+        readings: &[StoredReading],
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        if i64::try_from(intake_pos).is_err() {
+            return Err(StoreError::OutOfRange(format!(
+                "intake position {intake_pos} is beyond what the database holds"
+            )));
+        }
+        let mut r = self.write_readings.lock().await;
+        if r.queue.is_empty() {
+            match self.inner.insert_readings_at(readings, intake_pos).await {
+                Err(e) if e.is_outage() => {
+                    warn!(error = %e, "Database unreachable; spooling telemetry.");
+                }
+                done => return done,
+            }
+        }
+        let mut refused = Vec::new();
+        let mut keep = Vec::with_capacity(readings.len());
+        for (index, x) in readings.iter().enumerate() {
+            match refusal::unstorable(x) {
+                Some(reason) => refused.push(RefusedRow { index, reason }),
+                None => keep.push(x.clone()),
+            }
+        }
+        refusal::note_refused(&refused, readings.len());
+        self.spool_readings(&mut r, &keep, Some(intake_pos))?;
+        Ok(refused)
+    }
+    /// The newer of the position recorded in the database and the newest
+    /// spooled; the spooled one alone while the database is unreachable.
+    async fn intake_position(&self) -> Result<Option<u64>> {
+        let spooled = *self
+            .gauges
+            .newest_pos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match self.inner.intake_position().await {
+            Ok(stored) => Ok(stored.max(spooled)),
+            // Anything spooled came after what the database has.
+            Err(e) if e.is_outage() && spooled.is_some() => Ok(spooled),
+            Err(e) => Err(e),
+        }
+    }
+    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+        self.inner.query_readings(query).await
+    }
+    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+        self.inner.latest_readings(elder_id).await
+    }
+    async fn vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        self.inner.vitals_hourly(elder_id, from, to).await
+    }
+}
+
+#[async_trait]
+impl AlertLog for SpoolingStore {
+    async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
+        let _w = self.write_events.lock().await;
+        if self.lock_events().queue.is_empty() {
+            match self.inner.append_alert_event(event.clone()).await {
+                Ok(saved) => {
+                    self.set_head(saved.seq, &saved.hash);
+                    self.local.alert_changed(&saved.alert);
+                    return Ok(saved);
+                }
+                Err(e) if e.is_outage() => {
+                    warn!(error = %e, "Database unreachable; spooling alert events (they are delivered meanwhile).");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.spool_event(event)
+    }
+    async fn events_after(&self, after_seq: u64, limit: u32) -> Result<Vec<AlertEvent>> {
+        let spooled: Vec<AlertEvent> = {
+            let st = self.lock_events();
+            // Nothing lies beyond the head: a subscriber that is up to
+            // date is answered without the database.
+            if st.head_known && after_seq >= st.last_seq {
+                return Ok(Vec::new());
+            }
+            st.queue
+                .iter()
+                .filter(|e| e.seq > after_seq)
+                .map(SpooledEvent::event)
+                .collect()
+        };
+        let first_spooled = spooled.first().map(|e| e.seq);
+        match first_spooled {
+            // Everything asked for is in the spool.
+            Some(first) if first == after_seq + 1 => {
+                Ok(spooled.into_iter().take(limit as usize).collect())
+            }
+            _ => {
+                let mut stored = self.inner.events_after(after_seq, limit).await?;
+                let last = stored.last().map(|e| e.seq).unwrap_or(after_seq);
+                let room = (limit as usize).saturating_sub(stored.len());
+                stored.extend(spooled.into_iter().filter(|e| e.seq > last).take(room));
+                Ok(stored)
+            }
+        }
+    }
+    async fn last_decision(&self) -> Result<u64> {
+        // Spooled events carry no decision (a cluster's desk writes to
+        // the database directly, the decision log being its spool).
+        self.inner.last_decision().await
+    }
+    async fn last_seq(&self) -> Result<u64> {
+        let st = self.lock_events();
+        if st.head_known {
+            Ok(st.last_seq)
+        } else {
+            Err(StoreError::Unavailable(
+                "the database is unreachable and the alert chain's head is not known",
+            ))
+        }
     }
     async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
         // The newest state may still be in the spool.
@@ -1323,84 +1397,15 @@ impl Store for SpoolingStore {
             active_at.and_then(|t| self.local.silences_at(t))
         })
     }
+}
+
+#[async_trait]
+impl DeadLetters for SpoolingStore {
     async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
         self.inner.insert_dead_letter(dl).await
     }
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
         self.inner.dead_letters(limit).await
-    }
-    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
-        let written = self.inner.insert_elder(elder).await?;
-        if written {
-            self.local.elder_written(elder);
-        }
-        Ok(written)
-    }
-    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
-        let written = self.inner.update_elder(elder).await?;
-        if written {
-            self.local.elder_written(elder);
-        }
-        Ok(written)
-    }
-    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
-        let done = self.inner.delete_elder(elder_id).await?;
-        if done == ElderDeletion::Deleted {
-            self.local.elder_read(elder_id, None);
-        }
-        Ok(done)
-    }
-    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
-        or_local(self.inner.query_elders(query).await, "elders", || {
-            self.local.query_elders(query)
-        })
-    }
-    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
-        let done = self.inner.insert_device(device).await?;
-        if done == DeviceWrite::Written {
-            self.local.device_written(device, false);
-        }
-        Ok(done)
-    }
-    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
-        let done = self.inner.update_device(device).await?;
-        if done == DeviceWrite::Written {
-            self.local.device_written(device, true);
-        }
-        Ok(done)
-    }
-    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
-        let done = self.inner.set_device_secret(device_id, salt, hash).await?;
-        if done {
-            self.local.device_secret(device_id, salt, hash);
-        }
-        Ok(done)
-    }
-    async fn delete_device(&self, device_id: &str) -> Result<bool> {
-        let done = self.inner.delete_device(device_id).await?;
-        if done {
-            self.local.device_read(device_id, None);
-        }
-        Ok(done)
-    }
-    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-        or_local(self.inner.query_devices(query).await, "devices", || {
-            self.local.query_devices(query)
-        })
-    }
-    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
-        self.inner.query_readings(query).await
-    }
-    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
-        self.inner.latest_readings(elder_id).await
-    }
-    async fn vitals_hourly(
-        &self,
-        elder_id: &str,
-        from: EpochMs,
-        to: EpochMs,
-    ) -> Result<Vec<VitalsHour>> {
-        self.inner.vitals_hourly(elder_id, from, to).await
     }
 }
 
@@ -1473,7 +1478,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl Store for Flaky {
+    impl Registry for Flaky {
         async fn upsert_elder(&self, elder: &Elder) -> Result<bool> {
             self.check()?;
             self.inner.upsert_elder(elder).await
@@ -1498,6 +1503,46 @@ mod tests {
             self.check()?;
             self.inner.list_devices(changed_since).await
         }
+        async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
+            self.check()?;
+            self.inner.insert_elder(elder).await
+        }
+        async fn update_elder(&self, elder: &Elder) -> Result<bool> {
+            self.check()?;
+            self.inner.update_elder(elder).await
+        }
+        async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
+            self.check()?;
+            self.inner.delete_elder(elder_id).await
+        }
+        async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
+            self.check()?;
+            self.inner.query_elders(query).await
+        }
+        async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
+            self.check()?;
+            self.inner.insert_device(device).await
+        }
+        async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
+            self.check()?;
+            self.inner.update_device(device).await
+        }
+        async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
+            self.check()?;
+            self.inner.set_device_secret(device_id, salt, hash).await
+        }
+        async fn delete_device(&self, device_id: &str) -> Result<bool> {
+            self.check()?;
+            self.inner.delete_device(device_id).await
+        }
+        async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+            self.check()?;
+            self.inner.query_devices(query).await
+        }
+    }
+
+    #[async_trait]
+    impl Telemetry for Flaky {
         async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
             self.readings_write(readings.len()).await?;
             self.answer(self.inner.insert_readings(readings).await)
@@ -1514,6 +1559,27 @@ mod tests {
             self.check()?;
             self.inner.intake_position().await
         }
+        async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+            self.check()?;
+            self.inner.query_readings(query).await
+        }
+        async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+            self.check()?;
+            self.inner.latest_readings(elder_id).await
+        }
+        async fn vitals_hourly(
+            &self,
+            elder_id: &str,
+            from: EpochMs,
+            to: EpochMs,
+        ) -> Result<Vec<VitalsHour>> {
+            self.check()?;
+            self.inner.vitals_hourly(elder_id, from, to).await
+        }
+    }
+
+    #[async_trait]
+    impl AlertLog for Flaky {
         async fn append_alert_event(&self, event: NewAlertEvent) -> Result<AlertEvent> {
             self.check()?;
             self.inner.append_alert_event(event).await
@@ -1558,6 +1624,10 @@ mod tests {
             self.check()?;
             self.inner.silences(active_at).await
         }
+    }
+
+    #[async_trait]
+    impl DeadLetters for Flaky {
         async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
             self.check()?;
             self.inner.insert_dead_letter(dl).await
@@ -1565,59 +1635,6 @@ mod tests {
         async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
             self.check()?;
             self.inner.dead_letters(limit).await
-        }
-        async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
-            self.check()?;
-            self.inner.insert_elder(elder).await
-        }
-        async fn update_elder(&self, elder: &Elder) -> Result<bool> {
-            self.check()?;
-            self.inner.update_elder(elder).await
-        }
-        async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
-            self.check()?;
-            self.inner.delete_elder(elder_id).await
-        }
-        async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
-            self.check()?;
-            self.inner.query_elders(query).await
-        }
-        async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
-            self.check()?;
-            self.inner.insert_device(device).await
-        }
-        async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
-            self.check()?;
-            self.inner.update_device(device).await
-        }
-        async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
-            self.check()?;
-            self.inner.set_device_secret(device_id, salt, hash).await
-        }
-        async fn delete_device(&self, device_id: &str) -> Result<bool> {
-            self.check()?;
-            self.inner.delete_device(device_id).await
-        }
-        async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-            self.check()?;
-            self.inner.query_devices(query).await
-        }
-        async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
-            self.check()?;
-            self.inner.query_readings(query).await
-        }
-        async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
-            self.check()?;
-            self.inner.latest_readings(elder_id).await
-        }
-        async fn vitals_hourly(
-            &self,
-            elder_id: &str,
-            from: EpochMs,
-            to: EpochMs,
-        ) -> Result<Vec<VitalsHour>> {
-            self.check()?;
-            self.inner.vitals_hourly(elder_id, from, to).await
         }
     }
 

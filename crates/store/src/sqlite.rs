@@ -2,8 +2,8 @@
 //! in WAL mode so `eldercare import` can write while the server runs.
 use crate::refusal::{self, RefusedRow};
 use crate::{
-    AlertQuery, ChainReport, DEAD_LETTER_CAPACITY, NewAlertEvent, Result, Store, StoreError,
-    StoredReading,
+    AlertLog, AlertQuery, ChainReport, DEAD_LETTER_CAPACITY, DeadLetters, NewAlertEvent, Registry,
+    Result, StoreError, StoredReading, Telemetry,
 };
 use crate::{
     DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, ReadingQuery, ReadingRecord, VitalsHour,
@@ -184,7 +184,7 @@ fn alert_from_body(body: &str) -> Result<Alert> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Registry for SqliteStore {
     async fn upsert_elder(&self, e: &Elder) -> Result<bool> {
         let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM elders WHERE elder_id = ?")
             .bind(&e.elder_id)
@@ -270,6 +270,47 @@ impl Store for SqliteStore {
         rows.iter().map(device_from_row).collect()
     }
 
+    // The operator API's registry: see `sqlite/registry_api.rs`.
+
+    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
+        self.api_insert_elder(elder).await
+    }
+
+    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
+        self.api_update_elder(elder).await
+    }
+
+    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
+        self.api_delete_elder(elder_id).await
+    }
+
+    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
+        self.api_query_elders(query).await
+    }
+
+    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.api_insert_device(device).await
+    }
+
+    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
+        self.api_update_device(device).await
+    }
+
+    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
+        self.api_set_device_secret(device_id, salt, hash).await
+    }
+
+    async fn delete_device(&self, device_id: &str) -> Result<bool> {
+        self.api_delete_device(device_id).await
+    }
+
+    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+        self.api_query_devices(query).await
+    }
+}
+
+#[async_trait]
+impl Telemetry for SqliteStore {
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
         if readings.is_empty() {
             return Ok(());
@@ -332,6 +373,28 @@ impl Store for SqliteStore {
         Ok(pos.map(|p| p as u64))
     }
 
+    // The operator API's telemetry: see `sqlite/registry_api.rs`.
+
+    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
+        self.api_query_readings(query).await
+    }
+
+    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
+        self.api_latest_readings(elder_id).await
+    }
+
+    async fn vitals_hourly(
+        &self,
+        elder_id: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<VitalsHour>> {
+        self.api_vitals_hourly(elder_id, from, to).await
+    }
+}
+
+#[async_trait]
+impl AlertLog for SqliteStore {
     async fn append_alert_event(&self, ev: NewAlertEvent) -> Result<AlertEvent> {
         let body = serde_json::to_string(&ev.alert).map_err(corrupt)?;
         // BEGIN IMMEDIATE takes the write lock up front, so the seq read
@@ -591,7 +654,10 @@ impl Store for SqliteStore {
                 .await?;
         rows.iter().map(|b| alert_from_body(b)).collect()
     }
+}
 
+#[async_trait]
+impl DeadLetters for SqliteStore {
     async fn insert_dead_letter(&self, dl: &DeadLetter) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
@@ -632,61 +698,6 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
-    }
-
-    // The operator API's registry and telemetry: see `sqlite/registry_api.rs`.
-
-    async fn insert_elder(&self, elder: &Elder) -> Result<bool> {
-        self.api_insert_elder(elder).await
-    }
-
-    async fn update_elder(&self, elder: &Elder) -> Result<bool> {
-        self.api_update_elder(elder).await
-    }
-
-    async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
-        self.api_delete_elder(elder_id).await
-    }
-
-    async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>> {
-        self.api_query_elders(query).await
-    }
-
-    async fn insert_device(&self, device: &Device) -> Result<DeviceWrite> {
-        self.api_insert_device(device).await
-    }
-
-    async fn update_device(&self, device: &Device) -> Result<DeviceWrite> {
-        self.api_update_device(device).await
-    }
-
-    async fn set_device_secret(&self, device_id: &str, salt: &str, hash: &str) -> Result<bool> {
-        self.api_set_device_secret(device_id, salt, hash).await
-    }
-
-    async fn delete_device(&self, device_id: &str) -> Result<bool> {
-        self.api_delete_device(device_id).await
-    }
-
-    async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-        self.api_query_devices(query).await
-    }
-
-    async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
-        self.api_query_readings(query).await
-    }
-
-    async fn latest_readings(&self, elder_id: &str) -> Result<Vec<ReadingRecord>> {
-        self.api_latest_readings(elder_id).await
-    }
-
-    async fn vitals_hourly(
-        &self,
-        elder_id: &str,
-        from: EpochMs,
-        to: EpochMs,
-    ) -> Result<Vec<VitalsHour>> {
-        self.api_vitals_hourly(elder_id, from, to).await
     }
 }
 

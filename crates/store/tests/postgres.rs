@@ -13,8 +13,8 @@ use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use eldercare_model::{Body, Motion, Reading, Status, Vitals};
 use eldercare_store::postgres::{Layout, Maintenance};
 use eldercare_store::{
-    PgOptions, PgStore, ReadingQuery, ReadingSubject, SpoolingStore, Store, StoreError,
-    StoredReading,
+    AlertLog, DeadLetters, PgOptions, PgStore, ReadingQuery, ReadingSubject, Registry,
+    SpoolingStore, StoreError, StoredReading, Telemetry,
 };
 use sqlx::PgPool;
 use std::sync::Arc;

@@ -465,7 +465,7 @@ impl PgStore {
         write(&mut conn, &c, None).await
     }
 
-    /// [`Store::insert_readings_at`](crate::Store::insert_readings_at):
+    /// [`Telemetry::insert_readings_at`](crate::Telemetry::insert_readings_at):
     /// readings no backend stores ([`refusal::unstorable`]) are left out
     /// first; the rest, with the position, in one write as
     /// [`PgStore::pg_insert_readings`] does. Only if the database refuses
