@@ -582,14 +582,18 @@ impl Pipeline {
     /// owned elders, the engine's state, and the alerts still open (their
     /// conditions are not raised again). The records after the snapshot
     /// are then handed to [`Pipeline::handle`] in log order; readings at
-    /// or before `stored` are not stored again.
-    pub async fn resume_from(&mut self, snapshot: Option<(Checkpoint, u64)>) {
+    /// or before the snapshot's stored position, or `stored`, are not
+    /// stored again.
+    pub async fn resume_from(&mut self, snapshot: Option<(Checkpoint, u64)>, stored: u64) {
         self.refresh_registry().await;
-        let mut resume = Resume::default();
-        if let Some((cp, stored)) = snapshot {
+        let mut resume = Resume {
+            stored,
+            ..Resume::default()
+        };
+        if let Some((cp, snap_stored)) = snapshot {
             self.engine.restore(&cp.engine, cp.engine.taken_at());
             resume.engine = cp.pos;
-            resume.stored = stored.min(cp.pos);
+            resume.stored = resume.stored.max(snap_stored);
             self.pos = cp.pos;
             self.received_at = cp.received_at;
             self.ticked_at = cp.engine.taken_at();

@@ -46,6 +46,26 @@ impl TelemetryWriter {
         TelemetryWriter::start_with(store, QUEUE, BATCH, FLUSH_EVERY)
     }
 
+    /// As [`TelemetryWriter::start`], for one of several logs (a
+    /// cluster's partition): positions are recorded under `key`
+    /// ([`eldercare_store::Telemetry::insert_readings_keyed`]).
+    pub fn start_keyed(
+        store: Arc<dyn Store>,
+        key: String,
+    ) -> (TelemetryWriter, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stored = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(
+            store,
+            Some(key),
+            rx,
+            BATCH,
+            FLUSH_EVERY,
+            stored.clone(),
+        ));
+        (TelemetryWriter { tx, stored }, task)
+    }
+
     pub fn start_with(
         store: Arc<dyn Store>,
         queue: usize,
@@ -54,7 +74,7 @@ impl TelemetryWriter {
     ) -> (TelemetryWriter, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let stored = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(store, rx, batch.max(1), every, stored.clone()));
+        let task = tokio::spawn(run(store, None, rx, batch.max(1), every, stored.clone()));
         (TelemetryWriter { tx, stored }, task)
     }
 
@@ -81,6 +101,7 @@ impl TelemetryWriter {
 
 async fn run(
     store: Arc<dyn Store>,
+    key: Option<String>,
     mut rx: mpsc::Receiver<(StoredReading, u64)>,
     batch: usize,
     every: Duration,
@@ -106,18 +127,28 @@ async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
-        write(&*store, &mut buf, pos, &stored).await;
+        write(&*store, key.as_deref(), &mut buf, pos, &stored).await;
     }
-    write(&*store, &mut buf, pos, &stored).await;
+    write(&*store, key.as_deref(), &mut buf, pos, &stored).await;
     debug!("Telemetry writer stopped; everything queued is written.");
 }
 
-async fn write(store: &dyn Store, buf: &mut Vec<StoredReading>, pos: u64, stored: &AtomicU64) {
+async fn write(
+    store: &dyn Store,
+    key: Option<&str>,
+    buf: &mut Vec<StoredReading>,
+    pos: u64,
+    stored: &AtomicU64,
+) {
     if buf.is_empty() {
         return;
     }
     let started = std::time::Instant::now();
-    match store.insert_readings_at(buf, pos).await {
+    let written = match key {
+        None => store.insert_readings_at(buf, pos).await,
+        Some(k) => store.insert_readings_keyed(buf, k, pos).await,
+    };
+    match written {
         Ok(refused) => {
             let written = buf.len() - refused.len();
             metrics::counter!("eldercare_telemetry_written_total").increment(written as u64);

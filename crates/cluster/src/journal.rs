@@ -7,9 +7,9 @@ use crate::partition::{Kind, intake_subject, partition_of};
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::message::PublishMessage;
+use eldercare_intake::{Journal, Record};
 use std::time::Duration;
 use tracing::warn;
-use eldercare_intake::{Journal, Record};
 
 /// Header with the MQTT topic of a device message.
 pub const TOPIC_HEADER: &str = "Ec-Topic";

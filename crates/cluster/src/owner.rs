@@ -102,8 +102,22 @@ pub async fn run(
         }
     };
     let fenced = log.fenced.clone();
-    let snapshot = load_snapshot(&shared, p).await;
-    let (writer, writer_task) = eldercare_broker::TelemetryWriter::start(shared.store.clone());
+    let mut snapshot = load_snapshot(&shared, p).await;
+    // How far the previous owner stored readings, recorded with them: a
+    // reading it stored after its last snapshot is not stored again.
+    let key = format!("partition-{p}");
+    let stored = match shared.store.keyed_position(&key).await {
+        Ok(s) => s.unwrap_or(0),
+        Err(e) => {
+            warn!(error = %e, partition = p, "Cannot read how far readings are stored; the snapshot's figure is used.");
+            0
+        }
+    };
+    if let Some(s) = &mut snapshot {
+        s.stored = s.stored.max(stored);
+    }
+    let (writer, writer_task) =
+        eldercare_broker::TelemetryWriter::start_keyed(shared.store.clone(), key);
     let rules = shared.rules.borrow().clone();
     let mut pipeline = Pipeline::new(
         shared.store.clone(),
@@ -121,7 +135,7 @@ pub async fn run(
         .map_or(0, |s| s.checkpoint.pos.min(s.stored))
         + 1;
     pipeline
-        .resume_from(snapshot.map(|s| (s.checkpoint, s.stored)))
+        .resume_from(snapshot.map(|s| (s.checkpoint, s.stored)), stored)
         .await;
     // Where the partition's records end as this owner starts: past it,
     // the replay is done and this owner's own ticks begin.

@@ -319,12 +319,28 @@ impl Telemetry for PgStore {
         intake_pos: u64,
     ) -> Result<Vec<RefusedRow>> {
         self.ready()?;
-        self.pg_insert_readings_at(readings, intake_pos).await
+        self.pg_insert_readings_at(readings, None, intake_pos).await
     }
 
     async fn intake_position(&self) -> Result<Option<u64>> {
         self.ready()?;
         self.pg_intake_position().await
+    }
+
+    async fn insert_readings_keyed(
+        &self,
+        readings: &[StoredReading],
+        key: &str,
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        self.ready()?;
+        self.pg_insert_readings_at(readings, Some(key), intake_pos)
+            .await
+    }
+
+    async fn keyed_position(&self, key: &str) -> Result<Option<u64>> {
+        self.ready()?;
+        self.pg_keyed_position(key).await
     }
 
     async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {

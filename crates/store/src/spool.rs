@@ -1228,6 +1228,23 @@ impl Telemetry for SpoolingStore {
     }
     /// The newer of the position recorded in the database and the newest
     /// spooled; the spooled one alone while the database is unreachable.
+    /// A cluster's partitions write to the database directly (their
+    /// stream is their spool): forwarded, never spooled.
+    async fn insert_readings_keyed(
+        &self,
+        readings: &[StoredReading],
+        key: &str,
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        self.inner
+            .insert_readings_keyed(readings, key, intake_pos)
+            .await
+    }
+
+    async fn keyed_position(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.keyed_position(key).await
+    }
+
     async fn intake_position(&self) -> Result<Option<u64>> {
         let spooled = *self
             .gauges
@@ -1558,6 +1575,21 @@ mod tests {
         async fn intake_position(&self) -> Result<Option<u64>> {
             self.check()?;
             self.inner.intake_position().await
+        }
+        async fn insert_readings_keyed(
+            &self,
+            readings: &[StoredReading],
+            key: &str,
+            intake_pos: u64,
+        ) -> Result<Vec<RefusedRow>> {
+            self.check()?;
+            self.inner
+                .insert_readings_keyed(readings, key, intake_pos)
+                .await
+        }
+        async fn keyed_position(&self, key: &str) -> Result<Option<u64>> {
+            self.check()?;
+            self.inner.keyed_position(key).await
         }
         async fn query_readings(&self, query: &ReadingQuery) -> Result<Vec<ReadingRecord>> {
             self.check()?;

@@ -309,6 +309,58 @@ impl Registry for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Writes readings and records the position of the intake log, or of
+    /// the log `key`, in the same transaction.
+    async fn insert_with_progress(
+        &self,
+        readings: &[StoredReading],
+        key: Option<&str>,
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        let pos = i64::try_from(intake_pos).map_err(|_| {
+            StoreError::OutOfRange(format!("intake position {intake_pos} is beyond an INTEGER"))
+        })?;
+        let mut refused = Vec::new();
+        let mut tx = self.pool.begin().await?;
+        for (index, r) in readings.iter().enumerate() {
+            if let Some(reason) = refusal::unstorable(r) {
+                refused.push(RefusedRow { index, reason });
+                continue;
+            }
+            match insert_reading(&mut tx, r).await {
+                Ok(()) => {}
+                Err(e) if e.is_refusal() => refused.push(RefusedRow {
+                    index,
+                    reason: refusal::refusal_reason(&e),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        match key {
+            None => {
+                sqlx::query("UPDATE intake_progress SET pos = max(coalesce(pos, ?1), ?1)")
+                    .bind(pos)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some(key) => {
+                sqlx::query(
+                    "INSERT INTO intake_progress_keyed (key, pos) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET pos = max(pos, excluded.pos)",
+                )
+                .bind(key)
+                .bind(pos)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        refusal::note_refused(&refused, readings.len());
+        Ok(refused)
+    }
+}
+
 #[async_trait]
 impl Telemetry for SqliteStore {
     async fn insert_readings(&self, readings: &[StoredReading]) -> Result<()> {
@@ -337,32 +389,26 @@ impl Telemetry for SqliteStore {
         readings: &[StoredReading],
         intake_pos: u64,
     ) -> Result<Vec<RefusedRow>> {
-        let pos = i64::try_from(intake_pos).map_err(|_| {
-            StoreError::OutOfRange(format!("intake position {intake_pos} is beyond an INTEGER"))
-        })?;
-        let mut refused = Vec::new();
-        let mut tx = self.pool.begin().await?;
-        for (index, r) in readings.iter().enumerate() {
-            if let Some(reason) = refusal::unstorable(r) {
-                refused.push(RefusedRow { index, reason });
-                continue;
-            }
-            match insert_reading(&mut tx, r).await {
-                Ok(()) => {}
-                Err(e) if e.is_refusal() => refused.push(RefusedRow {
-                    index,
-                    reason: refusal::refusal_reason(&e),
-                }),
-                Err(e) => return Err(e),
-            }
-        }
-        sqlx::query("UPDATE intake_progress SET pos = max(coalesce(pos, ?1), ?1)")
-            .bind(pos)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        refusal::note_refused(&refused, readings.len());
-        Ok(refused)
+        self.insert_with_progress(readings, None, intake_pos).await
+    }
+
+    async fn insert_readings_keyed(
+        &self,
+        readings: &[StoredReading],
+        key: &str,
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        self.insert_with_progress(readings, Some(key), intake_pos)
+            .await
+    }
+
+    async fn keyed_position(&self, key: &str) -> Result<Option<u64>> {
+        let pos: Option<i64> =
+            sqlx::query_scalar("SELECT pos FROM intake_progress_keyed WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(pos.map(|p| p as u64))
     }
 
     async fn intake_position(&self) -> Result<Option<u64>> {

@@ -58,6 +58,7 @@ on_both_backends!(
     silences_are_kept_and_listed_while_active,
     dead_letters_are_kept_newest_first_up_to_the_capacity,
     readings_at_record_the_intake_position_with_the_batch,
+    readings_keyed_record_their_own_log_position,
     readings_refused_for_their_content_are_left_out_and_the_rest_stored,
     readings_the_database_refuses_are_found_in_small_and_large_batches,
 );
@@ -1429,6 +1430,54 @@ fn motions(device: &str, from: u64, n: u64) -> Vec<StoredReading> {
     (from..from + n)
         .map(|i| stored("E1", device, 1_700_000_000_000, Some(i), motion_in("hall")))
         .collect()
+}
+
+/// A cluster's partitions each record how far their own log is stored,
+/// apart from one another and from a single node's intake position, in
+/// a small batch and in one large enough for COPY on PostgreSQL.
+async fn readings_keyed_record_their_own_log_position(b: Backend) {
+    let s = &b.store;
+    assert_eq!(s.keyed_position("partition-1").await.unwrap(), None);
+    let small = motions("pir-1", 1, 3);
+    assert!(
+        s.insert_readings_keyed(&small, "partition-1", 7)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.insert_readings_keyed(&motions("pir-1", 4, 1), "partition-1", 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.keyed_position("partition-1").await.unwrap(),
+        Some(7),
+        "positions only grow"
+    );
+    assert_eq!(s.keyed_position("partition-2").await.unwrap(), None);
+    assert_eq!(
+        s.intake_position().await.unwrap(),
+        None,
+        "the single node's is apart"
+    );
+    let big = motions("pir-2", 1, 2500);
+    assert!(
+        s.insert_readings_keyed(&big, "partition-2", 30)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.keyed_position("partition-2").await.unwrap(), Some(30));
+    assert!(
+        s.insert_readings_keyed(&[], "partition-1", 9)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.keyed_position("partition-1").await.unwrap(), Some(9));
+    assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 2, 3, 4]);
 }
 
 async fn readings_at_record_the_intake_position_with_the_batch(b: Backend) {

@@ -478,9 +478,13 @@ impl PgStore {
     pub(super) async fn pg_insert_readings_at(
         &self,
         readings: &[StoredReading],
+        key: Option<&str>,
         intake_pos: u64,
     ) -> Result<Vec<RefusedRow>> {
-        let pos = position(intake_pos)?;
+        let pos = Progress {
+            key,
+            pos: position(intake_pos)?,
+        };
         let mut refused = Vec::new();
         let mut good: Vec<(usize, &StoredReading)> = Vec::with_capacity(readings.len());
         for (index, r) in readings.iter().enumerate() {
@@ -535,6 +539,15 @@ impl PgStore {
         refused.sort_by_key(|r| r.index);
         refusal::note_refused(&refused, readings.len());
         Ok(refused)
+    }
+
+    pub(super) async fn pg_keyed_position(&self, key: &str) -> Result<Option<u64>> {
+        let pos: Option<i64> =
+            sqlx::query_scalar("SELECT pos FROM intake_progress_keyed WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(pos.map(|p| p as u64))
     }
 
     pub(super) async fn pg_intake_position(&self) -> Result<Option<u64>> {
@@ -707,12 +720,35 @@ fn position(intake_pos: u64) -> Result<i64> {
     })
 }
 
+/// A position to record with a batch: of the intake log, or of the log
+/// `key` (a cluster's partition).
+#[derive(Clone, Copy)]
+pub(super) struct Progress<'a> {
+    pub key: Option<&'a str>,
+    pub pos: i64,
+}
+
 /// Records `pos` unless a larger one is recorded: positions only grow.
-async fn record_position(conn: &mut PgConnection, pos: i64) -> Result<()> {
-    sqlx::query("UPDATE intake_progress SET pos = GREATEST(pos, $1)")
-        .bind(pos)
-        .execute(conn)
-        .await?;
+async fn record_position(conn: &mut PgConnection, p: Progress<'_>) -> Result<()> {
+    match p.key {
+        None => {
+            sqlx::query("UPDATE intake_progress SET pos = GREATEST(pos, $1)")
+                .bind(p.pos)
+                .execute(conn)
+                .await?;
+        }
+        Some(key) => {
+            sqlx::query(
+                "INSERT INTO intake_progress_keyed (key, pos) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE
+                 SET pos = GREATEST(intake_progress_keyed.pos, excluded.pos)",
+            )
+            .bind(key)
+            .bind(p.pos)
+            .execute(conn)
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -720,7 +756,7 @@ async fn record_position(conn: &mut PgConnection, pos: i64) -> Result<()> {
 /// `pos` recorded in the same transaction when given (see
 /// [`PgStore::pg_insert_readings`] for why UNNEST or COPY). Inside a
 /// transaction, COPY's own one is a savepoint.
-async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<i64>) -> Result<()> {
+async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<Progress<'_>>) -> Result<()> {
     if c.len() == 0 {
         if let Some(pos) = pos {
             record_position(conn, pos).await?;
@@ -776,7 +812,12 @@ async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<i64>) -> Re
             ON CONFLICT DO NOTHING),
          progress AS (
             UPDATE intake_progress SET pos = GREATEST(pos, $27)
-            WHERE $27::int8 IS NOT NULL)
+            WHERE $27::int8 IS NOT NULL AND $28::text IS NULL),
+         keyed AS (
+            INSERT INTO intake_progress_keyed (key, pos)
+            SELECT $28, $27 WHERE $27::int8 IS NOT NULL AND $28::text IS NOT NULL
+            ON CONFLICT (key) DO UPDATE
+            SET pos = GREATEST(intake_progress_keyed.pos, excluded.pos))
          INSERT INTO readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
             rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
             online, device_id, elder_id, room, fw)
@@ -819,7 +860,8 @@ async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<i64>) -> Re
     .bind(&c.fw)
     .bind(&pair_devices)
     .bind(&pair_streams)
-    .bind(pos)
+    .bind(pos.map(|p| p.pos))
+    .bind(pos.and_then(|p| p.key))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -51,6 +51,29 @@ pub trait Telemetry: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// As [`Telemetry::insert_readings_at`], for one of several intake
+    /// logs (a cluster's partitions): `intake_pos` is recorded for `key`
+    /// alone. The default records nothing, as that of `insert_readings_at`.
+    async fn insert_readings_keyed(
+        &self,
+        readings: &[StoredReading],
+        key: &str,
+        intake_pos: u64,
+    ) -> Result<Vec<RefusedRow>> {
+        let _ = (key, intake_pos);
+        let done = refusal::isolate(self, readings).await;
+        match done.error {
+            Some(e) => Err(e),
+            None => Ok(done.refused),
+        }
+    }
+
+    /// The position recorded for the intake log `key`; `None` if never.
+    async fn keyed_position(&self, key: &str) -> Result<Option<u64>> {
+        let _ = key;
+        Ok(None)
+    }
+
     // The telemetry of the operator API.
 
     /// Stored readings of an elder or a device, filtered and paged.
