@@ -27,6 +27,11 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 /// Longer than this without a record (no owner ticked: the whole cluster
 /// was down), the silence is not evidence.
 const BLIND_AFTER_MS: i64 = 30_000;
+/// How often the owner has its engine's copy of the registry refreshed
+/// (devices imported with `eldercare import` are watched before they
+/// first speak): a `many` change through its own partition, so a replay
+/// refreshes at the same place in the log.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(30);
 /// Header of a registry change: `elder:<id>`, `device:<id>` or `many`.
 pub const CHANGE_HEADER: &str = "Ec-Change";
 
@@ -190,6 +195,8 @@ pub async fn run(
     save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     save.tick().await;
     let mut saved_at = std::time::Instant::now();
+    let mut refresh = tokio::time::interval(REGISTRY_REFRESH);
+    refresh.tick().await;
     let mut rules = shared.rules.clone();
     loop {
         tokio::select! {
@@ -206,6 +213,17 @@ pub async fn run(
                 });
                 metrics::gauge!("eldercare_cluster_snapshot_age_seconds", "partition" => label.clone())
                     .set(saved_at.elapsed().as_secs_f64());
+            }
+            _ = refresh.tick(), if caught_up && held.valid() => {
+                let js = shared.js.clone();
+                let subject = partition::intake_subject(p, Kind::Registry);
+                tokio::spawn(async move {
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert(CHANGE_HEADER, "many");
+                    if let Ok(ack) = js.publish_with_headers(subject, h, bytes::Bytes::new()).await {
+                        let _ = ack.await;
+                    }
+                });
             }
             _ = save.tick(), if held.valid() => {
                 if save_snapshot(&shared, p, &pipeline).await {
