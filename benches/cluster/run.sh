@@ -692,7 +692,8 @@ fi
 {
   echo "## eldercare cluster, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  STATUS_TIMEOUTS=$(cat "$OUT/status-timeouts" 2>/dev/null | wc -l)
+  STATUS_TIMEOUTS=0
+  [ -f "$OUT/status-timeouts" ] && STATUS_TIMEOUTS=$(wc -l <"$OUT/status-timeouts")
   echo "Machine: $(nproc) CPUs, $(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(free -g | awk '/^Mem:/ { print $2 " GiB total, " $7 " GiB available" }'), Linux $(uname -r); load average at the end $(cut -d' ' -f1-3 /proc/loadavg); PostgreSQL $PG_VERSION; nats-server $NATS_VERSION; binaries $BUILT."
   if [ "$FAILOVER" = 1 ]; then
     IFS='|' read -r s_pub s_taken s_repl s_det s_list s_settle under <<<"$FO_STATS"
