@@ -52,6 +52,10 @@ fn partition(r: &Record) -> u16 {
 /// electing a new leader after a server was lost answers "no stream" for
 /// a few seconds): the devices wait for their PUBACKs meanwhile.
 const RETRY_FOR: Duration = Duration::from_secs(20);
+/// Messages sent before their acknowledgements are awaited: well under
+/// the client's 5,000 awaiting acknowledgement, shared with the owners'
+/// ticks and decisions.
+const CHUNK: usize = 1024;
 
 impl StreamJournal {
     /// Publishes `records` back to back, then awaits every
@@ -97,7 +101,18 @@ impl Journal for StreamJournal {
             let mut delay = Duration::from_millis(100);
             let mut pending: Vec<&Record> = records.iter().collect();
             loop {
-                let (failed, err) = self.publish(&pending).await;
+                // In chunks, each acknowledged before the next is sent:
+                // the client holds at most 5,000 publishes awaiting
+                // acknowledgement and makes the next wait for room, so a
+                // whole group (up to 8,192) sent first would never see
+                // its acknowledgements.
+                let mut failed = Vec::new();
+                let mut err = None;
+                for chunk in pending.chunks(CHUNK) {
+                    let (f, e) = self.publish(chunk).await;
+                    failed.extend(f);
+                    err = e.or(err);
+                }
                 let Some(err) = err else {
                     return Ok(());
                 };

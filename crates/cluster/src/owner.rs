@@ -48,9 +48,21 @@ fn object(p: u16) -> String {
 
 async fn load_snapshot(shared: &Shared, p: u16) -> Option<Snapshot> {
     use tokio::io::AsyncReadExt;
-    let mut obj = shared.snapshots.get(object(p)).await.ok()?;
-    let mut bytes = Vec::new();
-    obj.read_to_end(&mut bytes).await.ok()?;
+    // Bounded: a snapshot being rewritten meanwhile can leave a read
+    // waiting for chunks that are gone; the whole stream is replayed then.
+    let read = async {
+        let mut obj = shared.snapshots.get(object(p)).await.ok()?;
+        let mut bytes = Vec::new();
+        obj.read_to_end(&mut bytes).await.ok()?;
+        Some(bytes)
+    };
+    let Ok(Some(bytes)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
+        warn!(
+            partition = p,
+            "Partition snapshot not read within 10 s; replaying the whole stream."
+        );
+        return None;
+    };
     match serde_json::from_slice(&bytes) {
         Ok(s) => Some(s),
         Err(e) => {

@@ -51,13 +51,17 @@ pub async fn read(js: &async_nats::jetstream::Context) -> Result<Status, async_n
         let (mut snapshot_seq, mut snapshot_age_ms) = (None, None);
         if let Ok(info) = snapshots.info(format!("p{p}")).await {
             snapshot_age_ms = info.modified.map(|m| now - m.timestamp_millis());
-            if let Ok(mut obj) = snapshots.get(format!("p{p}")).await {
+            // Bounded: a snapshot rewritten while it is read can leave the
+            // read waiting for chunks that are gone.
+            let read = async {
+                let mut obj = snapshots.get(format!("p{p}")).await.ok()?;
                 let mut bytes = Vec::new();
-                if obj.read_to_end(&mut bytes).await.is_ok()
-                    && let Ok(s) = serde_json::from_slice::<crate::owner::Snapshot>(&bytes)
-                {
-                    snapshot_seq = Some(s.checkpoint.pos);
-                }
+                obj.read_to_end(&mut bytes).await.ok()?;
+                serde_json::from_slice::<crate::owner::Snapshot>(&bytes).ok()
+            };
+            if let Ok(Some(s)) = tokio::time::timeout(std::time::Duration::from_secs(2), read).await
+            {
+                snapshot_seq = Some(s.checkpoint.pos);
             }
         }
         partitions.push(PartitionStatus {
