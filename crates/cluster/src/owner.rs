@@ -196,7 +196,11 @@ pub async fn run(
         partition = p,
         from, "Partition taken; replaying from its snapshot."
     );
+    // Registered once: the lag is set for every record.
     let label = p.to_string();
+    let lag_gauge =
+        metrics::gauge!("eldercare_cluster_partition_lag", "partition" => label.clone());
+    let age_gauge = metrics::gauge!("eldercare_cluster_snapshot_age_seconds", "partition" => label);
     let mut caught_up = last_tick.is_none_or(|(seq, _)| seq < from);
     if caught_up {
         blind_check(&mut pipeline, last_tick.map(|(_, t)| t));
@@ -218,24 +222,13 @@ pub async fn run(
                 let subject = tick_subject.clone();
                 // Not awaited here: a slow acknowledgement must not hold
                 // the engine; the tick takes effect when read back.
-                tokio::spawn(async move {
-                    if let Ok(ack) = js.publish(subject, bytes::Bytes::new()).await {
-                        let _ = ack.await;
-                    }
-                });
-                metrics::gauge!("eldercare_cluster_snapshot_age_seconds", "partition" => label.clone())
-                    .set(saved_at.elapsed().as_secs_f64());
+                tokio::spawn(async move { publish_record(&js, subject, None).await });
+                age_gauge.set(saved_at.elapsed().as_secs_f64());
             }
             _ = refresh.tick(), if caught_up && held.valid() => {
                 let js = shared.js.clone();
                 let subject = partition::intake_subject(p, Kind::Registry);
-                tokio::spawn(async move {
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert(CHANGE_HEADER, "many");
-                    if let Ok(ack) = js.publish_with_headers(subject, h, bytes::Bytes::new()).await {
-                        let _ = ack.await;
-                    }
-                });
+                tokio::spawn(async move { publish_record(&js, subject, Some("many")).await });
             }
             _ = save.tick(), if held.valid() => {
                 if save_snapshot(&shared, p, &pipeline).await {
@@ -257,8 +250,7 @@ pub async fn run(
                 };
                 let Ok(info) = m.info() else { continue };
                 let (seq, at, pending) = (info.stream_sequence, millis(info.published), info.pending);
-                metrics::gauge!("eldercare_cluster_partition_lag", "partition" => label.clone())
-                    .set(pending as f64);
+                lag_gauge.set(pending as f64);
                 match Kind::of_subject(&m.subject) {
                     Some(Kind::Message) => {
                         let topic = m
@@ -329,21 +321,29 @@ pub async fn forward_changes(
     while let Some(c) = changes.recv().await {
         let header = change_header(&c);
         for p in 0..partition::PARTITIONS {
-            let mut h = async_nats::HeaderMap::new();
-            h.insert(CHANGE_HEADER, header.as_str());
             let subject = partition::intake_subject(p, Kind::Registry);
-            let sent = async {
-                js.publish_with_headers(subject, h, bytes::Bytes::new())
-                    .await?
-                    .await
-                    .map_err(async_nats::Error::from)
-            }
-            .await;
-            if let Err(e) = sent {
+            if let Err(e) = publish_record(&js, subject, Some(&header)).await {
                 warn!(error = %e, partition = p, "Registry change not delivered to a partition; its periodic refresh will see it.");
             }
         }
     }
+}
+
+/// An empty record of the owner's or the API's (a tick; with `change`, a
+/// registry change), published and acknowledged.
+async fn publish_record(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    change: Option<&str>,
+) -> Result<(), async_nats::Error> {
+    let mut h = async_nats::HeaderMap::new();
+    if let Some(c) = change {
+        h.insert(CHANGE_HEADER, c);
+    }
+    js.publish_with_headers(subject, h, bytes::Bytes::new())
+        .await?
+        .await?;
+    Ok(())
 }
 
 pub fn change_header(c: &RegistryChange) -> String {
