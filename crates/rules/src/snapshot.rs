@@ -23,11 +23,14 @@
 //! (`snapshot_size_per_device` in `tests/restart.rs` measures it).
 
 use eldercare_model::{
-    Body, DeviceEvent, EpochMs, Location, Motion, Reading, Sleep, Status, Text, Vitals,
+    Body, DeviceEvent, EpochMs, Location, Motion, Reading, Severity, Sleep, Status, Text, Vitals,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{BLIND_KEPT, DeviceSlot, ElderSlot, Engine, FallState, Hold, Holds, Latest, NONE};
+use crate::BLIND_KEPT;
+use crate::engine::Engine;
+use crate::hold::{Hold, Signal};
+use crate::state::{DeviceSlot, ElderSlot, FallState, Latest};
 
 /// Everything the engine knows that is not the registry, keyed by elder
 /// and device id. Serialize it with any serde format; restore it with
@@ -89,10 +92,6 @@ fn is_zero(n: &u32) -> bool {
 
 fn is_zero_u8(n: &u8) -> bool {
     *n == 0
-}
-
-fn opt(t: EpochMs) -> Option<EpochMs> {
-    (t != NONE).then_some(t)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,25 +286,14 @@ fn load(r: &Option<SavedReading>) -> Option<Box<Reading>> {
     r.as_ref().map(|r| Box::new(Reading::from(r)))
 }
 
-impl Holds {
-    /// The signal each hold is for, in order (see [`Holds::get`]).
-    fn signals(&self) -> &'static [usize] {
-        if self.0.len() == 5 {
-            &[0, 1, 2, 3, 4]
-        } else {
-            &[0, 2, crate::NO_BREATHING]
-        }
-    }
-}
-
 impl ElderState {
     fn of(e: &ElderSlot) -> ElderState {
-        let latest = if e.latest.iter().all(|l| l.ts == NONE) {
+        let latest = if e.latest.iter().all(|l| l.ts.is_none()) {
             Vec::new()
         } else {
             e.latest
                 .iter()
-                .map(|l| (l.ts != NONE).then_some((l.value, l.ts)))
+                .map(|l| l.ts.map(|ts| (l.value, ts)))
                 .collect()
         };
         ElderState {
@@ -318,16 +306,20 @@ impl ElderState {
             }),
             latest,
             news2_since: e.news2_since,
-            news2_level: e.news2_level,
+            news2_level: match e.news2_raised {
+                None => 0,
+                Some(Severity::Critical) => 2,
+                Some(_) => 1,
+            },
             in_bed: e.in_bed,
-            bed_ts: opt(e.bed_ts),
+            bed_ts: e.bed_ts,
             left_bed: save(&e.left_bed),
             out_of_bed_done: e.out_of_bed_done,
-            last_motion: opt(e.last_motion),
+            last_motion: e.last_motion,
             last_motion_bathroom: e.last_motion_bathroom,
             activity_at: e.activity_at,
             inactivity_raised: e.inactivity_raised,
-            gps_ts: opt(e.gps_ts),
+            gps_ts: e.gps_ts,
             outside_fixes: e.outside_fixes,
             first_outside: save(&e.first_outside),
             away: e.away,
@@ -347,24 +339,31 @@ impl ElderState {
         });
         for (i, l) in e.latest.iter_mut().enumerate() {
             *l = match self.latest.get(i).copied().flatten() {
-                Some((value, ts)) => Latest { value, ts },
+                Some((value, ts)) => Latest {
+                    value,
+                    ts: Some(ts),
+                },
                 None => Latest {
                     value: 0.0,
-                    ts: NONE,
+                    ts: None,
                 },
             };
         }
         e.news2_since = self.news2_since;
-        e.news2_level = self.news2_level;
+        e.news2_raised = match self.news2_level {
+            0 => None,
+            1 => Some(Severity::High),
+            _ => Some(Severity::Critical),
+        };
         e.in_bed = self.in_bed;
-        e.bed_ts = self.bed_ts.unwrap_or(NONE);
+        e.bed_ts = self.bed_ts;
         e.left_bed = load(&self.left_bed);
         e.out_of_bed_done = self.out_of_bed_done;
-        e.last_motion = self.last_motion.unwrap_or(NONE);
+        e.last_motion = self.last_motion;
         e.last_motion_bathroom = self.last_motion_bathroom;
         e.activity_at = self.activity_at;
         e.inactivity_raised = self.inactivity_raised;
-        e.gps_ts = self.gps_ts.unwrap_or(NONE);
+        e.gps_ts = self.gps_ts;
         e.outside_fixes = self.outside_fixes;
         e.first_outside = load(&self.first_outside);
         e.away = self.away;
@@ -377,21 +376,21 @@ impl DeviceState {
     fn of(d: &DeviceSlot) -> DeviceState {
         let (mut idle, mut holds) = (Vec::new(), Vec::new());
         if let Some(hs) = &d.holds {
-            for (h, &signal) in hs.0.iter().zip(hs.signals()) {
+            for (signal, h) in hs.iter() {
                 // A hold that never judged a reading is at its default.
-                if h.last == NONE {
+                let Some(last) = h.last else {
                     continue;
-                }
-                let quiet = h.since == NONE && h.clear_since == NONE && !h.fired;
+                };
+                let quiet = h.since.is_none() && h.clear_since.is_none() && !h.fired;
                 if quiet && h.first.is_none() && h.last == d.last_ts {
-                    idle.push(signal as u8);
+                    idle.push(signal.code());
                     continue;
                 }
                 holds.push(SavedHold {
-                    signal: signal as u8,
-                    last: (h.last != d.last_ts).then_some(h.last),
-                    since: opt(h.since),
-                    clear_since: opt(h.clear_since),
+                    signal: signal.code(),
+                    last: (h.last != d.last_ts).then_some(last),
+                    since: h.since,
+                    clear_since: h.clear_since,
                     fired: h.fired,
                     first: save(&h.first),
                 });
@@ -400,7 +399,7 @@ impl DeviceState {
         DeviceState {
             id: d.id.to_string(),
             last_heard: d.last_heard,
-            last_ts: opt(d.last_ts),
+            last_ts: d.last_ts,
             silent_since: d.silent_since,
             offline_raised: d.offline_raised,
             battery_low: d.battery_low,
@@ -411,28 +410,26 @@ impl DeviceState {
 
     fn apply(&self, d: &mut DeviceSlot) {
         d.last_heard = self.last_heard;
-        d.last_ts = self.last_ts.unwrap_or(NONE);
+        d.last_ts = self.last_ts;
         d.silent_since = self.silent_since;
         d.offline_raised = self.offline_raised;
         d.battery_low = self.battery_low;
         let last_ts = d.last_ts;
         if let Some(hs) = d.holds.as_mut() {
-            for h in hs.0.iter_mut() {
-                *h = Hold::default();
-            }
+            hs.clear();
             // A signal the device's kind does not have (its kind changed in
             // the registry since) has no hold: skipped.
             for &s in &self.idle {
-                if let Some(h) = hs.get(usize::from(s)) {
+                if let Some(h) = Signal::from_code(s).and_then(|s| hs.get(s)) {
                     h.last = last_ts;
                 }
             }
             for s in &self.holds {
-                if let Some(h) = hs.get(usize::from(s.signal)) {
+                if let Some(h) = Signal::from_code(s.signal).and_then(|s| hs.get(s)) {
                     *h = Hold {
-                        since: s.since.unwrap_or(NONE),
-                        last: s.last.unwrap_or(last_ts),
-                        clear_since: s.clear_since.unwrap_or(NONE),
+                        since: s.since,
+                        last: s.last.or(last_ts),
+                        clear_since: s.clear_since,
                         fired: s.fired,
                         first: load(&s.first),
                     };
@@ -516,7 +513,10 @@ impl Engine {
     /// fall) are kept. A stretch, or the part of one, already declared is
     /// not counted twice. Returns the milliseconds newly declared blind.
     pub fn resume_after_gap(&mut self, blind_from: EpochMs, now: EpochMs) -> i64 {
-        let from = blind_from.max(self.blind.last().map_or(NONE, |w| w.1));
+        let from = self
+            .blind
+            .last()
+            .map_or(blind_from, |w| blind_from.max(w.1));
         self.seen = self.seen.max(now);
         if from >= now {
             return 0;
