@@ -16,7 +16,7 @@ pub use remote::{Forward, Forwarded, WireError};
 use async_trait::async_trait;
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, Elder, EpochMs,
-    Outcome, Responder, Severity, Silence,
+    Outcome, Queue, Responder, Severity, Silence,
 };
 use eldercare_rules::{Decision, Resolve, Trigger, Update};
 use eldercare_store::{AlertLog, NewAlertEvent, Registry, Store, StoreError};
@@ -600,7 +600,14 @@ impl DeskState {
         let now = self.now();
         let readings = to_alert_readings(&t.readings);
         let key = (t.elder_id.clone(), t.kind, t.subject.clone());
-        let (kind, alert) = match self.open.get(&key) {
+        // A recorded trigger is its own alert, born resolved: never folded
+        // into (nor closing) an open one.
+        let open = if t.record.is_some() {
+            None
+        } else {
+            self.open.get(&key)
+        };
+        let (kind, alert) = match open {
             Some(open)
                 if !readings.is_empty() && readings.iter().all(|r| open.readings.contains(r)) =>
             {
@@ -627,6 +634,9 @@ impl DeskState {
                     a.score = t.score;
                     a.factors = t.factors.clone();
                 }
+                if t.late_ms.is_some() {
+                    a.late_ms = t.late_ms;
+                }
                 (AlertEventKind::Updated, a)
             }
             None => {
@@ -642,13 +652,18 @@ impl DeskState {
                             && s.covers(t.kind, &t.elder_id, &t.device_id, t.subject.as_deref())
                     })
                     .map(|s| s.id.clone());
+                let recorded = t.record.is_some();
                 let a = Alert {
                     id: uuid::Uuid::now_v7().to_string(),
                     elder_id: t.elder_id.clone(),
                     device_id: t.device_id.clone(),
                     kind: t.kind,
                     severity: t.severity,
-                    state: AlertState::Open,
+                    state: if recorded {
+                        AlertState::Resolved
+                    } else {
+                        AlertState::Open
+                    },
                     raised_at: t.at_ms,
                     detected_at: now,
                     updated_at: now,
@@ -660,7 +675,7 @@ impl DeskState {
                     factors: t.factors.clone(),
                     readings,
                     occurrences: 1,
-                    outcome: None,
+                    outcome: recorded.then(|| Outcome::Recorded.as_str().to_string()),
                     district,
                     community,
                     muted: silence.is_some(),
@@ -669,7 +684,9 @@ impl DeskState {
                     responder: None,
                     acknowledged_at: None,
                     dispatched_at: None,
-                    resolved_at: None,
+                    resolved_at: recorded.then_some(now),
+                    late_ms: t.late_ms,
+                    recorded,
                 };
                 (AlertEventKind::Raised, a)
             }
@@ -679,7 +696,7 @@ impl DeskState {
             alert,
             actor: String::new(),
             at: now,
-            note: None,
+            note: t.record.as_ref().map(|r| r.note().en),
             decision: self.deciding,
         };
         if self.persist_retrying(ev).await {
@@ -794,7 +811,11 @@ impl DeskState {
         let a = &saved.alert;
         let key = key_of(a);
         if a.state == AlertState::Resolved {
-            self.open.remove(&key);
+            // A recorded alert is born resolved beside an open one of the
+            // same kind: only the alert itself leaves the open set.
+            if self.open.get(&key).is_some_and(|o| o.id == a.id) {
+                self.open.remove(&key);
+            }
         } else {
             self.open.insert(key, a.clone());
         }
@@ -923,6 +944,8 @@ impl DeskState {
             .open
             .values()
             .filter(|a| a.state == AlertState::Open && !a.muted)
+            // Care managers work their queue by day; nobody is paged.
+            .filter(|a| a.queue() != Queue::Care)
             .filter_map(|a| {
                 let d = self.escalation.deadline_ms(a.severity)?;
                 let passed = u32::try_from((now - a.detected_at) / d).unwrap_or(u32::MAX);

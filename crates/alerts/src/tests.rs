@@ -18,6 +18,8 @@ fn sos_at(elder: &str, ts_ms: i64) -> Trigger {
         window: None,
         score: None,
         factors: Vec::new(),
+        late_ms: None,
+        record: None,
         readings: vec![Reading {
             device_id: format!("btn-{elder}"),
             seq: None,

@@ -165,6 +165,8 @@ pub fn alert_to_pb(a: &m::Alert, lang: Lang) -> pb::Alert {
         history: Vec::new(),
         district: a.district.clone().unwrap_or_default(),
         community: a.community.clone().unwrap_or_default(),
+        late_ms: a.late_ms.unwrap_or(0),
+        recorded: a.recorded,
     }
 }
 
@@ -306,7 +308,7 @@ impl AlertService for Alerts {
             "" => None,
             q => Some(m::Queue::parse(q).ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "unknown queue `{q}`; use \"hotline\" or \"operations\""
+                    "unknown queue `{q}`; use \"hotline\", \"operations\" or \"care\""
                 ))
             })?),
         };

@@ -313,10 +313,14 @@ pub enum AlertKind {
     /// cut): one alert for the home instead of one per device.
     HomeOffline,
     LowBattery,
+    /// A sustained change from the elder's own usual range (more night-time
+    /// bathroom visits, less activity, faster breathing in bed): for care
+    /// managers, never the hotline.
+    Trend,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 10] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::Sos,
         AlertKind::Fall,
         AlertKind::VitalOutOfRange,
@@ -327,6 +331,7 @@ impl AlertKind {
         AlertKind::DeviceOffline,
         AlertKind::HomeOffline,
         AlertKind::LowBattery,
+        AlertKind::Trend,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -341,6 +346,7 @@ impl AlertKind {
             AlertKind::DeviceOffline => "device_offline",
             AlertKind::HomeOffline => "home_offline",
             AlertKind::LowBattery => "low_battery",
+            AlertKind::Trend => "trend",
         }
     }
 
@@ -475,13 +481,26 @@ pub struct Alert {
     pub dispatched_at: Option<EpochMs>,
     #[serde(default)]
     pub resolved_at: Option<EpochMs>,
+    /// Shown by readings that arrived late (a gateway's upload after an
+    /// outage): milliseconds from the event time the episode was shown
+    /// at to its detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_ms: Option<i64>,
+    /// Recorded for the care managers, not raised: an episode the late
+    /// readings show already over, or a trend rule in shadow mode. Born
+    /// resolved (outcome `recorded`), never on the hotline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
 }
 
 impl Alert {
-    /// Maintenance alerts and muted alerts go to the operations queue;
+    /// Trends and recorded alerts go to the care managers' queue;
+    /// maintenance alerts and muted alerts to the operations queue;
     /// everything else to the hotline.
     pub fn queue(&self) -> Queue {
-        if self.muted || self.kind.is_maintenance() {
+        if self.kind == AlertKind::Trend || self.recorded {
+            Queue::Care
+        } else if self.muted || self.kind.is_maintenance() {
             Queue::Operations
         } else {
             Queue::Hotline
@@ -495,6 +514,8 @@ impl Alert {
 pub enum Queue {
     Hotline,
     Operations,
+    /// Care managers: trends, and episodes known only after they were over.
+    Care,
 }
 
 impl Queue {
@@ -502,11 +523,12 @@ impl Queue {
         match self {
             Queue::Hotline => "hotline",
             Queue::Operations => "operations",
+            Queue::Care => "care",
         }
     }
 
     pub fn parse(s: &str) -> Option<Queue> {
-        [Queue::Hotline, Queue::Operations]
+        [Queue::Hotline, Queue::Operations, Queue::Care]
             .into_iter()
             .find(|q| q.as_str() == s)
     }
@@ -559,6 +581,8 @@ pub enum Outcome {
     SentToHospital,
     /// A maintenance condition that went away by itself.
     Cleared,
+    /// Recorded, not raised (see [`Alert::recorded`]).
+    Recorded,
 }
 
 impl Outcome {
@@ -577,6 +601,7 @@ impl Outcome {
             Outcome::ResponderOnSite => "responder_on_site",
             Outcome::SentToHospital => "sent_to_hospital",
             Outcome::Cleared => "cleared",
+            Outcome::Recorded => "recorded",
         }
     }
 

@@ -292,6 +292,103 @@ impl Default for BatteryRules {
     }
 }
 
+/// Readings that arrive late (a gateway back from an outage uploading
+/// what it kept) are judged on their own event time by every rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LateRules {
+    /// A reading arriving this many seconds or more after its event time
+    /// is late: an episode it shows is raised marked late, after the
+    /// upload is done, and only if the late data does not already show
+    /// it over.
+    pub after_s: u32,
+    /// The upload is taken as done once no late reading of the elder has
+    /// arrived for this many seconds (or a reading of now arrives).
+    pub settle_s: u32,
+}
+
+impl Default for LateRules {
+    fn default() -> Self {
+        LateRules {
+            after_s: 120,
+            settle_s: 10,
+        }
+    }
+}
+
+/// One trend: a daily figure of the elder's compared with their own usual
+/// range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrendRule {
+    pub enabled: bool,
+    /// Recorded for review (born resolved, outcome `recorded`), not raised.
+    pub shadow: bool,
+    /// The smallest change from the elder's median that counts, in the
+    /// metric's unit (visits, minutes, beats or breaths per minute; for
+    /// `day_activity` and `time_out`, a fraction of the median).
+    pub min_change: f64,
+}
+
+/// `trend`: each elder's own normal, learned from their days.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrendRules {
+    /// Days of history the usual range is learned from.
+    pub window_days: u32,
+    /// Days with data needed before a metric is judged at all.
+    pub min_days: u32,
+    /// Days running beyond the usual range that raise.
+    pub days: u32,
+    /// How wide the usual range is: the median plus or minus this many
+    /// robust standard deviations (1.4826 x the median absolute deviation),
+    /// and never narrower than the metric's `min_change`.
+    pub k: f64,
+    /// A day's part of the home's time without a heard device above which
+    /// the day is not judged (silence is not a quiet day).
+    pub max_unseen: f64,
+    pub night_bathroom_visits: TrendRule,
+    pub time_in_bed: TrendRule,
+    pub rise_time: TrendRule,
+    pub day_activity: TrendRule,
+    pub time_out: TrendRule,
+    pub resting_hr: TrendRule,
+    pub resting_rr: TrendRule,
+}
+
+fn trend(min_change: f64) -> TrendRule {
+    TrendRule {
+        enabled: true,
+        shadow: false,
+        min_change,
+    }
+}
+
+impl Default for TrendRule {
+    fn default() -> Self {
+        trend(1.0)
+    }
+}
+
+impl Default for TrendRules {
+    fn default() -> Self {
+        TrendRules {
+            window_days: 28,
+            min_days: 14,
+            days: 3,
+            k: 3.0,
+            max_unseen: 0.2,
+            night_bathroom_visits: trend(1.5),
+            time_in_bed: trend(90.0),
+            rise_time: trend(90.0),
+            day_activity: trend(0.3),
+            time_out: trend(0.5),
+            resting_hr: trend(6.0),
+            resting_rr: trend(3.0),
+        }
+    }
+}
+
 /// Every rule's settings, for one elder (or the global defaults).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -306,6 +403,8 @@ pub struct RuleConfig {
     pub geofence: GeofenceRules,
     pub offline: OfflineRules,
     pub battery: BatteryRules,
+    pub late: LateRules,
+    pub trends: TrendRules,
 }
 
 impl RuleConfig {
@@ -391,6 +490,22 @@ impl RuleConfig {
                     self.battery.clear_pct
                 ),
             ));
+        }
+        let t = &self.trends;
+        if t.days == 0 || t.min_days == 0 || t.window_days < t.min_days || t.window_days > 60 {
+            return Err(invalid(
+                k("trends.window_days"),
+                "days and min_days must be at least 1, min_days <= window_days <= 60",
+            ));
+        }
+        if t.k <= 0.0 || !(0.0..=1.0).contains(&t.max_unseen) {
+            return Err(invalid(
+                k("trends.k"),
+                "k must be above 0 and max_unseen between 0.0 and 1.0",
+            ));
+        }
+        if self.late.after_s == 0 {
+            return Err(invalid(k("late.after_s"), "must be greater than 0"));
         }
         if self.geofence.margin_m < 0.0 || self.geofence.max_accuracy_m <= 0.0 {
             return Err(invalid(

@@ -27,6 +27,36 @@ pub struct Trigger {
     pub score: Option<u32>,
     /// What contributed, e.g. `pulse 142 (3)`.
     pub factors: Vec<String>,
+    /// Shown by readings that arrived late: milliseconds from `at_ms` to
+    /// the engine time it was judged at.
+    #[serde(default)]
+    pub late_ms: Option<i64>,
+    /// Recorded for the care managers instead of raised, and why.
+    #[serde(default)]
+    pub record: Option<Record>,
+}
+
+/// Why a trigger is recorded (born resolved, on the care queue) rather
+/// than raised.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Record {
+    /// The late readings that showed the episode also show it over.
+    OverInLateData(Text),
+    /// The trend rule runs in shadow mode.
+    Shadow,
+}
+
+impl Record {
+    /// A note for the event log.
+    pub fn note(&self) -> Text {
+        match self {
+            Record::OverInLateData(t) => t.clone(),
+            Record::Shadow => Text::new(
+                "Trend rule in shadow mode: recorded, not raised",
+                "趋势规则处于观察模式：仅记录，不告警",
+            ),
+        }
+    }
 }
 
 /// A change to the open alert of a kind, without counting a repeat.
@@ -117,6 +147,8 @@ pub(crate) fn trigger(
         window: None,
         score: None,
         factors: Vec::new(),
+        late_ms: None,
+        record: None,
     }
 }
 
@@ -140,5 +172,7 @@ pub(crate) fn timer_trigger(
         window: None,
         score: None,
         factors: Vec::new(),
+        late_ms: None,
+        record: None,
     }
 }

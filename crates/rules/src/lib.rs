@@ -40,10 +40,11 @@ mod state;
 mod text;
 
 pub use config::{
-    BatteryRules, FallRules, GeofenceRules, InactivityRules, News2Rules, NoBreathingRules,
-    OfflineRules, OutOfBedRules, RuleConfig, Rules, RulesError, SosRules, VitalRules,
+    BatteryRules, FallRules, GeofenceRules, InactivityRules, LateRules, News2Rules,
+    NoBreathingRules, OfflineRules, OutOfBedRules, RuleConfig, Rules, RulesError, SosRules,
+    TrendRule, TrendRules, VitalRules,
 };
-pub use decision::{Decision, Outcome, Resolve, Trigger, Update};
+pub use decision::{Decision, Outcome, Record, Resolve, Trigger, Update};
 pub use engine::Engine;
 pub use local::parse_hhmm;
 pub use profile::{DeviceProfile, ElderProfile};

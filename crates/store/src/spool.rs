@@ -1699,6 +1699,8 @@ mod tests {
             acknowledged_at: None,
             dispatched_at: None,
             resolved_at: None,
+            late_ms: None,
+            recorded: false,
         }
     }
 

@@ -32,6 +32,8 @@ pub fn alert(id: &str) -> Alert {
         acknowledged_at: None,
         dispatched_at: None,
         resolved_at: None,
+        late_ms: None,
+        recorded: false,
     }
 }
 
