@@ -1,9 +1,11 @@
 //! The engine: the registry it is told, the state per elder and device,
 //! and the routing of each reading and tick to the rules.
 
+use crate::RECHECK_MS;
 use crate::config::Rules;
 use crate::decision::Decision;
 use crate::decision::trigger;
+use crate::evidence::Evidence;
 use crate::hold::{Holds, Level, Signal};
 use crate::local::LocalClock;
 use crate::profile::{DeviceProfile, ElderProfile};
@@ -20,6 +22,7 @@ use crate::rule::{
     vital::{PARAMS, Param, vital},
 };
 use crate::state::{DeviceSlot, ElderSlot, Latest};
+use crate::{evidence, late};
 use eldercare_model::{AlertKind, Body, EpochMs, EventType, Reading, Severity, Text};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -94,6 +97,7 @@ impl Engine {
             e.dementia = p.dementia;
             e.cfg = cfg;
             e.due = e.due.min(now);
+            e.seen.due = EpochMs::MIN;
             return;
         }
         let id: Arc<str> = p.elder_id.as_str().into();
@@ -129,6 +133,11 @@ impl Engine {
             away: false,
             geofence_raised: false,
             home_offline: false,
+            seen: Evidence {
+                due: EpochMs::MIN,
+                ..Evidence::default()
+            },
+            pending: Vec::new(),
         };
         let i = u32::try_from(self.elders.len()).unwrap_or(u32::MAX);
         self.elders.push(slot);
@@ -274,99 +283,37 @@ impl Engine {
         if !late {
             dev.last_ts = Some(r.ts_ms);
         }
+        let grace = i64::from(e.cfg.offline.grace_s) * 1000;
+        let late_ms = i64::from(e.cfg.late.after_s) * 1000;
+        let arrived_late = now - r.ts_ms >= late_ms;
         let last_will = matches!(&r.body, Body::Status(s) if s.online == Some(false));
         if last_will {
             if dev.silent_since.is_none() {
                 dev.silent_since = Some(now);
-                e.due = e.due.min(now + i64::from(e.cfg.offline.grace_s) * 1000);
+                e.due = e.due.min(now + grace);
             }
         } else {
             dev.last_heard = now;
             if dev.silent_since.is_some() {
                 heard_again(e, devices, d, now, out);
             }
+            if !arrived_late && !e.pending.is_empty() {
+                // Readings of now: whatever was being uploaded is in.
+                late::flush(e, out);
+            }
+            evidence::observe(e, devices, r.ts_ms, now, grace);
         }
-        let dev = &mut devices[d as usize];
-        let cfg = e.cfg.clone();
-        match &r.body {
-            Body::Event(ev) => match ev.kind {
-                EventType::Sos => {
-                    e.sos_at = Some(r.ts_ms);
-                    out.push(Decision::Raise(trigger(
-                        e,
-                        r,
-                        AlertKind::Sos,
-                        Severity::Critical,
-                        Text::new("SOS button pressed", "紧急呼叫按钮被按下"),
-                    )));
-                }
-                EventType::SosCancel => sos_cancel(e, r, &cfg, out),
-                EventType::Fall => {
-                    let conf = ev.confidence.unwrap_or(1.0);
-                    if conf >= cfg.fall.min_confidence {
-                        fall(e, r, ev.confidence, &cfg, out);
-                    }
-                }
-            },
-            Body::Vitals(v) => {
-                let vals = [
-                    v.hr.map(f64::from),
-                    v.spo2.map(f64::from),
-                    v.rr.map(f64::from),
-                    v.sys.map(f64::from),
-                    v.temp_c,
-                ];
-                for (p, val) in PARAMS.into_iter().zip(vals) {
-                    if let Some(val) = val {
-                        vital(e, dev, r, p, val, &cfg, out);
-                    }
-                }
-                news2(e, r, &cfg, out);
-            }
-            Body::Sleep(s) => {
-                // Getting back into bed after a fall: the person is up.
-                if !late && bed(e, r, s.in_bed, &cfg) {
-                    moved_after_fall(e, r, &cfg, out);
-                }
-                if s.in_bed {
-                    if let Some(hr) = s.hr {
-                        vital(e, dev, r, Param::Pulse, f64::from(hr), &cfg, out);
-                    }
-                    match s.rr {
-                        Some(0) => no_breathing(e, dev, r, Level::Abnormal, &cfg, out),
-                        Some(rr) => {
-                            no_breathing(e, dev, r, Level::Clear, &cfg, out);
-                            vital(e, dev, r, Param::Resp, f64::from(rr), &cfg, out);
-                        }
-                        None => {}
-                    }
-                    if s.hr.is_some() || s.rr.is_some_and(|rr| rr > 0) {
-                        news2(e, r, &cfg, out);
-                    }
-                } else if let Some(h) = dev.holds.as_mut().and_then(|h| h.get(Signal::NoBreathing))
-                {
-                    h.reset();
-                }
-            }
-            Body::Motion(m) => {
-                if m.motion {
-                    motion(e, r, &m.room, &cfg, out);
-                }
-            }
-            Body::Location(loc) => {
-                if !late {
-                    location(e, r, loc.lat, loc.lon, loc.accuracy_m, &cfg, out);
-                }
-            }
-            Body::Status(s) => {
-                if let (Some(pct), false) = (s.battery_pct, late) {
-                    battery(e, dev, r, pct, &cfg, out);
-                }
-                if last_will {
-                    // Noticed now, reported after the grace in tick().
-                }
-            }
+        let start = out.len();
+        judge(e, &mut devices[d as usize], r, late, out);
+        if arrived_late {
+            late::ended_by(e, r);
+            e.seen.late_at = Some(now);
+            // An upload moves through the past faster than ticks come:
+            // the absence rules look at each moment it shows. (Live,
+            // the next tick does.)
+            absence_rules(e, devices, &self.blind, now, out);
         }
+        late::hold_late(e, out, start, now, late_ms);
     }
 
     /// Advances the engine clock: looks at every timer that is due.
@@ -380,14 +327,134 @@ impl Engine {
         self.seen = self.seen.max(now);
         let (devices, elders, blind) = (&mut self.devices, &mut self.elders, &self.blind);
         for e in elders.iter_mut() {
-            if now < e.due || e.removed {
+            if e.removed {
                 continue;
             }
-            let mut due = EpochMs::MAX;
-            offline(e, devices, now, &mut due, out);
-            out_of_bed(e, now, &mut due, out);
-            inactivity(e, devices, blind, now, &mut due, out);
-            e.due = due.max(now + 1);
+            if now >= e.due {
+                let mut due = EpochMs::MAX;
+                offline(e, devices, now, &mut due, out);
+                e.due = due.max(now + 1);
+            }
+            let start = out.len();
+            absence_rules(e, devices, blind, now, out);
+            let late_ms = i64::from(e.cfg.late.after_s) * 1000;
+            late::hold_late(e, out, start, now, late_ms);
+            let settle_ms = i64::from(e.cfg.late.settle_s) * 1000;
+            if e.seen.late_at.is_some_and(|at| now - at >= settle_ms) {
+                late::flush(e, out);
+            }
+        }
+    }
+}
+
+/// The rules that infer from absence, judged at the newest time the home
+/// has shown evidence for (see `evidence`), when one of them is due.
+fn absence_rules(
+    e: &mut ElderSlot,
+    devices: &[DeviceSlot],
+    blind: &[(EpochMs, EpochMs)],
+    now: EpochMs,
+    out: &mut Vec<Decision>,
+) {
+    let Some(t) = e.seen.judge_at(now) else {
+        return;
+    };
+    if t < e.seen.due {
+        return;
+    }
+    let mut due = EpochMs::MAX;
+    out_of_bed(e, devices, t, &mut due, out);
+    inactivity(e, devices, blind, t, &mut due, out);
+    // Movement, bed and coming home change what is due without saying so:
+    // look again at least every minute of evidence.
+    e.seen.due = due.min(t + RECHECK_MS).max(t + 1);
+}
+
+/// Every rule a reading concerns. `late`: older than the device's newest
+/// reading, so it cannot move what newer ones showed (bed, place, battery).
+fn judge(
+    e: &mut ElderSlot,
+    dev: &mut DeviceSlot,
+    r: &Reading,
+    late: bool,
+    out: &mut Vec<Decision>,
+) {
+    let cfg = e.cfg.clone();
+    match &r.body {
+        Body::Event(ev) => match ev.kind {
+            EventType::Sos => {
+                e.sos_at = Some(r.ts_ms);
+                out.push(Decision::Raise(trigger(
+                    e,
+                    r,
+                    AlertKind::Sos,
+                    Severity::Critical,
+                    Text::new("SOS button pressed", "紧急呼叫按钮被按下"),
+                )));
+            }
+            EventType::SosCancel => sos_cancel(e, r, &cfg, out),
+            EventType::Fall => {
+                let conf = ev.confidence.unwrap_or(1.0);
+                if conf >= cfg.fall.min_confidence {
+                    fall(e, r, ev.confidence, &cfg, out);
+                }
+            }
+        },
+        Body::Vitals(v) => {
+            let vals = [
+                v.hr.map(f64::from),
+                v.spo2.map(f64::from),
+                v.rr.map(f64::from),
+                v.sys.map(f64::from),
+                v.temp_c,
+            ];
+            for (p, val) in PARAMS.into_iter().zip(vals) {
+                if let Some(val) = val {
+                    vital(e, dev, r, p, val, &cfg, out);
+                }
+            }
+            news2(e, r, &cfg, out);
+        }
+        Body::Sleep(s) => {
+            // Getting back into bed after a fall: the person is up.
+            if !late && bed(e, r, s.in_bed, &cfg) {
+                moved_after_fall(e, r, &cfg, out);
+            }
+            if s.in_bed {
+                if let Some(hr) = s.hr {
+                    vital(e, dev, r, Param::Pulse, f64::from(hr), &cfg, out);
+                }
+                match s.rr {
+                    Some(0) => no_breathing(e, dev, r, Level::Abnormal, &cfg, out),
+                    Some(rr) => {
+                        no_breathing(e, dev, r, Level::Clear, &cfg, out);
+                        vital(e, dev, r, Param::Resp, f64::from(rr), &cfg, out);
+                    }
+                    None => {}
+                }
+                if s.hr.is_some() || s.rr.is_some_and(|rr| rr > 0) {
+                    news2(e, r, &cfg, out);
+                }
+            } else if let Some(h) = dev.holds.as_mut().and_then(|h| h.get(Signal::NoBreathing)) {
+                h.reset();
+            }
+        }
+        Body::Motion(m) => {
+            if m.motion {
+                motion(e, r, &m.room, &cfg, out);
+            }
+        }
+        Body::Location(loc) => {
+            if !late {
+                location(e, r, loc.lat, loc.lon, loc.accuracy_m, &cfg, out);
+            }
+        }
+        Body::Status(s) => {
+            // A last will is noticed by the caller, reported after the
+            // grace in tick().
+            if let (Some(pct), false) = (s.battery_pct, late) {
+                battery(e, dev, r, pct, &cfg, out);
+            }
         }
     }
 }

@@ -31,7 +31,9 @@
 mod config;
 mod decision;
 mod engine;
+mod evidence;
 mod hold;
+mod late;
 mod local;
 mod profile;
 mod rule;

@@ -1,7 +1,9 @@
 //! The fixed-size state kept per device and per elder.
 
 use crate::config::RuleConfig;
+use crate::evidence::Evidence;
 use crate::hold::Holds;
+use crate::late::Pending;
 use crate::local::LocalClock;
 use eldercare_model::{DeviceKind, EpochMs, Reading, Severity, Text};
 use std::sync::Arc;
@@ -79,4 +81,9 @@ pub(crate) struct ElderSlot {
     pub(crate) geofence_raised: bool,
 
     pub(crate) home_offline: bool,
+
+    /// What the home has shown, and up to when.
+    pub(crate) seen: Evidence,
+    /// Episodes shown by late readings, waiting for the upload to end.
+    pub(crate) pending: Vec<Pending>,
 }

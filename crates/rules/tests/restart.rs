@@ -843,7 +843,7 @@ fn ids_no_longer_registered_are_skipped_and_counted() {
     let mut t = back;
     while t <= NIGHT + 31 * MIN {
         for r in heartbeats(&now, t).into_iter().filter(|_| t % MIN == 0) {
-            b.on_reading(&r, t);
+            raised.extend(b.on_reading(&r, t));
         }
         raised.extend(b.tick(t));
         t += TICK;

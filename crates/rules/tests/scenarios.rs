@@ -699,12 +699,15 @@ fn four_hours_of_daytime_without_motion_is_high() {
         t.summary
     );
     // Raised once.
-    h.heartbeat(start + 5 * H);
-    assert!(h.e.tick(start + 5 * H).is_empty());
+    assert!(
+        h.run(start + 4 * H + 5 * MIN, start + 5 * H, 5 * MIN)
+            .is_empty()
+    );
     // Motion ends the episode; another four hours raise again.
     h.read("pir-1", start + 5 * H, motion("kitchen"));
-    h.heartbeat(start + 9 * H);
-    one_raise(&h.e.tick(start + 9 * H), AlertKind::Inactivity);
+    let d = h.run(start + 5 * H, start + 9 * H, 5 * MIN);
+    let t = one_raise(&d, AlertKind::Inactivity);
+    assert_eq!(t.at_ms, start + 9 * H);
 }
 
 #[test]
@@ -733,8 +736,11 @@ fn inactivity_counts_daytime_only() {
     let start = MIDNIGHT + 20 * H;
     let mut h = Home::with(Rules::defaults(), false, start - H);
     h.read("pir-1", start, motion("living"));
-    h.heartbeat(start + 14 * H - MIN);
-    none_of(&h.e.tick(start + 14 * H - MIN), AlertKind::Inactivity);
+    none_of(
+        &h.run(start, start + 14 * H - MIN, MIN),
+        AlertKind::Inactivity,
+    );
+    h.heartbeat(start + 14 * H);
     one_raise(&h.e.tick(start + 14 * H), AlertKind::Inactivity);
 }
 

@@ -3,6 +3,7 @@
 use crate::RECHECK_MS;
 use crate::config::RuleConfig;
 use crate::decision::{Decision, timer_trigger};
+use crate::evidence::device_blind;
 use crate::rule::fall::moved_after_fall;
 use crate::state::{DeviceSlot, ElderSlot};
 use crate::text::minutes;
@@ -30,14 +31,28 @@ pub(crate) fn motion(
     moved_after_fall(e, r, cfg, out);
 }
 
-/// Daytime of the stretch without activity that fell in a blind window
-/// (the server down): not evidence of anything, so not counted.
-pub(crate) fn blind_day_ms(e: &mut ElderSlot, blind: &[(EpochMs, EpochMs)]) -> i64 {
-    blind
+/// Daytime of the stretch without activity, up to `now`, that fell in a
+/// blind window (the server down, or the home or its motion sensors not
+/// heard): not evidence of anything, so not counted. Windows of both kinds
+/// may overlap; each moment counts once.
+pub(crate) fn blind_day_ms(e: &mut ElderSlot, server: &[(EpochMs, EpochMs)], now: EpochMs) -> i64 {
+    let since = e.activity_at;
+    let mut w: Vec<(EpochMs, EpochMs)> = server
         .iter()
-        .filter(|w| w.1 > e.activity_at)
-        .map(|&(from, to)| e.clock.day_ms_between(from.max(e.activity_at), to))
-        .sum()
+        .chain(&e.seen.blind)
+        .map(|&(from, to)| (from.max(since), to.min(now)))
+        .filter(|w| w.1 > w.0)
+        .collect();
+    w.sort_unstable();
+    let (mut sum, mut reach) = (0, EpochMs::MIN);
+    for (from, to) in w {
+        let from = from.max(reach);
+        if to > from {
+            sum += e.clock.day_ms_between(from, to);
+        }
+        reach = reach.max(to);
+    }
+    sum
 }
 
 pub(crate) fn inactivity(
@@ -63,21 +78,21 @@ pub(crate) fn inactivity(
         *due = (*due).min(now + RECHECK_MS);
         return;
     }
-    // Blind: the home is offline, or every motion sensor is silent. No
-    // motion from sensors that say nothing at all is no evidence that the
-    // person is not moving (the offline rules report the silence).
-    let pirs_silent = e
-        .devices
-        .iter()
-        .map(|&d| &devices[d as usize])
-        .filter(|d| d.kind == DeviceKind::Pir)
-        .all(|d| d.silent_since.is_some());
-    if e.home_offline || pirs_silent {
+    // Blind: the home is offline, every motion sensor is silent (or behind
+    // a silent gateway), or the home is just back from a gap and its
+    // devices are still reporting in. No motion from sensors that say
+    // nothing at all is no evidence that the person is not moving (the
+    // offline rules report the silence).
+    if let Some(end) = e.seen.blind_until(now) {
+        *due = (*due).min(end);
+        return;
+    }
+    if e.home_offline || pirs_blind(e, devices) {
         *due = (*due).min(now + RECHECK_MS);
         return;
     }
     let after = i64::from(e.cfg.inactivity.after_s) * 1000;
-    let unseen = blind_day_ms(e, blind);
+    let unseen = blind_day_ms(e, blind, now);
     let deadline = e.clock.after_day_ms(e.activity_at, after + unseen);
     if now < deadline {
         *due = (*due).min(deadline);
@@ -89,8 +104,11 @@ pub(crate) fn inactivity(
     let (en_unseen, zh_unseen) = if unseen >= 60_000 {
         let m = minutes(unseen);
         (
-            format!("; {} while the system was down not counted", m.en),
-            format!("；系统停机的 {} 未计入", m.zh),
+            format!(
+                "; {} while the system was down or the home not heard not counted",
+                m.en
+            ),
+            format!("；系统停机或家中设备无法感知的 {} 未计入", m.zh),
         )
     } else {
         (String::new(), String::new())
@@ -115,4 +133,13 @@ pub(crate) fn inactivity(
     );
     t.window = Some((e.activity_at, now));
     out.push(Decision::Raise(t));
+}
+
+/// Whether no motion sensor of the home can be heard.
+pub(crate) fn pirs_blind(e: &ElderSlot, devices: &[DeviceSlot]) -> bool {
+    e.devices
+        .iter()
+        .map(|&d| &devices[d as usize])
+        .filter(|d| d.kind == DeviceKind::Pir)
+        .all(|d| device_blind(e, devices, d))
 }

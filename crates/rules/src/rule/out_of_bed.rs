@@ -1,8 +1,10 @@
 //! `out_of_bed_too_long`: left bed at night and not back.
 
+use crate::RECHECK_MS;
 use crate::config::RuleConfig;
 use crate::decision::{Decision, timer_trigger};
-use crate::state::ElderSlot;
+use crate::evidence::device_blind;
+use crate::state::{DeviceSlot, ElderSlot};
 use crate::text::minutes;
 use eldercare_model::{AlertKind, EpochMs, Reading, Severity, Text};
 
@@ -26,7 +28,8 @@ pub(crate) fn bed(e: &mut ElderSlot, r: &Reading, in_bed: bool, cfg: &RuleConfig
             e.out_of_bed_done = false;
             e.activity_at = e.activity_at.max(r.ts_ms);
             e.inactivity_raised = false;
-            e.due = e
+            e.seen.due = e
+                .seen
                 .due
                 .min(r.ts_ms + i64::from(cfg.out_of_bed.after_s) * 1000);
         }
@@ -35,8 +38,10 @@ pub(crate) fn bed(e: &mut ElderSlot, r: &Reading, in_bed: bool, cfg: &RuleConfig
     false
 }
 
+/// Judged at `now`, the newest time the home has shown evidence for.
 pub(crate) fn out_of_bed(
     e: &mut ElderSlot,
+    devices: &[DeviceSlot],
     now: EpochMs,
     due: &mut EpochMs,
     out: &mut Vec<Decision>,
@@ -61,6 +66,24 @@ pub(crate) fn out_of_bed(
     if !e.clock.is_night(now) {
         // Night is over: the person got up for the day.
         e.out_of_bed_done = true;
+        return;
+    }
+    // Blind: just back from a gap in what the home showed (its devices
+    // still reporting in), or the bed sensor cannot be heard (itself
+    // silent, or behind a silent gateway). Not being seen in bed is then
+    // no evidence of not being in bed.
+    if let Some(end) = e.seen.blind_until(now) {
+        *due = (*due).min(end);
+        return;
+    }
+    let bed_blind = e
+        .devices
+        .iter()
+        .map(|&d| &devices[d as usize])
+        .find(|d| *d.id == *left.device_id)
+        .is_none_or(|d| device_blind(e, devices, d));
+    if e.home_offline || bed_blind {
+        *due = (*due).min(now + RECHECK_MS);
         return;
     }
     let moving_window = i64::from(c.moving_window_s) * 1000;
