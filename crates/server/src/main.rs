@@ -4,6 +4,7 @@
 
 mod alert_path;
 mod alerts_cli;
+mod backtest;
 mod cluster;
 mod config;
 mod demo;
@@ -70,6 +71,11 @@ enum Cmd {
     /// A cluster's state, read from its NATS servers.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Replay stored readings through a candidate rule file (and, with
+    /// --against, a baseline one) and compare the alerts each would have
+    /// raised with those the alert log kept: how a threshold change will
+    /// feel before it is made. Read only.
+    Backtest(Box<backtest::BacktestArgs>),
 }
 
 #[derive(Subcommand)]
@@ -177,6 +183,7 @@ fn main() -> ExitCode {
             Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
             Cmd::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
             Cmd::Alerts(cmd) => alerts_cli::run(cmd).await,
+            Cmd::Backtest(args) => backtest::run(*args).await,
             Cmd::Cluster(ClusterCmd::Status { nats, json }) => {
                 cluster::status(&nats, json).await.map(|_| ExitCode::SUCCESS)
             }
