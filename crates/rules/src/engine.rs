@@ -19,6 +19,7 @@ use crate::rule::{
     offline::{heard_again, offline},
     out_of_bed::{bed, out_of_bed},
     sos::sos_cancel,
+    trend,
     vital::{PARAMS, Param, vital},
 };
 use crate::state::{DeviceSlot, ElderSlot, Latest};
@@ -138,6 +139,7 @@ impl Engine {
                 ..Evidence::default()
             },
             pending: Vec::new(),
+            trends: None,
         };
         let i = u32::try_from(self.elders.len()).unwrap_or(u32::MAX);
         self.elders.push(slot);
@@ -305,6 +307,18 @@ impl Engine {
         }
         let start = out.len();
         judge(e, &mut devices[d as usize], r, late, out);
+        if !last_will {
+            let longest = e
+                .devices
+                .iter()
+                .map(|&d| devices[d as usize].heartbeat_ms)
+                .max()
+                .unwrap_or(0);
+            let first = devices[e.devices[0] as usize].id.clone();
+            trend::roll(e, &first, r.ts_ms.min(now), out);
+            let cfg = e.cfg.clone();
+            trend::on_reading(e, r, longest + grace, &cfg);
+        }
         if arrived_late {
             late::ended_by(e, r);
             e.seen.late_at = Some(now);
@@ -365,6 +379,10 @@ fn absence_rules(
     let mut due = EpochMs::MAX;
     out_of_bed(e, devices, t, &mut due, out);
     inactivity(e, devices, blind, t, &mut due, out);
+    if let Some(&first) = e.devices.first() {
+        let id = devices[first as usize].id.clone();
+        trend::roll(e, &id, t, out);
+    }
     // Movement, bed and coming home change what is due without saying so:
     // look again at least every minute of evidence.
     e.seen.due = due.min(t + RECHECK_MS).max(t + 1);

@@ -50,8 +50,13 @@ impl LocalClock {
         self.cache_offset_ms
     }
 
+    /// Local wall-clock time as milliseconds since 1970-01-01 00:00 local.
+    pub(crate) fn local_ms(&mut self, ts: EpochMs) -> i64 {
+        ts + self.offset_ms(ts)
+    }
+
     /// Milliseconds after local midnight.
-    fn ms_of_day(&mut self, ts: EpochMs) -> i64 {
+    pub(crate) fn ms_of_day(&mut self, ts: EpochMs) -> i64 {
         (ts + self.offset_ms(ts)).rem_euclid(DAY_MS)
     }
 

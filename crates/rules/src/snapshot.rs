@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::BLIND_KEPT;
 use crate::engine::Engine;
 use crate::hold::{Hold, Signal};
+use crate::rule::trend::Trends;
 use crate::state::{DeviceSlot, ElderSlot, FallState, Latest};
 
 /// Everything the engine knows that is not the registry, keyed by elder
@@ -137,6 +138,10 @@ struct ElderState {
     geofence_raised: bool,
     #[serde(rename = "ho", default, skip_serializing_if = "is_false")]
     home_offline: bool,
+    /// Daily figures and usual ranges (`rule/trend.rs`): weeks of learning
+    /// a restart must not lose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trends: Option<Box<Trends>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,6 +330,7 @@ impl ElderState {
             away: e.away,
             geofence_raised: e.geofence_raised,
             home_offline: e.home_offline,
+            trends: e.trends.clone(),
         }
     }
 
@@ -369,6 +375,7 @@ impl ElderState {
         e.away = self.away;
         e.geofence_raised = self.geofence_raised;
         e.home_offline = self.home_offline;
+        e.trends = self.trends.clone();
     }
 }
 

@@ -5,6 +5,7 @@ use crate::evidence::Evidence;
 use crate::hold::Holds;
 use crate::late::Pending;
 use crate::local::LocalClock;
+use crate::rule::trend::Trends;
 use eldercare_model::{DeviceKind, EpochMs, Reading, Severity, Text};
 use std::sync::Arc;
 
@@ -86,4 +87,6 @@ pub(crate) struct ElderSlot {
     pub(crate) seen: Evidence,
     /// Episodes shown by late readings, waiting for the upload to end.
     pub(crate) pending: Vec<Pending>,
+    /// The elder's daily figures and usual ranges, once there are any.
+    pub(crate) trends: Option<Box<Trends>>,
 }

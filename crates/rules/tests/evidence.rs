@@ -34,10 +34,7 @@ impl Home {
                 now,
             );
         }
-        Home {
-            e,
-            got: Vec::new(),
-        }
+        Home { e, got: Vec::new() }
     }
 
     /// A reading of event time `ts` arriving at `now`.

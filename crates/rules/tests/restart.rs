@@ -894,7 +894,10 @@ fn snapshot_size_per_device() {
         "snapshot: {} bytes for {homes} homes, {per_device} bytes a device with its share of the elder",
         json.len()
     );
-    // Measured 99 (an elder about 205 bytes, a band 66, other devices
-    // about 55): 600,000 devices make about 60 MB of JSON.
-    assert!(per_device <= 110, "{per_device} bytes a device");
+    // Measured 99 before the daily figures of the trend rules (an elder
+    // about 205 bytes, a band 66, other devices about 55), 229 with one
+    // day's running counts (about 650 bytes an elder): 600,000 devices
+    // make about 140 MB of JSON. Weeks of history add about 1 KB an elder
+    // (see the trend tests).
+    assert!(per_device <= 240, "{per_device} bytes a device");
 }

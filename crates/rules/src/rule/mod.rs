@@ -10,4 +10,5 @@ pub(crate) mod no_breathing;
 pub(crate) mod offline;
 pub(crate) mod out_of_bed;
 pub(crate) mod sos;
+pub(crate) mod trend;
 pub(crate) mod vital;
