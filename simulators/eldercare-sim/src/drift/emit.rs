@@ -82,7 +82,7 @@ impl<'a> Emitter<'a> {
         let mut next_status = [0; DEVICES_PER_HOME];
         let mut battery = [0.0; DEVICES_PER_HOME];
         for d in 0..DEVICES_PER_HOME {
-            next_status[d] = t0 + rng.random_range(0..iv.status_ms.min(3 * S).max(1));
+            next_status[d] = t0 + rng.random_range(0..iv.status_ms.clamp(1, 3 * S));
             battery[d] = rng.random_range(40.0..100.0);
         }
         Emitter {

@@ -384,7 +384,7 @@ impl Bounds {
         let inactivity = i64::from(r.inactivity.after_s) * S;
         Bounds {
             trip_ms: lim.trip_ms,
-            still_ms: (45 * MIN).min(inactivity / 3).max(MIN),
+            still_ms: (60 * MIN).min(inactivity / 4).max(MIN),
             walk_ms: lim.walk_ms,
             out_ms: (inactivity - 45 * MIN).max(inactivity / 2).max(MIN),
             reach_m: safe_radius_m * lim.walk_reach,
@@ -513,7 +513,8 @@ impl Plan {
             let weekday = d % 7;
             let fri_sat_night = weekday == 4 || weekday == 5;
             let weekend = weekday >= 5;
-            let odd = odd_day(rng, &mut unwell_left, weekend, fri_sat_night);
+            let stays_in = Drift::of(dr, DriftKind::StaysIn, d);
+            let odd = odd_day(rng, &mut unwell_left, weekend, fri_sat_night, stays_in);
             let unwell = odd & UNWELL != 0;
             let restless = odd & RESTLESS != 0;
             let if_ = |flag: u8, v: f64| if odd & flag != 0 { v } else { 0.0 };
@@ -580,13 +581,18 @@ impl Plan {
                 n.hr + Drift::of(dr, DriftKind::HeartRateUp, d),
                 n.rr + Drift::of(dr, DriftKind::BreathingUp, d),
             );
-            let p_moving = (n.activity
-                * (1.0 + noise(rng, 0.12))
+            // How active the day is, against the elder's normal: moving
+            // about more of the time and changing rooms more often.
+            let pace = ((1.0 + noise(rng, 0.12))
                 * if weekend { 0.95 } else { 1.0 }
                 * if odd & VISITOR != 0 { 1.4 } else { 1.0 }
                 * if unwell { 0.65 } else { 1.0 }
                 * (1.0 - Drift::of(dr, DriftKind::LessActive, d)))
-            .clamp(0.05, 0.95);
+            .max(0.2);
+            let activity = Activity {
+                p_moving: (n.activity * pace).clamp(0.05, 0.95),
+                pace,
+            };
             let fixed = fixed_parts(rng, n, dr, d, odd, weekend, bed, b);
             // Up: the bathroom first.
             let up = out.now();
@@ -605,14 +611,14 @@ impl Plan {
                 if s < last_end + 10 * MIN || e > evening {
                     continue;
                 }
-                fill_rooms(rng, &mut out, s, p_moving, b);
+                fill_rooms(rng, &mut out, s, activity, b);
                 out.push(e, act);
                 if let Act::Out { .. } = act {
                     t.time_out_min += (e - s) as f64 / MIN as f64;
                 }
                 last_end = e;
             }
-            fill_rooms(rng, &mut out, evening, p_moving, b);
+            fill_rooms(rng, &mut out, evening, activity, b);
             out.push(
                 bed - rng.random_range(3..6) * MIN,
                 Act::Room {
@@ -681,7 +687,11 @@ impl Plan {
                 moving: true,
             },
         );
-        fill_rooms(rng, &mut out, end, 0.5, b);
+        let activity = Activity {
+            p_moving: n.activity,
+            pace: 1.0,
+        };
+        fill_rooms(rng, &mut out, end, activity, b);
         Plan {
             normal,
             drift,
@@ -693,7 +703,15 @@ impl Plan {
 }
 
 /// The odd-day flags of a day (and the night after it).
-fn odd_day(rng: &mut StdRng, unwell_left: &mut u32, weekend: bool, fri_sat_night: bool) -> u8 {
+/// `stays_in`: the share of a `stays-in` drift, which makes evenings
+/// and days out as much rarer.
+fn odd_day(
+    rng: &mut StdRng,
+    unwell_left: &mut u32,
+    weekend: bool,
+    fri_sat_night: bool,
+    stays_in: f64,
+) -> u8 {
     let mut odd = 0u8;
     // A cold or the like: 2–4 days, about once in three months.
     if *unwell_left == 0 && rng.random_bool(0.01) {
@@ -704,7 +722,8 @@ fn odd_day(rng: &mut StdRng, unwell_left: &mut u32, weekend: bool, fri_sat_night
         *unwell_left -= 1;
     }
     let unwell = odd & UNWELL != 0;
-    if !unwell && rng.random_bool(if fri_sat_night { 0.06 } else { 0.03 }) {
+    let out = 1.0 - stays_in.clamp(0.0, 1.0);
+    if !unwell && rng.random_bool(out * if fri_sat_night { 0.06 } else { 0.03 }) {
         odd |= LATE_OUT;
     }
     if rng.random_bool(if unwell { 0.3 } else { 0.06 }) {
@@ -713,7 +732,7 @@ fn odd_day(rng: &mut StdRng, unwell_left: &mut u32, weekend: bool, fri_sat_night
     if !unwell && rng.random_bool(if weekend { 0.2 } else { 0.05 }) {
         odd |= VISITOR;
     }
-    if odd & (UNWELL | VISITOR | LATE_OUT) == 0 && rng.random_bool(0.03) {
+    if odd & (UNWELL | VISITOR | LATE_OUT) == 0 && rng.random_bool(out * 0.03) {
         odd |= DAY_OUT;
     }
     odd
@@ -821,15 +840,29 @@ fn night_trips(rng: &mut StdRng, n: &Night, b: &Bounds) -> Vec<(i64, i64)> {
     trips
 }
 
-/// Moves between rooms from now until `until`, in slots of 5–20 min:
-/// moving about with chance `p_moving`, else sitting (the room's PIR
-/// sees the coming in only), never sitting longer than `b.still_ms` in a
-/// row.
-fn fill_rooms(rng: &mut StdRng, out: &mut Builder, until: i64, p_moving: f64, b: &Bounds) {
+/// How active a day is.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    /// Chance of moving about in a slot.
+    p_moving: f64,
+    /// Against the elder's normal: slots are as much shorter.
+    pace: f64,
+}
+
+/// Moves between rooms from now until `until`, in slots of 5–20 min
+/// (divided by the day's pace): moving about with chance `p_moving`, else
+/// sitting (the room's PIR sees the coming in only); after `b.still_ms`
+/// of sitting, up and about for a few minutes.
+fn fill_rooms(rng: &mut StdRng, out: &mut Builder, until: i64, a: Activity, b: &Bounds) {
     let mut still_for = 0;
+    let (lo, hi) = (
+        ((5 * MIN) as f64 / a.pace) as i64,
+        ((20 * MIN) as f64 / a.pace) as i64,
+    );
+    let (lo, hi) = (lo.clamp(3 * MIN, 20 * MIN), hi.clamp(10 * MIN, 60 * MIN));
     while out.now() < until {
         let t = out.now();
-        let mut end = (t + rng.random_range(5 * MIN..20 * MIN)).min(until);
+        let mut end = (t + rng.random_range(lo..hi)).min(until);
         if until - end < 2 * MIN {
             end = until;
         }
@@ -852,9 +885,11 @@ fn fill_rooms(rng: &mut StdRng, out: &mut Builder, until: i64, p_moving: f64, b:
                 _ => BATHROOM,
             }
         };
-        let mut moving = rng.random_bool(p_moving);
+        let mut moving = rng.random_bool(a.p_moving);
         if !moving && still_for + (end - t) > b.still_ms {
+            // Up for a few minutes (the kitchen, the bathroom).
             moving = true;
+            end = (t + rng.random_range(2 * MIN..5 * MIN)).min(until);
         }
         still_for = if moving { 0 } else { still_for + (end - t) };
         out.push(end, Act::Room { room, moving });
