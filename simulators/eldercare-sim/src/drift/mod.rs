@@ -17,7 +17,7 @@ use crate::Home;
 use eldercare_model::DeviceKind;
 use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, Rules};
 use emit::{Emitter, Intervals};
-use plan::{Bounds, DAY, DayTruth, Drift, DriftKind, EPOCH, HOUR, Normal, Plan};
+use plan::{Bounds, DayTruth, Drift, DriftKind, EPOCH, HOUR, Normal, Plan};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -229,11 +229,6 @@ pub fn run(cfg: &Config, progress: &(dyn Fn(usize) + Sync)) -> Vec<HomeRun> {
         .into_iter()
         .flatten()
         .collect()
-}
-
-/// Day `d` of a run, for messages: the local date.
-pub fn day_of(at_ms: i64) -> f64 {
-    (at_ms - EPOCH) as f64 / DAY as f64
 }
 
 #[cfg(test)]
