@@ -9,13 +9,16 @@
 //! Devices speak MQTT 3.1.1 or 5 ([`mqtt`]), over TCP or TLS, from the
 //! local source addresses given ([`net`]); [`procs`] spreads a large
 //! fleet over several processes of the simulator and merges their
-//! results.
+//! results. [`drift`] plays weeks of life with slow drifts injected
+//! through the rule engine in process, to measure its per-elder
+//! baselines.
 //!
 //! Homes are deterministic from `(count, seed)`: ids and secrets derive
 //! from them, so the registry written and the devices driven agree
 //! without sharing files. What the registry says beyond that (night
 //! window, flags, heartbeat) is set on each [`Home`] before it is
 //! registered; [`stage`] sets what an episode needs.
+pub mod drift;
 pub mod drive;
 pub mod life;
 pub mod mqtt;

@@ -1,6 +1,7 @@
 //! `eldercare-sim`: drive an eldercare server with simulated homes.
 use clap::{Args, Parser, Subcommand};
 use eldercare_rules::Rules;
+use eldercare_sim::drift::{self, emit::Intervals, plan::DriftKind};
 use eldercare_sim::drive::{self, Config, Link, Mode, Pacing, Report};
 use eldercare_sim::mqtt::Protocol;
 use eldercare_sim::net::{self, SourceAddrs};
@@ -59,6 +60,174 @@ enum Cmd {
         #[arg(long, default_value_t = 30.0)]
         burst_s: f64,
     },
+    /// Weeks of ordinary life in every home, with a slow drift (more
+    /// night-time bathroom visits, less activity, faster breathing in
+    /// bed, ...) injected in --drifting of them, fast-forwarded through
+    /// the rule engine in process (no server, no MQTT): which drifts its
+    /// `trend` alerts catch, how soon, and how many false ones it raises.
+    Drift(DriftArgs),
+}
+
+#[derive(Args, Clone)]
+struct DriftArgs {
+    #[arg(long, default_value_t = 200)]
+    homes: usize,
+    /// Days of life per home.
+    #[arg(long, default_value_t = 60)]
+    days: u32,
+    /// Homes with one drift each.
+    #[arg(long, default_value_t = 40)]
+    drifting: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The rule file (default: the default rules).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Drifts to inject, in turn over the drifting homes (default: all).
+    #[arg(long, value_delimiter = ',')]
+    drift_kinds: Vec<DriftKind>,
+    /// Earliest onset day (after the engine's baseline period).
+    #[arg(long, default_value_t = 28)]
+    onset_from: u32,
+    /// Latest onset day.
+    #[arg(long, default_value_t = 45)]
+    onset_to: u32,
+    /// Ticks of the engine, seconds of simulated time apart.
+    #[arg(long, default_value_t = 30)]
+    tick_s: u32,
+    /// The band every 60 s and the sleep sensor every 15 s instead of
+    /// their own 10 s and 5 s: about half the readings, for a quicker run.
+    #[arg(long)]
+    coarse_intervals: bool,
+    /// Worker threads (default: the cores available).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    result: Option<PathBuf>,
+    /// Write the ground truth, each home's daily aggregates, as CSV here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn drift_config(a: &DriftArgs) -> anyhow::Result<drift::Config> {
+    let rules = match &a.rules {
+        Some(p) => Rules::load(p)?,
+        None => Rules::defaults(),
+    };
+    if a.days == 0 {
+        anyhow::bail!("--days must be at least 1");
+    }
+    if a.drifting > a.homes {
+        anyhow::bail!("--drifting {} is more than --homes {}", a.drifting, a.homes);
+    }
+    if a.onset_from > a.onset_to || a.onset_to >= a.days {
+        anyhow::bail!(
+            "--onset-from {} to --onset-to {} must be a range of days within --days {}",
+            a.onset_from,
+            a.onset_to,
+            a.days
+        );
+    }
+    if a.tick_s == 0 {
+        anyhow::bail!("--tick-s must be at least 1");
+    }
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    Ok(drift::Config {
+        homes: a.homes,
+        days: a.days,
+        drifting: a.drifting,
+        seed: a.seed,
+        rules,
+        kinds: if a.drift_kinds.is_empty() {
+            DriftKind::ALL.to_vec()
+        } else {
+            a.drift_kinds.clone()
+        },
+        onset: (a.onset_from, a.onset_to),
+        intervals: if a.coarse_intervals {
+            Intervals::coarse()
+        } else {
+            Intervals::real()
+        },
+        tick_ms: i64::from(a.tick_s) * 1000,
+        threads: threads.max(1),
+    })
+}
+
+/// `eldercare-sim drift`: runs, prints the summary, writes the files.
+fn run_drift(a: &DriftArgs) -> anyhow::Result<()> {
+    let cfg = drift_config(a)?;
+    let inactivity_s = cfg.rules.global().inactivity.after_s;
+    if inactivity_s < 3600 {
+        eprintln!(
+            "warning: inactivity.after_s is {inactivity_s} s: weeks of ordinary life (sitting \
+             still, walks, a day out) need an hour and more; expect inactivity alerts"
+        );
+    }
+    eprintln!(
+        "{} homes x {} days, {} drifting ({}), onset days {}-{}, on {} threads",
+        cfg.homes,
+        cfg.days,
+        cfg.drifting,
+        cfg.kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.onset.0,
+        cfg.onset.1,
+        cfg.threads
+    );
+    let started = std::time::Instant::now();
+    let bar = if a.no_progress {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(cfg.homes as u64)
+    };
+    let runs = drift::run(&cfg, &|n| bar.set_position(n as u64));
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let score = drift::measure::score(&runs, cfg.days);
+    let readings: u64 = runs.iter().map(|r| r.readings).sum();
+    println!(
+        "{} homes x {} days ({} resident-days), {} drifting, seed {}: {} readings in {:.0} s",
+        cfg.homes,
+        cfg.days,
+        score.resident_days(),
+        cfg.drifting,
+        cfg.seed,
+        readings,
+        elapsed
+    );
+    score.print();
+    if let Some(path) = &a.result {
+        let mut v = score.to_json();
+        v["mode"] = "drift".into();
+        v["seed"] = cfg.seed.into();
+        v["drifting"] = cfg.drifting.into();
+        v["onset_days"] = serde_json::json!([cfg.onset.0, cfg.onset.1]);
+        v["readings"] = readings.into();
+        v["elapsed_s"] = elapsed.into();
+        v["intervals"] = serde_json::json!({
+            "vitals_s": cfg.intervals.vitals_ms / 1000,
+            "sleep_s": cfg.intervals.sleep_ms / 1000,
+            "gps_outdoors_s": cfg.intervals.gps_ms / 1000,
+            "status_s": cfg.intervals.status_ms / 1000,
+            "tick_s": cfg.tick_ms / 1000,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+        eprintln!("result written to {}", path.display());
+    }
+    if let Some(path) = &a.truth {
+        std::fs::write(path, drift::measure::truth_csv(&runs))?;
+        eprintln!("daily aggregates written to {}", path.display());
+    }
+    Ok(())
 }
 
 #[derive(Args, Clone)]
@@ -321,6 +490,7 @@ async fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        Cmd::Drift(a) => return run_drift(&a),
         Cmd::Run(a) => (a, Mode::Run),
         Cmd::Verify(a) => (a, Mode::Verify),
         Cmd::Burst {
@@ -467,5 +637,53 @@ mod tests {
         // The same homes as a single process would have: same ids, secrets.
         let single = homes(10, 1);
         assert_eq!(cfg.homes[0].devices[0].secret, single[7].devices[0].secret);
+    }
+
+    fn drift_args(extra: &[&str]) -> Result<DriftArgs, clap::Error> {
+        let argv = ["eldercare-sim", "drift"].iter().chain(extra);
+        match Cli::try_parse_from(argv)?.cmd {
+            Cmd::Drift(a) => Ok(a),
+            _ => unreachable!("a drift run"),
+        }
+    }
+
+    #[test]
+    fn the_drift_flags_parse_and_are_checked() {
+        let a = drift_args(&[
+            "--homes",
+            "20",
+            "--days",
+            "40",
+            "--drifting",
+            "5",
+            "--drift-kinds",
+            "nocturia,breathing-up",
+            "--onset-from",
+            "20",
+            "--onset-to",
+            "30",
+            "--coarse-intervals",
+        ])
+        .unwrap();
+        let cfg = drift_config(&a).unwrap();
+        assert_eq!((cfg.homes, cfg.days, cfg.drifting), (20, 40, 5));
+        assert_eq!(cfg.kinds, [DriftKind::Nocturia, DriftKind::BreathingUp]);
+        assert_eq!(cfg.onset, (20, 30));
+        assert_eq!(cfg.intervals, Intervals::coarse());
+        let d = drift_config(&drift_args(&[]).unwrap()).unwrap();
+        assert_eq!(
+            (d.homes, d.days, d.drifting, d.onset),
+            (200, 60, 40, (28, 45))
+        );
+        assert_eq!(d.kinds, DriftKind::ALL);
+        assert_eq!(d.intervals, Intervals::real());
+        for bad in [
+            &["--drifting", "300"][..],
+            &["--days", "30"],
+            &["--onset-from", "40", "--onset-to", "30"],
+            &["--tick-s", "0"],
+        ] {
+            assert!(drift_config(&drift_args(bad).unwrap()).is_err(), "{bad:?}");
+        }
     }
 }
