@@ -703,6 +703,14 @@ impl DeskState {
             metrics::counter!("eldercare_alerts_triggered_total",
                 "kind" => t.kind.as_str(), "severity" => t.severity.as_str())
             .increment(1);
+            if t.record.is_some() {
+                metrics::counter!("eldercare_alerts_recorded_total", "kind" => t.kind.as_str())
+                    .increment(1);
+            }
+            if let Some(late) = t.late_ms {
+                metrics::histogram!("eldercare_alert_late_seconds", "kind" => t.kind.as_str())
+                    .record(late as f64 / 1000.0);
+            }
         }
     }
 
