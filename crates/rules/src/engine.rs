@@ -351,8 +351,13 @@ impl Engine {
             }
             let start = out.len();
             absence_rules(e, devices, blind, now, out);
-            let late_ms = i64::from(e.cfg.late.after_s) * 1000;
-            late::hold_late(e, out, start, now, late_ms);
+            // While an upload is coming in, what the clock shows of its
+            // past waits with it; otherwise the home is live, if slow to
+            // report (a PIR's heartbeat), and nothing is late.
+            if e.seen.late_at.is_some() {
+                let late_ms = i64::from(e.cfg.late.after_s) * 1000;
+                late::hold_late(e, out, start, now, late_ms);
+            }
             let settle_ms = i64::from(e.cfg.late.settle_s) * 1000;
             if e.seen.late_at.is_some_and(|at| now - at >= settle_ms) {
                 late::flush(e, out);

@@ -895,9 +895,9 @@ fn snapshot_size_per_device() {
         json.len()
     );
     // Measured 99 before the daily figures of the trend rules (an elder
-    // about 205 bytes, a band 66, other devices about 55), 229 with one
-    // day's running counts (about 650 bytes an elder): 600,000 devices
-    // make about 140 MB of JSON. Weeks of history add about 1 KB an elder
-    // (see the trend tests).
-    assert!(per_device <= 240, "{per_device} bytes a device");
+    // about 205 bytes, a band 66, other devices about 55), 138 with one
+    // day's running counts (about 200 bytes more an elder): 600,000
+    // devices make about 85 MB of JSON. Weeks of history add about 1.5 KB
+    // an elder (see the trend tests).
+    assert!(per_device <= 150, "{per_device} bytes a device");
 }

@@ -138,28 +138,46 @@ impl Metric {
 /// What one day showed so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct DayCounts {
+    #[serde(default, skip_serializing_if = "zero_u32")]
     bath_visits: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     last_bath: Option<EpochMs>,
+    #[serde(default, skip_serializing_if = "zero_i64")]
     in_bed_ms: i64,
     /// The previous sleep reading: its time and whether in bed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     last_sleep: Option<(EpochMs, bool)>,
     /// Someone was in bed during the night window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     slept: bool,
     /// Left bed in the morning, not back yet: when, and its minute of the
     /// local day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     left_at: Option<(EpochMs, f32)>,
     /// Got up for the day: the minute of the local day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     rise: Option<f32>,
+    #[serde(default, skip_serializing_if = "zero_u32")]
     active_bins: u32,
+    #[serde(default, skip_serializing_if = "zero_i64")]
     last_bin: i64,
+    #[serde(default, skip_serializing_if = "zero_i64")]
     out_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     away_since: Option<EpochMs>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     gps: bool,
+    #[serde(default, skip_serializing_if = "zero_f64")]
     hr_sum: f64,
+    #[serde(default, skip_serializing_if = "zero_u32")]
     hr_n: u32,
+    #[serde(default, skip_serializing_if = "zero_f64")]
     rr_sum: f64,
+    #[serde(default, skip_serializing_if = "zero_u32")]
     rr_n: u32,
+    #[serde(default, skip_serializing_if = "zero_i64")]
     seen_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     last_seen: Option<EpochMs>,
 }
 
@@ -167,13 +185,18 @@ pub(crate) struct DayCounts {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Series {
     /// The last days with data, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     values: Vec<f32>,
     /// The current run of days beyond the usual range: (day, value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     run: Vec<(i64, f32)>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     raised: bool,
     /// Days running back within the range since it was raised.
+    #[serde(default, skip_serializing_if = "zero_u32")]
     back: u32,
     /// Days beyond the range since it was raised.
+    #[serde(default, skip_serializing_if = "zero_u32")]
     held: u32,
 }
 
@@ -183,6 +206,18 @@ pub(crate) struct Trends {
     day: i64,
     counts: DayCounts,
     series: Vec<Series>,
+}
+
+fn zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+fn zero_f64(n: &f64) -> bool {
+    *n == 0.0
 }
 
 fn care_day(e: &mut ElderSlot, ts: EpochMs) -> i64 {
