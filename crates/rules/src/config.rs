@@ -376,15 +376,15 @@ impl Default for TrendRules {
             window_days: 28,
             min_days: 14,
             days: 3,
-            k: 3.0,
+            k: 2.0,
             max_unseen: 0.2,
-            night_bathroom_visits: trend(1.5),
-            time_in_bed: trend(90.0),
-            rise_time: trend(90.0),
-            day_activity: trend(0.3),
-            time_out: trend(0.5),
-            resting_hr: trend(6.0),
-            resting_rr: trend(3.0),
+            night_bathroom_visits: trend(1.0),
+            time_in_bed: trend(60.0),
+            rise_time: trend(45.0),
+            day_activity: trend(0.2),
+            time_out: trend(0.4),
+            resting_hr: trend(5.0),
+            resting_rr: trend(2.0),
         }
     }
 }

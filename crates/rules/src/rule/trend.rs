@@ -19,6 +19,7 @@
 use crate::config::{RuleConfig, TrendRule};
 use crate::decision::{Decision, Record, Update, timer_trigger};
 use crate::state::ElderSlot;
+use crate::text::distance_m;
 use eldercare_model::{AlertKind, Body, EpochMs, Reading, Severity, Text};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,9 @@ const BED_GAP_MS: i64 = 10 * MIN_MS;
 const RISE_FROM_MS: i64 = 3 * 60 * MIN_MS;
 /// ...and staying up at least this long.
 const RISE_STAY_MS: i64 = 60 * MIN_MS;
+/// A GPS fix further than this from home is out of home (indoor fixes
+/// wander a few tens of metres).
+const OUT_M: f64 = 100.0;
 /// In-bed readings of a night needed for a resting heart or breathing rate.
 const RESTING_MIN_READINGS: u32 = 30;
 
@@ -86,10 +90,7 @@ impl Metric {
             Metric::NightBathroomVisits => ("Night-time bathroom visits", "夜间如厕次数"),
             Metric::TimeInBed => ("Time in bed (min)", "卧床时间（分钟）"),
             Metric::RiseTime => ("Time of getting up", "起床时间"),
-            Metric::DayActivity => (
-                "Daytime activity (10-min spells)",
-                "白天活动（10 分钟段数）",
-            ),
+            Metric::DayActivity => ("Daytime movement (PIR motions)", "白天活动（红外感应次数）"),
             Metric::TimeOut => ("Time out of home (min)", "外出时间（分钟）"),
             Metric::RestingHr => ("Resting pulse in bed (bpm)", "卧床静息脉搏（次/分）"),
             Metric::RestingRr => ("Breathing rate in bed (/min)", "卧床呼吸频率（次/分）"),
@@ -158,9 +159,7 @@ pub(crate) struct DayCounts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rise: Option<f32>,
     #[serde(default, skip_serializing_if = "zero_u32")]
-    active_bins: u32,
-    #[serde(default, skip_serializing_if = "zero_i64")]
-    last_bin: i64,
+    motions: u32,
     #[serde(default, skip_serializing_if = "zero_i64")]
     out_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,8 +245,7 @@ pub(crate) fn on_reading(e: &mut ElderSlot, r: &Reading, gap_ms: i64, cfg: &Rule
     }
     let night = e.clock.is_night(ts);
     let ms_of_day = e.clock.ms_of_day(ts);
-    let bin = e.clock.local_ms(ts).div_euclid(10 * MIN_MS);
-    let away = e.away;
+    let home = e.home;
     let bathroom = |room: &str| {
         cfg.out_of_bed
             .bathroom_rooms
@@ -278,9 +276,8 @@ pub(crate) fn on_reading(e: &mut ElderSlot, r: &Reading, gap_ms: i64, cfg: &Rule
                 }
                 c.last_bath = Some(c.last_bath.map_or(ts, |l| l.max(ts)));
             }
-            if !night && bin != c.last_bin {
-                c.active_bins += 1;
-                c.last_bin = bin;
+            if !night {
+                c.motions += 1;
             }
         }
         Body::Sleep(s) => {
@@ -315,8 +312,11 @@ pub(crate) fn on_reading(e: &mut ElderSlot, r: &Reading, gap_ms: i64, cfg: &Rule
                 }
             }
         }
-        Body::Location(_) => {
+        Body::Location(l) => {
             c.gps = true;
+            let away = home.is_some_and(|h| distance_m(h, (l.lat, l.lon)) > OUT_M)
+                && l.accuracy_m
+                    .is_none_or(|a| a <= cfg.geofence.max_accuracy_m);
             match (away, c.away_since) {
                 (true, None) => c.away_since = Some(ts),
                 (false, Some(since)) => {
@@ -391,7 +391,7 @@ fn figures(c: &mut DayCounts, end: EpochMs, cfg: &RuleConfig, has_home: bool) ->
         night(c.bath_visits as f32),
         night((c.in_bed_ms / MIN_MS) as f32),
         c.rise.filter(|_| c.slept),
-        Some(c.active_bins as f32),
+        Some(c.motions as f32),
         (has_home && c.gps).then_some((c.out_ms / MIN_MS) as f32),
         mean(c.hr_sum, c.hr_n),
         mean(c.rr_sum, c.rr_n),
