@@ -471,3 +471,62 @@ async fn a_new_alert_is_filed_under_its_elders_district_and_community() {
         "an elder the registry does not know files the alert under neither"
     );
 }
+
+fn out_of_bed(elder: &str) -> Trigger {
+    let mut t = sos(elder);
+    t.kind = AlertKind::OutOfBedTooLong;
+    t.severity = Severity::High;
+    t.readings.clear();
+    t
+}
+
+#[tokio::test]
+async fn a_recorded_trigger_is_born_resolved_on_the_care_queue_beside_an_open_alert() {
+    let (desk, now, _dir) = driven().await;
+    let t0 = 1_000_000;
+    // An open out-of-bed alert, then an earlier episode the late readings
+    // show already over.
+    desk.trigger(out_of_bed("e1")).await.unwrap();
+    let mut rec = out_of_bed("e1");
+    rec.late_ms = Some(3_600_000);
+    rec.record = Some(eldercare_rules::Record::OverInLateData(
+        eldercare_model::Text::new("Back in bed at 02:38", "02:38 已回床"),
+    ));
+    desk.trigger(rec).await.unwrap();
+    let events = log(&desk).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (open, recorded) = (&events[0].alert, &events[1].alert);
+    assert_ne!(open.id, recorded.id, "not folded into the open alert");
+    assert_eq!(events[1].kind, AlertEventKind::Raised);
+    assert_eq!(recorded.state, AlertState::Resolved);
+    assert!(recorded.recorded);
+    assert_eq!(recorded.outcome.as_deref(), Some("recorded"));
+    assert_eq!(recorded.late_ms, Some(3_600_000));
+    assert_eq!(recorded.queue(), Queue::Care);
+    assert_eq!(events[1].note.as_deref(), Some("Back in bed at 02:38"));
+    // The open alert is still open: a repeat folds into it, and it
+    // escalates as a HIGH alert does.
+    desk.trigger(out_of_bed("e1")).await.unwrap();
+    set(&now, t0 + 180_000);
+    let events = log(&desk).await;
+    assert_eq!(events[2].kind, AlertEventKind::Updated);
+    assert_eq!(events[2].alert.id, open.id);
+    assert_eq!(events[2].alert.occurrences, 2);
+    assert_eq!(events[3].kind, AlertEventKind::Escalated);
+    assert_eq!(events[3].alert.id, open.id);
+}
+
+#[tokio::test]
+async fn a_trend_goes_to_the_care_queue_and_never_escalates() {
+    let (desk, now, _dir) = driven().await;
+    let mut t = out_of_bed("e1");
+    t.kind = AlertKind::Trend;
+    t.severity = Severity::Medium;
+    t.subject = Some("night_bathroom_visits".into());
+    desk.trigger(t).await.unwrap();
+    set(&now, 1_000_000 + 24 * 3_600_000);
+    let events = log(&desk).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].alert.queue(), Queue::Care);
+    assert_eq!(events[0].alert.state, AlertState::Open);
+}
