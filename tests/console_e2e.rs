@@ -1382,3 +1382,220 @@ async fn grpc_with(s: &Server, token: &str) -> support::Client {
         Bearer(Some(format!("Bearer {token}").parse().unwrap())),
     )
 }
+
+/// A night uploaded at once by a home back from an outage: `bed` in bed
+/// from 70 min ago, out of bed from 60 min ago (a minute's sleep-sensor
+/// reading each), and back in bed `back_after` minutes later when given;
+/// 35 min of it in all. Then one reading of now, which says the upload is
+/// in (deploy/rules.toml, `[late]`). The device is returned connected:
+/// what it queued is sent while it lives.
+async fn upload_night(s: &Server, bed: &str, back_after: Option<i64>) -> Device {
+    const MIN: i64 = 60_000;
+    let d = device(s, bed).await;
+    let topic = format!("eldercare/v1/{bed}/sleep");
+    let now = now_ms();
+    let left = now - 60 * MIN;
+    for m in -10..=35 {
+        let in_bed = m < 0 || back_after.is_some_and(|b| m >= b);
+        let ts = left + m * MIN;
+        publish(&d, &topic, format!(r#"{{"ts": {ts}, "in_bed": {in_bed}}}"#)).await;
+    }
+    let in_bed = back_after.is_some();
+    publish(
+        &d,
+        &topic,
+        format!(r#"{{"ts": {}, "in_bed": {in_bed}}}"#, now_ms()),
+    )
+    .await;
+    d
+}
+
+/// Readings that arrive late, and the care queue. Two homes upload an
+/// hour of their night at once: E4 left her bed an hour ago and is still
+/// out of it, raised on the hotline and marked late; E5 was back in bed
+/// within the same upload, recorded for the care managers, not raised.
+/// The hotline row says how late; the care tab holds the recorded alert
+/// with its badges, there live and again after a reload (read from the
+/// server); a recorded alert takes notes only. No serious accessibility
+/// violation on the care tab, in either language.
+#[tokio::test]
+async fn late_readings_are_marked_and_a_recorded_episode_is_on_the_care_tab() {
+    let _one = BROWSERS.lock().await;
+    // E4 and E5 in their night now (UTC, from three hours ago to three
+    // hours ahead), each with an under-mattress sleep sensor.
+    let now = chrono::Utc::now();
+    let at = |h| (now + chrono::Duration::hours(h)).format("%H:%M");
+    let elders = format!(
+        "{}E4,赵桂兰,浦东新区,花木街道,31.2200,121.5200,300,UTC,{},{}\n\
+         E5,孙玉珍,徐汇区,田林街道,31.1900,121.4400,300,UTC,{},{}\n",
+        elders(),
+        at(-3),
+        at(3),
+        at(-3),
+        at(3)
+    );
+    let devices = format!(
+        "{DEVICES}bed-4,sleep_sensor,E4,bedroom,s-bed-4,86400\n\
+         bed-5,sleep_sensor,E5,bedroom,s-bed-5,86400\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Server::issue_tokens(dir.path());
+    let data = dir.path().to_str().unwrap();
+    import_csv(dir.path(), &["--data-dir", data], &elders, &devices);
+    let s = Server::spawn(dir, tokens);
+    let mut feed = s.subscribe(0).await;
+
+    let driver = Driver::start();
+    let b = driver.browser("care").await;
+    b.sign_in(&s, &s.tokens["operator"], "op-1").await;
+    b.until_conn("live").await;
+
+    let _bed4 = upload_night(&s, "bed-4", None).await;
+    let _bed5 = upload_night(&s, "bed-5", Some(33)).await;
+    let (mut late, mut recorded) = (None, None);
+    while late.is_none() || recorded.is_none() {
+        let a = next(&mut feed).await.alert.unwrap();
+        match a.elder_id.as_str() {
+            "E4" => late = Some(a),
+            "E5" => recorded = Some(a),
+            _ => {}
+        }
+    }
+    let (late, recorded) = (late.unwrap(), recorded.unwrap());
+    assert_eq!(
+        (
+            late.kind.as_str(),
+            late.queue.as_str(),
+            late.state,
+            late.recorded
+        ),
+        (
+            "out_of_bed_too_long",
+            "hotline",
+            pb::AlertState::Open as i32,
+            false
+        ),
+        "{late:?}"
+    );
+    // Shown half an hour after the person left the bed, seen 30 min later.
+    assert!(
+        (25 * 60_000..=35 * 60_000).contains(&late.late_ms),
+        "{late:?}"
+    );
+    assert_eq!(
+        (
+            recorded.queue.as_str(),
+            recorded.state,
+            recorded.recorded,
+            recorded.outcome.as_str()
+        ),
+        ("care", pb::AlertState::Resolved as i32, true, "recorded"),
+        "{recorded:?}"
+    );
+
+    // The hotline row says how late, in whole minutes.
+    let badge = "const [q, id] = arguments;
+        const r = document.querySelector(`#queue-${q} tr.alert-row[data-alert-id=\"${id}\"]`);
+        if (!r) return null;
+        const late = r.querySelector('[data-badge=late]');
+        const rec = r.querySelector('[data-badge=recorded]');
+        return {lateMs: r.dataset.lateMs || null, recorded: r.dataset.recorded || null,
+                state: r.dataset.state,
+                late: late && late.checkVisibility() ? late.textContent : null,
+                rec: rec && rec.checkVisibility() ? rec.textContent : null};";
+    let minutes = ((late.late_ms as f64) / 60_000.0).round().to_string();
+    let row = b
+        .until(
+            "the late alert in the hotline queue",
+            badge,
+            vec![json!("hotline"), json!(late.id)],
+        )
+        .await;
+    assert_eq!(row["lateMs"], json!(late.late_ms.to_string()), "{row}");
+    let text = row["late"].as_str().unwrap_or_default();
+    assert!(text.contains(&minutes), "{minutes} min in {row}");
+    assert_eq!(row["rec"], Value::Null, "{row}");
+
+    // The recorded one is not on the hotline, it is on the care tab; the
+    // tab's count is of what is to be answered, so none.
+    let on_hotline = "return !!document.querySelector(
+        `#queue-hotline tr.alert-row[data-alert-id=\"${arguments[0]}\"]`)";
+    assert_eq!(b.js(on_hotline, vec![json!(recorded.id)]).await, false);
+    b.click("#tab-care").await;
+    b.until_shown("#panel-care").await;
+    let row = b
+        .until(
+            "the recorded alert in the care queue",
+            badge,
+            vec![json!("care"), json!(recorded.id)],
+        )
+        .await;
+    assert_eq!(
+        (row["recorded"].as_str(), row["state"].as_str()),
+        (Some("true"), Some("resolved")),
+        "{row}"
+    );
+    assert!(row["rec"].as_str().is_some_and(|t| !t.is_empty()), "{row}");
+    assert!(row["late"].as_str().is_some_and(|t| !t.is_empty()), "{row}");
+    assert_eq!(b.text("#count-care").await, "0");
+    // Selected, it takes a note and nothing else.
+    let buttons = "return ['#act-ack', '#act-dispatch', '#act-escalate', '#act-resolve',
+        '#act-silence', '#act-note'].map(s => document.querySelector(s).disabled)";
+    assert_eq!(
+        b.js(buttons, vec![]).await,
+        json!([true, true, true, true, true, false])
+    );
+    let mut found = b.serious_accessibility_violations().await;
+
+    // In English too, the badges in words of their own.
+    let zh = row["rec"].clone();
+    b.click("#lang").await;
+    let en = b
+        .until(
+            "the recorded badge in English",
+            "const r = document.querySelector(`#queue-care tr.alert-row[data-alert-id=\"${arguments[0]}\"] [data-badge=recorded]`);
+             return r && r.textContent !== arguments[1] ? r.textContent : null;",
+            vec![json!(recorded.id), zh],
+        )
+        .await;
+    assert!(!en.as_str().unwrap().is_empty());
+    found.extend(b.serious_accessibility_violations().await);
+    assert!(found.is_empty(), "{found:#?}");
+    // A trend's factors, as the server writes them, in the page's words.
+    let factors = b
+        .js(
+            "return ['day 2026-11-20: 3', 'usual 0-1 (median 0, 28 days)', 'other']
+               .map(f => EC.factorText(f))",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        factors,
+        json!([
+            "2026-11-20: 3",
+            "usual range 0-1 (median 0, from 28 days)",
+            "other"
+        ])
+    );
+
+    // After a reload the queues are read from the server: the same.
+    b.goto(&s).await;
+    b.until_conn("live").await;
+    b.click("#tab-care").await;
+    b.until(
+        "the recorded alert read back into the care queue",
+        badge,
+        vec![json!("care"), json!(recorded.id)],
+    )
+    .await;
+    let row = b
+        .until(
+            "the late alert read back into the hotline queue",
+            badge,
+            vec![json!("hotline"), json!(late.id)],
+        )
+        .await;
+    assert!(row["lateMs"].is_string(), "{row}");
+    b.screenshot("care").await;
+    b.close().await;
+}

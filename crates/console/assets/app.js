@@ -12,8 +12,12 @@
   /** For the browser tests and for anyone curious: rings played, seqs applied. */
   const PUBLIC = (window.eldercareConsole = { rings: 0, applied: [] });
 
-  const QUEUES = ["hotline", "operations"];
-  const TABS = ["hotline", "operations", "stats"];
+  const QUEUES = ["hotline", "operations", "care"];
+  const TABS = ["hotline", "operations", "care", "stats"];
+  /** How far back the care queue shows what was recorded, not raised. */
+  const RECORDED_DAYS = 7;
+  /** Resolved alerts read for it at most (newest first), in pages of 1000. */
+  const RECORDED_PAGES = 3;
   const ACTIONS = ["ack", "dispatch", "escalate", "note", "resolve", "silence"];
   /** What each role may do (docs/api.md, "Calls and roles"). */
   const ROLE_CAN = {
@@ -29,11 +33,17 @@
     DISPATCHED: ["false_alarm", "handled_by_phone", "responder_on_site", "sent_to_hospital"],
   };
   const PER_DEVICE = ["device_offline", "low_battery"];
+  const DAY_MS = 24 * 3600 * 1000;
 
   const state = {
     me: null,
-    /** Unresolved alerts by id, both queues. */
+    /** Unresolved alerts by id, every queue. */
     alerts: new Map(),
+    /**
+     * Alerts recorded, not raised (born resolved) by id, for the care
+     * queue: those of the last RECORDED_DAYS days.
+     */
+    recorded: new Map(),
     /** Resolved alerts by id -> updatedAt (ms): older pictures of them are ignored. */
     gone: new Map(),
     /** The last seq applied; the feed resumes after it. */
@@ -41,8 +51,8 @@
     /** Server time the queue was read: events before it are history, not news. */
     listTime: Infinity,
     tab: "hotline",
-    selected: { hotline: null, operations: null },
-    order: { hotline: [], operations: [] },
+    selected: { hotline: null, operations: null, care: null },
+    order: { hotline: [], operations: [], care: [] },
     filter: { district: "", community: "" },
     feed: null,
     gen: 0,
@@ -58,7 +68,7 @@
   };
 
   const app = (EC.app = {});
-  app.alert = (id) => state.alerts.get(id) || null;
+  app.alert = (id) => state.alerts.get(id) || state.recorded.get(id) || null;
   app.can = (action) => !!state.me && (ROLE_CAN[state.me.role] || []).includes(action);
 
   // ---------------------------------------------------------------
@@ -252,10 +262,11 @@
     state.me = null;
     state.loaded = false;
     state.alerts.clear();
+    state.recorded.clear();
     state.gone.clear();
     state.lastSeq = 0;
     state.listTime = Infinity;
-    state.selected = { hotline: null, operations: null };
+    state.selected = { hotline: null, operations: null, care: null };
     for (const d of document.querySelectorAll("dialog[open]")) d.close();
     EC.record.close();
     EC.forgetElders();
@@ -295,14 +306,31 @@
   async function readQueue(head) {
     const gen = state.gen;
     let listed;
+    let recorded;
     try {
-      listed = await EC.rpcAll(
-        "AlertService",
-        "ListAlerts",
-        { states: ["OPEN", "ACKNOWLEDGED", "DISPATCHED"], pageSize: 1000, language: EC.lang() },
-        "alerts",
-        20,
-      );
+      // ListAlerts has no queue filter: recorded alerts are found among
+      // the resolved ones of the last days, newest first.
+      [listed, recorded] = await Promise.all([
+        EC.rpcAll(
+          "AlertService",
+          "ListAlerts",
+          { states: ["OPEN", "ACKNOWLEDGED", "DISPATCHED"], pageSize: 1000, language: EC.lang() },
+          "alerts",
+          20,
+        ),
+        EC.rpcAll(
+          "AlertService",
+          "ListAlerts",
+          {
+            states: ["RESOLVED"],
+            raisedFrom: new Date(EC.now() - RECORDED_DAYS * DAY_MS).toISOString(),
+            pageSize: 1000,
+            language: EC.lang(),
+          },
+          "alerts",
+          RECORDED_PAGES,
+        ),
+      ]);
     } catch (e) {
       if (gen !== state.gen || !state.me) return;
       if (e.status === 401) return;
@@ -319,12 +347,14 @@
     }
     if (gen !== state.gen || !state.me) return;
     state.alerts = new Map(listed.map((a) => [a.id, a]));
+    state.recorded = new Map(recorded.filter((a) => a.recorded).map((a) => [a.id, a]));
     state.loaded = true;
     state.gone.clear();
     state.lastSeq = head;
     state.listTime = EC.now();
     $("conn").dataset.lastSeq = String(head);
-    for (const id of new Set(listed.map((a) => a.elderId))) EC.elder(id).then(scheduleRender);
+    for (const id of new Set([...listed, ...state.recorded.values()].map((a) => a.elderId)))
+      EC.elder(id).then(scheduleRender);
     const held = state.held;
     state.held = [];
     for (const ev of held) applyEvent(ev);
@@ -419,12 +449,19 @@
     const a = ev.alert;
     if (!a || !a.id) return;
     const known = state.alerts.get(a.id);
-    const floor = known ? EC.ms(known.updatedAt) : state.gone.get(a.id);
+    const floor = floorOf(a.id);
     if (EC.ms(a.updatedAt) < floor) {
       // An older picture than the one we hold: replayed from before the
       // queue was read, or behind an action's own answer.
     } else if (a.state === "RESOLVED") {
       forget(a);
+      if (a.recorded) {
+        if (!state.recorded.has(a.id)) {
+          EC.elder(a.elderId).then(scheduleRender);
+          state.fresh.set(a.id, Date.now());
+        }
+        state.recorded.set(a.id, a);
+      }
     } else {
       state.alerts.set(a.id, a);
       if (!known) {
@@ -438,8 +475,15 @@
     scheduleRender();
   }
 
+  /** The updatedAt (ms) of the newest picture held of alert `id`, if any. */
+  function floorOf(id) {
+    const held = state.alerts.get(id) || state.recorded.get(id);
+    return held ? EC.ms(held.updatedAt) : state.gone.get(id);
+  }
+
   function forget(a) {
     state.alerts.delete(a.id);
+    state.recorded.delete(a.id);
     state.gone.set(a.id, EC.ms(a.updatedAt));
     if (state.gone.size > 5000) state.gone.delete(state.gone.keys().next().value);
   }
@@ -447,11 +491,11 @@
   /** An action's answer: the alert after it (the feed brings the same). */
   function applyAlert(a) {
     if (!a || !a.id) return;
-    const known = state.alerts.get(a.id);
-    const floor = known ? EC.ms(known.updatedAt) : state.gone.get(a.id);
-    if (EC.ms(a.updatedAt) < floor) return;
-    if (a.state === "RESOLVED") forget(a);
-    else state.alerts.set(a.id, a);
+    if (EC.ms(a.updatedAt) < floorOf(a.id)) return;
+    if (a.state === "RESOLVED") {
+      forget(a);
+      if (a.recorded) state.recorded.set(a.id, a);
+    } else state.alerts.set(a.id, a);
     EC.record.onAlert(a);
     scheduleRender();
   }
@@ -506,16 +550,21 @@
   }
 
   function queueOf(a) {
-    return a.queue === "operations" ? "operations" : "hotline";
+    return a.queue === "operations" || a.queue === "care" ? a.queue : "hotline";
   }
   function currentQueue() {
-    return state.tab === "operations" ? "operations" : "hotline";
+    return QUEUES.includes(state.tab) ? state.tab : "hotline";
   }
   function passes(a) {
     const f = state.filter;
     return (!f.district || a.district === f.district) && (!f.community || a.community === f.community);
   }
   function cmp(a, b) {
+    // The care queue: what is open first, then what was recorded, newest first.
+    const ra = a.state === "RESOLVED";
+    const rb = b.state === "RESOLVED";
+    if (ra !== rb) return ra ? 1 : -1;
+    if (ra) return EC.ms(b.detectedAt) - EC.ms(a.detectedAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
     return (
       (EC.SEVERITY_RANK[b.severity] || 0) - (EC.SEVERITY_RANK[a.severity] || 0) ||
       EC.ms(a.detectedAt) - EC.ms(b.detectedAt) ||
@@ -529,20 +578,28 @@
     renderTimer = null;
     if (!state.me) return;
     const now = EC.now();
-    const all = [...state.alerts.values()];
+    pruneRecorded(now);
+    const all = [...state.alerts.values(), ...state.recorded.values()];
     updateFilters(all);
     for (const q of QUEUES) {
       const inQ = all.filter((a) => queueOf(a) === q);
       const rows = inQ.filter(passes).sort(cmp);
       renderQueue(q, rows, now);
       const over = inQ.filter((a) => overdue(a, now)).length;
-      $("count-" + q).textContent = String(inQ.length);
+      // The count is of what is to be answered: recorded alerts are not.
+      $("count-" + q).textContent = String(inQ.filter((a) => a.state !== "RESOLVED").length);
       const ob = $("over-" + q);
       ob.hidden = over === 0;
       ob.textContent = t("queue.overdueCount", { n: over });
     }
     updateTitle();
     updateActionBar();
+  }
+
+  /** Recorded alerts older than the care queue shows are let go. */
+  function pruneRecorded(now) {
+    const oldest = now - RECORDED_DAYS * DAY_MS;
+    for (const [id, a] of state.recorded) if (EC.ms(a.raisedAt) < oldest) state.recorded.delete(id);
   }
 
   function overdue(a, now) {
@@ -563,18 +620,51 @@
     if (!sel && rows.length) sel = rows[0].id;
     state.selected[q] = sel;
     state.order[q] = rows.map((a) => a.id);
-    EC.put(table.tBodies[0], ...rows.map((a) => row(a, a.id === sel, now)));
+    EC.put(table.tBodies[0], ...rows.map((a) => row(a, a.id === sel, now, q)));
     if (sel) table.setAttribute("aria-activedescendant", rowId(sel));
     else table.removeAttribute("aria-activedescendant");
     const empty = $("empty-" + q);
     empty.hidden = rows.length > 0;
-    empty.textContent = state.loaded
-      ? t(q === "hotline" ? "queue.emptyHotline" : "queue.emptyOperations")
-      : t("queue.loading");
+    const emptyKey = { hotline: "queue.emptyHotline", operations: "queue.emptyOperations", care: "queue.emptyCare" }[q];
+    empty.textContent = state.loaded ? t(emptyKey) : t("queue.loading");
     table.classList.toggle("is-empty", rows.length === 0);
   }
 
-  function row(a, selected, now) {
+  /**
+   * What sets an alert apart beyond its kind: shown by late readings,
+   * recorded rather than raised. Badges with their text, in every queue.
+   */
+  function marks(a) {
+    const late = EC.lateMs(a);
+    const d = late ? EC.fmtLate(late) : "";
+    return [
+      late
+        ? el("span", { class: "badge late-badge", "data-badge": "late", title: t("badge.lateTitle", { d }), text: t("badge.late", { d }) })
+        : null,
+      a.recorded ? el("span", { class: "badge recorded-badge", "data-badge": "recorded", text: t("badge.recorded") }) : null,
+    ];
+  }
+  app.marks = marks;
+
+  /** A trend's days and usual range, in the page's language. */
+  function trendFactors(a) {
+    if (a.kind !== "trend" || !(a.factors || []).length) return null;
+    return el(
+      "ul",
+      { class: "trend-factors", "aria-label": t("trend.factors") },
+      a.factors.map((f) => el("li", { text: EC.factorText(f) })),
+    );
+  }
+  app.trendFactors = trendFactors;
+
+  /** "Trend · Time in bed": a trend names its figure. */
+  function kindText(a) {
+    const k = EC.tv("kind.", a.kind);
+    return a.kind === "trend" && a.subject ? k + " · " + EC.tv("metric.", a.subject) : k;
+  }
+  app.kindText = kindText;
+
+  function row(a, selected, now, q) {
     const elder = EC.elderNow.get(a.elderId);
     const sev = String(a.severity || "").toLowerCase();
     const st = String(a.state || "").toLowerCase();
@@ -598,14 +688,18 @@
         "data-severity": sev,
         "data-state": st,
         "data-kind": a.kind,
+        "data-late-ms": EC.lateMs(a) ? String(EC.lateMs(a)) : null,
+        "data-recorded": a.recorded ? "true" : null,
         "aria-selected": selected ? "true" : "false",
       },
       el("td", { class: "c-sev" }, el("span", { class: "badge sev-" + sev, text: EC.tv("severity.", a.severity) })),
       el(
         "td",
         { class: "c-kind" },
-        el("span", { class: "kind", text: EC.tv("kind.", a.kind) }),
+        el("span", { class: "kind", text: kindText(a) }),
         el("span", { class: "summary", text: EC.summaryOf(a) }),
+        trendFactors(a),
+        el("span", { class: "marks" }, marks(a)),
       ),
       el(
         "td",
@@ -621,9 +715,10 @@
       ),
       el("td", { class: "c-state" }, el("span", { class: "badge state-" + st, text: EC.tv("state.", a.state) })),
       el("td", { class: "c-age num" }),
-      el("td", { class: "c-deadline num" }),
-      el("td", { class: "c-esc num", text: a.escalations ? String(a.escalations) : "" }),
-      el("td", { class: "c-muted", text: a.muted ? t("queue.muted") : "" }),
+      // The care queue has no deadline, escalations or silences.
+      q === "care" ? null : el("td", { class: "c-deadline num" }),
+      q === "care" ? null : el("td", { class: "c-esc num", text: a.escalations ? String(a.escalations) : "" }),
+      q === "care" ? null : el("td", { class: "c-muted", text: a.muted ? t("queue.muted") : "" }),
     );
     tr._alert = a;
     tickRow(tr, now);
@@ -637,6 +732,11 @@
     const limit = EC.deadlineS(a);
     tr.cells[5].textContent = EC.fmtDuration((now - detected) / 1000);
     const dl = tr.cells[6];
+    if (!dl) {
+      tr.classList.toggle("overdue", false);
+      tickFresh(tr);
+      return;
+    }
     const ack = EC.ms(a.acknowledgedAt);
     let text;
     let cls = "";
@@ -661,11 +761,14 @@
     if (dl.textContent !== text) dl.textContent = text;
     dl.className = "c-deadline num " + cls;
     tr.classList.toggle("overdue", overdue(a, now));
+    tickFresh(tr);
+  }
+  function tickFresh(tr) {
     if (tr.classList.contains("fresh")) {
-      const f = state.fresh.get(a.id);
+      const f = state.fresh.get(tr._alert.id);
       if (!f || Date.now() - f > 8000) {
         tr.classList.remove("fresh");
-        state.fresh.delete(a.id);
+        state.fresh.delete(tr._alert.id);
       }
     }
   }
@@ -674,7 +777,7 @@
     if (!state.me) return;
     const now = EC.now();
     for (const [id, at] of state.fresh) if (Date.now() - at > 10000) state.fresh.delete(id);
-    const overs = { hotline: 0, operations: 0 };
+    const overs = { hotline: 0, operations: 0, care: 0 };
     for (const q of QUEUES) {
       for (const tr of $("queue-" + q).tBodies[0].rows) tickRow(tr, now);
     }
@@ -796,16 +899,16 @@
   /** The alert the actions apply to: the open record's, else the selected row's. */
   function target() {
     const rid = EC.record.alertId();
-    if (rid) return EC.record.alert() || state.alerts.get(rid) || null;
+    if (rid) return EC.record.alert() || app.alert(rid);
     if (state.tab === "stats") return null;
     const id = state.selected[currentQueue()];
-    return id ? state.alerts.get(id) || null : null;
+    return id ? app.alert(id) : null;
   }
 
   function describe(a) {
     const elder = EC.elderNow.get(a.elderId);
     return t("act.describe", {
-      kind: EC.tv("kind.", a.kind),
+      kind: kindText(a),
       who: elder ? elder.name : a.elderId,
       state: EC.tv("state.", a.state),
     });
@@ -815,9 +918,19 @@
     const a = target();
     const tEl = $("act-target");
     tEl.textContent = a ? t("act.target", { what: describe(a) }) : t("act.noTarget");
-    for (const k of ACTIONS) $("act-" + (k === "ack" ? "ack" : k)).disabled = !app.can(k) || !a;
+    for (const k of ACTIONS) $("act-" + k).disabled = !app.can(k) || !a || !fits(k, a);
     $("act-open").disabled = !state.selected[currentQueue()] || state.tab === "stats";
     $("act-role-note").hidden = !state.me || app.can("note") || app.can("ack");
+  }
+
+  /**
+   * Whether action `k` applies to alert `a` at all: a resolved alert (a
+   * recorded one) takes notes only; the care queue's never escalate.
+   */
+  function fits(k, a) {
+    if (a.state === "RESOLVED") return k === "note";
+    if (k === "escalate") return a.queue !== "care";
+    return true;
   }
 
   async function act(kind) {
@@ -829,6 +942,10 @@
     const a = target();
     if (!a) {
       toast(t("act.noTarget"), true);
+      return;
+    }
+    if (!fits(kind, a)) {
+      toast(t("act.notFor", { what: describe(a) }), true);
       return;
     }
     const language = EC.lang();
@@ -1134,6 +1251,7 @@
       case "1":
       case "2":
       case "3":
+      case "4":
         e.preventDefault();
         selectTab(TABS[Number(key) - 1], true);
         return;

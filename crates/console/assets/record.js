@@ -314,7 +314,7 @@
     }
     const elder = cur.elder || EC.elderNow.get(a.elderId);
     title.textContent = t("record.heading", {
-      kind: EC.tv("kind.", a.kind),
+      kind: EC.app.kindText(a),
       who: elder ? elder.name : a.elderId,
     });
     summary.textContent = EC.summaryOf(a);
@@ -327,8 +327,10 @@
     if (a.escalations) parts.push(el("span", { class: "badge esc", text: t("record.escalations", { n: a.escalations }) }));
     if (a.muted) parts.push(el("span", { class: "badge muted-badge", text: t("queue.muted") }));
     if (a.queue) parts.push(el("span", { class: "badge plain", text: EC.tv("queueName.", a.queue) }));
-    if (a.state === "RESOLVED" && a.outcome)
+    if (a.state === "RESOLVED" && a.outcome && !a.recorded)
       parts.push(el("span", { class: "badge plain", text: t("record.outcome", { o: EC.tv("outcome.", a.outcome) }) }));
+    // Late, recorded: as the queue row shows them.
+    parts.push(...EC.app.marks(a).filter(Boolean));
     EC.put(status, ...parts);
   }
 
@@ -395,7 +397,7 @@
     const detected = EC.ms(a.detectedAt);
     const ack = EC.ms(a.acknowledgedAt);
     const rows = [
-      [t("record.kind"), EC.tv("kind.", a.kind)],
+      [t("record.kind"), EC.app.kindText(a)],
       [t("record.raisedAt"), EC.fmtBoth(EC.ms(a.raisedAt), z, true)],
       [t("record.detectedAt"), EC.fmtBoth(detected, z, true)],
       [t("record.windowLabel"), win],
@@ -421,9 +423,11 @@
       ],
       [t("record.resolvedAt"), Number.isFinite(EC.ms(a.resolvedAt)) ? EC.fmtBoth(EC.ms(a.resolvedAt), z) : null],
     ];
-    const factors = (a.factors || []).length
-      ? el("div", null, el("h4", { text: t("record.factors") }), el("ul", { class: "factors" }, a.factors.map((f) => el("li", { text: f }))))
-      : null;
+    const factors = !(a.factors || []).length
+      ? null
+      : a.kind === "trend"
+        ? el("div", null, el("h4", { text: t("trend.factors") }), el("ul", { class: "factors" }, a.factors.map((f) => el("li", { text: EC.factorText(f) }))))
+        : el("div", null, el("h4", { text: t("record.factors") }), el("ul", { class: "factors" }, a.factors.map((f) => el("li", { text: f }))));
     const readings = (a.readings || []).length
       ? el(
           "div",

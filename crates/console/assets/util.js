@@ -218,13 +218,42 @@
   // Alerts
 
   EC.SEVERITY_RANK = { CRITICAL: 4, HIGH: 3, MEDIUM: 2, LOW: 1 };
-  /** Seconds to acknowledge: 60 for CRITICAL, 180 otherwise. */
   /**
    * Seconds to acknowledge an alert in: the alarm-centre standard's 60 s
    * for CRITICAL and 180 s otherwise; 0 (none) for what the server never
-   * escalates: LOW maintenance alerts and muted ones.
+   * escalates: LOW maintenance alerts, muted ones and the care queue's.
    */
-  EC.deadlineS = (a) => (a.muted || a.severity === "LOW" ? 0 : a.severity === "CRITICAL" ? 60 : 180);
+  EC.deadlineS = (a) =>
+    a.muted || a.severity === "LOW" || a.queue === "care" ? 0 : a.severity === "CRITICAL" ? 60 : 180;
+  /**
+   * Milliseconds the readings that showed the alert arrived late (a
+   * gateway's upload after an outage); 0 when judged live. int64 comes
+   * as a string in the JSON mapping.
+   */
+  EC.lateMs = (a) => {
+    const n = Number(a && a.lateMs);
+    return Number.isFinite(n) && n > 0 ? n : 0;
+  };
+  /** A lateness in whole minutes: "35 分钟", "5 h 0 min". */
+  EC.fmtLate = function (ms) {
+    const total = Math.max(1, Math.round(ms / 60000));
+    const h = Math.floor(total / 60);
+    const m = total % 60;
+    return h > 0 ? EC.t("late.hm", { h, m }) : EC.t("late.min", { m });
+  };
+  /**
+   * A trend alert's factor in the page's language: the server writes
+   * "day 2026-11-20: 5.0" and "usual 1.0-3.0 (median 2.0, 28 days)";
+   * anything else is shown as it came.
+   */
+  EC.factorText = function (f) {
+    const s = String(f || "");
+    let m = /^day (\S+): (.+)$/.exec(s);
+    if (m) return EC.t("trend.day", { day: m[1], v: m[2] });
+    m = /^usual (.+) \(median (.+), (\d+) days\)$/.exec(s);
+    if (m) return EC.t("trend.usual", { range: m[1], median: m[2], n: m[3] });
+    return s;
+  };
   /** Event kinds as the page names them: RESOLVED_EVENT -> resolved. */
   EC.eventKind = (k) => String(k || "").replace(/_EVENT$/, "").toLowerCase();
   EC.summaryOf = (a) =>
