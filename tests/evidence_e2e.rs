@@ -640,4 +640,24 @@ async fn an_episode_the_same_upload_shows_over_is_recorded_for_the_care_queue() 
         stored,
         [("out_of_bed_too_long".to_string(), true, "care".to_string())]
     );
+    // Asked by queue, as a care manager's and an operator's screens do.
+    let by_queue = |queue: &'static str| {
+        let s = &s;
+        async move {
+            s.grpc()
+                .await
+                .list_alerts(pb::ListAlertsRequest {
+                    elder_id: "E1".into(),
+                    queue: queue.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .alerts
+                .len()
+        }
+    };
+    assert_eq!(by_queue("care").await, 1);
+    assert_eq!(by_queue("hotline").await, 0);
 }

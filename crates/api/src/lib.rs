@@ -304,14 +304,7 @@ impl AlertService for Alerts {
                     .ok_or_else(|| Status::invalid_argument(format!("unknown alert kind `{k}`")))
             })
             .collect::<Result<_, _>>()?;
-        let queue = match r.queue.as_str() {
-            "" => None,
-            q => Some(m::Queue::parse(q).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "unknown queue `{q}`; use \"hotline\", \"operations\" or \"care\""
-                ))
-            })?),
-        };
+        let queue = parse_queue(&r.queue)?;
         let (district, community) = (r.district, r.community);
         let keep = move |e: &m::AlertEvent| {
             let a = &e.alert;
@@ -418,7 +411,8 @@ impl AlertService for Alerts {
                     .ok_or_else(|| Status::invalid_argument(format!("unknown alert kind `{k}`")))
             })
             .collect::<Result<_, _>>()?;
-        let q = AlertQuery {
+        let queue = parse_queue(&r.queue)?;
+        let mut q = AlertQuery {
             community: (!r.community.is_empty()).then_some(r.community),
             kinds,
             states: r.states.iter().filter_map(|s| from_pb_state(*s)).collect(),
@@ -429,14 +423,37 @@ impl AlertService for Alerts {
             limit,
             after,
         };
-        let alerts = self
-            .desk
-            .store()
-            .list_alerts(&q)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let next_page_token = match alerts.last() {
-            Some(a) if alerts.len() as u32 == limit => format!("{}:{}", a.raised_at, a.id),
+        // The queue follows from kind, silence and recording, which the
+        // store does not index: read pages and keep the queue's alerts,
+        // reading at most ten pages' worth for one answer (the token then
+        // resumes after the last alert read).
+        let mut alerts = Vec::new();
+        let mut last_read = None;
+        let mut more = false;
+        for _ in 0..10 {
+            let page = self
+                .desk
+                .store()
+                .list_alerts(&q)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            more = page.len() as u32 == limit;
+            if let Some(a) = page.last() {
+                last_read = Some((a.raised_at, a.id.clone()));
+                q.after = last_read.clone();
+            }
+            alerts.extend(
+                page.into_iter()
+                    .filter(|a| queue.is_none_or(|q| a.queue() == q)),
+            );
+            if !more || alerts.len() as u32 >= limit {
+                break;
+            }
+        }
+        alerts.truncate(limit as usize);
+        let next_page_token = match (alerts.last(), more) {
+            (Some(a), _) if alerts.len() as u32 == limit => format!("{}:{}", a.raised_at, a.id),
+            (_, true) => last_read.map_or(String::new(), |(t, id)| format!("{t}:{id}")),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListAlertsResponse {
@@ -871,4 +888,16 @@ pub async fn serve(
         ),
     };
     Ok((local, fut))
+}
+
+/// A queue name from a request; empty means every queue.
+fn parse_queue(q: &str) -> Result<Option<m::Queue>, Status> {
+    match q {
+        "" => Ok(None),
+        q => m::Queue::parse(q).map(Some).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown queue `{q}`; use \"hotline\", \"operations\" or \"care\""
+            ))
+        }),
+    }
 }
