@@ -324,10 +324,11 @@ pub struct TrendRule {
     pub enabled: bool,
     /// Recorded for review (born resolved, outcome `recorded`), not raised.
     pub shadow: bool,
-    /// The smallest change from the elder's median that counts, in the
-    /// metric's unit (visits, minutes, beats or breaths per minute; for
-    /// `day_activity` and `time_out`, a fraction of the median).
-    pub min_change: f64,
+    /// The smallest day-to-day spread assumed for an elder, in the
+    /// figure's unit (visits, minutes, beats or breaths per minute; for
+    /// `day_activity` and `time_out`, a fraction of the median): an elder
+    /// whose days are all alike is not alarmed by the first small change.
+    pub min_spread: f64,
 }
 
 /// `trend`: each elder's own normal, learned from their days.
@@ -338,12 +339,13 @@ pub struct TrendRules {
     pub window_days: u32,
     /// Days with data needed before a metric is judged at all.
     pub min_days: u32,
-    /// Days running beyond the usual range that raise.
+    /// The last this many days must all lie on the changed side.
     pub days: u32,
-    /// How wide the usual range is: the median plus or minus this many
-    /// robust standard deviations (1.4826 x the median absolute deviation),
-    /// and never narrower than the metric's `min_change`.
+    /// A day counts towards a change by how many spreads beyond `k` it lies
+    /// from the elder's median (at most 3 a day).
     pub k: f64,
+    /// Spreads of evidence, summed over the days, that raise.
+    pub h: f64,
     /// A day's part of the home's time without a heard device above which
     /// the day is not judged (silence is not a quiet day).
     pub max_unseen: f64,
@@ -356,11 +358,11 @@ pub struct TrendRules {
     pub resting_rr: TrendRule,
 }
 
-fn trend(min_change: f64) -> TrendRule {
+fn trend(min_spread: f64) -> TrendRule {
     TrendRule {
         enabled: true,
         shadow: false,
-        min_change,
+        min_spread,
     }
 }
 
@@ -376,15 +378,16 @@ impl Default for TrendRules {
             window_days: 28,
             min_days: 14,
             days: 3,
-            k: 2.0,
+            k: 0.5,
+            h: 6.0,
             max_unseen: 0.2,
-            night_bathroom_visits: trend(1.0),
-            time_in_bed: trend(60.0),
-            rise_time: trend(45.0),
-            day_activity: trend(0.2),
-            time_out: trend(0.4),
-            resting_hr: trend(5.0),
-            resting_rr: trend(2.0),
+            night_bathroom_visits: trend(0.7),
+            time_in_bed: trend(25.0),
+            rise_time: trend(20.0),
+            day_activity: trend(0.08),
+            time_out: trend(0.25),
+            resting_hr: trend(2.0),
+            resting_rr: trend(0.8),
         }
     }
 }
@@ -498,10 +501,10 @@ impl RuleConfig {
                 "days and min_days must be at least 1, min_days <= window_days <= 60",
             ));
         }
-        if t.k <= 0.0 || !(0.0..=1.0).contains(&t.max_unseen) {
+        if t.k < 0.0 || t.h <= 0.0 || !(0.0..=1.0).contains(&t.max_unseen) {
             return Err(invalid(
                 k("trends.k"),
-                "k must be above 0 and max_unseen between 0.0 and 1.0",
+                "k must be at least 0, h above 0 and max_unseen between 0.0 and 1.0",
             ));
         }
         if self.late.after_s == 0 {

@@ -180,7 +180,7 @@ fn nocturia_rising_for_three_nights_raises_one_trend_with_its_evidence() {
     assert_eq!(t.at_ms, DAY0 + (onset + 3) * DAY + 12 * H);
     assert!(
         t.summary.en.starts_with(
-            "Night-time bathroom visits above this elder's usual range for 3 days running: 5, 5, 5"
+            "Night-time bathroom visits above this elder's usual for 3 days running: 5, 5, 5"
         ),
         "{:?}",
         t.summary

@@ -9,7 +9,7 @@
 //! The usual range is learned from the elder's last `window_days` days
 //! with data: the median, plus or minus `k` robust standard deviations
 //! (1.4826 x the median absolute deviation), and never narrower than the
-//! figure's `min_change`. A day the home was not heard for much of, or a
+//! figure's `min_spread`. A day the home was not heard for much of, or a
 //! night nobody was in bed, is not a day of data: silence is not a quiet
 //! day.
 //!
@@ -106,7 +106,7 @@ impl Metric {
         }
     }
 
-    /// `min_change` is a fraction of the median, not a number of units.
+    /// `min_spread` is a fraction of the median, not a number of units.
     fn relative(self) -> bool {
         matches!(self, Metric::DayActivity | Metric::TimeOut)
     }
@@ -186,15 +186,18 @@ pub(crate) struct Series {
     /// The last days with data, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     values: Vec<f32>,
-    /// The current run of days beyond the usual range: (day, value).
+    /// The latest days on the watched side of the usual: (day, value).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     run: Vec<(i64, f32)>,
+    /// Evidence of a change accumulated upward and downward, in spreads.
+    #[serde(default, skip_serializing_if = "zero_pair")]
+    sum: [f32; 2],
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     raised: bool,
-    /// Days running back within the range since it was raised.
+    /// Days running back within the usual since it was raised.
     #[serde(default, skip_serializing_if = "zero_u32")]
     back: u32,
-    /// Days beyond the range since it was raised.
+    /// Days still changed since it was raised.
     #[serde(default, skip_serializing_if = "zero_u32")]
     held: u32,
 }
@@ -205,6 +208,10 @@ pub(crate) struct Trends {
     day: i64,
     counts: DayCounts,
     series: Vec<Series>,
+}
+
+fn zero_pair(p: &[f32; 2]) -> bool {
+    *p == [0.0, 0.0]
 }
 
 fn zero_u32(n: &u32) -> bool {
@@ -398,7 +405,11 @@ fn figures(c: &mut DayCounts, end: EpochMs, cfg: &RuleConfig, has_home: bool) ->
     ]
 }
 
-/// Where a day's figure stands against the elder's usual range.
+/// Where a day's figure stands against the elder's usual: each day adds
+/// how many of the elder's own spreads it lies beyond `k` spreads from
+/// their median (at most 3 a day, so one odd day cannot raise alone),
+/// and a day on the other side takes it back (a CUSUM). Evidence of `h`
+/// spreads, with the last `days` days all on the watched side, raises.
 #[allow(clippy::too_many_arguments)]
 fn judge(
     e: &mut ElderSlot,
@@ -413,21 +424,31 @@ fn judge(
 ) {
     let c = &e.cfg.trends;
     let (window, min_days, days) = (c.window_days as usize, c.min_days as usize, c.days);
+    let (k, h) = (c.k as f32, c.h as f32);
     let learn = |s: &mut Series, v: f32| {
         s.values.push(v);
         if s.values.len() > window {
             s.values.remove(0);
         }
     };
-    let Some(range) = usual(&s.values, m, rule, c.k).filter(|_| s.values.len() >= min_days) else {
+    let Some(usual) = Usual::of(&s.values, m, rule).filter(|_| s.values.len() >= min_days) else {
         learn(s, v);
         return;
     };
-    let beyond = match m.side() {
-        Side::Above => v > range.hi,
-        Side::Below => v < range.lo,
-        Side::Either => v > range.hi || v < range.lo,
-    };
+    let z = (v - usual.median) / usual.spread;
+    // Only ordinary days are learnt: a change under way does not become
+    // the usual while it is watched.
+    if z.abs() < 2.0 {
+        learn(s, v);
+    }
+    let watched = [m.side() != Side::Below, m.side() != Side::Above];
+    for (i, sign) in [1.0f32, -1.0].into_iter().enumerate() {
+        s.sum[i] = if watched[i] {
+            (s.sum[i] + (sign * z).clamp(-3.0, 3.0) - k).max(0.0)
+        } else {
+            0.0
+        };
+    }
     let update = |note: Text| {
         Decision::Update(Update {
             elder_id: e.id.to_string(),
@@ -439,36 +460,47 @@ fn judge(
             readings: Vec::new(),
         })
     };
-    if !beyond {
-        // Only days within the range are learnt: a change under way does
-        // not become the usual range while it is being watched.
-        learn(s, v);
-        s.run.clear();
-        if s.raised {
-            s.back += 1;
-            if s.back >= days {
-                s.raised = false;
-                s.back = 0;
-                s.held = 0;
-                out.push(update(Text::new(
-                    format!(
-                        "{}: back within the usual range for {days} days",
-                        m.name().en
-                    ),
-                    format!("{}：已连续 {days} 天回到平常范围", m.name().zh),
-                )));
-            }
+    // The run: the latest days beyond k spreads on one watched side.
+    let side = if z > 0.0 { 0 } else { 1 };
+    let beyond = watched[side] && z.abs() > k;
+    if beyond {
+        if s.run
+            .first()
+            .is_some_and(|&(_, f)| (f > usual.median) != (v > usual.median))
+        {
+            s.run.clear();
         }
-        return;
+        s.run.push((day, v));
+        if s.run.len() > 7 {
+            s.run.remove(0);
+        }
+    } else {
+        s.run.clear();
     }
-    s.back = 0;
     if s.raised {
-        s.held += 1;
-        if s.held as usize >= window {
-            // Beyond the old range for a whole window: this is the elder's
-            // normal now. Learn it afresh.
+        if beyond {
+            s.back = 0;
+            s.held += 1;
+        } else {
+            s.back += 1;
+        }
+        if s.back >= days {
+            s.raised = false;
+            s.back = 0;
+            s.held = 0;
+            s.sum = [0.0, 0.0];
+            out.push(update(Text::new(
+                format!(
+                    "{}: back within the usual range for {days} days",
+                    m.name().en
+                ),
+                format!("{}：已连续 {days} 天回到平常范围", m.name().zh),
+            )));
+        } else if s.held as usize >= window {
+            // Changed for a whole window: the elder's normal now.
             s.values.clear();
             s.run.clear();
+            s.sum = [0.0, 0.0];
             s.raised = false;
             s.held = 0;
             out.push(update(Text::new(
@@ -481,51 +513,45 @@ fn judge(
         }
         return;
     }
-    // The run keeps one direction: above then below is not one change.
-    if let Some(&(_, first)) = s.run.first()
-        && (first > range.hi) != (v > range.hi)
-    {
-        s.run.clear();
-    }
-    s.run.push((day, v));
-    if (s.run.len() as u32) < days {
+    if s.sum[side] < h || (s.run.len() as u32) < days {
         return;
     }
     s.raised = true;
-    s.held = 0;
     out.push(Decision::Raise(raise(
-        e, s, m, rule, &range, device_id, now,
+        e, s, m, rule, &usual, device_id, now,
     )));
     s.run.clear();
+    s.sum = [0.0, 0.0];
 }
 
-/// The elder's usual range of a figure, from the days before.
-struct Range {
-    lo: f32,
-    hi: f32,
+/// The elder's usual for a figure, from the days before: the median and
+/// the spread (1.4826 x the median absolute deviation, a standard
+/// deviation robust to odd days), never below the figure's `min_spread`.
+struct Usual {
     median: f32,
+    spread: f32,
     days: usize,
 }
 
-fn usual(values: &[f32], m: Metric, rule: &TrendRule, k: f64) -> Option<Range> {
-    if values.is_empty() {
-        return None;
+impl Usual {
+    fn of(values: &[f32], m: Metric, rule: &TrendRule) -> Option<Usual> {
+        if values.is_empty() {
+            return None;
+        }
+        let median = median_of(values.to_vec());
+        let mad = median_of(values.iter().map(|v| (v - median).abs()).collect());
+        let floor = if m.relative() {
+            rule.min_spread * f64::from(median)
+        } else {
+            rule.min_spread
+        };
+        let spread = (1.4826 * f64::from(mad)).max(floor).max(1e-3) as f32;
+        Some(Usual {
+            median,
+            spread,
+            days: values.len(),
+        })
     }
-    let mid = median_of(values.to_vec());
-    let mad = median_of(values.iter().map(|v| (v - mid).abs()).collect());
-    let sd = 1.4826 * f64::from(mad);
-    let floor = if m.relative() {
-        rule.min_change * f64::from(mid)
-    } else {
-        rule.min_change
-    };
-    let width = (k * sd).max(floor) as f32;
-    Some(Range {
-        lo: mid - width,
-        hi: mid + width,
-        median: mid,
-        days: values.len(),
-    })
 }
 
 fn median_of(mut v: Vec<f32>) -> f32 {
@@ -543,15 +569,18 @@ fn raise(
     s: &Series,
     m: Metric,
     rule: &TrendRule,
-    range: &Range,
+    usual: &Usual,
     device_id: &str,
     now: EpochMs,
 ) -> crate::decision::Trigger {
     let name = m.name();
     let days = s.run.len();
-    let up = s.run.last().is_some_and(|r| r.1 > range.hi);
+    let up = s.run.last().is_some_and(|r| r.1 > usual.median);
     let vals: Vec<String> = s.run.iter().map(|&(_, v)| m.show(v)).collect();
-    let (lo, hi) = (m.show(range.lo.max(0.0)), m.show(range.hi));
+    let (lo, hi) = (
+        m.show((usual.median - 2.0 * usual.spread).max(0.0)),
+        m.show(usual.median + 2.0 * usual.spread),
+    );
     let (en_dir, zh_dir) = if up {
         ("above", "高于")
     } else {
@@ -559,18 +588,18 @@ fn raise(
     };
     let summary = Text::new(
         format!(
-            "{} {en_dir} this elder's usual range for {days} days running: {} (usual {lo}-{hi}, median {}, from {} days)",
+            "{} {en_dir} this elder's usual for {days} days running: {} (usual {lo}-{hi}, median {}, from {} days)",
             name.en,
             vals.join(", "),
-            m.show(range.median),
-            range.days
+            m.show(usual.median),
+            usual.days
         ),
         format!(
-            "{}连续 {days} 天{zh_dir}本人平常范围：{}（平常 {lo}-{hi}，中位数 {}，基于 {} 天）",
+            "{}连续 {days} 天{zh_dir}本人平常水平：{}（平常 {lo}-{hi}，中位数 {}，基于 {} 天）",
             name.zh,
             vals.join("、"),
-            m.show(range.median),
-            range.days
+            m.show(usual.median),
+            usual.days
         ),
     );
     let mut t = timer_trigger(
@@ -594,8 +623,8 @@ fn raise(
         .map(|&(day, v)| format!("day {}: {}", day_label(day), m.show(v)))
         .chain(std::iter::once(format!(
             "usual {lo}-{hi} (median {}, {} days)",
-            m.show(range.median),
-            range.days
+            m.show(usual.median),
+            usual.days
         )))
         .collect();
     if rule.shadow {
