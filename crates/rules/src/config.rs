@@ -346,6 +346,8 @@ pub struct TrendRules {
     pub k: f64,
     /// Spreads of evidence, summed over the days, that raise.
     pub h: f64,
+    /// The most one day adds, in spreads: one odd day cannot raise alone.
+    pub cap: f64,
     /// A day's part of the home's time without a heard device above which
     /// the day is not judged (silence is not a quiet day).
     pub max_unseen: f64,
@@ -379,7 +381,8 @@ impl Default for TrendRules {
             min_days: 14,
             days: 3,
             k: 0.5,
-            h: 6.0,
+            h: 8.0,
+            cap: 2.0,
             max_unseen: 0.2,
             night_bathroom_visits: trend(0.7),
             time_in_bed: trend(25.0),

@@ -161,7 +161,7 @@ fn ordinary_weeks_raise_nothing() {
 }
 
 #[test]
-fn nocturia_rising_for_three_nights_raises_one_trend_with_its_evidence() {
+fn nocturia_rising_raises_one_trend_with_its_evidence() {
     let mut e = engine(Rules::defaults());
     let onset = 35;
     let got = live(
@@ -176,17 +176,18 @@ fn nocturia_rising_for_three_nights_raises_one_trend_with_its_evidence() {
     let t = t[0];
     assert_eq!(t.subject.as_deref(), Some("night_bathroom_visits"));
     assert_eq!(t.record, None);
-    // The third night beyond the range is judged at the noon after it.
-    assert_eq!(t.at_ms, DAY0 + (onset + 3) * DAY + 12 * H);
+    // Each night far beyond adds `cap` (2) less `k` (0.5) spreads of
+    // evidence: the sixth passes `h` (8), judged at the noon after it.
+    assert_eq!(t.at_ms, DAY0 + (onset + 6) * DAY + 12 * H);
     assert!(
         t.summary.en.starts_with(
-            "Night-time bathroom visits above this elder's usual for 3 days running: 5, 5, 5"
+            "Night-time bathroom visits above this elder's usual for 6 days running: 5, 5, 5, 5, 5, 5"
         ),
         "{:?}",
         t.summary
     );
-    assert_eq!(t.factors.len(), 4, "{:?}", t.factors);
-    assert!(t.factors[3].starts_with("usual "), "{:?}", t.factors);
+    assert_eq!(t.factors.len(), 7, "{:?}", t.factors);
+    assert!(t.factors[6].starts_with("usual "), "{:?}", t.factors);
 
     // Back to usual for three days: the alert is told so.
     let got = live(&mut e, 50..56, usual_visits, usual_rr, |_| false);
@@ -217,7 +218,7 @@ fn breathing_creeping_up_raises_and_survives_a_restart() {
     let t = trends(&got);
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(t[0].subject.as_deref(), Some("resting_rr"));
-    assert_eq!(t[0].at_ms, DAY0 + 37 * DAY + 12 * H);
+    assert_eq!(t[0].at_ms, DAY0 + 40 * DAY + 12 * H);
 }
 
 #[test]

@@ -106,6 +106,15 @@ impl Metric {
         }
     }
 
+    /// Days judged together: time out of home follows walks and errands
+    /// that come every few days, so one day says little.
+    fn smooth_days(self) -> usize {
+        match self {
+            Metric::TimeOut => 3,
+            _ => 1,
+        }
+    }
+
     /// `min_spread` is a fraction of the median, not a number of units.
     fn relative(self) -> bool {
         matches!(self, Metric::DayActivity | Metric::TimeOut)
@@ -200,6 +209,10 @@ pub(crate) struct Series {
     /// Days still changed since it was raised.
     #[serde(default, skip_serializing_if = "zero_u32")]
     held: u32,
+    /// The last days' own values, for a figure judged on a few days
+    /// together (`Metric::smooth_days`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    recent: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -358,7 +371,13 @@ pub(crate) fn roll(e: &mut ElderSlot, device_id: &str, now: EpochMs, out: &mut V
             continue;
         }
         if let Some(v) = figures[i] {
-            judge(e, &mut t.series[i], m, rule, t.day, v, device_id, now, out);
+            let s = &mut t.series[i];
+            s.recent.push(v);
+            if s.recent.len() > m.smooth_days() {
+                s.recent.remove(0);
+            }
+            let v = s.recent.iter().sum::<f32>() / s.recent.len() as f32;
+            judge(e, s, m, rule, t.day, v, device_id, now, out);
         }
     }
     // A day is judged once; days with nothing at all in between are not
@@ -424,7 +443,7 @@ fn judge(
 ) {
     let c = &e.cfg.trends;
     let (window, min_days, days) = (c.window_days as usize, c.min_days as usize, c.days);
-    let (k, h) = (c.k as f32, c.h as f32);
+    let (k, h, cap) = (c.k as f32, c.h as f32, c.cap as f32);
     let learn = |s: &mut Series, v: f32| {
         s.values.push(v);
         if s.values.len() > window {
@@ -444,7 +463,7 @@ fn judge(
     let watched = [m.side() != Side::Below, m.side() != Side::Above];
     for (i, sign) in [1.0f32, -1.0].into_iter().enumerate() {
         s.sum[i] = if watched[i] {
-            (s.sum[i] + (sign * z).clamp(-3.0, 3.0) - k).max(0.0)
+            (s.sum[i] + (sign * z).clamp(-cap, cap) - k).max(0.0)
         } else {
             0.0
         };
