@@ -137,7 +137,8 @@ impl Config {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock, milliseconds since the epoch.
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -407,6 +408,22 @@ struct Seen {
     at_ms: i64,
     elder_id: String,
     kind: String,
+    /// `hotline`, `operations` or `care`.
+    queue: String,
+    /// Born resolved for the care queue (an episode late readings showed
+    /// already over, or a trend in shadow mode): not raised to anyone.
+    recorded: bool,
+    /// Shown by readings that arrived late (0: judged live).
+    late_ms: i64,
+}
+
+impl Seen {
+    /// For care managers (trends, recorded episodes), not an alert an
+    /// episode's emergency can be detected by or a false alarm on the
+    /// hotline.
+    fn for_care(&self) -> bool {
+        self.recorded || self.queue == "care"
+    }
 }
 
 /// Subscribes to alert events; keeps every RAISED one of the fleet's
@@ -448,6 +465,9 @@ async fn subscribe(
             at_ms: now_ms(),
             elder_id: a.elder_id,
             kind: a.kind,
+            queue: a.queue,
+            recorded: a.recorded,
+            late_ms: a.late_ms,
         });
     }
     Ok(())
@@ -645,7 +665,7 @@ pub async fn drive_over(
     };
 
     // Publish, each home in its own task, each message at its time.
-    let published: Arc<Mutex<HashMap<(usize, i64), i64>>> = Arc::default();
+    let published: Arc<Mutex<Published>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let end = t0 + cfg.duration.as_millis() as i64;
     let base = (Instant::now(), now_ms());
@@ -751,6 +771,16 @@ pub async fn drive_over(
     }
     Ok(result)
 }
+
+/// The messages that made alerts due, by `(home, key)`: the event time
+/// the rule could first raise the alert at, and when that message was
+/// published (wall clock). A rule judged on a reading is due at its
+/// trigger message, keyed by the message's own time. The rules that infer
+/// from absence (out of bed too long, inactivity) judge at the newest
+/// time the home was heard from, so theirs is the first message of the
+/// home at or after the deadline, keyed by the deadline: up to one
+/// interval of the home's most frequent device later.
+type Published = HashMap<(usize, i64), (i64, i64)>;
 
 /// Connecting the fleet: sessions, how many at once, when it began, the
 /// first and last CONNACK (wall clock ms).
@@ -868,12 +898,32 @@ async fn play_home(
     end: i64,
     c: Arc<Counters>,
     stop: Arc<AtomicBool>,
-    published: Arc<Mutex<HashMap<(usize, i64), i64>>>,
+    published: Arc<Mutex<Published>>,
     at_instant: impl Fn(i64) -> Instant,
     burst: Option<(i64, i64, Intervals)>,
     iv: Intervals,
 ) -> TaskStats {
     let home = sim.home().clone();
+    // Deadlines of the rules that infer from absence, soonest first: each
+    // is judged at the first message of the home at or after it.
+    let mut deadlines: Vec<i64> = sim
+        .truths()
+        .iter()
+        .filter(|t| t.what.infers_from_absence())
+        .map(|t| t.due_ms)
+        .collect();
+    deadlines.sort_unstable();
+    let heard = |deadlines: &mut Vec<i64>, ts: i64| {
+        while let Some(&due) = deadlines.first()
+            && due <= ts
+        {
+            deadlines.remove(0);
+            published
+                .lock()
+                .unwrap()
+                .insert((home.index, due), (ts, now_ms()));
+        }
+    };
     let mut st = TaskStats::new();
     let behind = Duration::from_millis(BEHIND_MS as u64);
     // When the last publish was handed over.
@@ -917,6 +967,7 @@ async fn play_home(
                 .is_ok()
             {
                 c.sent.fetch_add(1, Ordering::Relaxed);
+                heard(&mut deadlines, t);
             }
         }
         for m in buf.drain(..) {
@@ -985,8 +1036,9 @@ async fn play_home(
                     published
                         .lock()
                         .unwrap()
-                        .insert((home.index, m.at_ms), now_ms());
+                        .insert((home.index, m.at_ms), (m.at_ms, now_ms()));
                 }
+                heard(&mut deadlines, m.at_ms);
             } else {
                 c.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -1272,7 +1324,7 @@ fn summarize(
     c: &Counters,
     truths: &[Truth],
     seen: &[Seen],
-    published: &HashMap<(usize, i64), i64>,
+    published: &Published,
     t0: i64,
     sent_end: i64,
     n_devices: usize,
@@ -1311,30 +1363,68 @@ fn summarize(
     if !cfg.verifying() {
         return out;
     }
+    if let serde_json::Value::Object(v) = verdict(truths, seen, published) {
+        for (k, v) in v {
+            out[k] = v;
+        }
+    }
+    out
+}
+
+/// The alerts seen against the ground truth: the `emergencies` counts
+/// and lists, and the latencies, of a verify result.
+fn verdict(truths: &[Truth], seen: &[Seen], published: &Published) -> serde_json::Value {
+    let mut out = json!({});
     // Match: each injected episode takes the first alert of its kind for
-    // its elder at or after its start; every other alert is false.
+    // its elder at or after its start, on the hotline or operations queue
+    // (not one recorded for the care queue); every other alert is false.
     let mut used = vec![false; seen.len()];
     let mut by_kind: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut from_start: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+    let mut evidence_wait: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut pub_to_alert = hist();
     let mut missed = Vec::new();
     let mut detected = 0;
+    let mut late = Vec::new();
     for t in truths {
         let want = t.expected.as_str();
         let hit = seen.iter().enumerate().find(|(i, s)| {
-            !used[*i] && s.elder_id == t.elder_id && s.kind == want && s.at_ms >= t.at_ms - 1000
+            !used[*i]
+                && !s.for_care()
+                && s.elder_id == t.elder_id
+                && s.kind == want
+                && s.at_ms >= t.at_ms - 1000
         });
         match hit {
             Some((i, s)) => {
                 used[i] = true;
                 detected += 1;
                 let name = t.what.name().to_string();
-                let beyond = (s.at_ms - t.due_ms).max(1) as u64;
+                // When the rule could first raise it: its deadline, or for
+                // a rule judged on the home's evidence the first message
+                // from the home at or after it.
+                let (due, pub_at) = match published.get(&(t.home, t.due_ms)) {
+                    Some(&(ts, p)) if t.what.infers_from_absence() => {
+                        let wait = (ts - t.due_ms).max(1) as u64;
+                        let _ = evidence_wait
+                            .entry(name.clone())
+                            .or_insert_with(hist)
+                            .record(wait);
+                        (ts, Some(p))
+                    }
+                    Some(&(_, p)) => (t.due_ms, Some(p)),
+                    None => (t.due_ms, None),
+                };
+                let beyond = (s.at_ms - due).max(1) as u64;
                 let _ = by_kind.entry(name.clone()).or_insert_with(hist).record(beyond);
                 let since = (s.at_ms - t.at_ms).max(1) as u64;
                 let _ = from_start.entry(name).or_insert_with(hist).record(since);
-                if let Some(p) = published.get(&(t.home, t.due_ms)) {
+                if let Some(p) = pub_at {
                     let _ = pub_to_alert.record((s.at_ms - p).max(1) as u64);
+                }
+                if s.late_ms > 0 {
+                    late.push(json!({"home": t.home, "elder_id": t.elder_id,
+                                     "episode": t.what.name(), "late_ms": s.late_ms}));
                 }
             }
             None => missed.push(json!({"home": t.home, "elder_id": t.elder_id, "episode": t.what.name(), "expected": want})),
@@ -1342,32 +1432,45 @@ fn summarize(
     }
     let injected_homes: std::collections::HashSet<&str> =
         truths.iter().map(|t| t.elder_id.as_str()).collect();
+    let describe = |s: &Seen| {
+        json!({"elder_id": s.elder_id, "kind": s.kind, "queue": s.queue,
+               "recorded": s.recorded, "late_ms": s.late_ms,
+               "injected_home": injected_homes.contains(s.elder_id.as_str())})
+    };
     let false_alerts: Vec<serde_json::Value> = seen
         .iter()
         .enumerate()
-        .filter(|(i, _)| !used[*i])
-        .map(|(_, s)| {
-            json!({"elder_id": s.elder_id, "kind": s.kind,
-                   "injected_home": injected_homes.contains(s.elder_id.as_str())})
-        })
+        .filter(|(i, s)| !used[*i] && !s.for_care())
+        .map(|(_, s)| describe(s))
         .collect();
+    let for_care: Vec<serde_json::Value> =
+        seen.iter().filter(|s| s.for_care()).map(describe).collect();
     let on_clean = false_alerts
         .iter()
         .filter(|a| a["injected_home"] == false)
         .count();
-    let mut overall = hist();
-    for h in by_kind.values() {
-        let _ = overall.add(h);
-    }
     out["emergencies"] = json!({
         "injected": truths.len(),
         "detected": detected,
         "missed": missed.len(),
         "false_alerts": on_clean,
         "unexpected_on_injected_homes": false_alerts.len() - on_clean,
+        "care_queue": for_care.len(),
+        "detected_late": late.len(),
         "missed_list": missed,
         "false_list": false_alerts,
+        "care_list": for_care,
+        "late_list": late,
     });
+    out["absence_judged_after_deadline_ms"] = evidence_wait
+        .iter()
+        .map(|(k, h)| (k.clone(), percentiles(h)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let mut overall = hist();
+    for h in by_kind.values() {
+        let _ = overall.add(h);
+    }
     out["latency_beyond_rule_ms"] = by_kind
         .iter()
         .map(|(k, h)| (k.clone(), percentiles(h)))
@@ -1582,6 +1685,12 @@ pub fn print_summary(r: &serde_json::Value) {
         "{:<28} {}",
         "unexpected (injected homes)", e["unexpected_on_injected_homes"]
     );
+    if e["care_queue"].as_u64().is_some_and(|n| n > 0) {
+        println!("{:<28} {}", "care queue (trend, recorded)", e["care_queue"]);
+    }
+    if e["detected_late"].as_u64().is_some_and(|n| n > 0) {
+        println!("{:<28} {}", "detected on late readings", e["detected_late"]);
+    }
     println!();
     println!(
         "{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}   (ms beyond the rule's own duration)",
@@ -1608,6 +1717,19 @@ pub fn print_summary(r: &serde_json::Value) {
         "{}   (publish of the triggering message to alert)",
         row("publish->alert", &r["publish_to_alert_ms"])
     );
+    if let Some(k) = r["absence_judged_after_deadline_ms"]
+        .as_object()
+        .filter(|k| !k.is_empty())
+    {
+        println!();
+        println!(
+            "{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}   (ms from the rule's deadline to the home's next message, the time it is judged at)",
+            "episode", "count", "p50", "p95", "p99", "max"
+        );
+        for (name, v) in k {
+            println!("{}", row(name, v));
+        }
+    }
 }
 
 /// Episodes to inject: `per_home_per_day` on average over the run, of
@@ -1664,4 +1786,111 @@ pub fn read_scenario(text: &str, homes: usize) -> anyhow::Result<Vec<(f64, usize
         out.push((at, home, what));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn truth(home: usize, what: Inject, at_ms: i64, due_ms: i64) -> Truth {
+        Truth {
+            home,
+            elder_id: format!("E{home:05}"),
+            what,
+            at_ms,
+            due_ms,
+            end_ms: due_ms + 60_000,
+            expected: what.alert_kind(),
+        }
+    }
+
+    fn seen(at_ms: i64, home: usize, kind: &str, queue: &str) -> Seen {
+        Seen {
+            at_ms,
+            elder_id: format!("E{home:05}"),
+            kind: kind.into(),
+            queue: queue.into(),
+            recorded: false,
+            late_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_absence_rule_is_due_at_the_homes_first_message_after_its_deadline() {
+        let truths = [
+            truth(1, Inject::Inactivity, 0, 180_000),
+            truth(2, Inject::Sos, 5_000, 5_000),
+        ];
+        // Home 1's next message after the deadline came 7 s later; the
+        // alert 40 ms after it. The SOS 3 ms after its press.
+        let published: Published = [
+            ((1, 180_000), (187_000, 187_010)),
+            ((2, 5_000), (5_000, 5_001)),
+        ]
+        .into();
+        let alerts = [
+            seen(187_040, 1, "inactivity", "hotline"),
+            seen(5_003, 2, "sos", "hotline"),
+        ];
+        let v = verdict(&truths, &alerts, &published);
+        let e = &v["emergencies"];
+        assert_eq!(
+            (e["detected"].as_u64(), e["missed"].as_u64()),
+            (Some(2), Some(0))
+        );
+        assert_eq!(v["latency_beyond_rule_ms"]["inactivity"]["max"], 40);
+        assert_eq!(v["latency_beyond_rule_ms"]["sos"]["max"], 3);
+        // (Kept to three significant digits.)
+        let wait = v["absence_judged_after_deadline_ms"]["inactivity"]["max"]
+            .as_u64()
+            .unwrap();
+        assert!((7_000..7_010).contains(&wait), "{wait}");
+        assert_eq!(v["publish_to_alert_ms"]["max"], 30);
+    }
+
+    #[test]
+    fn care_queue_alerts_neither_detect_an_episode_nor_count_as_false() {
+        let truths = [truth(1, Inject::Tachycardia, 0, 60_000)];
+        let published: Published = [((1, 60_000), (60_000, 60_002))].into();
+        let mut recorded = seen(60_010, 1, "vital_out_of_range", "care");
+        recorded.recorded = true;
+        let alerts = [
+            recorded,
+            seen(60_020, 3, "trend", "care"),
+            seen(60_030, 1, "vital_out_of_range", "hotline"),
+            seen(61_000, 4, "inactivity", "hotline"),
+            seen(62_000, 1, "inactivity", "hotline"),
+        ];
+        let v = verdict(&truths, &alerts, &published);
+        let e = &v["emergencies"];
+        assert_eq!(e["detected"], 1);
+        // The hotline alert, not the recorded one before it.
+        assert_eq!(v["latency_beyond_rule_ms"]["tachycardia"]["max"], 30);
+        assert_eq!(e["care_queue"], 2);
+        assert_eq!(e["false_alerts"], 1, "home 4: no episode");
+        assert_eq!(e["unexpected_on_injected_homes"], 1, "home 1's inactivity");
+        assert_eq!(e["care_list"][1]["kind"], "trend");
+    }
+
+    #[test]
+    fn an_episode_only_recorded_is_missed() {
+        let truths = [truth(1, Inject::Fall, 0, 0)];
+        let mut recorded = seen(5, 1, "fall", "care");
+        recorded.recorded = true;
+        let v = verdict(&truths, &[recorded], &Published::new());
+        assert_eq!(v["emergencies"]["missed"], 1);
+        assert_eq!(v["emergencies"]["care_queue"], 1);
+        assert_eq!(v["emergencies"]["false_alerts"], 0);
+    }
+
+    #[test]
+    fn alerts_shown_by_late_readings_are_listed() {
+        let truths = [truth(1, Inject::Sos, 0, 0)];
+        let mut late = seen(9_000, 1, "sos", "hotline");
+        late.late_ms = 8_500;
+        let v = verdict(&truths, &[late], &Published::new());
+        assert_eq!(v["emergencies"]["detected"], 1);
+        assert_eq!(v["emergencies"]["detected_late"], 1);
+        assert_eq!(v["emergencies"]["late_list"][0]["late_ms"], 8_500);
+    }
 }

@@ -75,28 +75,28 @@ impl Default for Night {
 }
 
 impl Night {
-    /// A night that began an hour before `at_ms` (Asia/Shanghai time) and
-    /// lasts six more hours, so night-only rules (out of bed, geofence at
-    /// night) can be rehearsed whatever the time of day.
-    pub fn covering(at_ms: i64) -> Night {
-        Night::around(at_ms, -60, 6 * 60)
+    /// A night that began an hour before `at_ms` (local time `utc_offset_h`
+    /// hours from UTC) and lasts six more hours, so night-only rules (out
+    /// of bed, geofence at night) can be rehearsed whatever the time of day.
+    pub fn covering(at_ms: i64, utc_offset_h: i32) -> Night {
+        Night::around(at_ms, utc_offset_h, -60, 6 * 60)
     }
 
     /// A night that starts four hours after `at_ms`, so it is daytime then
     /// and for the hours before: inactivity (a daytime rule) can be
     /// rehearsed at night.
-    pub fn not_covering(at_ms: i64) -> Night {
-        Night::around(at_ms, 4 * 60, 12 * 60)
+    pub fn not_covering(at_ms: i64, utc_offset_h: i32) -> Night {
+        Night::around(at_ms, utc_offset_h, 4 * 60, 12 * 60)
     }
 
     /// A night that began `ago_min` minutes before `at_ms`.
-    pub fn began_before(at_ms: i64, ago_min: i64) -> Night {
-        Night::around(at_ms, -ago_min, 8 * 60)
+    pub fn began_before(at_ms: i64, utc_offset_h: i32, ago_min: i64) -> Night {
+        Night::around(at_ms, utc_offset_h, -ago_min, 8 * 60)
     }
 
-    /// Minutes from `at_ms` (Asia/Shanghai) to the start and the end.
-    fn around(at_ms: i64, start_min: i64, end_min: i64) -> Night {
-        let at = shanghai_minute_of_day(at_ms.div_euclid(1000));
+    /// Minutes from `at_ms` (local time) to the start and the end.
+    fn around(at_ms: i64, utc_offset_h: i32, start_min: i64, end_min: i64) -> Night {
+        let at = local_minute_of_day(at_ms.div_euclid(1000), utc_offset_h);
         Night {
             start: hhmm(at + start_min),
             end: hhmm(at + end_min),
@@ -104,16 +104,41 @@ impl Night {
     }
 }
 
-/// Minute of the day in Asia/Shanghai, the registry's default timezone
-/// (which `registry_csv` writes). It has been UTC+8 all year since 1991,
-/// so a fixed offset is exact and needs no timezone database.
-fn shanghai_minute_of_day(unix_s: i64) -> i64 {
-    (unix_s + 8 * 3600).rem_euclid(86_400) / 60
+/// Minute of the day at `utc_offset_h` hours from UTC. The simulated
+/// homes' timezones keep one offset all year (Asia/Shanghai has been
+/// UTC+8 since 1991; `Etc/GMT` zones never change), so a fixed offset is
+/// exact and needs no timezone database.
+fn local_minute_of_day(unix_s: i64, utc_offset_h: i32) -> i64 {
+    (unix_s + i64::from(utc_offset_h) * 3600).rem_euclid(86_400) / 60
 }
 
 fn hhmm(minute_of_day: i64) -> String {
     let m = minute_of_day.rem_euclid(24 * 60);
     format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+/// The UTC offset of the simulated homes by default: Asia/Shanghai.
+pub const SHANGHAI_UTC_OFFSET_H: i32 = 8;
+
+/// The IANA name of the timezone the homes are registered in, for an
+/// offset of whole hours from UTC: Asia/Shanghai for +8, otherwise the
+/// `Etc/GMT` zone (whose sign is the POSIX one, inverted: UTC+3 is
+/// `Etc/GMT-3`).
+pub fn timezone_name(utc_offset_h: i32) -> String {
+    match utc_offset_h {
+        SHANGHAI_UTC_OFFSET_H => "Asia/Shanghai".into(),
+        0 => "Etc/GMT".into(),
+        h if h > 0 => format!("Etc/GMT-{h}"),
+        h => format!("Etc/GMT+{}", -h),
+    }
+}
+
+/// The UTC offset (whole hours, -12..=+14, the range of `Etc/GMT` zones)
+/// at which `at_ms` falls in local hour `hour`.
+pub fn utc_offset_for_local_hour(at_ms: i64, hour: u32) -> i32 {
+    let utc_hour = at_ms.div_euclid(3_600_000).rem_euclid(24) as i32;
+    let off = (hour as i32 - utc_hour).rem_euclid(24);
+    if off > 14 { off - 24 } else { off }
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +157,10 @@ pub struct Home {
     pub gateway: Option<SimDevice>,
     /// Heartbeat interval of every device of the home, seconds.
     pub heartbeat_s: u32,
+    /// The home's local time, whole hours from UTC: the registry's
+    /// timezone ([`timezone_name`]), and the clock the resident's day
+    /// ([`life`]) and the night window follow.
+    pub utc_offset_h: i32,
 }
 
 impl Home {
@@ -228,6 +257,17 @@ impl Inject {
         }
     }
 
+    /// Its alert comes from a rule that infers from absence (out of bed
+    /// too long, inactivity): judged at the newest time any device of the
+    /// home was heard from, so raised at the home's first message at or
+    /// after the deadline.
+    pub fn infers_from_absence(self) -> bool {
+        matches!(
+            self,
+            Inject::OutOfBed | Inject::BathroomFall | Inject::Inactivity
+        )
+    }
+
     /// The alert the episode must raise.
     pub fn alert_kind(self) -> AlertKind {
         match self {
@@ -289,13 +329,13 @@ impl std::fmt::Display for Inject {
 pub fn stage(home: &mut Home, what: Inject, at_ms: i64) {
     match what {
         Inject::OutOfBed | Inject::BathroomFall | Inject::NoBreathing => {
-            home.night = Night::covering(at_ms)
+            home.night = Night::covering(at_ms, home.utc_offset_h)
         }
         Inject::Inactivity | Inject::Fall | Inject::FallUp => {
-            home.night = Night::not_covering(at_ms)
+            home.night = Night::not_covering(at_ms, home.utc_offset_h)
         }
         Inject::Wandering => {
-            home.night = Night::began_before(at_ms, 3);
+            home.night = Night::began_before(at_ms, home.utc_offset_h, 3);
             if !home.flags.contains(&"dementia") {
                 home.flags.push("dementia");
             }
@@ -334,6 +374,7 @@ pub fn homes(count: usize, seed: u64) -> Vec<Home> {
             safe_radius_m: SAFE_RADIUS_M,
             gateway: None,
             heartbeat_s: DEFAULT_HEARTBEAT_S,
+            utc_offset_h: SHANGHAI_UTC_OFFSET_H,
         })
         .collect()
 }
@@ -362,10 +403,10 @@ pub fn registry_csv(homes: &[Home]) -> (String, String) {
     );
     let mut devices = String::from("device_id,kind,elder_id,room,heartbeat_s,secret\n");
     for h in homes {
-        // Night windows are computed in Shanghai time: say so rather than
-        // rely on the importer's default.
+        // Night windows are computed in the home's local time: say which
+        // rather than rely on the importer's default.
         elders.push_str(&format!(
-            "{},Resident {},Demo District,Community {},{:.6},{:.6},{:.0},{},Asia/Shanghai,{},{}\n",
+            "{},Resident {},Demo District,Community {},{:.6},{:.6},{:.0},{},{},{},{}\n",
             h.elder_id,
             h.index,
             (h.index - 1) / 10 + 1,
@@ -373,6 +414,7 @@ pub fn registry_csv(homes: &[Home]) -> (String, String) {
             h.location.1,
             h.safe_radius_m,
             h.flags.join(";"),
+            timezone_name(h.utc_offset_h),
             h.night.start,
             h.night.end,
         ));
@@ -385,4 +427,68 @@ pub fn registry_csv(homes: &[Home]) -> (String, String) {
         }
     }
     (elders, devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-23 16:00 UTC: 00:00 in Shanghai.
+    const AT: i64 = 1_795_363_200_000;
+
+    #[test]
+    fn timezones_by_offset() {
+        assert_eq!(timezone_name(8), "Asia/Shanghai");
+        assert_eq!(timezone_name(0), "Etc/GMT");
+        assert_eq!(timezone_name(3), "Etc/GMT-3");
+        assert_eq!(timezone_name(-5), "Etc/GMT+5");
+    }
+
+    #[test]
+    fn the_offset_that_puts_a_moment_in_a_local_hour() {
+        // 16:00 UTC (and 16:59).
+        for at in [AT, AT + 59 * 60_000] {
+            assert_eq!(utc_offset_for_local_hour(at, 16), 0);
+            assert_eq!(utc_offset_for_local_hour(at, 10), -6);
+            assert_eq!(utc_offset_for_local_hour(at, 2), 10);
+            assert_eq!(utc_offset_for_local_hour(at, 0), 8);
+            assert_eq!(utc_offset_for_local_hour(at, 5), 13);
+            // 06:00 is 14 hours ahead or 10 behind: ahead, as far as the
+            // easternmost zone (UTC+14) goes.
+            assert_eq!(utc_offset_for_local_hour(at, 6), 14);
+            assert_eq!(utc_offset_for_local_hour(at, 3), 11);
+        }
+        for hour in 0..24 {
+            let off = utc_offset_for_local_hour(AT, hour);
+            assert!((-12..=14).contains(&off));
+            assert_eq!(
+                local_minute_of_day(AT / 1000, off),
+                i64::from(hour) * 60,
+                "hour {hour}"
+            );
+        }
+    }
+
+    #[test]
+    fn staged_nights_are_in_the_homes_local_time() {
+        let mut h = homes(1, 1).remove(0);
+        stage(&mut h, Inject::OutOfBed, AT);
+        assert_eq!(
+            (h.night.start.as_str(), h.night.end.as_str()),
+            ("23:00", "06:00")
+        );
+        h.utc_offset_h = -6;
+        stage(&mut h, Inject::OutOfBed, AT);
+        assert_eq!(
+            (h.night.start.as_str(), h.night.end.as_str()),
+            ("09:00", "16:00")
+        );
+        stage(&mut h, Inject::Inactivity, AT);
+        assert_eq!(
+            (h.night.start.as_str(), h.night.end.as_str()),
+            ("14:00", "22:00")
+        );
+        let (elders, _) = registry_csv(&[h]);
+        assert!(elders.contains(",Etc/GMT+6,14:00,22:00\n"), "{elders}");
+    }
 }

@@ -29,9 +29,6 @@ const MIN: i64 = 60 * S;
 const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
 
-/// Shanghai is UTC+8 all year; every simulated home is there.
-const TZ_OFFSET: i64 = 8 * HOUR;
-
 /// Rooms with a PIR sensor, in the order of a home's PIR devices.
 pub const ROOMS: [&str; 5] = ["bedroom", "bathroom", "living", "kitchen", "entrance"];
 
@@ -250,20 +247,21 @@ pub struct Truth {
     pub expected: AlertKind,
 }
 
-/// Shanghai local minute of the day.
-fn local_minute(t: i64) -> i64 {
-    (t + TZ_OFFSET).rem_euclid(DAY) / MIN
+/// Local minute of the day, `tz` milliseconds from UTC.
+fn local_minute(t: i64, tz: i64) -> i64 {
+    (t + tz).rem_euclid(DAY) / MIN
 }
 
-/// The latest instant `<= t` at local minute `m` of a day.
-fn last_at_minute(t: i64, m: i64) -> i64 {
-    let local = t + TZ_OFFSET;
+/// The latest instant `<= t` at local minute `m` of a day, `tz`
+/// milliseconds from UTC.
+fn last_at_minute(t: i64, m: i64, tz: i64) -> i64 {
+    let local = t + tz;
     let day_start = local - local.rem_euclid(DAY);
     let mut x = day_start + m * MIN;
     if x > local {
         x -= DAY;
     }
-    x - TZ_OFFSET
+    x - tz
 }
 
 fn parse_hhmm(s: &str) -> i64 {
@@ -316,6 +314,8 @@ pub struct HomeSim {
     rules: RuleConfig,
     night_start: i64,
     night_end: i64,
+    /// The home's UTC offset, milliseconds.
+    tz: i64,
     /// Resting heart rate, blood pressure baseline.
     hr_base: f64,
     sys_base: f64,
@@ -371,6 +371,7 @@ impl HomeSim {
             rules: rules.clone(),
             night_start: parse_hhmm(&home.night.start),
             night_end: parse_hhmm(&home.night.end),
+            tz: i64::from(home.utc_offset_h) * HOUR,
             hr_base: rng.random_range(60.0..72.0),
             sys_base: rng.random_range(115.0..135.0),
             walker: h % 10 < 7,
@@ -586,8 +587,8 @@ impl HomeSim {
         let h = |salt: u64, n: i64| mix(self.seed ^ salt ^ (n as u64).wrapping_mul(0x9e37));
         // The night that began most recently (its end follows it), and
         // the sleep in it.
-        let ns = last_at_minute(t, self.night_start);
-        let ne = last_at_minute(ns + DAY, self.night_end);
+        let ns = last_at_minute(t, self.night_start, self.tz);
+        let ne = last_at_minute(ns + DAY, self.night_end, self.tz);
         let night_no = ns.div_euclid(DAY);
         let bed = ns + (5 + (h(1, night_no) % 21) as i64) * MIN;
         let wake = ne + ((h(2, night_no) % 21) as i64) * MIN;
@@ -599,16 +600,16 @@ impl HomeSim {
         // Awake at home (or out), in slots of a few minutes.
         let slot_ms = (10 * MIN).min(self.lim.pir_gap_ms * 5).max(MIN);
         let slot = t.div_euclid(slot_ms);
-        let minute = local_minute(t);
+        let minute = local_minute(t, self.tz);
         // A walk a day, mid-morning or mid-afternoon.
         if self.walker && t >= wake {
-            let day_no = (t + TZ_OFFSET).div_euclid(DAY);
+            let day_no = (t + self.tz).div_euclid(DAY);
             let start_min = if h(3, day_no) % 2 == 0 {
                 9 * 60 + 30
             } else {
                 15 * 60 + 30
             };
-            let start = last_at_minute(t, start_min);
+            let start = last_at_minute(t, start_min, self.tz);
             let len = (self.lim.walk_ms).min((20 + (h(4, day_no) % 30) as i64) * MIN);
             let end = start + len;
             if t >= start && t < end && start >= wake && end <= next_bed && !self.busy(start, end) {
@@ -625,7 +626,7 @@ impl HomeSim {
         }
         // An after-lunch nap.
         if self.napper && (13 * 60 + 20..14 * 60).contains(&minute) {
-            let start = last_at_minute(t, 13 * 60 + 20);
+            let start = last_at_minute(t, 13 * 60 + 20, self.tz);
             if start >= wake && !self.busy(start, start + 40 * MIN) {
                 return Act::InBed;
             }
@@ -1037,7 +1038,7 @@ impl HomeSim {
     }
 
     fn vitals_body(&mut self, at: i64, act: Act) -> serde_json::Value {
-        let minute = local_minute(at) as f64;
+        let minute = local_minute(at, self.tz) as f64;
         // Lowest in the small hours, highest in the afternoon.
         let circadian = -(std::f64::consts::TAU * (minute - 4.0 * 60.0) / 1440.0).cos();
         let (delta, spread) = match act {
@@ -1084,15 +1085,21 @@ mod tests {
 
     #[test]
     fn local_time_helpers() {
-        // 2026-11-23 16:00 UTC is 00:00 in Shanghai.
+        // 2026-11-23 16:00 UTC is 00:00 in Shanghai, 11:00 at UTC-5.
         let midnight = 1_795_363_200_000;
-        assert_eq!(local_minute(midnight), 0);
-        assert_eq!(local_minute(midnight + 90 * MIN), 90);
-        assert_eq!(last_at_minute(midnight + 90 * MIN, 60), midnight + 60 * MIN);
+        let (shanghai, minus5) = (8 * HOUR, -5 * HOUR);
+        assert_eq!(local_minute(midnight, shanghai), 0);
+        assert_eq!(local_minute(midnight + 90 * MIN, shanghai), 90);
+        assert_eq!(local_minute(midnight, minus5), 11 * 60);
         assert_eq!(
-            last_at_minute(midnight + 30 * MIN, 60),
+            last_at_minute(midnight + 90 * MIN, 60, shanghai),
+            midnight + 60 * MIN
+        );
+        assert_eq!(
+            last_at_minute(midnight + 30 * MIN, 60, shanghai),
             midnight + 60 * MIN - DAY
         );
+        assert_eq!(last_at_minute(midnight, 10 * 60, minus5), midnight - HOUR);
         let home = (31.2, 121.4);
         for b in [0.0, 1.0, 4.0] {
             assert!((distance_m(home, offset_m(home, b, 600.0)) - 600.0).abs() < 1.0);

@@ -320,9 +320,31 @@ struct RunArgs {
     /// connects.
     #[arg(long, default_value_t = 128)]
     connect_concurrency: usize,
+    /// Place every home in the timezone (whole hours from UTC: an
+    /// `Etc/GMT` zone) where the run starts in this local hour, so a run
+    /// is in the elders' day (e.g. 10 or 15) or night (e.g. 2), whatever
+    /// the clock says; their routine, meals, walks and the registry's
+    /// night window (21:00-07:00) follow local time. Default: every home
+    /// in Asia/Shanghai.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..24))]
+    local_hour: Option<u32>,
+    /// The homes' UTC offset as the parent of --procs fixed it from
+    /// --local-hour, so every child places them alike.
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    utc_offset_h: Option<i32>,
     /// The part of the homes this process drives, as a child of --procs.
     #[arg(long, hide = true)]
     part: Option<Part>,
+}
+
+/// The homes' UTC offset: as fixed by the parent, or where the run
+/// starts in --local-hour, or Shanghai's.
+fn utc_offset_h(a: &RunArgs) -> i32 {
+    match (a.utc_offset_h, a.local_hour) {
+        (Some(off), _) => off,
+        (None, Some(hour)) => eldercare_sim::utc_offset_for_local_hour(drive::now_ms(), hour),
+        (None, None) => eldercare_sim::SHANGHAI_UTC_OFFSET_H,
+    }
 }
 
 fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
@@ -370,6 +392,10 @@ fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
     }
     let mut hs = homes(a.homes, a.seed);
     hs.retain(|h| mine.contains(&h.index));
+    let offset = utc_offset_h(&a);
+    for h in &mut hs {
+        h.utc_offset_h = offset;
+    }
     if a.gateway {
         eldercare_sim::with_gateways(&mut hs, a.seed);
     }
@@ -449,7 +475,16 @@ async fn run_procs(a: RunArgs, mode: Mode) -> anyhow::Result<()> {
         cfg.injections.len(),
         a.procs
     );
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if a.local_hour.is_some() && a.utc_offset_h.is_none() {
+        // Every child places the homes alike, even if the hour turns
+        // while they start.
+        let off = cfg
+            .homes
+            .first()
+            .map_or(utc_offset_h(&a), |h| h.utc_offset_h);
+        args.push(format!("--utc-offset-h={off}").into());
+    }
     let mut result = procs::run_children(&args, a.procs, !a.no_progress).await?;
     drive::strip_buckets(&mut result);
     drive::print_summary(&result);
@@ -539,8 +574,13 @@ async fn main() -> anyhow::Result<()> {
         cfg.result = None;
     }
     eprintln!(
-        "{} homes, {} episodes to inject",
+        "{} homes in {}, {} episodes to inject",
         cfg.homes.len(),
+        eldercare_sim::timezone_name(
+            cfg.homes
+                .first()
+                .map_or(eldercare_sim::SHANGHAI_UTC_OFFSET_H, |h| h.utc_offset_h)
+        ),
         cfg.injections.len()
     );
     let report = Report {
@@ -637,6 +677,27 @@ mod tests {
         // The same homes as a single process would have: same ids, secrets.
         let single = homes(10, 1);
         assert_eq!(cfg.homes[0].devices[0].secret, single[7].devices[0].secret);
+    }
+
+    #[test]
+    fn the_homes_local_hour() {
+        let at = |a: RunArgs| {
+            let (cfg, _) = config(a, Mode::Run).unwrap();
+            let off = cfg.homes[0].utc_offset_h;
+            assert!(cfg.homes.iter().all(|h| h.utc_offset_h == off));
+            off
+        };
+        assert_eq!(at(run_args(&["--homes", "3"]).unwrap()), 8, "Shanghai");
+        for hour in [2, 15] {
+            let off = at(run_args(&["--homes", "3", "--local-hour", &hour.to_string()]).unwrap());
+            let local = (drive::now_ms() / 3_600_000 + i64::from(off)).rem_euclid(24);
+            // (Unless the hour turned in between.)
+            assert!(local == hour || local == (hour + 1) % 24, "{hour}: {local}");
+        }
+        // A child of --procs takes the offset its parent fixed.
+        let child = run_args(&["--local-hour", "15", "--utc-offset-h=-5"]).unwrap();
+        assert_eq!(at(child), -5);
+        assert!(run_args(&["--local-hour", "24"]).is_err());
     }
 
     fn drift_args(extra: &[&str]) -> Result<DriftArgs, clap::Error> {
