@@ -13,13 +13,15 @@ use eldercare_model::{AlertKind, Body, EpochMs, Reading, Text};
 /// rest at once (marked late) rather than grow the state.
 const PENDING_KEPT: usize = 8;
 
-/// A late episode waiting for the end of the upload.
-#[derive(Debug, Clone)]
+/// A late episode waiting for the end of the upload. Kept in the engine
+/// snapshot: a restart during the wait must not lose it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Pending {
     pub(crate) trigger: Trigger,
     /// What the late data showed after it: the episode over, and how.
     pub(crate) over: Option<Text>,
-    /// Changes to it the late data showed (the person got up after a fall).
+    /// Changes to it the late data showed.
+    #[serde(default)]
     pub(crate) updates: Vec<Decision>,
 }
 
@@ -52,6 +54,14 @@ pub(crate) fn hold_late(
                 t.summary
                     .zh
                     .push_str(&format!("（由迟到 {} 的数据显示）", m.zh));
+                if !inferred(t.kind) {
+                    // What a device said outright (an SOS, a fall, a held
+                    // vital sign) is rung at once, marked late: an old SOS
+                    // still needs a call, and its cancel, if uploaded too,
+                    // resolves it as it would live.
+                    out.push(Decision::Raise(t));
+                    continue;
+                }
                 if e.pending.iter().any(|p| same(&p.trigger, &t)) {
                     // A second occurrence in the same upload: the first
                     // already stands for the episode.
@@ -135,6 +145,12 @@ pub(crate) fn flush(e: &mut ElderSlot, out: &mut Vec<Decision>) {
         }
     }
     e.seen.late_at = None;
+}
+
+/// Episodes inferred from absence: held until the upload is done, since
+/// the same upload may show them over.
+fn inferred(kind: AlertKind) -> bool {
+    matches!(kind, AlertKind::OutOfBedTooLong | AlertKind::Inactivity)
 }
 
 fn same(a: &Trigger, b: &Trigger) -> bool {

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::BLIND_KEPT;
 use crate::engine::Engine;
 use crate::hold::{Hold, Signal};
+use crate::late::Pending;
 use crate::rule::trend::Trends;
 use crate::state::{DeviceSlot, ElderSlot, FallState, Latest};
 
@@ -142,6 +143,15 @@ struct ElderState {
     /// a restart must not lose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trends: Option<Box<Trends>>,
+    /// The newest time the home showed evidence for, and when the latest
+    /// late reading arrived (`evidence.rs`).
+    #[serde(rename = "ev", default, skip_serializing_if = "Option::is_none")]
+    evidence_until: Option<EpochMs>,
+    #[serde(rename = "la", default, skip_serializing_if = "Option::is_none")]
+    late_at: Option<EpochMs>,
+    /// Late episodes waiting for their upload to end (`late.rs`).
+    #[serde(rename = "pe", default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<Pending>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,6 +341,9 @@ impl ElderState {
             geofence_raised: e.geofence_raised,
             home_offline: e.home_offline,
             trends: e.trends.clone(),
+            evidence_until: e.seen.until,
+            late_at: e.seen.late_at,
+            pending: e.pending.clone(),
         }
     }
 
@@ -376,6 +389,9 @@ impl ElderState {
         e.geofence_raised = self.geofence_raised;
         e.home_offline = self.home_offline;
         e.trends = self.trends.clone();
+        e.seen.until = self.evidence_until;
+        e.seen.late_at = self.late_at;
+        e.pending = self.pending.clone();
     }
 }
 
