@@ -279,13 +279,15 @@ impl Engine {
             return;
         };
         let (devices, elders) = (&mut self.devices, &mut self.elders);
+        let e = &mut elders[devices[d as usize].elder as usize];
+        let grace = i64::from(e.cfg.offline.grace_s) * 1000;
+        // Once per message: the longest the home may stay silent.
+        let silent_ms = evidence::longest_silence(e, devices, grace);
         let dev = &mut devices[d as usize];
-        let e = &mut elders[dev.elder as usize];
         let late = dev.last_ts.is_some_and(|t| r.ts_ms < t);
         if !late {
             dev.last_ts = Some(r.ts_ms);
         }
-        let grace = i64::from(e.cfg.offline.grace_s) * 1000;
         let late_ms = i64::from(e.cfg.late.after_s) * 1000;
         let arrived_late = now - r.ts_ms >= late_ms;
         let last_will = matches!(&r.body, Body::Status(s) if s.online == Some(false));
@@ -303,21 +305,15 @@ impl Engine {
                 // Readings of now: whatever was being uploaded is in.
                 late::flush(e, out);
             }
-            evidence::observe(e, devices, r.ts_ms, now, grace);
+            evidence::observe(e, r.ts_ms, now, silent_ms, grace);
         }
         let start = out.len();
         judge(e, &mut devices[d as usize], r, late, out);
         if !last_will {
-            let longest = e
-                .devices
-                .iter()
-                .map(|&d| devices[d as usize].heartbeat_ms)
-                .max()
-                .unwrap_or(0);
             let first = devices[e.devices[0] as usize].id.clone();
             trend::roll(e, &first, r.ts_ms.min(now), out);
             let cfg = e.cfg.clone();
-            trend::on_reading(e, r, longest + grace, &cfg);
+            trend::on_reading(e, r, silent_ms, &cfg);
         }
         if arrived_late {
             late::ended_by(e, r);

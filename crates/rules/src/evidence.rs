@@ -49,14 +49,14 @@ impl Evidence {
 }
 
 /// A device of the elder showed something at event time `ts`. A gap since
-/// the previous evidence longer than any device of the home may stay
-/// silent (its heartbeat and grace) was blind, and so is `settle_ms`
-/// after it.
+/// the previous evidence longer than `silent_ms` (the longest any device
+/// of the home may stay silent: its heartbeat and grace) was blind, and
+/// so is `settle_ms` after it.
 pub(crate) fn observe(
     e: &mut ElderSlot,
-    devices: &[DeviceSlot],
     ts: EpochMs,
     now: EpochMs,
+    silent_ms: i64,
     settle_ms: i64,
 ) {
     let ts = ts.min(now);
@@ -67,19 +67,24 @@ pub(crate) fn observe(
     if ts <= until {
         return;
     }
-    let longest = e
-        .devices
-        .iter()
-        .map(|&d| devices[d as usize].heartbeat_ms)
-        .max()
-        .unwrap_or(0);
-    if ts - until > longest + settle_ms {
+    if ts - until > silent_ms {
         if e.seen.blind.len() >= BLIND_KEPT {
             e.seen.blind.remove(0);
         }
         e.seen.blind.push((until, ts + settle_ms));
     }
     e.seen.until = Some(ts);
+}
+
+/// The longest any device of the elder may stay silent before it counts
+/// as offline: its heartbeat and the grace.
+pub(crate) fn longest_silence(e: &ElderSlot, devices: &[DeviceSlot], grace_ms: i64) -> i64 {
+    e.devices
+        .iter()
+        .map(|&d| devices[d as usize].heartbeat_ms)
+        .max()
+        .unwrap_or(0)
+        + grace_ms
 }
 
 /// Whether nothing can be heard from a device now: it is silent itself,
