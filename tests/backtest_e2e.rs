@@ -40,39 +40,6 @@ fn band_day(t0: i64, spike: i64, hr: u32, spike_s: i64) -> Vec<String> {
         .collect()
 }
 
-/// Publishes `lines` from device `dev` to `topic` with `mosquitto_pub -l`
-/// at QoS 1, one message a line, in order; it exits once they are sent.
-fn publish_lines(s: &Server, dev: &str, topic: &str, lines: &[String]) {
-    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", host, "-p", port, "-q", "1", "-u", dev])
-        .args(["-P", &format!("s-{dev}"), "-i", dev])
-        .args(["-t", &format!("eldercare/v1/{dev}/{topic}"), "-l"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub is required for this test: install mosquitto-clients");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-    }
-    let out = exited(child);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-/// The child's exit and output, within the deadline.
-fn exited(child: std::process::Child) -> Output {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    rx.recv_timeout(DEADLINE)
-        .expect("the command did not exit")
-        .unwrap()
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -133,9 +100,9 @@ async fn a_lower_pulse_threshold_shows_its_extra_alert_only_in_the_candidate() {
     let fall = vec![format!(
         r#"{{"ts": {fall_at}, "type": "fall", "confidence": 0.9}}"#
     )];
-    publish_lines(&s, "band-1", "vitals", &band1);
-    publish_lines(&s, "band-2", "vitals", &band2);
-    publish_lines(&s, "btn-1", "event", &fall);
+    mosquitto_pub_lines(&s, "band-1", "vitals", &band1);
+    mosquitto_pub_lines(&s, "band-2", "vitals", &band2);
+    mosquitto_pub_lines(&s, "btn-1", "event", &fall);
 
     // What the server raised with the default rules: E2's pulse and E1's
     // fall, and nothing for E1's 125 bpm.

@@ -31,7 +31,6 @@ mod support;
 use eldercare_proto::v1 as pb;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
 use support::*;
 
 const S: i64 = 1000;
@@ -430,43 +429,6 @@ fn night_server() -> Server {
     Server::spawn(dir, tokens)
 }
 
-/// Publishes `lines` from device `dev` to its `stream` with
-/// `mosquitto_pub -l` at QoS 1, one message a line, in order; it exits
-/// once they are all acknowledged.
-fn upload(s: &Server, dev: &str, stream: &str, lines: &[String]) {
-    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", host, "-p", port, "-q", "1", "-u", dev])
-        .args(["-P", &format!("s-{dev}"), "-i", dev])
-        .args(["-t", &format!("eldercare/v1/{dev}/{stream}"), "-l"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub is required for this test: install mosquitto-clients");
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-    }
-    let out = exited(child);
-    assert!(
-        out.status.success(),
-        "mosquitto_pub for {dev}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The child's exit and output, within the deadline.
-fn exited(child: std::process::Child) -> Output {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    rx.recv_timeout(DEADLINE)
-        .expect("mosquitto_pub did not exit")
-        .unwrap()
-}
-
 /// RFC 3339 in the elder's own offset, as a device with a local clock
 /// writes it.
 fn local_rfc3339(ms: i64) -> String {
@@ -498,20 +460,20 @@ fn motion_line(ts: i64, room: &str) -> String {
 /// time before the band's part was sent.
 fn upload_night(s: &Server, bathroom: Option<i64>, back: Option<i64>) -> (i64, i64) {
     let t0 = (now_ms() - 60 * MIN) / S * S;
-    upload(
+    mosquitto_pub_lines(
         s,
         "pir-1",
         "motion",
         &[motion_line(t0 - 35 * MIN, "bedroom")],
     );
-    upload(
+    mosquitto_pub_lines(
         s,
         "bed-1",
         "sleep",
         &[sleep_line(t0 - 30 * MIN, true), sleep_line(t0, false)],
     );
     if let Some(m) = bathroom {
-        upload(
+        mosquitto_pub_lines(
             s,
             "pir-1",
             "motion",
@@ -522,9 +484,9 @@ fn upload_night(s: &Server, bathroom: Option<i64>, back: Option<i64>) -> (i64, i
         .map(|i| format!(r#"{{"ts": {}, "hr": 70}}"#, t0 + i * MIN))
         .collect();
     let band_sent = now_ms();
-    upload(s, "band-1", "vitals", &band);
+    mosquitto_pub_lines(s, "band-1", "vitals", &band);
     if let Some(m) = back {
-        upload(s, "bed-1", "sleep", &[sleep_line(t0 + m * MIN, true)]);
+        mosquitto_pub_lines(s, "bed-1", "sleep", &[sleep_line(t0 + m * MIN, true)]);
     }
     (t0, band_sent)
 }

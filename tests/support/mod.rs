@@ -509,3 +509,41 @@ fn is_metric(line: &str, name: &str) -> bool {
     line.strip_prefix(name)
         .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
 }
+
+/// The child's exit and output, within the deadline.
+pub fn exited(child: std::process::Child) -> std::process::Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    rx.recv_timeout(DEADLINE)
+        .expect("the command did not exit")
+        .unwrap()
+}
+
+/// Publishes `lines` from device `dev` (secret `s-<dev>`) to its `stream`
+/// with the stock `mosquitto_pub -l` at QoS 1, one message a line, in
+/// order, as a gateway uploading what it kept would; returns once it has
+/// exited, every message acknowledged.
+pub fn mosquitto_pub_lines(s: &Server, dev: &str, stream: &str, lines: &[String]) {
+    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", host, "-p", port, "-q", "1", "-u", dev])
+        .args(["-P", &format!("s-{dev}"), "-i", dev])
+        .args(["-t", &format!("eldercare/v1/{dev}/{stream}"), "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub is required for this test: install mosquitto-clients");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    let out = exited(child);
+    assert!(
+        out.status.success(),
+        "mosquitto_pub for {dev}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
