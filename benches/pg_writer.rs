@@ -84,6 +84,8 @@ fn workload(n: usize) -> Vec<StoredReading> {
                         EventType::Fall
                     },
                     confidence: Some(0.93),
+                    carer: None,
+                    action: None,
                 });
             }
             reading.seq = Some(r as u64);
@@ -170,6 +172,8 @@ fn csv_line(out: &mut String, r: &StoredReading) {
                 EventType::Sos => 1,
                 EventType::Fall => 2,
                 EventType::SosCancel => 3,
+                EventType::Visit => 4,
+                EventType::CheckIn => 5,
             });
             row.confidence = e.confidence.map(|x| x as f32);
             5

@@ -91,6 +91,7 @@ async fn json_sos_and_protobuf_fall_reach_a_grpc_subscriber() {
         body: Some(pb::device_message::Body::Event(pb::Event {
             r#type: "fall".into(),
             confidence: Some(0.9),
+            ..Default::default()
         })),
     };
     publish(&btn2, "eldercare/v1/btn-2/event/pb", fall.encode_to_vec()).await;

@@ -687,6 +687,8 @@ impl DeskState {
                     resolved_at: recorded.then_some(now),
                     late_ms: t.late_ms,
                     recorded,
+                    visit: t.visit.clone(),
+                    route: t.route,
                 };
                 (AlertEventKind::Raised, a)
             }

@@ -27,8 +27,12 @@ fn sos_at(elder: &str, ts_ms: i64) -> Trigger {
             body: Body::Event(DeviceEvent {
                 kind: EventType::Sos,
                 confidence: None,
+                carer: None,
+                action: None,
             }),
         }],
+        visit: None,
+        route: None,
     }
 }
 

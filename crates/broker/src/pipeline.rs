@@ -516,7 +516,7 @@ impl Pipeline {
                 }
                 Err(e) => warn!(error = %e, device_id = %id, "Could not read a changed device."),
             },
-            RegistryChange::Many => self.refresh_registry().await,
+            RegistryChange::Many | RegistryChange::Visits => self.refresh_registry().await,
         }
         metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
         metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);

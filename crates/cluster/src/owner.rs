@@ -351,12 +351,15 @@ pub fn change_header(c: &RegistryChange) -> String {
         RegistryChange::Elder(id) => format!("elder:{id}"),
         RegistryChange::Device(id) => format!("device:{id}"),
         RegistryChange::Many => "many".into(),
+        RegistryChange::Visits => "visits".into(),
     }
 }
 
 fn parse_change(s: &str) -> Option<RegistryChange> {
-    if s == "many" {
-        return Some(RegistryChange::Many);
+    match s {
+        "many" => return Some(RegistryChange::Many),
+        "visits" => return Some(RegistryChange::Visits),
+        _ => {}
     }
     let (k, id) = s.split_once(':')?;
     match k {

@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod visit;
+pub use visit::{
+    Carer, Provider, SignKind, VisitAction, VisitFlag, VisitInfo, VisitPlan, VisitSign, plan_days,
+};
+
 /// Milliseconds since the Unix epoch. Event time when it comes from a
 /// device, server time when the backend stamps it.
 pub type EpochMs = i64;
@@ -159,6 +164,10 @@ pub enum EventType {
     Sos,
     Fall,
     SosCancel,
+    /// A carer's tag read at the home: `carer` and `action` (in or out).
+    Visit,
+    /// The elder pressed "I am well" (a wellbeing check-in).
+    CheckIn,
 }
 
 impl EventType {
@@ -167,6 +176,8 @@ impl EventType {
             "sos" => Some(EventType::Sos),
             "fall" => Some(EventType::Fall),
             "sos_cancel" => Some(EventType::SosCancel),
+            "visit" => Some(EventType::Visit),
+            "check_in" => Some(EventType::CheckIn),
             _ => None,
         }
     }
@@ -178,6 +189,12 @@ pub struct DeviceEvent {
     pub kind: EventType,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// For `visit`: the carer's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carer: Option<String>,
+    /// For `visit`: in or out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<VisitAction>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -251,6 +268,9 @@ pub struct Elder {
     pub night_end: String,
     pub contact_name: Option<String>,
     pub contact_phone: Option<String>,
+    /// Daily wellbeing check-in window, local `HH:MM-HH:MM`, for elders
+    /// who opted in: any sign of ordinary life in it counts.
+    pub check_in: Option<String>,
 }
 
 /// A registered device. The secret is kept only as a salted hash.
@@ -317,10 +337,19 @@ pub enum AlertKind {
     /// bathroom visits, less activity, faster breathing in bed): for care
     /// managers, never the hotline.
     Trend,
+    /// A carer's visit: recorded when the home's sensors bear it out,
+    /// open for the visit supervisor when flagged (see [`VisitInfo`]).
+    Visit,
+    /// No carer checked in by the end of a planned visit's window.
+    VisitMissed,
+    /// No sign of ordinary life in an elder's daily check-in window.
+    CheckInMissed,
+    /// A call to the elder after a visit, about the service.
+    FollowUp,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 15] = [
         AlertKind::Sos,
         AlertKind::Fall,
         AlertKind::VitalOutOfRange,
@@ -332,6 +361,10 @@ impl AlertKind {
         AlertKind::HomeOffline,
         AlertKind::LowBattery,
         AlertKind::Trend,
+        AlertKind::Visit,
+        AlertKind::VisitMissed,
+        AlertKind::CheckInMissed,
+        AlertKind::FollowUp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -347,6 +380,10 @@ impl AlertKind {
             AlertKind::HomeOffline => "home_offline",
             AlertKind::LowBattery => "low_battery",
             AlertKind::Trend => "trend",
+            AlertKind::Visit => "visit",
+            AlertKind::VisitMissed => "visit_missed",
+            AlertKind::CheckInMissed => "check_in_missed",
+            AlertKind::FollowUp => "follow_up",
         }
     }
 
@@ -366,6 +403,15 @@ impl AlertKind {
     /// home each have their own `low_battery` alert.
     pub fn is_per_device(self) -> bool {
         matches!(self, AlertKind::DeviceOffline | AlertKind::LowBattery)
+    }
+
+    /// Kinds about one visit (its id is the alert's `subject`): each visit
+    /// is its own alert, never folded into another.
+    pub fn is_per_visit(self) -> bool {
+        matches!(
+            self,
+            AlertKind::Visit | AlertKind::VisitMissed | AlertKind::FollowUp
+        )
     }
 }
 
@@ -491,17 +537,35 @@ pub struct Alert {
     /// resolved (outcome `recorded`), never on the hotline.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recorded: bool,
+    /// The visit a `visit`, `visit_missed` or `follow_up` alert is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit: Option<Box<VisitInfo>>,
+    /// Where the rule sent it, when not the kind's usual queue (a missed
+    /// visit to a frail elder living alone goes to the hotline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Queue>,
 }
 
 impl Alert {
-    /// Trends and recorded alerts go to the care managers' queue;
-    /// maintenance alerts and muted alerts to the operations queue;
+    /// Visit records to the visit supervisors and follow-up calls to their
+    /// own queue; trends and recorded alerts to the care managers;
+    /// maintenance alerts and muted alerts to the operations queue; a
+    /// missed visit to its provider unless routed to the hotline;
     /// everything else to the hotline.
     pub fn queue(&self) -> Queue {
+        match self.kind {
+            AlertKind::Visit => return Queue::Supervision,
+            AlertKind::FollowUp => return Queue::FollowUp,
+            _ => {}
+        }
         if self.kind == AlertKind::Trend || self.recorded {
             Queue::Care
         } else if self.muted || self.kind.is_maintenance() {
             Queue::Operations
+        } else if let Some(q) = self.route {
+            q
+        } else if self.kind == AlertKind::VisitMissed {
+            Queue::Provider
         } else {
             Queue::Hotline
         }
@@ -516,21 +580,42 @@ pub enum Queue {
     Operations,
     /// Care managers: trends, and episodes known only after they were over.
     Care,
+    /// The service provider whose carer missed a visit.
+    Provider,
+    /// The visit supervisor: every visit, the flagged ones open.
+    Supervision,
+    /// Follow-up calls to elders after a visit.
+    FollowUp,
 }
 
 impl Queue {
+    pub const ALL: [Queue; 6] = [
+        Queue::Hotline,
+        Queue::Operations,
+        Queue::Care,
+        Queue::Provider,
+        Queue::Supervision,
+        Queue::FollowUp,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Queue::Hotline => "hotline",
             Queue::Operations => "operations",
             Queue::Care => "care",
+            Queue::Provider => "provider",
+            Queue::Supervision => "supervision",
+            Queue::FollowUp => "follow_up",
         }
     }
 
     pub fn parse(s: &str) -> Option<Queue> {
-        [Queue::Hotline, Queue::Operations, Queue::Care]
-            .into_iter()
-            .find(|q| q.as_str() == s)
+        Queue::ALL.into_iter().find(|q| q.as_str() == s)
+    }
+
+    /// Queues whose alerts are never escalated: no one's life waits on them.
+    pub fn escalates(self) -> bool {
+        matches!(self, Queue::Hotline | Queue::Operations)
     }
 }
 
@@ -583,16 +668,33 @@ pub enum Outcome {
     Cleared,
     /// Recorded, not raised (see [`Alert::recorded`]).
     Recorded,
+    /// Follow-up call: the elder is satisfied with the visit.
+    Satisfied,
+    /// Follow-up call: the elder complained about the visit.
+    Complaint,
+    /// Follow-up call: nobody answered.
+    NoAnswer,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::FalseAlarm,
         Outcome::HandledByPhone,
         Outcome::ResponderOnSite,
         Outcome::SentToHospital,
         Outcome::Cleared,
+        Outcome::Satisfied,
+        Outcome::Complaint,
+        Outcome::NoAnswer,
     ];
+
+    /// The outcomes of a follow-up call, and only of one.
+    pub fn is_follow_up(self) -> bool {
+        matches!(
+            self,
+            Outcome::Satisfied | Outcome::Complaint | Outcome::NoAnswer
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -602,6 +704,9 @@ impl Outcome {
             Outcome::SentToHospital => "sent_to_hospital",
             Outcome::Cleared => "cleared",
             Outcome::Recorded => "recorded",
+            Outcome::Satisfied => "satisfied",
+            Outcome::Complaint => "complaint",
+            Outcome::NoAnswer => "no_answer",
         }
     }
 
@@ -738,4 +843,6 @@ pub enum RegistryChange {
     Device(String),
     /// Many entries changed at once (a bulk import): reload what changed.
     Many,
+    /// Providers, carers or visit plans changed: reload them.
+    Visits,
 }

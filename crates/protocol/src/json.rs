@@ -3,8 +3,11 @@
 //! unknown fields are ignored, as the protocol only ever adds fields.
 use crate::{Refusal, validate};
 use eldercare_model::{
-    Body, DeviceEvent, EventType, Location, Motion, Reading, Sleep, Status, Stream, Vitals,
+    Body, DeviceEvent, EventType, Location, Motion, Reading, Sleep, Status, Stream, VisitAction,
+    Vitals,
 };
+
+pub(crate) const EVENT_TYPES: &str = "must be sos, fall, sos_cancel, visit or check_in";
 use serde_json::{Map, Value};
 
 /// `now_ms` stamps a `status` message that carries no `ts`: a last will
@@ -60,11 +63,18 @@ pub(crate) fn decode(
         }),
         Stream::Event => {
             let t = string(&m, "type")?.ok_or_else(|| missing("type"))?;
-            let kind = EventType::parse(&t)
-                .ok_or_else(|| invalid("type", "must be sos, fall or sos_cancel"))?;
+            let kind = EventType::parse(&t).ok_or_else(|| invalid("type", EVENT_TYPES))?;
+            let action = match string(&m, "action")? {
+                None => None,
+                Some(a) => Some(
+                    VisitAction::parse(&a).ok_or_else(|| invalid("action", "must be in or out"))?,
+                ),
+            };
             Body::Event(DeviceEvent {
                 kind,
                 confidence: num(&m, "confidence")?,
+                carer: string(&m, "carer")?,
+                action,
             })
         }
         Stream::Status => Body::Status(Status {

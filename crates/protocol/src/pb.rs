@@ -52,9 +52,19 @@ pub(crate) fn decode(
             Body::Event(DeviceEvent {
                 kind: EventType::parse(&e.r#type).ok_or_else(|| Refusal::InvalidField {
                     field: "type".into(),
-                    detail: "must be sos, fall or sos_cancel".into(),
+                    detail: crate::json::EVENT_TYPES.into(),
                 })?,
                 confidence: e.confidence,
+                carer: e.carer,
+                action: match e.action.as_deref() {
+                    None => None,
+                    Some(a) => Some(eldercare_model::VisitAction::parse(a).ok_or_else(|| {
+                        Refusal::InvalidField {
+                            field: "action".into(),
+                            detail: "must be in or out".into(),
+                        }
+                    })?),
+                },
             })
         }
         device_message::Body::Status(s) => Body::Status(Status {

@@ -175,6 +175,7 @@ fn protobuf_topic_and_content_type() {
         body: Some(device_message::Body::Event(Event {
             r#type: "fall".into(),
             confidence: Some(0.9),
+            ..Default::default()
         })),
     };
     let bytes = msg.encode_to_vec();
@@ -312,6 +313,7 @@ fn control_characters_in_text_are_refused_in_protobuf() {
         body: Some(device_message::Body::Event(Event {
             r#type: "fall\0".into(),
             confidence: None,
+            ..Default::default()
         })),
     };
     assert_eq!(

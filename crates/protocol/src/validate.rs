@@ -117,6 +117,36 @@ pub(crate) fn text(field: &str, value: &str) -> Result<(), Refusal> {
     }
 }
 
+/// A `visit` event names its carer (1 to 64 characters of the device id
+/// alphabet) and whether they came in or went out; no other event does.
+fn visit(e: &eldercare_model::DeviceEvent) -> Result<(), Refusal> {
+    use eldercare_model::EventType;
+    if e.kind != EventType::Visit {
+        return Ok(());
+    }
+    let carer = e
+        .carer
+        .as_deref()
+        .ok_or_else(|| Refusal::MissingField("carer".into()))?;
+    text("carer", carer)?;
+    let n = carer.chars().count();
+    if n == 0
+        || n > 64
+        || !carer
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Refusal::InvalidField {
+            field: "carer".into(),
+            detail: "must be 1 to 64 characters of A-Z a-z 0-9 _ -".into(),
+        });
+    }
+    if e.action.is_none() {
+        return Err(Refusal::MissingField("action".into()));
+    }
+    Ok(())
+}
+
 /// Checks every field of a decoded reading, whichever encoding it came in.
 pub(crate) fn reading(r: &Reading) -> Result<(), Refusal> {
     match &r.body {
@@ -168,7 +198,10 @@ pub(crate) fn reading(r: &Reading) -> Result<(), Refusal> {
             check("lon", l.lon)?;
             opt("accuracy_m", l.accuracy_m)?;
         }
-        Body::Event(e) => opt("confidence", e.confidence)?,
+        Body::Event(e) => {
+            opt("confidence", e.confidence)?;
+            visit(e)?;
+        }
         Body::Status(s) => {
             opt("battery_pct", s.battery_pct)?;
             if let Some(fw) = &s.fw {

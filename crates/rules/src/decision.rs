@@ -2,7 +2,7 @@
 
 use crate::snapshot;
 use crate::state::ElderSlot;
-use eldercare_model::{AlertKind, EpochMs, Reading, Severity, Text};
+use eldercare_model::{AlertKind, EpochMs, Queue, Reading, Severity, Text, VisitInfo};
 
 /// A rule's decision that an alert should be raised, or folded into the
 /// open alert of the same kind for the same elder (and device, for
@@ -34,6 +34,12 @@ pub struct Trigger {
     /// Recorded for the care managers instead of raised, and why.
     #[serde(default)]
     pub record: Option<Record>,
+    /// The visit it is about (`visit`, `visit_missed`, `follow_up`).
+    #[serde(default)]
+    pub visit: Option<Box<VisitInfo>>,
+    /// Where it goes when not the kind's usual queue.
+    #[serde(default)]
+    pub route: Option<Queue>,
 }
 
 /// Why a trigger is recorded (born resolved, on the care queue) rather
@@ -148,6 +154,8 @@ pub(crate) fn trigger(
         score: None,
         factors: Vec::new(),
         late_ms: None,
+        visit: None,
+        route: None,
         record: None,
     }
 }
@@ -173,6 +181,8 @@ pub(crate) fn timer_trigger(
         score: None,
         factors: Vec::new(),
         late_ms: None,
+        visit: None,
+        route: None,
         record: None,
     }
 }

@@ -418,6 +418,7 @@ fn judge(
                     fall(e, r, ev.confidence, &cfg, out);
                 }
             }
+            EventType::Visit | EventType::CheckIn => {}
         },
         Body::Vitals(v) => {
             let vals = [

@@ -132,7 +132,12 @@ fn north(m: f64) -> Body {
 }
 
 fn event(kind: EventType, confidence: Option<f64>) -> Body {
-    Body::Event(DeviceEvent { kind, confidence })
+    Body::Event(DeviceEvent {
+        kind,
+        confidence,
+        carer: None,
+        action: None,
+    })
 }
 
 /// Every device of the registry reporting its status.

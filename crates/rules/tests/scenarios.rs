@@ -119,7 +119,12 @@ fn motion(room: &str) -> Body {
 }
 
 fn event(kind: EventType, confidence: Option<f64>) -> Body {
-    Body::Event(DeviceEvent { kind, confidence })
+    Body::Event(DeviceEvent {
+        kind,
+        confidence,
+        carer: None,
+        action: None,
+    })
 }
 
 /// A fix `m` metres north of home.

@@ -242,6 +242,7 @@ pub fn elder_from_row(row: &Row) -> Result<Elder, String> {
         night_end: hhmm(row, "night_end", "07:00")?,
         contact_name: row.get("contact_name").cloned(),
         contact_phone: row.get("contact_phone").cloned(),
+        check_in: None,
     })
 }
 

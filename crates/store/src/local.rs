@@ -93,6 +93,7 @@ impl LocalElder {
             night_end: self.night_end.clone(),
             contact_name: self.contact_name.clone(),
             contact_phone: self.contact_phone.clone(),
+            check_in: None,
         }
     }
 }

@@ -1701,6 +1701,8 @@ mod tests {
             resolved_at: None,
             late_ms: None,
             recorded: false,
+            visit: None,
+            route: None,
         }
     }
 

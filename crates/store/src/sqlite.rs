@@ -108,6 +108,7 @@ fn elder_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Elder> {
         night_end: r.try_get("night_end")?,
         contact_name: r.try_get("contact_name")?,
         contact_phone: r.try_get("contact_phone")?,
+        check_in: None,
     })
 }
 
@@ -783,6 +784,8 @@ mod tests {
             resolved_at: None,
             late_ms: None,
             recorded: false,
+            visit: None,
+            route: None,
         }
     }
 

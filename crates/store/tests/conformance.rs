@@ -96,6 +96,7 @@ fn full_elder(id: &str) -> Elder {
         night_end: "06:45".into(),
         contact_name: Some("Li Wei".into()),
         contact_phone: Some("+86 139 0000 0000".into()),
+        check_in: None,
     }
 }
 
@@ -394,14 +395,20 @@ async fn readings_keep_every_field_of_every_stream(b: Backend) {
         Body::Event(DeviceEvent {
             kind: EventType::Sos,
             confidence: None,
+            carer: None,
+            action: None,
         }),
         Body::Event(DeviceEvent {
             kind: EventType::Fall,
             confidence: Some(0.93),
+            carer: None,
+            action: None,
         }),
         Body::Event(DeviceEvent {
             kind: EventType::SosCancel,
             confidence: Some(1.0),
+            carer: None,
+            action: None,
         }),
         Body::Status(Status {
             online: Some(true),
@@ -619,6 +626,8 @@ async fn readings_filter_by_subject_stream_and_range(b: Backend) {
             3 => Body::Event(DeviceEvent {
                 kind: EventType::Fall,
                 confidence: Some(0.5),
+                carer: None,
+                action: None,
             }),
             _ => Body::Sleep(Sleep {
                 in_bed: true,
@@ -1253,6 +1262,8 @@ async fn latest_readings_are_the_newest_whether_recent_or_long_ago(b: Backend) {
     let sos = Body::Event(DeviceEvent {
         kind: EventType::Sos,
         confidence: None,
+        carer: None,
+        action: None,
     });
     s.insert_readings(&[
         // Reporting now, with history.

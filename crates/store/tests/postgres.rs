@@ -424,6 +424,8 @@ async fn large_batches_by_copy_store_what_small_batches_store() {
                 4 => Body::Event(DeviceEvent {
                     kind: [EventType::Sos, EventType::Fall, EventType::SosCancel][i % 3],
                     confidence: Some(0.93),
+                    carer: None,
+                    action: None,
                 }),
                 5 => Body::Status(Status {
                     online: Some(false),

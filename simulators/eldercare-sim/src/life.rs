@@ -221,6 +221,7 @@ impl Payload {
                     eldercare_proto::v1::Event {
                         r#type: "fall".into(),
                         confidence: Some(*confidence),
+                        ..Default::default()
                     },
                 )),
             }

@@ -257,6 +257,8 @@ mod tests {
             body: Body::Event(DeviceEvent {
                 kind: EventType::Fall,
                 confidence: Some(0.9),
+                carer: None,
+                action: None,
             }),
         }
     }

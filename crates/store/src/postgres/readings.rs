@@ -38,13 +38,21 @@ fn event_code(e: EventType) -> i16 {
         EventType::Sos => 1,
         EventType::Fall => 2,
         EventType::SosCancel => 3,
+        EventType::Visit => 4,
+        EventType::CheckIn => 5,
     }
 }
 
 fn event_of(code: i16) -> Option<EventType> {
-    [EventType::Sos, EventType::Fall, EventType::SosCancel]
-        .into_iter()
-        .find(|e| event_code(*e) == code)
+    [
+        EventType::Sos,
+        EventType::Fall,
+        EventType::SosCancel,
+        EventType::Visit,
+        EventType::CheckIn,
+    ]
+    .into_iter()
+    .find(|e| event_code(*e) == code)
 }
 
 /// How far back the latest readings are looked for first: devices report
@@ -383,6 +391,8 @@ fn body_from_row(stream: Stream, r: &PgRow) -> Result<Body> {
             Body::Event(DeviceEvent {
                 kind: code.and_then(event_of).ok_or_else(|| missing("type"))?,
                 confidence: widen(r.try_get("confidence")?),
+                carer: None,
+                action: None,
             })
         }
         Stream::Status => Body::Status(Status {

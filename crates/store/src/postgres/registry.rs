@@ -41,6 +41,7 @@ pub(super) fn elder_from_row(r: &PgRow) -> Result<Elder> {
         night_end: r.try_get("night_end")?,
         contact_name: r.try_get("contact_name")?,
         contact_phone: r.try_get("contact_phone")?,
+        check_in: None,
     })
 }
 

@@ -1,6 +1,6 @@
 use crate::{DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, Result};
 use async_trait::async_trait;
-use eldercare_model::{Device, Elder, EpochMs};
+use eldercare_model::{Carer, Device, Elder, EpochMs, Provider, VisitPlan};
 
 /// The registry: elders and the devices that watch them, with the
 /// devices' secret hashes. Read by the MQTT guard (a device's secret),
@@ -49,4 +49,46 @@ pub trait Registry: Send + Sync + 'static {
     async fn delete_device(&self, device_id: &str) -> Result<bool>;
     /// Devices in id order, filtered and paged.
     async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>>;
+
+    // Carers' visits (docs/visits.md): providers, their carers, and each
+    // elder's visit plans. Listings are whole: there are few of them.
+
+    /// Inserts or updates a provider; `true` when it was new.
+    async fn upsert_provider(&self, p: &Provider) -> Result<bool> {
+        let _ = p;
+        Err(crate::StoreError::Unavailable("providers"))
+    }
+    /// Deletes a provider; `false` when there was none. Refused while
+    /// carers or plans still name it.
+    async fn delete_provider(&self, provider_id: &str) -> Result<bool> {
+        let _ = provider_id;
+        Err(crate::StoreError::Unavailable("providers"))
+    }
+    async fn list_providers(&self) -> Result<Vec<Provider>> {
+        Err(crate::StoreError::Unavailable("providers"))
+    }
+    /// Inserts or updates a carer; `true` when it was new.
+    async fn upsert_carer(&self, c: &Carer) -> Result<bool> {
+        let _ = c;
+        Err(crate::StoreError::Unavailable("carers"))
+    }
+    async fn delete_carer(&self, carer_id: &str) -> Result<bool> {
+        let _ = carer_id;
+        Err(crate::StoreError::Unavailable("carers"))
+    }
+    async fn list_carers(&self) -> Result<Vec<Carer>> {
+        Err(crate::StoreError::Unavailable("carers"))
+    }
+    /// Inserts or updates a visit plan; `true` when it was new.
+    async fn upsert_visit_plan(&self, p: &VisitPlan) -> Result<bool> {
+        let _ = p;
+        Err(crate::StoreError::Unavailable("visit plans"))
+    }
+    async fn delete_visit_plan(&self, plan_id: &str) -> Result<bool> {
+        let _ = plan_id;
+        Err(crate::StoreError::Unavailable("visit plans"))
+    }
+    async fn list_visit_plans(&self) -> Result<Vec<VisitPlan>> {
+        Err(crate::StoreError::Unavailable("visit plans"))
+    }
 }

@@ -34,6 +34,8 @@ pub fn alert(id: &str) -> Alert {
         resolved_at: None,
         late_ms: None,
         recorded: false,
+        visit: None,
+        route: None,
     }
 }
 
