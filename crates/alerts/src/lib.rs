@@ -954,8 +954,9 @@ impl DeskState {
             .open
             .values()
             .filter(|a| a.state == AlertState::Open && !a.muted)
-            // Care managers work their queue by day; nobody is paged.
-            .filter(|a| a.queue() != Queue::Care)
+            // Care managers, providers, visit supervisors and follow-up
+            // calls work their queues by day; nobody is paged.
+            .filter(|a| a.queue().escalates())
             .filter_map(|a| {
                 let d = self.escalation.deadline_ms(a.severity)?;
                 let passed = u32::try_from((now - a.detected_at) / d).unwrap_or(u32::MAX);

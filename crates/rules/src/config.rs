@@ -316,6 +316,55 @@ impl Default for LateRules {
     }
 }
 
+/// Carers' visits and daily wellbeing check-ins (`rule/visit.rs`,
+/// `rule/check_in.rs`; docs/visits.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisitRules {
+    /// A check-in this long before a plan's window opens counts for it.
+    pub early_s: u32,
+    /// A check-in up to this long after the window closed is a late
+    /// visit (and resolves the `visit_missed` raised at the close).
+    pub late_max_s: u32,
+    /// A visit shorter than this share of the plan's length is short.
+    pub short_pct: u32,
+    /// Motion at the entrance this close to a check-in or check-out
+    /// bears the visit out; signs are gathered this long after check-out.
+    pub margin_s: u32,
+    /// A visit not checked out is closed as `no_check_out` after this
+    /// long, or three times the plan's length if that is longer.
+    pub max_visit_s: u32,
+    /// A sign of ordinary life this recent shows an elder well when a
+    /// visit is missed (otherwise, for an elder who lives alone or is
+    /// frail, the missed visit goes to the hotline).
+    pub well_within_s: u32,
+    /// Rooms whose motion sensor watches the door.
+    pub entrance_rooms: Vec<String>,
+    /// Rooms where the bed is: motion there while the elder is in bed may
+    /// be the elder's own.
+    pub bedroom_rooms: Vec<String>,
+    /// Raise a follow-up call after every visit with a check-in and out.
+    pub follow_up: bool,
+}
+
+impl Default for VisitRules {
+    fn default() -> Self {
+        VisitRules {
+            early_s: 1800,
+            late_max_s: 3 * 3600,
+            short_pct: 50,
+            margin_s: 300,
+            max_visit_s: 4 * 3600,
+            well_within_s: 2 * 3600,
+            entrance_rooms: ["entrance", "hall", "door", "doorway"]
+                .map(String::from)
+                .to_vec(),
+            bedroom_rooms: vec!["bedroom".into()],
+            follow_up: true,
+        }
+    }
+}
+
 /// One trend: a daily figure of the elder's compared with their own usual
 /// range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -411,6 +460,7 @@ pub struct RuleConfig {
     pub battery: BatteryRules,
     pub late: LateRules,
     pub trends: TrendRules,
+    pub visits: VisitRules,
 }
 
 impl RuleConfig {
@@ -509,6 +559,12 @@ impl RuleConfig {
                 k("trends.k"),
                 "k must be at least 0, h above 0 and max_unseen between 0.0 and 1.0",
             ));
+        }
+        if self.visits.short_pct > 100 {
+            return Err(invalid(k("visits.short_pct"), "must be at most 100"));
+        }
+        if self.visits.max_visit_s == 0 {
+            return Err(invalid(k("visits.max_visit_s"), "must be greater than 0"));
         }
         if self.late.after_s == 0 {
             return Err(invalid(k("late.after_s"), "must be greater than 0"));

@@ -50,6 +50,8 @@ pub enum Record {
     OverInLateData(Text),
     /// The trend rule runs in shadow mode.
     Shadow,
+    /// A carer's visit the home's sensors bear out: nothing to flag.
+    Visit,
 }
 
 impl Record {
@@ -60,6 +62,10 @@ impl Record {
             Record::Shadow => Text::new(
                 "Trend rule in shadow mode: recorded, not raised",
                 "趋势规则处于观察模式：仅记录，不告警",
+            ),
+            Record::Visit => Text::new(
+                "Visit borne out by the home's sensors: recorded",
+                "上门服务经家中传感器佐证：已记录",
             ),
         }
     }

@@ -8,7 +8,7 @@ use crate::decision::trigger;
 use crate::evidence::Evidence;
 use crate::hold::{Holds, Level, Signal};
 use crate::local::LocalClock;
-use crate::profile::{DeviceProfile, ElderProfile};
+use crate::profile::{DeviceProfile, ElderProfile, PlanProfile};
 use crate::rule::{
     battery::battery,
     fall::{fall, moved_after_fall},
@@ -24,7 +24,7 @@ use crate::rule::{
 };
 use crate::state::{DeviceSlot, ElderSlot, Latest};
 use crate::{evidence, late};
-use eldercare_model::{AlertKind, Body, EpochMs, EventType, Reading, Severity, Text};
+use eldercare_model::{AlertKind, Body, EpochMs, EventType, Reading, Severity, Text, VisitAction};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -42,6 +42,8 @@ pub struct Engine {
     /// Engine-time stretches the engine could not see (the server was down),
     /// oldest first: the inactivity rule does not count them.
     pub(crate) blind: Vec<(EpochMs, EpochMs)>,
+    /// Each carer's provider (from the registry).
+    pub(crate) carers: FxHashMap<Arc<str>, Arc<str>>,
 }
 
 impl Engine {
@@ -96,6 +98,11 @@ impl Engine {
             e.home = p.home;
             e.safe_radius_m = p.safe_radius_m;
             e.dementia = p.dementia;
+            e.alone_or_frail = p.alone_or_frail;
+            e.check_in = p.check_in;
+            if p.check_in.is_some() {
+                crate::rule::visit::state(e);
+            }
             e.cfg = cfg;
             e.due = e.due.min(now);
             e.seen.due = EpochMs::MIN;
@@ -140,10 +147,64 @@ impl Engine {
             },
             pending: Vec::new(),
             trends: None,
+            alone_or_frail: p.alone_or_frail,
+            check_in: p.check_in,
+            visits: p.check_in.map(|_| Box::default()),
         };
         let i = u32::try_from(self.elders.len()).unwrap_or(u32::MAX);
         self.elders.push(slot);
         self.elder_ix.insert(id, i);
+    }
+
+    /// An elder's visit plans, as the registry holds them now. A plan
+    /// known before keeps what was judged of it; a new one is judged from
+    /// `now` on.
+    pub fn set_visit_plans(&mut self, elder_id: &str, plans: Vec<PlanProfile>, now: EpochMs) {
+        self.seen = self.seen.max(now);
+        let Some(&i) = self.elder_ix.get(elder_id) else {
+            return;
+        };
+        let e = &mut self.elders[i as usize];
+        if plans.is_empty() && e.visits.is_none() {
+            return;
+        }
+        crate::rule::visit::state(e).set_plans(plans, now);
+        e.due = e.due.min(now);
+    }
+
+    /// Every carer and their provider, as the registry holds them now.
+    pub fn set_carers<'a>(&mut self, carers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.carers = carers
+            .into_iter()
+            .map(|(c, p)| (Arc::from(c), Arc::from(p)))
+            .collect();
+    }
+
+    /// A carer's check-in or check-out sent by the provider's system
+    /// (through the API) rather than read at the home: `via` names it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_visit_into(
+        &mut self,
+        elder_id: &str,
+        carer_id: &str,
+        action: VisitAction,
+        at: EpochMs,
+        via: &str,
+        now: EpochMs,
+        out: &mut Vec<Decision>,
+    ) {
+        self.seen = self.seen.max(now);
+        let Some(&i) = self.elder_ix.get(elder_id) else {
+            return;
+        };
+        let provider = self
+            .carers
+            .get(carer_id)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let e = &mut self.elders[i as usize];
+        let cfg = e.cfg.clone();
+        crate::rule::visit::check(e, at, carer_id, &provider, action, via, &cfg, out);
     }
 
     /// Forgets an elder and their devices.
@@ -308,6 +369,12 @@ impl Engine {
             evidence::observe(e, r.ts_ms, now, silent_ms, grace);
         }
         let start = out.len();
+        if e.visits.is_some() || matches!(&r.body, Body::Event(ev) if ev.kind == EventType::Visit) {
+            let carers = &self.carers;
+            let provider = |c: &str| carers.get(c).map(|p| p.to_string());
+            let cfg = e.cfg.clone();
+            crate::rule::visit::observe(e, r, &provider, &cfg, out);
+        }
         judge(e, &mut devices[d as usize], r, late, out);
         if !last_will {
             let first = devices[e.devices[0] as usize].id.clone();
@@ -343,6 +410,7 @@ impl Engine {
             if now >= e.due {
                 let mut due = EpochMs::MAX;
                 offline(e, devices, now, &mut due, out);
+                crate::rule::visit::tick(e, devices, now, &mut due, out);
                 e.due = due.max(now + 1);
             }
             let start = out.len();
@@ -418,6 +486,7 @@ fn judge(
                     fall(e, r, ev.confidence, &cfg, out);
                 }
             }
+            // Visits and check-ins: `rule/visit.rs`, before these rules.
             EventType::Visit | EventType::CheckIn => {}
         },
         Body::Vitals(v) => {

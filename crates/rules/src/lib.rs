@@ -44,12 +44,12 @@ mod text;
 pub use config::{
     BatteryRules, FallRules, GeofenceRules, InactivityRules, LateRules, News2Rules,
     NoBreathingRules, OfflineRules, OutOfBedRules, RuleConfig, Rules, RulesError, SosRules,
-    TrendRule, TrendRules, VitalRules,
+    TrendRule, TrendRules, VisitRules, VitalRules,
 };
 pub use decision::{Decision, Outcome, Record, Resolve, Trigger, Update};
 pub use engine::Engine;
-pub use local::parse_hhmm;
-pub use profile::{DeviceProfile, ElderProfile};
+pub use local::{parse_hhmm, parse_window};
+pub use profile::{DeviceProfile, ElderProfile, PlanProfile};
 pub use snapshot::{EngineSnapshot, RestoreReport};
 
 use eldercare_model::EpochMs;

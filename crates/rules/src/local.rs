@@ -55,6 +55,24 @@ impl LocalClock {
         ts + self.offset_ms(ts)
     }
 
+    /// The instant of a local wall-clock time (ms since 1970-01-01 00:00
+    /// local). In a gap or overlap of a clock change, one of the instants
+    /// near it.
+    pub(crate) fn epoch_of_local(&mut self, local: i64) -> EpochMs {
+        let guess = local - self.offset_ms(local);
+        local - self.offset_ms(guess)
+    }
+
+    /// The local day number (days since 1970-01-01, local) of an instant.
+    pub(crate) fn day_of(&mut self, ts: EpochMs) -> i64 {
+        self.local_ms(ts).div_euclid(DAY_MS)
+    }
+
+    /// The instant `minute` minutes after the local midnight starting `day`.
+    pub(crate) fn at_minute(&mut self, day: i64, minute: u16) -> EpochMs {
+        self.epoch_of_local(day * DAY_MS + i64::from(minute) * 60_000)
+    }
+
     /// Milliseconds after local midnight.
     pub(crate) fn ms_of_day(&mut self, ts: EpochMs) -> i64 {
         (ts + self.offset_ms(ts)).rem_euclid(DAY_MS)
@@ -128,6 +146,26 @@ impl LocalClock {
             c = end;
         }
     }
+}
+
+/// The weekday of a local day number, Monday = 0.
+pub(crate) fn weekday(day: i64) -> usize {
+    // 1970-01-01 was a Thursday.
+    (day + 3).rem_euclid(7) as usize
+}
+
+/// A local day number as `YYYY-MM-DD`.
+pub(crate) fn date(day: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(day * DAY_MS)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// Parses a local window `HH:MM-HH:MM` (start before end, one day).
+pub fn parse_window(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.trim().split_once('-')?;
+    let (a, b) = (parse_hhmm(a.trim())?, parse_hhmm(b.trim())?);
+    (a < b).then_some((a, b))
 }
 
 /// Parses local `HH:MM` into minutes after midnight.

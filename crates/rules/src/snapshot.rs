@@ -32,6 +32,7 @@ use crate::engine::Engine;
 use crate::hold::{Hold, Signal};
 use crate::late::Pending;
 use crate::rule::trend::Trends;
+use crate::rule::visit::Visits;
 use crate::state::{DeviceSlot, ElderSlot, FallState, Latest};
 
 /// Everything the engine knows that is not the registry, keyed by elder
@@ -152,6 +153,10 @@ struct ElderState {
     /// Late episodes waiting for their upload to end (`late.rs`).
     #[serde(rename = "pe", default, skip_serializing_if = "Vec::is_empty")]
     pending: Vec<Pending>,
+    /// Visits in progress, plan windows judged, the last sign of life
+    /// (`rule/visit.rs`).
+    #[serde(rename = "vi", default, skip_serializing_if = "Option::is_none")]
+    visits: Option<Box<Visits>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -344,10 +349,11 @@ impl ElderState {
             evidence_until: e.seen.until,
             late_at: e.seen.late_at,
             pending: e.pending.clone(),
+            visits: e.visits.clone(),
         }
     }
 
-    fn apply(&self, e: &mut ElderSlot) {
+    fn apply(&self, e: &mut ElderSlot, at: EpochMs) {
         e.sos_at = self.sos_at;
         e.fall = self.fall.as_ref().map(|f| {
             Box::new(FallState {
@@ -392,6 +398,16 @@ impl ElderState {
         e.seen.until = self.evidence_until;
         e.seen.late_at = self.late_at;
         e.pending = self.pending.clone();
+        if let Some(v) = &self.visits {
+            // The registry's plans win over the snapshot's; what was
+            // judged of each is kept.
+            let plans = e.visits.as_ref().map(|x| x.plans.clone());
+            let mut v = v.clone();
+            if let Some(plans) = plans.filter(|p| !p.is_empty()) {
+                v.set_plans(plans, at);
+            }
+            e.visits = Some(v);
+        }
     }
 }
 
@@ -501,7 +517,7 @@ impl Engine {
         for s in &snap.elders {
             match self.elder_ix.get(s.id.as_str()) {
                 Some(&i) if !self.elders[i as usize].removed => {
-                    s.apply(&mut self.elders[i as usize]);
+                    s.apply(&mut self.elders[i as usize], snap.at);
                     report.elders += 1;
                 }
                 _ => report.unknown_elders += 1,

@@ -6,6 +6,7 @@ use crate::hold::Holds;
 use crate::late::Pending;
 use crate::local::LocalClock;
 use crate::rule::trend::Trends;
+use crate::rule::visit::Visits;
 use eldercare_model::{DeviceKind, EpochMs, Reading, Severity, Text};
 use std::sync::Arc;
 
@@ -89,4 +90,10 @@ pub(crate) struct ElderSlot {
     pub(crate) pending: Vec<Pending>,
     /// The elder's daily figures and usual ranges, once there are any.
     pub(crate) trends: Option<Box<Trends>>,
+    /// Flagged `lives_alone` or `frail` (from the registry).
+    pub(crate) alone_or_frail: bool,
+    /// Daily wellbeing check-in window, minutes after local midnight.
+    pub(crate) check_in: Option<(u16, u16)>,
+    /// Carers' visits and check-ins, for elders with a plan or a window.
+    pub(crate) visits: Option<Box<Visits>>,
 }

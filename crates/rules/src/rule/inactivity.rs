@@ -74,7 +74,9 @@ pub(crate) fn inactivity(
     else {
         return;
     };
-    if e.in_bed == Some(true) || e.away {
+    // A carer's visit in progress: motion is not only the elder's, and
+    // someone is with them.
+    if e.in_bed == Some(true) || e.away || crate::rule::visit::in_progress(e) {
         *due = (*due).min(now + RECHECK_MS);
         return;
     }

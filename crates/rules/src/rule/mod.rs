@@ -2,6 +2,7 @@
 //! The engine (`crate::engine`) routes readings and ticks to them.
 
 pub(crate) mod battery;
+pub(crate) mod check_in;
 pub(crate) mod fall;
 pub(crate) mod geofence;
 pub(crate) mod inactivity;
@@ -11,4 +12,5 @@ pub(crate) mod offline;
 pub(crate) mod out_of_bed;
 pub(crate) mod sos;
 pub(crate) mod trend;
+pub(crate) mod visit;
 pub(crate) mod vital;
