@@ -16,7 +16,7 @@ pub use remote::{Forward, Forwarded, WireError};
 use async_trait::async_trait;
 use eldercare_model::{
     Alert, AlertEvent, AlertEventKind, AlertKind, AlertReading, AlertState, Elder, EpochMs,
-    Outcome, Queue, Responder, Severity, Silence,
+    Outcome, Responder, Severity, Silence,
 };
 use eldercare_rules::{Decision, Resolve, Trigger, Update};
 use eldercare_store::{AlertLog, NewAlertEvent, Registry, Store, StoreError};
