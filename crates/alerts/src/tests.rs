@@ -506,7 +506,7 @@ async fn a_recorded_trigger_is_born_resolved_on_the_care_queue_beside_an_open_al
     assert!(recorded.recorded);
     assert_eq!(recorded.outcome.as_deref(), Some("recorded"));
     assert_eq!(recorded.late_ms, Some(3_600_000));
-    assert_eq!(recorded.queue(), Queue::Care);
+    assert_eq!(recorded.queue(), eldercare_model::Queue::Care);
     assert_eq!(events[1].note.as_deref(), Some("Back in bed at 02:38"));
     // The open alert is still open: a repeat folds into it, and it
     // escalates as a HIGH alert does.
@@ -531,6 +531,6 @@ async fn a_trend_goes_to_the_care_queue_and_never_escalates() {
     set(&now, 1_000_000 + 24 * 3_600_000);
     let events = log(&desk).await;
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].alert.queue(), Queue::Care);
+    assert_eq!(events[0].alert.queue(), eldercare_model::Queue::Care);
     assert_eq!(events[0].alert.state, AlertState::Open);
 }
