@@ -78,6 +78,8 @@ pub struct Ingest {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     sessions: Sessions,
     changes: mpsc::Sender<RegistryChange>,
+    /// API check-ins into the intake log; `None` on a cluster member.
+    visits: Option<crate::api_visits::VisitIntake>,
 }
 
 impl Ingest {
@@ -107,6 +109,7 @@ impl Ingest {
         let (records_tx, mut records) = mpsc::channel::<Record>(RECORDS_QUEUE);
         let (intake, appender) =
             Intake::start(Box::new(journal), IntakeConfig::default(), records_tx)?;
+        let visits = crate::api_visits::VisitIntake::new(appender.clone());
         let front = Front::start(
             &cfg,
             store,
@@ -187,6 +190,7 @@ impl Ingest {
             tasks,
             sessions,
             changes,
+            visits: Some(visits),
         })
     }
 
@@ -234,6 +238,7 @@ impl Ingest {
             tasks,
             sessions,
             changes,
+            visits: None,
         })
     }
 
@@ -247,6 +252,12 @@ impl Ingest {
     /// sees).
     pub fn registry_changes(&self) -> mpsc::Sender<RegistryChange> {
         self.changes.clone()
+    }
+
+    /// Where the API writes carers' check-ins (`None` on a cluster
+    /// member, whose partitions' owners judge what the log holds).
+    pub fn visit_intake(&self) -> Option<crate::api_visits::VisitIntake> {
+        self.visits.clone()
     }
 
     /// Waits for the guard and ingest loop to finish after shutdown.

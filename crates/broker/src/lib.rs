@@ -31,6 +31,7 @@
 //! [`refusals`].
 #![forbid(unsafe_code)]
 
+pub mod api_visits;
 pub mod checkpoint;
 pub mod commands;
 pub mod conn;

@@ -21,7 +21,7 @@ use crate::refusals::Refusals;
 use eldercare_intake::{EpochMs, Journal, Lane, Record};
 use eldercare_model::RegistryChange;
 use eldercare_protocol::{Refusal, decode};
-use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, Rules};
+use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, PlanProfile, Rules};
 use eldercare_store::{Store, StoredReading};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -241,6 +241,12 @@ impl Pipeline {
         if in_engine && stored {
             return;
         }
+        if let Some(check) = crate::api_visits::decode(topic, payload) {
+            if !in_engine {
+                self.api_visit(check, pos, now).await;
+            }
+            return;
+        }
         let reading = match decode(topic, payload, None, now) {
             Ok(r) => r,
             Err(why) => {
@@ -294,6 +300,11 @@ impl Pipeline {
         if !in_engine {
             metrics::counter!("eldercare_ingest_accepted_total", "stream" => stream.as_str())
                 .increment(1);
+            if matches!(&reading.body, eldercare_model::Body::Event(e)
+                if e.kind == eldercare_model::EventType::Visit)
+            {
+                metrics::counter!("eldercare_visit_checks_total", "via" => "device").increment(1);
+            }
             let mut decisions = std::mem::take(&mut self.decisions);
             self.engine.on_reading_into(&reading, now, &mut decisions);
             self.decide(&mut decisions, Some(pos)).await;
@@ -304,6 +315,32 @@ impl Pipeline {
                 .push(StoredReading { elder_id, reading }, pos)
                 .await;
         }
+    }
+
+    /// A carer's check-in from the API (validated there): judged like a
+    /// tag read at the home.
+    async fn api_visit(
+        &mut self,
+        check: Result<(String, crate::api_visits::ApiCheck), String>,
+        pos: u64,
+        now: EpochMs,
+    ) {
+        let (elder, c) = match check {
+            Ok(x) => x,
+            Err(e) => {
+                error!(error = %e, "An API check-in in the intake log does not decode; skipped.");
+                return;
+            }
+        };
+        if !self.owned(&elder) {
+            return;
+        }
+        metrics::counter!("eldercare_visit_checks_total", "via" => "api").increment(1);
+        let mut decisions = std::mem::take(&mut self.decisions);
+        self.engine
+            .on_visit_into(&elder, &c.carer, c.action, c.ts, "api", now, &mut decisions);
+        self.decide(&mut decisions, Some(pos)).await;
+        self.decisions = decisions;
     }
 
     /// Hands decisions to the desk, unless a replay finds them applied
@@ -489,9 +526,38 @@ impl Pipeline {
         for d in devices.iter().filter(|d| owned(&d.elder_id)) {
             self.engine.upsert_device(&DeviceProfile::from(d), started);
         }
+        self.refresh_visits(started).await;
         self.refreshed_at = Some(started);
         metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
         metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);
+    }
+
+    /// Carers and visit plans, whole (there are few): the engine keeps
+    /// what it judged of a plan it knew.
+    async fn refresh_visits(&mut self, now: EpochMs) {
+        let (carers, plans) = match (
+            self.store.list_carers().await,
+            self.store.list_visit_plans().await,
+        ) {
+            (Ok(c), Ok(p)) => (c, p),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "Could not read carers and visit plans for the rule engine.");
+                return;
+            }
+        };
+        self.engine.set_carers(
+            carers
+                .iter()
+                .map(|c| (c.carer_id.as_str(), c.provider_id.as_str())),
+        );
+        let mut by_elder: std::collections::HashMap<String, Vec<PlanProfile>> =
+            std::collections::HashMap::new();
+        for p in plans.iter().filter(|p| self.owned(&p.elder_id)) {
+            if let Some(pp) = PlanProfile::from_plan(p) {
+                by_elder.entry(p.elder_id.clone()).or_default().push(pp);
+            }
+        }
+        self.engine.replace_visit_plans(by_elder, now);
     }
 
     /// Applies one change from the registry API: reads what the store now
@@ -516,7 +582,8 @@ impl Pipeline {
                 }
                 Err(e) => warn!(error = %e, device_id = %id, "Could not read a changed device."),
             },
-            RegistryChange::Many | RegistryChange::Visits => self.refresh_registry().await,
+            RegistryChange::Many => self.refresh_registry().await,
+            RegistryChange::Visits => self.refresh_visits(now).await,
         }
         metrics::gauge!("eldercare_rule_engine_elders").set(self.engine.elders() as f64);
         metrics::gauge!("eldercare_rule_engine_devices").set(self.engine.devices() as f64);

@@ -172,6 +172,24 @@ impl Engine {
         e.due = e.due.min(now);
     }
 
+    /// Every elder's visit plans at once (a registry refresh): an elder
+    /// not named has none.
+    pub fn replace_visit_plans(
+        &mut self,
+        mut plans: std::collections::HashMap<String, Vec<PlanProfile>>,
+        now: EpochMs,
+    ) {
+        self.seen = self.seen.max(now);
+        for e in self.elders.iter_mut().filter(|e| !e.removed) {
+            let mine = plans.remove(&*e.id).unwrap_or_default();
+            if mine.is_empty() && e.visits.as_ref().is_none_or(|v| v.plans.is_empty()) {
+                continue;
+            }
+            crate::rule::visit::state(e).set_plans(mine, now);
+            e.due = e.due.min(now);
+        }
+    }
+
     /// Every carer and their provider, as the registry holds them now.
     pub fn set_carers<'a>(&mut self, carers: impl IntoIterator<Item = (&'a str, &'a str)>) {
         self.carers = carers
