@@ -323,3 +323,64 @@ fn control_characters_in_text_are_refused_in_protobuf() {
         "control_character"
     );
 }
+
+#[test]
+fn a_carers_tag_read_decodes_in_json_and_protobuf() {
+    let r = json(
+        "eldercare/v1/gw-0042/event",
+        r#"{"ts": 1763884800000, "type": "visit", "carer": "C-0042", "action": "in"}"#,
+    )
+    .unwrap();
+    let Body::Event(e) = r.body else {
+        panic!("{r:?}")
+    };
+    assert_eq!(e.kind, EventType::Visit);
+    assert_eq!(e.carer.as_deref(), Some("C-0042"));
+    assert_eq!(e.action, Some(eldercare_model::VisitAction::In));
+
+    let msg = DeviceMessage {
+        ts_ms: NOW,
+        seq: None,
+        body: Some(device_message::Body::Event(Event {
+            r#type: "visit".into(),
+            carer: Some("C7".into()),
+            action: Some("out".into()),
+            ..Default::default()
+        })),
+    };
+    let r = decode("eldercare/v1/gw/event/pb", &msg.encode_to_vec(), None, NOW).unwrap();
+    assert!(matches!(r.body, Body::Event(ref e)
+        if e.action == Some(eldercare_model::VisitAction::Out) && e.carer.as_deref() == Some("C7")));
+
+    let r = json(
+        "eldercare/v1/btn/event",
+        r#"{"ts": 1763884800000, "type": "check_in"}"#,
+    )
+    .unwrap();
+    assert!(matches!(r.body, Body::Event(ref e) if e.kind == EventType::CheckIn));
+}
+
+#[test]
+fn a_visit_without_its_carer_or_action_is_refused_with_the_field() {
+    let t = "eldercare/v1/gw/event";
+    let refused = |p: &str| json(t, p).expect_err("should be refused");
+    let r = refused(r#"{"ts": 1763884800000, "type": "visit", "action": "in"}"#);
+    assert_eq!(r.reason(), "missing_field");
+    assert!(r.to_string().contains("carer"), "{r}");
+    let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C1"}"#);
+    assert_eq!(r.reason(), "missing_field");
+    assert!(r.to_string().contains("action"), "{r}");
+    let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C1", "action": "sideways"}"#);
+    assert_eq!(r.reason(), "invalid_field");
+    let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C 1", "action": "in"}"#);
+    assert_eq!(r.reason(), "invalid_field");
+    let long = "c".repeat(65);
+    let r = refused(&format!(
+        r#"{{"ts": 1763884800000, "type": "visit", "carer": "{long}", "action": "in"}}"#
+    ));
+    assert_eq!(r.reason(), "invalid_field");
+    let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C\u00001", "action": "in"}"#);
+    assert_eq!(r.reason(), "control_character");
+    let r = refused(r#"{"ts": 1763884800000, "type": "wave"}"#);
+    assert!(r.to_string().contains("visit or check_in"), "{r}");
+}
