@@ -180,14 +180,14 @@ pub(crate) fn observe(
                 .any(|x| x.eq_ignore_ascii_case(&m.room));
             let margin = i64::from(cfg.visits.margin_s) * 1000;
             for o in v.open.iter_mut().chain(v.closing.iter_mut()) {
-                let (Some(i), out) = (o.info.check_in, o.info.check_out) else {
+                let (Some(i), left) = (o.info.check_in, o.info.check_out) else {
                     continue;
                 };
                 let near = |t: EpochMs| (r.ts_ms - t).abs() <= margin;
-                if entrance && (near(i) || out.is_some_and(near)) {
+                if entrance && (near(i) || left.is_some_and(near)) {
                     sign(&mut o.info, SignKind::Entrance, r.ts_ms, &m.room);
                 }
-                let during = r.ts_ms >= i && out.is_none_or(|o| r.ts_ms <= o);
+                let during = r.ts_ms >= i && left.is_none_or(|o| r.ts_ms <= o);
                 if during && e.in_bed == Some(true) && !bedroom {
                     sign(&mut o.info, SignKind::MotionWhileInBed, r.ts_ms, &m.room);
                 }
