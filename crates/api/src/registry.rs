@@ -378,6 +378,11 @@ impl RegistryService for Registry {
                     "elder `{id}` still has {n} device(s); delete them or move them to another elder first"
                 )));
             }
+            ElderDeletion::HasVisitPlans(n) => {
+                return Err(Status::failed_precondition(format!(
+                    "elder `{id}` still has {n} visit plan(s); delete them first"
+                )));
+            }
         }
         log_write(&who, "delete", "elder", &id);
         self.changed(RegistryChange::Elder(id)).await;
