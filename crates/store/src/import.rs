@@ -60,7 +60,7 @@ pub enum ImportError {
     #[error("cannot read the file: {0}")]
     Read(String),
     #[error(
-        "the header names no registry list: elders (elder_id, name), devices (device_id, kind, elder_id), providers (provider_id, name), carers (carer_id, provider_id, name) or visit plans (plan_id, elder_id, provider_id, ...)"
+        "the header names no registry list: neither an elders list (elder_id, name), a devices list (device_id, kind, elder_id), a providers list (provider_id, name), a carers list (carer_id, provider_id, name) nor a visit plans list (plan_id, elder_id, provider_id, ...)"
     )]
     UnknownList,
     #[error(transparent)]
@@ -282,9 +282,7 @@ fn id<'a>(row: &'a Row, f: &str) -> Result<&'a str, String> {
 fn text(row: &Row, f: &str, max: usize) -> Result<Option<String>, String> {
     match row.get(f) {
         None => Ok(None),
-        Some(v) if v.chars().count() > max => {
-            Err(format!("`{f}` is longer than {max} characters"))
-        }
+        Some(v) if v.chars().count() > max => Err(format!("`{f}` is longer than {max} characters")),
         Some(v) if v.chars().any(char::is_control) => {
             Err(format!("`{f}` contains a control character"))
         }
@@ -836,7 +834,10 @@ mod tests {
 
         let providers = "provider_id,name,phone\nP1,Sunshine Care,021-555\nbad id,X,\n";
         let (kind, r) = import(&store, providers).await.unwrap();
-        assert_eq!((kind, r.imported, r.refused.len()), (ListKind::Providers, 1, 1));
+        assert_eq!(
+            (kind, r.imported, r.refused.len()),
+            (ListKind::Providers, 1, 1)
+        );
 
         let carers = "carer_id,provider_id,name\nC1,P1,Zhang\nC2,P9,Qian\nC3,P1,\n";
         let (kind, r) = import(&store, carers).await.unwrap();

@@ -39,7 +39,10 @@ impl SqliteStore {
 
     pub(super) async fn visits_upsert_provider(&self, p: &Provider) -> Result<bool> {
         let existed = self
-            .exists("SELECT 1 FROM providers WHERE provider_id = ?", &p.provider_id)
+            .exists(
+                "SELECT 1 FROM providers WHERE provider_id = ?",
+                &p.provider_id,
+            )
             .await?;
         sqlx::query(
             "INSERT INTO providers (provider_id, name, phone, updated_at) VALUES (?,?,?,?)
@@ -79,9 +82,10 @@ impl SqliteStore {
     }
 
     pub(super) async fn visits_list_providers(&self) -> Result<Vec<Provider>> {
-        let rows = sqlx::query("SELECT provider_id, name, phone FROM providers ORDER BY provider_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT provider_id, name, phone FROM providers ORDER BY provider_id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(Provider {
