@@ -131,6 +131,7 @@ async fn elders_are_created_read_listed_updated_and_deleted_with_clear_errors() 
         night_end: "06:30".into(),
         contact_name: "Wang Wei".into(),
         contact_phone: "13900000002".into(),
+        check_in: "08:00-09:30".into(),
     };
     let created = reg
         .create_elder(pb::CreateElderRequest {
@@ -1347,6 +1348,15 @@ async fn every_role_against_every_registry_and_telemetry_rpc() {
         ("DeleteDevice", WRITE),
         ("RotateDeviceSecret", WRITE),
         ("Import", WRITE),
+        ("UpsertProvider", WRITE),
+        ("ListProviders", READ),
+        ("DeleteProvider", WRITE),
+        ("UpsertCarer", WRITE),
+        ("ListCarers", READ),
+        ("DeleteCarer", WRITE),
+        ("UpsertVisitPlan", WRITE),
+        ("ListVisitPlans", READ),
+        ("DeleteVisitPlan", WRITE),
         ("ListReadings", TELEMETRY),
         ("LatestReadings", TELEMETRY),
         ("VitalsHourly", TELEMETRY),
@@ -1409,6 +1419,46 @@ async fn every_role_against_every_registry_and_telemetry_rpc() {
                 "Import" => status_code(
                     reg.import(pb::ImportRequest {
                         text: "nonsense".into(),
+                    })
+                    .await,
+                ),
+                "UpsertProvider" => status_code(
+                    reg.upsert_provider(pb::UpsertProviderRequest::default())
+                        .await,
+                ),
+                "ListProviders" => status_code(
+                    reg.list_providers(pb::ListProvidersRequest::default())
+                        .await,
+                ),
+                "DeleteProvider" => status_code(
+                    reg.delete_provider(pb::DeleteProviderRequest {
+                        provider_id: "nobody".into(),
+                    })
+                    .await,
+                ),
+                "UpsertCarer" => {
+                    status_code(reg.upsert_carer(pb::UpsertCarerRequest::default()).await)
+                }
+                "ListCarers" => {
+                    status_code(reg.list_carers(pb::ListCarersRequest::default()).await)
+                }
+                "DeleteCarer" => status_code(
+                    reg.delete_carer(pb::DeleteCarerRequest {
+                        carer_id: "nobody".into(),
+                    })
+                    .await,
+                ),
+                "UpsertVisitPlan" => status_code(
+                    reg.upsert_visit_plan(pb::UpsertVisitPlanRequest::default())
+                        .await,
+                ),
+                "ListVisitPlans" => status_code(
+                    reg.list_visit_plans(pb::ListVisitPlansRequest::default())
+                        .await,
+                ),
+                "DeleteVisitPlan" => status_code(
+                    reg.delete_visit_plan(pb::DeleteVisitPlanRequest {
+                        plan_id: "nothing".into(),
                     })
                     .await,
                 ),
@@ -1624,5 +1674,454 @@ async fn a_device_connecting_again_takes_its_session_over_without_its_last_will(
         got.iter()
             .any(|r| r.stream == "status" && r.json.contains("\"online\":false")),
         "{got:?}"
+    );
+}
+
+fn plan(id: &str, elder_id: &str, provider_id: &str) -> pb::VisitPlan {
+    pb::VisitPlan {
+        plan_id: id.into(),
+        elder_id: elder_id.into(),
+        provider_id: provider_id.into(),
+        days: "mon,wed,fri".into(),
+        window_start: "09:00".into(),
+        window_end: "11:00".into(),
+        length_min: 60,
+        service: "bathing".into(),
+    }
+}
+
+#[tokio::test]
+async fn providers_carers_and_visit_plans_are_managed_with_clear_refusals() {
+    let s = Server::with_registry().await;
+    let mut reg = s.registry("admin").await;
+    let provider = |id: &str| pb::Provider {
+        provider_id: id.into(),
+        name: "Sunshine Home Care".into(),
+        phone: "021-5555-0101".into(),
+    };
+    let upsert_provider = |p: pb::Provider| pb::UpsertProviderRequest { provider: Some(p) };
+    let r = reg
+        .upsert_provider(upsert_provider(provider("P1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.created);
+    assert_eq!(r.provider, Some(provider("P1")));
+    let r = reg
+        .upsert_provider(upsert_provider(provider("P1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.created, "the same id again replaces it");
+    reg.upsert_provider(upsert_provider(provider("P2")))
+        .await
+        .unwrap();
+    refused(
+        reg.upsert_provider(upsert_provider(provider("bad id")))
+            .await,
+        Code::InvalidArgument,
+        &["provider_id", "A-Z"],
+    );
+    refused(
+        reg.upsert_provider(upsert_provider(pb::Provider {
+            name: String::new(),
+            ..provider("P3")
+        }))
+        .await,
+        Code::InvalidArgument,
+        &["missing required `name`"],
+    );
+    let providers = reg
+        .list_providers(pb::ListProvidersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .providers;
+    assert_eq!(providers, [provider("P1"), provider("P2")]);
+
+    let carer = |id: &str, p: &str| pb::Carer {
+        carer_id: id.into(),
+        provider_id: p.into(),
+        name: "Zhang Min".into(),
+    };
+    let upsert_carer = |c: pb::Carer| pb::UpsertCarerRequest { carer: Some(c) };
+    assert!(
+        reg.upsert_carer(upsert_carer(carer("C1", "P1")))
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
+    reg.upsert_carer(upsert_carer(carer("C2", "P2")))
+        .await
+        .unwrap();
+    refused(
+        reg.upsert_carer(upsert_carer(carer("C3", "P9"))).await,
+        Code::NotFound,
+        &["unknown provider_id `P9`"],
+    );
+    let of_p1 = reg
+        .list_carers(pb::ListCarersRequest {
+            provider_id: "P1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .carers;
+    assert_eq!(of_p1, [carer("C1", "P1")]);
+    let all = reg
+        .list_carers(pb::ListCarersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .carers;
+    assert_eq!(all.len(), 2);
+
+    let upsert_plan = |p: pb::VisitPlan| pb::UpsertVisitPlanRequest { plan: Some(p) };
+    assert!(
+        reg.upsert_visit_plan(upsert_plan(plan("V1", "E1", "P1")))
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
+    reg.upsert_visit_plan(upsert_plan(pb::VisitPlan {
+        days: "daily".into(),
+        ..plan("V2", "E3", "P2")
+    }))
+    .await
+    .unwrap();
+    for (bad, words) in [
+        (
+            pb::VisitPlan {
+                days: "someday".into(),
+                ..plan("V9", "E1", "P1")
+            },
+            &["`days`"][..],
+        ),
+        (
+            pb::VisitPlan {
+                window_end: "08:00".into(),
+                ..plan("V9", "E1", "P1")
+            },
+            &["window_start", "not before", "window_end"][..],
+        ),
+        (
+            pb::VisitPlan {
+                window_start: "9am".into(),
+                ..plan("V9", "E1", "P1")
+            },
+            &["window_start", "HH:MM"][..],
+        ),
+        (
+            pb::VisitPlan {
+                length_min: 721,
+                ..plan("V9", "E1", "P1")
+            },
+            &["length_min", "1–720"][..],
+        ),
+        (
+            pb::VisitPlan {
+                service: "a service name far too long to be one".into(),
+                ..plan("V9", "E1", "P1")
+            },
+            &["service", "32"][..],
+        ),
+    ] {
+        refused(
+            reg.upsert_visit_plan(upsert_plan(bad)).await,
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    refused(
+        reg.upsert_visit_plan(upsert_plan(plan("V9", "E9", "P1")))
+            .await,
+        Code::NotFound,
+        &["unknown elder_id `E9`"],
+    );
+    refused(
+        reg.upsert_visit_plan(upsert_plan(plan("V9", "E1", "P9")))
+            .await,
+        Code::NotFound,
+        &["unknown provider_id `P9`"],
+    );
+    let list = |elder_id: &str, provider_id: &str| pb::ListVisitPlansRequest {
+        elder_id: elder_id.into(),
+        provider_id: provider_id.into(),
+    };
+    let ids = |plans: Vec<pb::VisitPlan>| plans.into_iter().map(|p| p.plan_id).collect::<Vec<_>>();
+    let plans = reg
+        .list_visit_plans(list("", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(plans.plans), ["V1", "V2"]);
+    let plans = reg
+        .list_visit_plans(list("E3", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(plans.plans), ["V2"]);
+    let plans = reg
+        .list_visit_plans(list("", "P1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plans.plans, [plan("V1", "E1", "P1")]);
+    let plans = reg
+        .list_visit_plans(list("E3", "P1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(plans.plans.is_empty());
+
+    // Still named: not deleted, and told why.
+    refused(
+        reg.delete_provider(pb::DeleteProviderRequest {
+            provider_id: "P1".into(),
+        })
+        .await,
+        Code::FailedPrecondition,
+        &["provider `P1`", "1 carer(s)", "1 visit plan(s)"],
+    );
+    // E3 has no device, only a plan.
+    refused(
+        reg.delete_elder(pb::DeleteElderRequest {
+            elder_id: "E3".into(),
+        })
+        .await,
+        Code::FailedPrecondition,
+        &["elder `E3`", "1 visit plan(s)"],
+    );
+
+    reg.delete_visit_plan(pb::DeleteVisitPlanRequest {
+        plan_id: "V1".into(),
+    })
+    .await
+    .unwrap();
+    refused(
+        reg.delete_visit_plan(pb::DeleteVisitPlanRequest {
+            plan_id: "V1".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["V1"],
+    );
+    reg.delete_carer(pb::DeleteCarerRequest {
+        carer_id: "C1".into(),
+    })
+    .await
+    .unwrap();
+    refused(
+        reg.delete_carer(pb::DeleteCarerRequest {
+            carer_id: "C1".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["C1"],
+    );
+    reg.delete_provider(pb::DeleteProviderRequest {
+        provider_id: "P1".into(),
+    })
+    .await
+    .unwrap();
+    refused(
+        reg.delete_provider(pb::DeleteProviderRequest {
+            provider_id: "P1".into(),
+        })
+        .await,
+        Code::NotFound,
+        &["P1"],
+    );
+    refused(
+        reg.delete_provider(pb::DeleteProviderRequest {
+            provider_id: "bad id".into(),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["provider_id"],
+    );
+}
+
+#[tokio::test]
+async fn an_elders_check_in_window_and_the_frail_flag() {
+    let s = Server::with_tokens();
+    let mut reg = s.registry("admin").await;
+    let e = pb::Elder {
+        check_in: "08:00-09:30".into(),
+        flags: vec!["frail".into(), "lives_alone".into()],
+        ..elder("E1", "Test One", "D1", "C1")
+    };
+    reg.create_elder(pb::CreateElderRequest {
+        elder: Some(e.clone()),
+    })
+    .await
+    .unwrap();
+    let got = reg
+        .get_elder(pb::GetElderRequest {
+            elder_id: "E1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.check_in.as_str(), got.flags), ("08:00-09:30", e.flags));
+    for bad in ["8-9", "10:00-09:00", "08:00"] {
+        refused(
+            reg.create_elder(pb::CreateElderRequest {
+                elder: Some(pb::Elder {
+                    check_in: bad.into(),
+                    ..elder("E2", "Test Two", "D1", "C1")
+                }),
+            })
+            .await,
+            Code::InvalidArgument,
+            &["check_in"],
+        );
+    }
+    // Cleared through the update mask, as any optional field.
+    let got = reg
+        .update_elder(pb::UpdateElderRequest {
+            elder: Some(pb::Elder {
+                elder_id: "E1".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["check_in"]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.check_in, "");
+}
+
+#[tokio::test]
+async fn visit_registry_files_through_eldercare_import_and_over_grpc() {
+    let s = Server::with_tokens();
+    let files = s.dir.path().join("import");
+    std::fs::create_dir(&files).unwrap();
+    let write = |name: &str, text: &str| {
+        let f = files.join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    // Given in the wrong order on purpose: each list loads after those it
+    // names.
+    let plans = write(
+        "visit_plans.csv",
+        "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n\
+         V1,E1,P1,\"mon,thu\",09:00,10:30,45,bathing\n\
+         V2,E9,P1,daily,09:00,10:30,45,meals\n",
+    );
+    let carers = write(
+        "carers.csv",
+        "carer_id,provider_id,name\nC1,P1,Zhang Min\nC2,P1,Qian Hong\n",
+    );
+    let providers = write(
+        "providers.csv",
+        "provider_id,name,phone\nP1,Sunshine Home Care,021-5555-0101\n",
+    );
+    let elders = write(
+        "elders.csv",
+        "elder_id,name,flags,check_in\nE1,Test One,frail;lives_alone,08:00-09:30\n",
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("import")
+        .arg("--data-dir")
+        .arg(s.dir.path())
+        .args([&plans, &carers, &providers, &elders])
+        .output()
+        .unwrap();
+    let (so, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "a refused row fails the command");
+    assert!(
+        err.contains("visit_plans.csv:3: refused: unknown elder_id `E9`"),
+        "{err}"
+    );
+    assert!(
+        so.contains("VisitPlans: 1 imported, 0 updated, 1 refused"),
+        "{so}"
+    );
+    assert!(so.contains("Carers: 2 imported"), "{so}");
+    assert!(
+        !err.contains("Zhang") && !so.contains("Zhang"),
+        "names are not echoed"
+    );
+
+    let mut reg = s.registry("viewer").await;
+    let carers = reg
+        .list_carers(pb::ListCarersRequest {
+            provider_id: "P1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .carers;
+    assert_eq!(carers.len(), 2);
+    let plans = reg
+        .list_visit_plans(pb::ListVisitPlansRequest {
+            elder_id: "E1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plans;
+    assert_eq!(
+        plans,
+        [pb::VisitPlan {
+            days: "mon,thu".into(),
+            window_end: "10:30".into(),
+            length_min: 45,
+            ..plan("V1", "E1", "P1")
+        }]
+    );
+    let e1 = reg
+        .get_elder(pb::GetElderRequest {
+            elder_id: "E1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e1.check_in, "08:00-09:30");
+
+    // The same kinds of file over gRPC, with the same answers.
+    let mut reg = s.registry("admin").await;
+    let r = reg
+        .import(pb::ImportRequest {
+            text: "{\"carer_id\": \"C3\", \"provider_id\": \"P1\", \"name\": \"Sun Li\"}\n\
+                   {\"carer_id\": \"C4\", \"provider_id\": \"P7\", \"name\": \"Zhou Yan\"}\n"
+                .into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.list, pb::RegistryList::Carers as i32);
+    assert_eq!((r.imported, r.refused), (1, 1));
+    assert_eq!(r.refused_rows[0].line, 2);
+    assert!(
+        r.refused_rows[0]
+            .reason
+            .contains("unknown provider_id `P7`"),
+        "{:?}",
+        r.refused_rows
+    );
+    let r = reg
+        .import(pb::ImportRequest {
+            text: "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n\
+                   V3,E1,P1,daily,18:00,17:00,30,meals\n"
+                .into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.list, pb::RegistryList::VisitPlans as i32);
+    assert_eq!(r.refused_rows[0].line, 2);
+    assert!(
+        r.refused_rows[0].reason.contains("window_start"),
+        "{:?}",
+        r.refused_rows
     );
 }

@@ -1,13 +1,15 @@
-//! `eldercare.v1.RegistryService`: elders and devices, bulk import, and
-//! device secret rotation.
+//! `eldercare.v1.RegistryService`: elders and devices, bulk import,
+//! device secret rotation, and the providers, carers and visit plans of
+//! carers' home visits.
 //!
 //! Every record is checked by the registry import's own row validation
 //! (`eldercare_store::import`): a message is turned into the row an
 //! imported file would hold, so the API and `eldercare import` accept and
 //! refuse exactly the same things, with the same messages.
 //!
-//! Names, phones and addresses are personal data: nothing here logs them,
-//! and log lines name only ids and the acting operator.
+//! Names, phones and addresses (an elder's, a carer's, a provider's) are
+//! personal data: nothing here logs them, and log lines name only ids and
+//! the acting operator.
 use crate::auth::{Action, Auth, Principal};
 use eldercare_model::{self as m, RegistryChange};
 use eldercare_proto::v1 as pb;
@@ -122,6 +124,92 @@ pub(crate) fn elder_to_pb(e: &m::Elder) -> pb::Elder {
         night_end: e.night_end.clone(),
         contact_name: e.contact_name.clone().unwrap_or_default(),
         contact_phone: e.contact_phone.clone().unwrap_or_default(),
+        check_in: e.check_in.clone().unwrap_or_default(),
+    }
+}
+
+fn provider_to_pb(p: &m::Provider) -> pb::Provider {
+    pb::Provider {
+        provider_id: p.provider_id.clone(),
+        name: p.name.clone(),
+        phone: p.phone.clone().unwrap_or_default(),
+    }
+}
+
+fn carer_to_pb(c: &m::Carer) -> pb::Carer {
+    pb::Carer {
+        carer_id: c.carer_id.clone(),
+        provider_id: c.provider_id.clone(),
+        name: c.name.clone(),
+    }
+}
+
+fn plan_to_pb(p: &m::VisitPlan) -> pb::VisitPlan {
+    pb::VisitPlan {
+        plan_id: p.plan_id.clone(),
+        elder_id: p.elder_id.clone(),
+        provider_id: p.provider_id.clone(),
+        days: p.days.clone(),
+        window_start: p.window_start.clone(),
+        window_end: p.window_end.clone(),
+        length_min: p.length_min,
+        service: p.service.clone(),
+    }
+}
+
+/// A row of `(field, value)` pairs, empty values left out as an empty
+/// cell of a file is.
+fn row_of<const N: usize>(fields: [(&str, String); N]) -> Row {
+    fields
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+fn provider_row(p: &pb::Provider) -> Row {
+    row_of([
+        ("provider_id", p.provider_id.clone()),
+        ("name", p.name.clone()),
+        ("phone", p.phone.clone()),
+    ])
+}
+
+fn carer_row(c: &pb::Carer) -> Row {
+    row_of([
+        ("carer_id", c.carer_id.clone()),
+        ("provider_id", c.provider_id.clone()),
+        ("name", c.name.clone()),
+    ])
+}
+
+/// A zero length is an empty cell (and so refused as missing).
+fn plan_row(p: &pb::VisitPlan) -> Row {
+    row_of([
+        ("plan_id", p.plan_id.clone()),
+        ("elder_id", p.elder_id.clone()),
+        ("provider_id", p.provider_id.clone()),
+        ("days", p.days.clone()),
+        ("window_start", p.window_start.clone()),
+        ("window_end", p.window_end.clone()),
+        (
+            "length_min",
+            if p.length_min == 0 {
+                String::new()
+            } else {
+                p.length_min.to_string()
+            },
+        ),
+        ("service", p.service.clone()),
+    ])
+}
+
+/// A write the store refused for a record it names (deleted since it was
+/// checked) is NOT_FOUND, as the check would have answered.
+fn write_refused(e: StoreError) -> Status {
+    match e {
+        StoreError::RegistryConflict(why) => Status::not_found(why),
+        e => unavailable(e),
     }
 }
 
@@ -169,6 +257,7 @@ fn elder_row(e: &pb::Elder) -> Row {
     put("night_end", e.night_end.clone());
     put("contact_name", e.contact_name.clone());
     put("contact_phone", e.contact_phone.clone());
+    put("check_in", e.check_in.clone());
     row
 }
 
@@ -376,6 +465,11 @@ impl RegistryService for Registry {
             ElderDeletion::HasDevices(n) => {
                 return Err(Status::failed_precondition(format!(
                     "elder `{id}` still has {n} device(s); delete them or move them to another elder first"
+                )));
+            }
+            ElderDeletion::HasVisitPlans(n) => {
+                return Err(Status::failed_precondition(format!(
+                    "elder `{id}` still has {n} visit plan(s); delete them first"
                 )));
             }
         }
@@ -586,12 +680,20 @@ impl RegistryService for Registry {
             "Registry imported."
         );
         if report.imported + report.updated > 0 {
-            self.changed(RegistryChange::Many).await;
+            self.changed(if kind.is_visits() {
+                RegistryChange::Visits
+            } else {
+                RegistryChange::Many
+            })
+            .await;
         }
         Ok(Response::new(pb::ImportResponse {
             list: match kind {
                 ListKind::Elders => pb::RegistryList::Elders,
                 ListKind::Devices => pb::RegistryList::Devices,
+                ListKind::Providers => pb::RegistryList::Providers,
+                ListKind::Carers => pb::RegistryList::Carers,
+                ListKind::VisitPlans => pb::RegistryList::VisitPlans,
             } as i32,
             imported: report.imported as u32,
             updated: report.updated as u32,
@@ -611,6 +713,193 @@ impl RegistryService for Registry {
                 .collect(),
             rekeyed_devices: report.rekeyed,
         }))
+    }
+
+    async fn upsert_provider(
+        &self,
+        req: Request<pb::UpsertProviderRequest>,
+    ) -> Result<Response<pb::UpsertProviderResponse>, Status> {
+        let who = self.auth.check(&req, Action::WriteRegistry)?;
+        let p = req
+            .into_inner()
+            .provider
+            .ok_or_else(|| Status::invalid_argument("missing required `provider`"))?;
+        let provider = import::provider_from_row(&provider_row(&p))
+            .map_err(|why| Status::invalid_argument(format!("provider: {why}")))?;
+        let created = self
+            .h
+            .store
+            .upsert_provider(&provider)
+            .await
+            .map_err(write_refused)?;
+        log_write(&who, "upsert", "provider", &provider.provider_id);
+        self.changed(RegistryChange::Visits).await;
+        Ok(Response::new(pb::UpsertProviderResponse {
+            provider: Some(provider_to_pb(&provider)),
+            created,
+        }))
+    }
+
+    async fn list_providers(
+        &self,
+        req: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        self.auth.check(&req, Action::ReadRegistry)?;
+        let providers = self.h.store.list_providers().await.map_err(unavailable)?;
+        Ok(Response::new(pb::ListProvidersResponse {
+            providers: providers.iter().map(provider_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_provider(
+        &self,
+        req: Request<pb::DeleteProviderRequest>,
+    ) -> Result<Response<pb::DeleteProviderResponse>, Status> {
+        let who = self.auth.check(&req, Action::WriteRegistry)?;
+        let id = req.into_inner().provider_id;
+        required_id("provider_id", &id)?;
+        match self.h.store.delete_provider(&id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Status::not_found(format!("no provider with id `{id}`"))),
+            Err(StoreError::RegistryConflict(why)) => {
+                return Err(Status::failed_precondition(why));
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+        log_write(&who, "delete", "provider", &id);
+        self.changed(RegistryChange::Visits).await;
+        Ok(Response::new(pb::DeleteProviderResponse {}))
+    }
+
+    async fn upsert_carer(
+        &self,
+        req: Request<pb::UpsertCarerRequest>,
+    ) -> Result<Response<pb::UpsertCarerResponse>, Status> {
+        let who = self.auth.check(&req, Action::WriteRegistry)?;
+        let c = req
+            .into_inner()
+            .carer
+            .ok_or_else(|| Status::invalid_argument("missing required `carer`"))?;
+        let carer = import::carer_from_row(&carer_row(&c))
+            .map_err(|why| Status::invalid_argument(format!("carer: {why}")))?;
+        if let Some(why) = import::carer_refs(self.h.store.as_ref(), &carer)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(Status::not_found(why));
+        }
+        let created = self
+            .h
+            .store
+            .upsert_carer(&carer)
+            .await
+            .map_err(write_refused)?;
+        log_write(&who, "upsert", "carer", &carer.carer_id);
+        self.changed(RegistryChange::Visits).await;
+        Ok(Response::new(pb::UpsertCarerResponse {
+            carer: Some(carer_to_pb(&carer)),
+            created,
+        }))
+    }
+
+    async fn list_carers(
+        &self,
+        req: Request<pb::ListCarersRequest>,
+    ) -> Result<Response<pb::ListCarersResponse>, Status> {
+        self.auth.check(&req, Action::ReadRegistry)?;
+        let provider_id = req.into_inner().provider_id;
+        let carers = self.h.store.list_carers().await.map_err(unavailable)?;
+        Ok(Response::new(pb::ListCarersResponse {
+            carers: carers
+                .iter()
+                .filter(|c| provider_id.is_empty() || c.provider_id == provider_id)
+                .map(carer_to_pb)
+                .collect(),
+        }))
+    }
+
+    async fn delete_carer(
+        &self,
+        req: Request<pb::DeleteCarerRequest>,
+    ) -> Result<Response<pb::DeleteCarerResponse>, Status> {
+        let who = self.auth.check(&req, Action::WriteRegistry)?;
+        let id = req.into_inner().carer_id;
+        required_id("carer_id", &id)?;
+        if !self.h.store.delete_carer(&id).await.map_err(unavailable)? {
+            return Err(Status::not_found(format!("no carer with id `{id}`")));
+        }
+        log_write(&who, "delete", "carer", &id);
+        self.changed(RegistryChange::Visits).await;
+        Ok(Response::new(pb::DeleteCarerResponse {}))
+    }
+
+    async fn upsert_visit_plan(
+        &self,
+        req: Request<pb::UpsertVisitPlanRequest>,
+    ) -> Result<Response<pb::UpsertVisitPlanResponse>, Status> {
+        let who = self.auth.check(&req, Action::WriteRegistry)?;
+        let p = req
+            .into_inner()
+            .plan
+            .ok_or_else(|| Status::invalid_argument("missing required `plan`"))?;
+        let plan = import::visit_plan_from_row(&plan_row(&p))
+            .map_err(|why| Status::invalid_argument(format!("visit plan: {why}")))?;
+        if let Some(why) = import::visit_plan_refs(self.h.store.as_ref(), &plan)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(Status::not_found(why));
+        }
+        let created = self
+            .h
+            .store
+            .upsert_visit_plan(&plan)
+            .await
+            .map_err(write_refused)?;
+        log_write(&who, "upsert", "visit_plan", &plan.plan_id);
+        self.changed(RegistryChange::Visits).await;
+        Ok(Response::new(pb::UpsertVisitPlanResponse {
+            plan: Some(plan_to_pb(&plan)),
+            created,
+        }))
+    }
+
+    async fn list_visit_plans(
+        &self,
+        req: Request<pb::ListVisitPlansRequest>,
+    ) -> Result<Response<pb::ListVisitPlansResponse>, Status> {
+        self.auth.check(&req, Action::ReadRegistry)?;
+        let r = req.into_inner();
+        let plans = self.h.store.list_visit_plans().await.map_err(unavailable)?;
+        Ok(Response::new(pb::ListVisitPlansResponse {
+            plans: plans
+                .iter()
+                .filter(|p| r.elder_id.is_empty() || p.elder_id == r.elder_id)
+                .filter(|p| r.provider_id.is_empty() || p.provider_id == r.provider_id)
+                .map(plan_to_pb)
+                .collect(),
+        }))
+    }
+
+    async fn delete_visit_plan(
+        &self,
+        req: Request<pb::DeleteVisitPlanRequest>,
+    ) -> Result<Response<pb::DeleteVisitPlanResponse>, Status> {
+        let who = self.auth.check(&req, Action::WriteRegistry)?;
+        let id = req.into_inner().plan_id;
+        required_id("plan_id", &id)?;
+        if !self
+            .h
+            .store
+            .delete_visit_plan(&id)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(Status::not_found(format!("no visit plan with id `{id}`")));
+        }
+        log_write(&who, "delete", "visit_plan", &id);
+        self.changed(RegistryChange::Visits).await;
+        Ok(Response::new(pb::DeleteVisitPlanResponse {}))
     }
 }
 

@@ -40,11 +40,13 @@ struct Cli {
 enum Cmd {
     /// Run the server.
     Serve(Box<config::ServeArgs>),
-    /// Load registry files (elders and/or devices, CSV or JSON lines).
+    /// Load registry files (elders, devices, providers, carers, visit
+    /// plans; CSV or JSON lines).
     Import {
         #[command(flatten)]
         storage: StorageArgs,
-        /// elders.csv and/or devices.csv; the header tells which. Elders are loaded first.
+        /// elders.csv, providers.csv, carers.csv, visit_plans.csv, devices.csv;
+        /// the header tells which. Each is loaded after the lists it names.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -872,8 +874,8 @@ async fn import(storage: &StorageArgs, files: &[PathBuf]) -> anyhow::Result<Exit
             eldercare_store::import::detect(&text).with_context(|| f.display().to_string())?;
         texts.push((f, kind, text));
     }
-    // Elders first, so devices can name them.
-    texts.sort_by_key(|(_, k, _)| *k != eldercare_store::import::ListKind::Elders);
+    // Elders and providers first, so devices, carers and plans can name them.
+    texts.sort_by_key(|(_, k, _)| k.load_order());
     let mut refused = 0;
     for (f, _, text) in texts {
         let (kind, r) = eldercare_store::import::import(store.as_ref(), &text).await?;

@@ -1,17 +1,44 @@
-//! Registry import: the city's elder and device lists (registry-import.md),
-//! as CSV with a header row or as JSON lines with the same field names.
+//! Registry import: the city's elder and device lists, and the providers,
+//! carers and visit plans of carers' home visits (registry-import.md), as
+//! CSV with a header row or as JSON lines with the same field names.
 //! The header (or the first object's fields) tells which list a file is.
 //! Each row is checked on its own; a bad row is refused with its line
 //! number and reason, and the others are imported.
 use crate::{DeviceWrite, Registry, StoreError, generate_secret, hash_secret, verify_secret};
-use eldercare_model::{Device, DeviceKind, Elder};
-use std::collections::BTreeMap;
+use eldercare_model::{Carer, Device, DeviceKind, Elder, Provider, VisitPlan, plan_days};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Which registry list a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
     Elders,
     Devices,
+    Providers,
+    Carers,
+    VisitPlans,
+}
+
+impl ListKind {
+    /// Where a list goes when several are loaded together: each after the
+    /// lists its rows name (a device its elder, a carer their provider, a
+    /// plan its elder and provider).
+    pub fn load_order(self) -> u8 {
+        match self {
+            ListKind::Elders => 0,
+            ListKind::Providers => 1,
+            ListKind::Carers => 2,
+            ListKind::VisitPlans => 3,
+            ListKind::Devices => 4,
+        }
+    }
+
+    /// Whether the list is one of carers' visits (providers, carers, plans).
+    pub fn is_visits(self) -> bool {
+        matches!(
+            self,
+            ListKind::Providers | ListKind::Carers | ListKind::VisitPlans
+        )
+    }
 }
 
 /// What an import did.
@@ -33,7 +60,7 @@ pub enum ImportError {
     #[error("cannot read the file: {0}")]
     Read(String),
     #[error(
-        "the header names neither an elders list (elder_id, name) nor a devices list (device_id, kind, elder_id)"
+        "the header names no registry list: neither an elders list (elder_id, name), a devices list (device_id, kind, elder_id), a providers list (provider_id, name), a carers list (carer_id, provider_id, name) nor a visit plans list (plan_id, elder_id, provider_id, ...)"
     )]
     UnknownList,
     #[error(transparent)]
@@ -46,7 +73,7 @@ pub enum ImportError {
 pub type Row = BTreeMap<String, String>;
 
 /// The fields of an elders row, in the order of registry-import.md.
-pub const ELDER_FIELDS: [&str; 15] = [
+pub const ELDER_FIELDS: [&str; 16] = [
     "elder_id",
     "name",
     "phone",
@@ -62,6 +89,7 @@ pub const ELDER_FIELDS: [&str; 15] = [
     "night_end",
     "contact_name",
     "contact_phone",
+    "check_in",
 ];
 
 /// The fields of a devices row, `secret` aside.
@@ -153,8 +181,15 @@ pub fn detect(text: &str) -> Result<ListKind, ImportError> {
             .split([',', '"', ':', '{', '}', ' '])
             .any(|t| t.trim() == f)
     };
-    if has("device_id") && has("kind") {
+    // Plans and carers name elders and providers too: their own id first.
+    if has("plan_id") {
+        Ok(ListKind::VisitPlans)
+    } else if has("carer_id") {
+        Ok(ListKind::Carers)
+    } else if has("device_id") && has("kind") {
         Ok(ListKind::Devices)
+    } else if has("provider_id") && has("name") && !has("elder_id") {
+        Ok(ListKind::Providers)
     } else if has("elder_id") && has("name") {
         Ok(ListKind::Elders)
     } else {
@@ -188,13 +223,76 @@ fn hhmm(row: &Row, f: &str, default: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
-const FLAGS: [&str; 5] = [
+const FLAGS: [&str; 6] = [
     "lives_alone",
     "dementia",
     "disabled",
     "age80plus",
     "low_income",
+    "frail",
 ];
+
+/// A local time of day, `HH:MM`, as minutes since midnight.
+fn minutes(v: &str) -> Option<u32> {
+    use chrono::Timelike;
+    // `%H:%M` alone also takes `7:5`; the files say HH:MM.
+    if v.len() != 5 {
+        return None;
+    }
+    let t = chrono::NaiveTime::parse_from_str(v, "%H:%M").ok()?;
+    Some(t.hour() * 60 + t.minute())
+}
+
+/// Checks a same-day window `start` < `end`, both `HH:MM`; the error
+/// names the fields.
+fn window(start_field: &str, start: &str, end_field: &str, end: &str) -> Result<(), String> {
+    let s = minutes(start).ok_or_else(|| format!("`{start_field}` = {start:?} is not HH:MM"))?;
+    let e = minutes(end).ok_or_else(|| format!("`{end_field}` = {end:?} is not HH:MM"))?;
+    if s >= e {
+        return Err(format!(
+            "`{start_field}` {start} is not before `{end_field}` {end} (a window within one day)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an elder's `check_in` window, `HH:MM-HH:MM` within one day.
+pub fn check_in_window(v: &str) -> Result<(), String> {
+    let (start, end) = v
+        .split_once('-')
+        .ok_or_else(|| format!("`check_in` = {v:?} is not HH:MM-HH:MM"))?;
+    window("check_in", start.trim(), "check_in", end.trim())
+        .map_err(|why| format!("`check_in` = {v:?}: {why}"))
+}
+
+/// Checks an id field: required, 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+fn id<'a>(row: &'a Row, f: &str) -> Result<&'a str, String> {
+    let v = required(row, f)?;
+    if !valid_id(v) {
+        return Err(format!(
+            "`{f}` must be 1 to 64 characters of A-Z a-z 0-9 _ -"
+        ));
+    }
+    Ok(v)
+}
+
+/// Checks a free-text field: at most `max` characters, none of them
+/// control characters. The value is never part of the error: names and
+/// phones are personal data, and a refused row's reason is printed.
+fn text(row: &Row, f: &str, max: usize) -> Result<Option<String>, String> {
+    match row.get(f) {
+        None => Ok(None),
+        Some(v) if v.chars().count() > max => Err(format!("`{f}` is longer than {max} characters")),
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(format!("`{f}` contains a control character"))
+        }
+        Some(v) => Ok(Some(v.clone())),
+    }
+}
+
+fn required_text(row: &Row, f: &str, max: usize) -> Result<String, String> {
+    text(row, f, max)?.ok_or_else(|| format!("missing required `{f}`"))
+}
 
 /// Checks an elders row and builds the elder; the error names the field
 /// and why.
@@ -242,7 +340,13 @@ pub fn elder_from_row(row: &Row) -> Result<Elder, String> {
         night_end: hhmm(row, "night_end", "07:00")?,
         contact_name: row.get("contact_name").cloned(),
         contact_phone: row.get("contact_phone").cloned(),
-        check_in: None,
+        check_in: match row.get("check_in") {
+            Some(v) => {
+                check_in_window(v)?;
+                Some(v.clone())
+            }
+            None => None,
+        },
     })
 }
 
@@ -270,7 +374,113 @@ pub fn elder_to_row(e: &Elder) -> Row {
     put("night_end", Some(e.night_end.clone()));
     put("contact_name", e.contact_name.clone());
     put("contact_phone", e.contact_phone.clone());
+    put("check_in", e.check_in.clone());
     row
+}
+
+/// The fields of a providers row.
+pub const PROVIDER_FIELDS: [&str; 3] = ["provider_id", "name", "phone"];
+/// The fields of a carers row.
+pub const CARER_FIELDS: [&str; 3] = ["carer_id", "provider_id", "name"];
+/// The fields of a visit plans row.
+pub const VISIT_PLAN_FIELDS: [&str; 8] = [
+    "plan_id",
+    "elder_id",
+    "provider_id",
+    "days",
+    "window_start",
+    "window_end",
+    "length_min",
+    "service",
+];
+
+/// Checks a providers row and builds the provider.
+pub fn provider_from_row(row: &Row) -> Result<Provider, String> {
+    Ok(Provider {
+        provider_id: id(row, "provider_id")?.to_string(),
+        name: required_text(row, "name", 200)?,
+        phone: text(row, "phone", 32)?,
+    })
+}
+
+/// Checks a carers row and builds the carer (all but whether their
+/// provider exists, which needs the store: [`carer_refs`]).
+pub fn carer_from_row(row: &Row) -> Result<Carer, String> {
+    Ok(Carer {
+        carer_id: id(row, "carer_id")?.to_string(),
+        provider_id: id(row, "provider_id")?.to_string(),
+        name: required_text(row, "name", 200)?,
+    })
+}
+
+/// Checks a visit plans row and builds the plan (all but whether its
+/// elder and provider exist: [`visit_plan_refs`]).
+pub fn visit_plan_from_row(row: &Row) -> Result<VisitPlan, String> {
+    let plan_id = id(row, "plan_id")?.to_string();
+    let elder_id = id(row, "elder_id")?.to_string();
+    let provider_id = id(row, "provider_id")?.to_string();
+    let days = required(row, "days")?;
+    if plan_days(days).is_none() {
+        return Err(format!(
+            "`days` = {days:?} is neither `daily` nor weekdays such as `mon,wed,fri`"
+        ));
+    }
+    let window_start = required(row, "window_start")?;
+    let window_end = required(row, "window_end")?;
+    window("window_start", window_start, "window_end", window_end)?;
+    let l = required(row, "length_min")?;
+    let length_min = match l.parse::<u32>() {
+        Ok(n) if (1..=720).contains(&n) => n,
+        _ => return Err(format!("`length_min` = {l:?} is not 1–720 minutes")),
+    };
+    let service = required_text(row, "service", 32)?;
+    Ok(VisitPlan {
+        plan_id,
+        elder_id,
+        provider_id,
+        days: days.to_string(),
+        window_start: window_start.to_string(),
+        window_end: window_end.to_string(),
+        length_min,
+        service,
+    })
+}
+
+/// The providers registered, to check the rows naming them against.
+async fn provider_ids(store: &dyn Registry) -> Result<BTreeSet<String>, StoreError> {
+    Ok(store
+        .list_providers()
+        .await?
+        .into_iter()
+        .map(|p| p.provider_id)
+        .collect())
+}
+
+/// Why a carer cannot be written, if it names no registered provider.
+pub async fn carer_refs(store: &dyn Registry, c: &Carer) -> Result<Option<String>, StoreError> {
+    Ok((!provider_ids(store).await?.contains(&c.provider_id))
+        .then(|| format!("unknown provider_id `{}`", c.provider_id)))
+}
+
+/// Why a plan cannot be written, if it names an elder or a provider that
+/// is not registered.
+pub async fn visit_plan_refs(
+    store: &dyn Registry,
+    p: &VisitPlan,
+) -> Result<Option<String>, StoreError> {
+    plan_refs(store, p, &provider_ids(store).await?).await
+}
+
+async fn plan_refs(
+    store: &dyn Registry,
+    p: &VisitPlan,
+    providers: &BTreeSet<String>,
+) -> Result<Option<String>, StoreError> {
+    if store.get_elder(&p.elder_id).await?.is_none() {
+        return Ok(Some(format!("unknown elder_id `{}`", p.elder_id)));
+    }
+    Ok((!providers.contains(&p.provider_id))
+        .then(|| format!("unknown provider_id `{}`", p.provider_id)))
 }
 
 /// A devices row, checked; the secret is handled apart.
@@ -364,6 +574,11 @@ pub async fn import(
 ) -> Result<(ListKind, ImportReport), ImportError> {
     let kind = detect(text)?;
     let mut report = ImportReport::default();
+    // Few providers: read once per file.
+    let providers = match kind {
+        ListKind::Carers | ListKind::VisitPlans => provider_ids(store).await?,
+        _ => BTreeSet::new(),
+    };
     for (line, row) in rows(text)? {
         let row = match row {
             Ok(r) => r,
@@ -375,6 +590,39 @@ pub async fn import(
         let outcome = match kind {
             ListKind::Elders => match elder_from_row(&row) {
                 Ok(e) => store.upsert_elder(&e).await.map(Some)?,
+                Err(reason) => {
+                    report.refused.push((line, reason));
+                    None
+                }
+            },
+            ListKind::Providers => match provider_from_row(&row) {
+                Ok(p) => store.upsert_provider(&p).await.map(Some)?,
+                Err(reason) => {
+                    report.refused.push((line, reason));
+                    None
+                }
+            },
+            ListKind::Carers => match carer_from_row(&row) {
+                Ok(c) if !providers.contains(&c.provider_id) => {
+                    report
+                        .refused
+                        .push((line, format!("unknown provider_id `{}`", c.provider_id)));
+                    None
+                }
+                Ok(c) => written(store.upsert_carer(&c).await, line, &mut report)?,
+                Err(reason) => {
+                    report.refused.push((line, reason));
+                    None
+                }
+            },
+            ListKind::VisitPlans => match visit_plan_from_row(&row) {
+                Ok(p) => match plan_refs(store, &p, &providers).await? {
+                    Some(reason) => {
+                        report.refused.push((line, reason));
+                        None
+                    }
+                    None => written(store.upsert_visit_plan(&p).await, line, &mut report)?,
+                },
                 Err(reason) => {
                     report.refused.push((line, reason));
                     None
@@ -418,6 +666,23 @@ pub async fn import(
         }
     }
     Ok((kind, report))
+}
+
+/// A write's outcome; a row the store refused for what it names (its
+/// provider deleted since it was checked) is refused like any bad row.
+fn written(
+    r: Result<bool, StoreError>,
+    line: usize,
+    report: &mut ImportReport,
+) -> Result<Option<bool>, StoreError> {
+    match r {
+        Ok(new) => Ok(Some(new)),
+        Err(StoreError::RegistryConflict(reason)) => {
+            report.refused.push((line, reason));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A checked device row, ready to write.
@@ -548,5 +813,68 @@ mod tests {
         let (_, r) = import(&store, jsonl).await.unwrap();
         assert_eq!(r.imported, 1);
         assert!(r.refused[0].1.contains("name"), "{:?}", r.refused);
+    }
+
+    #[tokio::test]
+    async fn imports_providers_carers_and_plans_checking_what_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let elders = "elder_id,name,flags,check_in\n\
+                      E1,Wang,frail,08:00-10:00\n\
+                      E2,Li,,10:00-09:00\n\
+                      E3,Zhao,,\n";
+        let (_, r) = import(&store, elders).await.unwrap();
+        assert_eq!(r.imported, 2);
+        assert_eq!(r.refused[0].0, 3);
+        assert!(r.refused[0].1.contains("check_in"), "{:?}", r.refused);
+        let e = store.get_elder("E1").await.unwrap().unwrap();
+        assert_eq!(e.check_in.as_deref(), Some("08:00-10:00"));
+        assert_eq!(e.flags, ["frail"]);
+        assert_eq!(store.get_elder("E3").await.unwrap().unwrap().check_in, None);
+
+        let providers = "provider_id,name,phone\nP1,Sunshine Care,021-555\nbad id,X,\n";
+        let (kind, r) = import(&store, providers).await.unwrap();
+        assert_eq!(
+            (kind, r.imported, r.refused.len()),
+            (ListKind::Providers, 1, 1)
+        );
+
+        let carers = "carer_id,provider_id,name\nC1,P1,Zhang\nC2,P9,Qian\nC3,P1,\n";
+        let (kind, r) = import(&store, carers).await.unwrap();
+        assert_eq!((kind, r.imported), (ListKind::Carers, 1));
+        assert_eq!(r.refused[0], (3, "unknown provider_id `P9`".to_string()));
+        assert!(r.refused[1].1.contains("name"));
+
+        let plans = "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n\
+                     V1,E1,P1,\"mon,wed,fri\",09:00,11:00,60,bathing\n\
+                     V2,E1,P1,daily,12:00,11:00,60,meals\n\
+                     V3,E1,P1,someday,09:00,11:00,60,meals\n\
+                     V4,E1,P1,daily,09:00,11:00,0,meals\n\
+                     V5,E9,P1,daily,09:00,11:00,30,meals\n\
+                     V6,E1,P1,daily,09:00,11:00,30,\n\
+                     V7,E1,P1,daily,09:00,11:00,30,a service name far too long to be one\n";
+        let (kind, r) = import(&store, plans).await.unwrap();
+        assert_eq!((kind, r.imported), (ListKind::VisitPlans, 1));
+        let lines: Vec<usize> = r.refused.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [3, 4, 5, 6, 7, 8], "{:?}", r.refused);
+        for (want, (_, why)) in [
+            "window_start",
+            "days",
+            "length_min",
+            "unknown elder_id",
+            "service",
+            "service",
+        ]
+        .iter()
+        .zip(&r.refused)
+        {
+            assert!(why.contains(want), "{why}");
+        }
+        let plans = store.list_visit_plans().await.unwrap();
+        assert_eq!(plans[0].days, "mon,wed,fri");
+        assert_eq!(plans[0].length_min, 60);
+        // Idempotent.
+        let (_, r) = import(&store, carers).await.unwrap();
+        assert_eq!(r.updated, 1);
     }
 }

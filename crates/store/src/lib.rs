@@ -51,6 +51,11 @@ pub enum StoreError {
     /// delivered again); nothing was written and no seq was taken.
     #[error("an event of rule decision {0} is kept already")]
     DecisionKept(u64),
+    /// A registry delete refused because other records still name the
+    /// one to delete (a provider with carers or visit plans), or a write
+    /// naming a record that does not exist: the reason says which.
+    #[error("{0}")]
+    RegistryConflict(String),
     #[error("cannot open data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -304,6 +309,9 @@ pub enum ElderDeletion {
     NotFound,
     /// Not deleted: this many devices still watch the elder.
     HasDevices(u32),
+    /// Not deleted: this many visit plans are still for the elder (and no
+    /// device watches them).
+    HasVisitPlans(u32),
 }
 
 /// What writing a device did.
@@ -381,5 +389,33 @@ pub(crate) fn decision_kept(e: sqlx::Error, decision: Option<u64>) -> crate::Sto
             crate::StoreError::DecisionKept(n)
         }
         _ => e.into(),
+    }
+}
+
+/// The registry's answers about providers, carers and visit plans that
+/// both backends give alike.
+pub(crate) mod visits {
+    use crate::StoreError;
+    use eldercare_model::VisitPlan;
+
+    /// Why a provider cannot be deleted.
+    pub fn provider_in_use(provider_id: &str, carers: i64, plans: i64) -> StoreError {
+        StoreError::RegistryConflict(format!(
+            "provider `{provider_id}` still has {carers} carer(s) and {plans} visit plan(s); delete them or move them to another provider first"
+        ))
+    }
+
+    /// A write naming a record that is not registered.
+    pub fn unknown(field: &str, id: &str) -> String {
+        format!("unknown {field} `{id}`")
+    }
+
+    /// A plan naming an elder or provider that is not registered (the
+    /// foreign key does not say which).
+    pub fn unknown_plan_refs(p: &VisitPlan) -> String {
+        format!(
+            "unknown elder_id `{}` or provider_id `{}`",
+            p.elder_id, p.provider_id
+        )
     }
 }

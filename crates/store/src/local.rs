@@ -54,6 +54,9 @@ struct LocalElder {
     night_end: String,
     contact_name: Option<String>,
     contact_phone: Option<String>,
+    /// Absent from copies written before elders had it.
+    #[serde(default)]
+    check_in: Option<String>,
 }
 
 impl LocalElder {
@@ -73,6 +76,7 @@ impl LocalElder {
             night_end: e.night_end.clone(),
             contact_name: e.contact_name.clone(),
             contact_phone: e.contact_phone.clone(),
+            check_in: e.check_in.clone(),
         }
     }
 
@@ -93,7 +97,7 @@ impl LocalElder {
             night_end: self.night_end.clone(),
             contact_name: self.contact_name.clone(),
             contact_phone: self.contact_phone.clone(),
-            check_in: None,
+            check_in: self.check_in.clone(),
         }
     }
 }

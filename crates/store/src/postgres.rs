@@ -16,7 +16,9 @@ use crate::{
     StoreError, StoredReading, Telemetry, VitalsHour,
 };
 use async_trait::async_trait;
-use eldercare_model::{AlertEvent, DeadLetter, Device, Elder, EpochMs, Silence};
+use eldercare_model::{
+    AlertEvent, Carer, DeadLetter, Device, Elder, EpochMs, Provider, Silence, VisitPlan,
+};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
@@ -28,6 +30,7 @@ mod alerts;
 mod maintenance;
 pub(crate) mod readings;
 mod registry;
+mod visits;
 
 pub use maintenance::{Layout, Maintenance};
 pub use readings::COPY_MIN;
@@ -303,6 +306,51 @@ impl Registry for PgStore {
     async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
         self.ready()?;
         self.pg_query_devices(query).await
+    }
+
+    async fn upsert_provider(&self, p: &Provider) -> Result<bool> {
+        self.ready()?;
+        self.pg_upsert_provider(p).await
+    }
+
+    async fn delete_provider(&self, provider_id: &str) -> Result<bool> {
+        self.ready()?;
+        self.pg_delete_provider(provider_id).await
+    }
+
+    async fn list_providers(&self) -> Result<Vec<Provider>> {
+        self.ready()?;
+        self.pg_list_providers().await
+    }
+
+    async fn upsert_carer(&self, c: &Carer) -> Result<bool> {
+        self.ready()?;
+        self.pg_upsert_carer(c).await
+    }
+
+    async fn delete_carer(&self, carer_id: &str) -> Result<bool> {
+        self.ready()?;
+        self.pg_delete_carer(carer_id).await
+    }
+
+    async fn list_carers(&self) -> Result<Vec<Carer>> {
+        self.ready()?;
+        self.pg_list_carers().await
+    }
+
+    async fn upsert_visit_plan(&self, p: &VisitPlan) -> Result<bool> {
+        self.ready()?;
+        self.pg_upsert_visit_plan(p).await
+    }
+
+    async fn delete_visit_plan(&self, plan_id: &str) -> Result<bool> {
+        self.ready()?;
+        self.pg_delete_visit_plan(plan_id).await
+    }
+
+    async fn list_visit_plans(&self) -> Result<Vec<VisitPlan>> {
+        self.ready()?;
+        self.pg_list_visit_plans().await
     }
 }
 

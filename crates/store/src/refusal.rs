@@ -129,6 +129,7 @@ pub(crate) fn unstorable(r: &StoredReading) -> Option<String> {
     let body_text = match &reading.body {
         Body::Motion(m) => Some(("room", m.room.as_str())),
         Body::Status(s) => s.fw.as_deref().map(|fw| ("fw", fw)),
+        Body::Event(e) => e.carer.as_deref().map(|c| ("carer", c)),
         _ => None,
     };
     let texts = [

@@ -74,8 +74,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use eldercare_model::{
-    Alert, AlertEvent, AlertEventKind, Body, DeadLetter, Device, Elder, EpochMs, Reading, Silence,
-    Stream,
+    Alert, AlertEvent, AlertEventKind, Body, Carer, DeadLetter, Device, Elder, EpochMs, Provider,
+    Reading, Silence, Stream, VisitPlan,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -1176,6 +1176,35 @@ impl Registry for SpoolingStore {
             self.local.query_devices(query)
         })
     }
+    // Providers, carers and plans are not in the local copy: during an
+    // outage they fail like any other database read.
+    async fn upsert_provider(&self, p: &Provider) -> Result<bool> {
+        self.inner.upsert_provider(p).await
+    }
+    async fn delete_provider(&self, provider_id: &str) -> Result<bool> {
+        self.inner.delete_provider(provider_id).await
+    }
+    async fn list_providers(&self) -> Result<Vec<Provider>> {
+        self.inner.list_providers().await
+    }
+    async fn upsert_carer(&self, c: &Carer) -> Result<bool> {
+        self.inner.upsert_carer(c).await
+    }
+    async fn delete_carer(&self, carer_id: &str) -> Result<bool> {
+        self.inner.delete_carer(carer_id).await
+    }
+    async fn list_carers(&self) -> Result<Vec<Carer>> {
+        self.inner.list_carers().await
+    }
+    async fn upsert_visit_plan(&self, p: &VisitPlan) -> Result<bool> {
+        self.inner.upsert_visit_plan(p).await
+    }
+    async fn delete_visit_plan(&self, plan_id: &str) -> Result<bool> {
+        self.inner.delete_visit_plan(plan_id).await
+    }
+    async fn list_visit_plans(&self) -> Result<Vec<VisitPlan>> {
+        self.inner.list_visit_plans().await
+    }
 }
 
 #[async_trait]
@@ -1555,6 +1584,42 @@ mod tests {
         async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
             self.check()?;
             self.inner.query_devices(query).await
+        }
+        async fn upsert_provider(&self, p: &Provider) -> Result<bool> {
+            self.check()?;
+            self.inner.upsert_provider(p).await
+        }
+        async fn delete_provider(&self, provider_id: &str) -> Result<bool> {
+            self.check()?;
+            self.inner.delete_provider(provider_id).await
+        }
+        async fn list_providers(&self) -> Result<Vec<Provider>> {
+            self.check()?;
+            self.inner.list_providers().await
+        }
+        async fn upsert_carer(&self, c: &Carer) -> Result<bool> {
+            self.check()?;
+            self.inner.upsert_carer(c).await
+        }
+        async fn delete_carer(&self, carer_id: &str) -> Result<bool> {
+            self.check()?;
+            self.inner.delete_carer(carer_id).await
+        }
+        async fn list_carers(&self) -> Result<Vec<Carer>> {
+            self.check()?;
+            self.inner.list_carers().await
+        }
+        async fn upsert_visit_plan(&self, p: &VisitPlan) -> Result<bool> {
+            self.check()?;
+            self.inner.upsert_visit_plan(p).await
+        }
+        async fn delete_visit_plan(&self, plan_id: &str) -> Result<bool> {
+            self.check()?;
+            self.inner.delete_visit_plan(plan_id).await
+        }
+        async fn list_visit_plans(&self) -> Result<Vec<VisitPlan>> {
+            self.check()?;
+            self.inner.list_visit_plans().await
         }
     }
 

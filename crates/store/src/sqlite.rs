@@ -10,8 +10,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use eldercare_model::{
-    Alert, AlertEvent, AlertEventKind, AlertKind, DeadLetter, Device, DeviceKind, Elder, EpochMs,
-    Severity, Silence,
+    Alert, AlertEvent, AlertEventKind, AlertKind, Carer, DeadLetter, Device, DeviceKind, Elder,
+    EpochMs, Provider, Severity, Silence, VisitPlan,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -20,6 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod registry_api;
+mod visits;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -108,7 +109,7 @@ fn elder_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Elder> {
         night_end: r.try_get("night_end")?,
         contact_name: r.try_get("contact_name")?,
         contact_phone: r.try_get("contact_phone")?,
-        check_in: None,
+        check_in: r.try_get("check_in")?,
     })
 }
 
@@ -133,6 +134,7 @@ pub(crate) fn bind_elder<'q>(
         .bind(&e.night_end)
         .bind(&e.contact_name)
         .bind(&e.contact_phone)
+        .bind(&e.check_in)
         .bind(now_ms())
 }
 
@@ -195,15 +197,16 @@ impl Registry for SqliteStore {
             sqlx::query(
                 "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
                 home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name,
-                contact_phone, updated_at)
-             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                contact_phone, check_in, updated_at)
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
              ON CONFLICT(elder_id) DO UPDATE SET name=excluded.name, phone=excluded.phone,
                 address=excluded.address, district=excluded.district, community=excluded.community,
                 home_lat=excluded.home_lat, home_lon=excluded.home_lon,
                 safe_radius_m=excluded.safe_radius_m, flags=excluded.flags,
                 timezone=excluded.timezone, night_start=excluded.night_start,
                 night_end=excluded.night_end, contact_name=excluded.contact_name,
-                contact_phone=excluded.contact_phone, updated_at=excluded.updated_at",
+                contact_phone=excluded.contact_phone, check_in=excluded.check_in,
+                updated_at=excluded.updated_at",
             ),
             e,
         )
@@ -307,6 +310,42 @@ impl Registry for SqliteStore {
 
     async fn query_devices(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
         self.api_query_devices(query).await
+    }
+
+    async fn upsert_provider(&self, p: &Provider) -> Result<bool> {
+        self.visits_upsert_provider(p).await
+    }
+
+    async fn delete_provider(&self, provider_id: &str) -> Result<bool> {
+        self.visits_delete_provider(provider_id).await
+    }
+
+    async fn list_providers(&self) -> Result<Vec<Provider>> {
+        self.visits_list_providers().await
+    }
+
+    async fn upsert_carer(&self, c: &Carer) -> Result<bool> {
+        self.visits_upsert_carer(c).await
+    }
+
+    async fn delete_carer(&self, carer_id: &str) -> Result<bool> {
+        self.visits_delete_carer(carer_id).await
+    }
+
+    async fn list_carers(&self) -> Result<Vec<Carer>> {
+        self.visits_list_carers().await
+    }
+
+    async fn upsert_visit_plan(&self, p: &VisitPlan) -> Result<bool> {
+        self.visits_upsert_plan(p).await
+    }
+
+    async fn delete_visit_plan(&self, plan_id: &str) -> Result<bool> {
+        self.visits_delete_plan(plan_id).await
+    }
+
+    async fn list_visit_plans(&self) -> Result<Vec<VisitPlan>> {
+        self.visits_list_plans().await
     }
 }
 

@@ -8,8 +8,9 @@
 mod support;
 
 use eldercare_model::{
-    AlertEventKind, AlertKind, AlertState, Body, DeadLetter, Device, DeviceEvent, DeviceKind,
-    Elder, EventType, Location, Motion, Reading, Severity, Silence, Sleep, Status, Stream, Vitals,
+    AlertEventKind, AlertKind, AlertState, Body, Carer, DeadLetter, Device, DeviceEvent,
+    DeviceKind, Elder, EventType, Location, Motion, Provider, Reading, Severity, Silence, Sleep,
+    Status, Stream, VisitAction, VisitPlan, Vitals,
 };
 use eldercare_store::{
     AlertQuery, DEAD_LETTER_CAPACITY, DeviceQuery, DeviceWrite, ElderDeletion, ElderQuery, HOUR_MS,
@@ -61,6 +62,8 @@ on_both_backends!(
     readings_keyed_record_their_own_log_position,
     readings_refused_for_their_content_are_left_out_and_the_rest_stored,
     readings_the_database_refuses_are_found_in_small_and_large_batches,
+    providers_carers_and_plans_are_kept_and_deletes_refused_while_named,
+    visit_events_keep_their_carer_and_action_in_any_batch,
 );
 
 fn now_ms() -> i64 {
@@ -96,7 +99,7 @@ fn full_elder(id: &str) -> Elder {
         night_end: "06:45".into(),
         contact_name: Some("Li Wei".into()),
         contact_phone: Some("+86 139 0000 0000".into()),
-        check_in: None,
+        check_in: Some("08:00-10:30".into()),
     }
 }
 
@@ -208,6 +211,10 @@ async fn registry_writes_answer_what_happened(b: Backend) {
     assert!(!s.update_elder(&elder("E9", "D1")).await.unwrap());
     let mut full = full_elder("E1");
     full.flags = vec![];
+    assert!(s.update_elder(&full).await.unwrap());
+    assert_eq!(s.get_elder("E1").await.unwrap(), Some(full.clone()));
+    // The check-in window is cleared as any optional field.
+    full.check_in = None;
     assert!(s.update_elder(&full).await.unwrap());
     assert_eq!(s.get_elder("E1").await.unwrap(), Some(full));
 
@@ -417,6 +424,24 @@ async fn readings_keep_every_field_of_every_stream(b: Backend) {
             fw: Some("1.4.2-rc.1, \"beta\"".into()),
         }),
         Body::Status(Status::default()),
+        Body::Event(DeviceEvent {
+            kind: EventType::Visit,
+            confidence: None,
+            carer: Some("carer-7".into()),
+            action: Some(VisitAction::In),
+        }),
+        Body::Event(DeviceEvent {
+            kind: EventType::Visit,
+            confidence: None,
+            carer: Some("carer-7".into()),
+            action: Some(VisitAction::Out),
+        }),
+        Body::Event(DeviceEvent {
+            kind: EventType::CheckIn,
+            confidence: None,
+            carer: None,
+            action: None,
+        }),
     ];
     let base = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     let seqs = [Some(7), None, Some(u64::MAX), Some(0)];
@@ -1638,4 +1663,148 @@ async fn readings_the_database_refuses_are_found_in_small_and_large_batches(b: B
     let err = s.insert_readings(&small).await.unwrap_err();
     assert!(err.is_refusal() && !err.is_outage(), "{err}");
     assert_eq!(seqs_of(&b, "pir-1").await, vec![1, 2, 4, 5]);
+}
+
+fn plan(id: &str, elder_id: &str, provider_id: &str) -> VisitPlan {
+    VisitPlan {
+        plan_id: id.into(),
+        elder_id: elder_id.into(),
+        provider_id: provider_id.into(),
+        days: "mon,wed,fri".into(),
+        window_start: "09:00".into(),
+        window_end: "11:00".into(),
+        length_min: 60,
+        service: "bathing".into(),
+    }
+}
+
+async fn providers_carers_and_plans_are_kept_and_deletes_refused_while_named(b: Backend) {
+    let s = &b.store;
+    let p1 = Provider {
+        provider_id: "P1".into(),
+        name: "阳光护理".into(),
+        phone: Some("021-5555 0101".into()),
+    };
+    assert!(s.upsert_provider(&p1).await.unwrap(), "new");
+    let p1b = Provider {
+        phone: None,
+        ..p1.clone()
+    };
+    assert!(!s.upsert_provider(&p1b).await.unwrap(), "updated");
+    assert!(
+        s.upsert_provider(&Provider {
+            provider_id: "P2".into(),
+            name: "Second".into(),
+            phone: None,
+        })
+        .await
+        .unwrap()
+    );
+    assert_eq!(s.list_providers().await.unwrap()[0], p1b);
+    assert_eq!(s.list_providers().await.unwrap().len(), 2);
+
+    let c1 = Carer {
+        carer_id: "C1".into(),
+        provider_id: "P1".into(),
+        name: "张护工".into(),
+    };
+    assert!(s.upsert_carer(&c1).await.unwrap());
+    assert!(!s.upsert_carer(&c1).await.unwrap());
+    assert_eq!(s.list_carers().await.unwrap(), vec![c1.clone()]);
+    // A carer of no registered provider: refused, nothing written.
+    let orphan = Carer {
+        carer_id: "C2".into(),
+        provider_id: "P9".into(),
+        ..c1.clone()
+    };
+    assert!(matches!(
+        s.upsert_carer(&orphan).await,
+        Err(StoreError::RegistryConflict(why)) if why.contains("P9")
+    ));
+    assert_eq!(s.list_carers().await.unwrap().len(), 1);
+
+    s.upsert_elder(&full_elder("E1")).await.unwrap();
+    let v1 = plan("V1", "E1", "P2");
+    assert!(s.upsert_visit_plan(&v1).await.unwrap());
+    let v1b = VisitPlan {
+        days: "daily".into(),
+        length_min: 720,
+        ..v1.clone()
+    };
+    assert!(!s.upsert_visit_plan(&v1b).await.unwrap());
+    assert_eq!(s.list_visit_plans().await.unwrap(), vec![v1b.clone()]);
+    for bad in [plan("V2", "E9", "P1"), plan("V2", "E1", "P9")] {
+        assert!(matches!(
+            s.upsert_visit_plan(&bad).await,
+            Err(StoreError::RegistryConflict(_))
+        ));
+    }
+
+    // Named by a carer, or by a plan: not deleted.
+    for p in ["P1", "P2"] {
+        match s.delete_provider(p).await {
+            Err(StoreError::RegistryConflict(why)) => assert!(why.contains(p), "{why}"),
+            other => panic!("{}: {p}: {other:?}", b.name),
+        }
+    }
+    assert_eq!(s.list_providers().await.unwrap().len(), 2);
+    // An elder with a plan: not deleted either.
+    assert_eq!(
+        s.delete_elder("E1").await.unwrap(),
+        ElderDeletion::HasVisitPlans(1)
+    );
+
+    assert!(s.delete_carer("C1").await.unwrap());
+    assert!(!s.delete_carer("C1").await.unwrap());
+    assert!(s.delete_provider("P1").await.unwrap());
+    assert!(!s.delete_provider("P1").await.unwrap());
+    assert!(s.delete_visit_plan("V1").await.unwrap());
+    assert!(!s.delete_visit_plan("V1").await.unwrap());
+    assert!(s.delete_provider("P2").await.unwrap());
+    assert!(s.list_providers().await.unwrap().is_empty());
+    assert_eq!(s.delete_elder("E1").await.unwrap(), ElderDeletion::Deleted);
+}
+
+async fn visit_events_keep_their_carer_and_action_in_any_batch(b: Backend) {
+    let s = &b.store;
+    let visit = |i: u64| {
+        Body::Event(DeviceEvent {
+            kind: EventType::Visit,
+            confidence: None,
+            carer: Some(format!("carer-{}", i % 7)),
+            action: Some(if i % 2 == 0 {
+                VisitAction::In
+            } else {
+                VisitAction::Out
+            }),
+        })
+    };
+    // Small batches and large ones take different paths (PostgreSQL:
+    // UNNEST and COPY): both keep the visit's fields.
+    for (device, n) in [("small", 3u64), ("large", 2500)] {
+        let batch: Vec<StoredReading> = (0..n)
+            .map(|i| stored("E1", device, 1_000_000 + i as i64, Some(i), visit(i)))
+            .collect();
+        s.insert_readings(&batch).await.unwrap();
+        let got = s
+            .query_readings(&ReadingQuery {
+                subject: ReadingSubject::Device(device.into()),
+                from: None,
+                to: None,
+                streams: vec![Stream::Event],
+                newest_first: false,
+                after: None,
+                limit: 10_000,
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.len() as u64, n, "{}", b.name);
+        for (r, want) in got.iter().zip(&batch) {
+            assert_eq!(r.json, want.reading.body.to_json(), "{}", b.name);
+        }
+        assert_eq!(
+            got[1].json,
+            r#"{"type":"visit","carer":"carer-1","action":"out"}"#
+        );
+    }
 }

@@ -39,7 +39,7 @@ const LOCK_KEY: i64 = 0x656c_6465_7263_6172;
 /// Readings columns in table order, for moving rows between partitions.
 const ALL_COLUMNS: &str = "ts, id, seq, lat, lon, temp_c, movement, accuracy_m, confidence, \
      rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion, online, \
-     device_id, elder_id, room, fw";
+     device_id, elder_id, room, fw, visit_action, carer";
 
 fn partition_name(day: NaiveDate) -> String {
     format!("readings_p{}", day.format("%Y%m%d"))

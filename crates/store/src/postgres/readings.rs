@@ -11,7 +11,8 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use eldercare_model::{
-    Body, DeviceEvent, EpochMs, EventType, Location, Motion, Sleep, Status, Stream, Vitals,
+    Body, DeviceEvent, EpochMs, EventType, Location, Motion, Sleep, Status, Stream, VisitAction,
+    Vitals,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
@@ -53,6 +54,20 @@ fn event_of(code: i16) -> Option<EventType> {
     ]
     .into_iter()
     .find(|e| event_code(*e) == code)
+}
+
+/// The `visit_action` column's code of a `visit` event's action.
+fn action_code(a: VisitAction) -> i16 {
+    match a {
+        VisitAction::In => 1,
+        VisitAction::Out => 2,
+    }
+}
+
+fn action_of(code: i16) -> Option<VisitAction> {
+    [VisitAction::In, VisitAction::Out]
+        .into_iter()
+        .find(|a| action_code(*a) == code)
 }
 
 /// How far back the latest readings are looked for first: devices report
@@ -141,6 +156,8 @@ struct Columns<'a> {
     elder_id: Vec<&'a str>,
     room: Vec<Option<&'a str>>,
     fw: Vec<Option<&'a str>>,
+    visit_action: Vec<Option<i16>>,
+    carer: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -173,6 +190,8 @@ impl<'a> Columns<'a> {
         self.online.push(row.online);
         self.room.push(row.room);
         self.fw.push(row.fw);
+        self.visit_action.push(row.visit_action);
+        self.carer.push(row.carer);
         Ok(())
     }
 }
@@ -223,7 +242,7 @@ impl Columns<'_> {
         out.extend_from_slice(&0i32.to_be_bytes());
         out.extend_from_slice(&0i32.to_be_bytes());
         for i in 0..n {
-            out.extend_from_slice(&24i16.to_be_bytes());
+            out.extend_from_slice(&26i16.to_be_bytes());
             let ts = self.ts[i].timestamp_micros() - PG_EPOCH_US;
             field(&mut out, Some(&ts.to_be_bytes()));
             field(
@@ -268,6 +287,14 @@ impl Columns<'_> {
             ] {
                 field(&mut out, v.map(str::as_bytes));
             }
+            field(
+                &mut out,
+                self.visit_action[i]
+                    .map(i16::to_be_bytes)
+                    .as_ref()
+                    .map(|b| &b[..]),
+            );
+            field(&mut out, self.carer[i].map(str::as_bytes));
         }
         out.extend_from_slice(&(-1i16).to_be_bytes());
         out
@@ -277,11 +304,11 @@ impl Columns<'_> {
 /// A reading's time and stream-specific columns, or why the columns
 /// cannot hold it. Every column gets a value (most of them NULL) for
 /// every reading, so the arrays stay aligned.
-fn row_of(r: &StoredReading) -> Result<(DateTime<Utc>, Row24<'_>)> {
+fn row_of(r: &StoredReading) -> Result<(DateTime<Utc>, Row26<'_>)> {
     let reading = &r.reading;
     let ts = to_ts(reading.ts_ms)
         .ok_or_else(|| StoreError::OutOfRange("`ts` is outside what a timestamptz holds".into()))?;
-    let mut row = Row24::default();
+    let mut row = Row26::default();
     match &reading.body {
         Body::Vitals(v) => {
             row.hr = small("hr", v.hr)?;
@@ -309,6 +336,8 @@ fn row_of(r: &StoredReading) -> Result<(DateTime<Utc>, Row24<'_>)> {
         Body::Event(e) => {
             row.event_type = Some(event_code(e.kind));
             row.confidence = narrow(e.confidence);
+            row.visit_action = e.action.map(action_code);
+            row.carer = e.carer.as_deref();
         }
         Body::Status(s) => {
             row.online = s.online;
@@ -322,7 +351,7 @@ fn row_of(r: &StoredReading) -> Result<(DateTime<Utc>, Row24<'_>)> {
 
 /// The stream-specific columns of one reading.
 #[derive(Default)]
-struct Row24<'a> {
+struct Row26<'a> {
     lat: Option<f64>,
     lon: Option<f64>,
     temp_c: Option<f32>,
@@ -342,12 +371,14 @@ struct Row24<'a> {
     online: Option<bool>,
     room: Option<&'a str>,
     fw: Option<&'a str>,
+    visit_action: Option<i16>,
+    carer: Option<&'a str>,
 }
 
 /// The columns a reading is read back from.
 const READ_COLUMNS: &str = "id, elder_id, device_id, stream, ts, seq, hr, spo2, rr, temp_c, \
      sys, dia, in_bed, movement, room, motion, lat, lon, accuracy_m, event_type, confidence, \
-     online, battery_pct, rssi, fw";
+     online, battery_pct, rssi, fw, visit_action, carer";
 
 /// Rebuilds the reading's body from its columns.
 fn body_from_row(stream: Stream, r: &PgRow) -> Result<Body> {
@@ -391,8 +422,11 @@ fn body_from_row(stream: Stream, r: &PgRow) -> Result<Body> {
             Body::Event(DeviceEvent {
                 kind: code.and_then(event_of).ok_or_else(|| missing("type"))?,
                 confidence: widen(r.try_get("confidence")?),
-                carer: None,
-                action: None,
+                carer: r.try_get("carer")?,
+                action: r
+                    .try_get::<Option<i16>, _>("visit_action")?
+                    .map(|c| action_of(c).ok_or_else(|| corrupt(format!("visit action code {c}"))))
+                    .transpose()?,
             })
         }
         Stream::Status => Body::Status(Status {
@@ -799,7 +833,7 @@ async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<Progress<'_
             .copy_in_raw(
                 "COPY readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, \
                  confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, \
-                 in_bed, motion, online, device_id, elder_id, room, fw) \
+                 in_bed, motion, online, device_id, elder_id, room, fw, visit_action, carer) \
                  FROM STDIN (FORMAT binary)",
             )
             .await?;
@@ -818,30 +852,30 @@ async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<Progress<'_
     sqlx::query(
         "WITH pairs AS (
             INSERT INTO reading_streams (device_id, stream)
-            SELECT * FROM UNNEST($25::text[], $26::int2[])
+            SELECT * FROM UNNEST($27::text[], $28::int2[])
             ON CONFLICT DO NOTHING),
          progress AS (
-            UPDATE intake_progress SET pos = GREATEST(pos, $27)
-            WHERE $27::int8 IS NOT NULL AND $28::text IS NULL),
+            UPDATE intake_progress SET pos = GREATEST(pos, $29)
+            WHERE $29::int8 IS NOT NULL AND $30::text IS NULL),
          keyed AS (
             INSERT INTO intake_progress_keyed (key, pos)
-            SELECT $28, $27 WHERE $27::int8 IS NOT NULL AND $28::text IS NOT NULL
+            SELECT $30, $29 WHERE $29::int8 IS NOT NULL AND $30::text IS NOT NULL
             ON CONFLICT (key) DO UPDATE
             SET pos = GREATEST(intake_progress_keyed.pos, excluded.pos))
          INSERT INTO readings (ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
             rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
-            online, device_id, elder_id, room, fw)
+            online, device_id, elder_id, room, fw, visit_action, carer)
          SELECT ts, seq, lat, lon, temp_c, movement, accuracy_m, confidence,
             rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct, in_bed, motion,
-            online, device_id, elder_id, room, fw
+            online, device_id, elder_id, room, fw, visit_action, carer
          FROM UNNEST($1::timestamptz[], $2::int8[], $3::float8[], $4::float8[],
             $5::float4[], $6::float4[], $7::float4[], $8::float4[], $9::int4[],
             $10::int2[], $11::int2[], $12::int2[], $13::int2[], $14::int2[], $15::int2[],
             $16::int2[], $17::int2[], $18::bool[], $19::bool[], $20::bool[],
-            $21::text[], $22::text[], $23::text[], $24::text[])
+            $21::text[], $22::text[], $23::text[], $24::text[], $25::int2[], $26::text[])
             WITH ORDINALITY AS u(ts, seq, lat, lon, temp_c, movement, accuracy_m,
                 confidence, rssi, stream, hr, spo2, rr, sys, dia, event_type, battery_pct,
-                in_bed, motion, online, device_id, elder_id, room, fw, n)
+                in_bed, motion, online, device_id, elder_id, room, fw, visit_action, carer, n)
          ORDER BY n",
     )
     .bind(&c.ts)
@@ -868,6 +902,8 @@ async fn write(conn: &mut PgConnection, c: &Columns<'_>, pos: Option<Progress<'_
     .bind(&c.elder_id)
     .bind(&c.room)
     .bind(&c.fw)
+    .bind(&c.visit_action)
+    .bind(&c.carer)
     .bind(&pair_devices)
     .bind(&pair_streams)
     .bind(pos.map(|p| p.pos))
@@ -886,8 +922,17 @@ mod tests {
         for s in Stream::ALL {
             assert_eq!(stream_of(stream_code(s)), Some(s));
         }
-        for e in [EventType::Sos, EventType::Fall, EventType::SosCancel] {
+        for e in [
+            EventType::Sos,
+            EventType::Fall,
+            EventType::SosCancel,
+            EventType::Visit,
+            EventType::CheckIn,
+        ] {
             assert_eq!(event_of(event_code(e)), Some(e));
+        }
+        for a in [VisitAction::In, VisitAction::Out] {
+            assert_eq!(action_of(action_code(a)), Some(a));
         }
         assert_eq!(stream_of(0), None);
         assert_eq!(event_of(9), None);

@@ -8,13 +8,13 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 /// A foreign key refused the write: the device names no registered elder.
-fn is_fk_violation(e: &sqlx::Error) -> bool {
+pub(super) fn is_fk_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
 }
 
 const ELDER_COLUMNS: &str = "elder_id, name, phone, address, district, community, home_lat, \
      home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name, \
-     contact_phone";
+     contact_phone, check_in";
 
 const DEVICE_COLUMNS: &str =
     "device_id, kind, elder_id, room, heartbeat_s, secret_salt, secret_hash";
@@ -41,7 +41,7 @@ pub(super) fn elder_from_row(r: &PgRow) -> Result<Elder> {
         night_end: r.try_get("night_end")?,
         contact_name: r.try_get("contact_name")?,
         contact_phone: r.try_get("contact_phone")?,
-        check_in: None,
+        check_in: r.try_get("check_in")?,
     })
 }
 
@@ -79,6 +79,7 @@ fn bind_elder<'q>(
         .bind(&e.night_end)
         .bind(&e.contact_name)
         .bind(&e.contact_phone)
+        .bind(&e.check_in)
         .bind(now_ms())
 }
 
@@ -89,8 +90,8 @@ impl PgStore {
         let q = sqlx::query(
             "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
                 home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name,
-                contact_phone, updated_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
+                contact_phone, check_in, updated_at)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
              ON CONFLICT (elder_id) DO UPDATE SET name=excluded.name, phone=excluded.phone,
                 address=excluded.address, district=excluded.district,
                 community=excluded.community, home_lat=excluded.home_lat,
@@ -98,7 +99,7 @@ impl PgStore {
                 flags=excluded.flags, timezone=excluded.timezone,
                 night_start=excluded.night_start, night_end=excluded.night_end,
                 contact_name=excluded.contact_name, contact_phone=excluded.contact_phone,
-                updated_at=excluded.updated_at
+                check_in=excluded.check_in, updated_at=excluded.updated_at
              RETURNING (xmax = 0) AS inserted",
         );
         let row = bind_elder(q, e).fetch_one(&self.pool).await?;
@@ -179,8 +180,8 @@ impl PgStore {
         let q = sqlx::query(
             "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
                 home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name,
-                contact_phone, updated_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
+                contact_phone, check_in, updated_at)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
              ON CONFLICT (elder_id) DO NOTHING",
         );
         let r = bind_elder(q, e).execute(&self.pool).await?;
@@ -188,12 +189,12 @@ impl PgStore {
     }
 
     pub(super) async fn pg_update_elder(&self, e: &Elder) -> Result<bool> {
-        // Same bind order as the insert: the id is $1 and updated_at $16.
+        // Same bind order as the insert: the id is $1 and updated_at $17.
         let q = sqlx::query(
             "UPDATE elders SET name=$2, phone=$3, address=$4, district=$5, community=$6,
                 home_lat=$7, home_lon=$8, safe_radius_m=$9, flags=$10, timezone=$11,
                 night_start=$12, night_end=$13, contact_name=$14, contact_phone=$15,
-                updated_at=$16
+                check_in=$16, updated_at=$17
              WHERE elder_id = $1",
         );
         let r = bind_elder(q, e).execute(&self.pool).await?;
@@ -201,34 +202,41 @@ impl PgStore {
     }
 
     pub(super) async fn pg_delete_elder(&self, elder_id: &str) -> Result<ElderDeletion> {
-        // One statement sees one snapshot: the delete and the count agree.
-        // A device inserted concurrently for this elder makes the delete
-        // fail on the foreign key instead, which is answered the same way.
-        let r = sqlx::query_as::<_, (i64, i64)>(
+        // One statement sees one snapshot: the delete and the counts agree.
+        // A device or plan inserted concurrently for this elder makes the
+        // delete fail on the foreign key instead, answered from a recount.
+        let r = sqlx::query_as::<_, (i64, i64, i64)>(
             "WITH del AS (
                 DELETE FROM elders WHERE elder_id = $1
                 AND NOT EXISTS (SELECT 1 FROM devices WHERE elder_id = $1)
+                AND NOT EXISTS (SELECT 1 FROM visit_plans WHERE elder_id = $1)
                 RETURNING 1)
-             SELECT (SELECT COUNT(*) FROM del), (SELECT COUNT(*) FROM devices WHERE elder_id = $1)",
+             SELECT (SELECT COUNT(*) FROM del),
+                (SELECT COUNT(*) FROM devices WHERE elder_id = $1),
+                (SELECT COUNT(*) FROM visit_plans WHERE elder_id = $1)",
         )
         .bind(elder_id)
         .fetch_one(&self.pool)
         .await;
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
         match r {
-            Ok((1, _)) => Ok(ElderDeletion::Deleted),
-            Ok((_, devices)) if devices > 0 => Ok(ElderDeletion::HasDevices(
-                u32::try_from(devices).unwrap_or(u32::MAX),
-            )),
+            Ok((1, _, _)) => Ok(ElderDeletion::Deleted),
+            Ok((_, devices, _)) if devices > 0 => Ok(ElderDeletion::HasDevices(count(devices))),
+            Ok((_, _, plans)) if plans > 0 => Ok(ElderDeletion::HasVisitPlans(count(plans))),
             Ok(_) => Ok(ElderDeletion::NotFound),
             Err(e) if is_fk_violation(&e) => {
-                let devices: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE elder_id = $1")
-                        .bind(elder_id)
-                        .fetch_one(&self.pool)
-                        .await?;
-                Ok(ElderDeletion::HasDevices(
-                    u32::try_from(devices.max(1)).unwrap_or(u32::MAX),
-                ))
+                let (devices, plans) = sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT (SELECT COUNT(*) FROM devices WHERE elder_id = $1),
+                        (SELECT COUNT(*) FROM visit_plans WHERE elder_id = $1)",
+                )
+                .bind(elder_id)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(if devices == 0 && plans > 0 {
+                    ElderDeletion::HasVisitPlans(count(plans))
+                } else {
+                    ElderDeletion::HasDevices(count(devices.max(1)))
+                })
             }
             Err(e) => Err(e.into()),
         }

@@ -33,7 +33,8 @@ pub trait Registry: Send + Sync + 'static {
     async fn insert_elder(&self, elder: &Elder) -> Result<bool>;
     /// Replaces an elder; `false` when there is none with its id.
     async fn update_elder(&self, elder: &Elder) -> Result<bool>;
-    /// Deletes an elder, unless devices still watch them.
+    /// Deletes an elder, unless devices still watch them or visit plans
+    /// are still for them.
     async fn delete_elder(&self, elder_id: &str) -> Result<ElderDeletion>;
     /// Elders in id order, filtered and paged.
     async fn query_elders(&self, query: &ElderQuery) -> Result<Vec<Elder>>;
@@ -54,41 +55,28 @@ pub trait Registry: Send + Sync + 'static {
     // elder's visit plans. Listings are whole: there are few of them.
 
     /// Inserts or updates a provider; `true` when it was new.
-    async fn upsert_provider(&self, p: &Provider) -> Result<bool> {
-        let _ = p;
-        Err(crate::StoreError::Unavailable("providers"))
-    }
-    /// Deletes a provider; `false` when there was none. Refused while
-    /// carers or plans still name it.
-    async fn delete_provider(&self, provider_id: &str) -> Result<bool> {
-        let _ = provider_id;
-        Err(crate::StoreError::Unavailable("providers"))
-    }
-    async fn list_providers(&self) -> Result<Vec<Provider>> {
-        Err(crate::StoreError::Unavailable("providers"))
-    }
-    /// Inserts or updates a carer; `true` when it was new.
-    async fn upsert_carer(&self, c: &Carer) -> Result<bool> {
-        let _ = c;
-        Err(crate::StoreError::Unavailable("carers"))
-    }
-    async fn delete_carer(&self, carer_id: &str) -> Result<bool> {
-        let _ = carer_id;
-        Err(crate::StoreError::Unavailable("carers"))
-    }
-    async fn list_carers(&self) -> Result<Vec<Carer>> {
-        Err(crate::StoreError::Unavailable("carers"))
-    }
-    /// Inserts or updates a visit plan; `true` when it was new.
-    async fn upsert_visit_plan(&self, p: &VisitPlan) -> Result<bool> {
-        let _ = p;
-        Err(crate::StoreError::Unavailable("visit plans"))
-    }
-    async fn delete_visit_plan(&self, plan_id: &str) -> Result<bool> {
-        let _ = plan_id;
-        Err(crate::StoreError::Unavailable("visit plans"))
-    }
-    async fn list_visit_plans(&self) -> Result<Vec<VisitPlan>> {
-        Err(crate::StoreError::Unavailable("visit plans"))
-    }
+    async fn upsert_provider(&self, p: &Provider) -> Result<bool>;
+    /// Deletes a provider; `false` when there was none. Refused with
+    /// [`StoreError::RegistryConflict`](crate::StoreError::RegistryConflict), nothing deleted,
+    /// while carers or visit plans still name it.
+    async fn delete_provider(&self, provider_id: &str) -> Result<bool>;
+    /// Every provider, in id order.
+    async fn list_providers(&self) -> Result<Vec<Provider>>;
+    /// Inserts or updates a carer; `true` when it was new. A carer naming
+    /// no registered provider is refused with
+    /// [`StoreError::RegistryConflict`](crate::StoreError::RegistryConflict).
+    async fn upsert_carer(&self, c: &Carer) -> Result<bool>;
+    /// Deletes a carer; `false` when there was none. Their visits, kept
+    /// as readings and alerts, stay.
+    async fn delete_carer(&self, carer_id: &str) -> Result<bool>;
+    /// Every carer, in id order.
+    async fn list_carers(&self) -> Result<Vec<Carer>>;
+    /// Inserts or updates a visit plan; `true` when it was new. A plan
+    /// naming no registered elder or provider is refused with
+    /// [`StoreError::RegistryConflict`](crate::StoreError::RegistryConflict).
+    async fn upsert_visit_plan(&self, p: &VisitPlan) -> Result<bool>;
+    /// Deletes a visit plan; `false` when there was none.
+    async fn delete_visit_plan(&self, plan_id: &str) -> Result<bool>;
+    /// Every visit plan, in id order.
+    async fn list_visit_plans(&self) -> Result<Vec<VisitPlan>>;
 }

@@ -37,8 +37,8 @@ impl SqliteStore {
             sqlx::query(
                 "INSERT INTO elders (elder_id, name, phone, address, district, community, home_lat,
                 home_lon, safe_radius_m, flags, timezone, night_start, night_end, contact_name,
-                contact_phone, updated_at)
-             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                contact_phone, check_in, updated_at)
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
              ON CONFLICT(elder_id) DO NOTHING",
             ),
             e,
@@ -55,7 +55,7 @@ impl SqliteStore {
                 "UPDATE elders SET name=?2, phone=?3, address=?4, district=?5, community=?6,
                 home_lat=?7, home_lon=?8, safe_radius_m=?9, flags=?10, timezone=?11,
                 night_start=?12, night_end=?13, contact_name=?14, contact_phone=?15,
-                updated_at=?16
+                check_in=?16, updated_at=?17
              WHERE elder_id = ?1",
             ),
             e,
@@ -69,10 +69,10 @@ impl SqliteStore {
         // One transaction, so the answer describes the state the delete saw.
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
-            "DELETE FROM elders WHERE elder_id = ?
-             AND NOT EXISTS (SELECT 1 FROM devices WHERE elder_id = ?)",
+            "DELETE FROM elders WHERE elder_id = ?1
+             AND NOT EXISTS (SELECT 1 FROM devices WHERE elder_id = ?1)
+             AND NOT EXISTS (SELECT 1 FROM visit_plans WHERE elder_id = ?1)",
         )
-        .bind(elder_id)
         .bind(elder_id)
         .execute(&mut *tx)
         .await?;
@@ -84,8 +84,15 @@ impl SqliteStore {
                     .bind(elder_id)
                     .fetch_one(&mut *tx)
                     .await?;
+            let plans: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM visit_plans WHERE elder_id = ?")
+                    .bind(elder_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if devices > 0 {
                 ElderDeletion::HasDevices(u32::try_from(devices).unwrap_or(u32::MAX))
+            } else if plans > 0 {
+                ElderDeletion::HasVisitPlans(u32::try_from(plans).unwrap_or(u32::MAX))
             } else {
                 ElderDeletion::NotFound
             }
