@@ -11,7 +11,9 @@
 //! fleet over several processes of the simulator and merges their
 //! results. [`drift`] plays weeks of life with slow drifts injected
 //! through the rule engine in process, to measure its per-elder
-//! baselines.
+//! baselines; [`visits`] plays a month of carers' visits, each with its
+//! truth (on time, late, short, missed, from outside the door, ...),
+//! the same way, to check every one is judged as docs/visits.md says.
 //!
 //! Homes are deterministic from `(count, seed)`: ids and secrets derive
 //! from them, so the registry written and the devices driven agree
@@ -25,6 +27,7 @@ pub mod mqtt;
 pub mod net;
 pub mod pace;
 pub mod procs;
+pub mod visits;
 
 use eldercare_model::AlertKind;
 use sha2::{Digest, Sha256};

@@ -6,6 +6,7 @@ use eldercare_sim::drive::{self, Config, Link, Mode, Pacing, Report};
 use eldercare_sim::mqtt::Protocol;
 use eldercare_sim::net::{self, SourceAddrs};
 use eldercare_sim::procs::{self, Part};
+use eldercare_sim::visits;
 use eldercare_sim::{Inject, homes, registry_csv};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +67,193 @@ enum Cmd {
     /// the rule engine in process (no server, no MQTT): which drifts its
     /// `trend` alerts catch, how soon, and how many false ones it raises.
     Drift(DriftArgs),
+    /// A month of carers' visits to every home, each visit with its
+    /// truth (on time, late, short, missed, read from outside the door,
+    /// not checked out or in), fast-forwarded through the rule engine in
+    /// process: whether every one is flagged as docs/visits.md says,
+    /// with no false flag, and each provider's month counted from the
+    /// alerts against the truth.
+    Visits(VisitsArgs),
+}
+
+#[derive(Args, Clone)]
+struct VisitsArgs {
+    #[arg(long, default_value_t = 100)]
+    homes: usize,
+    /// The month to simulate, `YYYY-MM` (Asia/Shanghai); default
+    /// 2026-11 unless --days is given.
+    #[arg(long, conflicts_with = "days")]
+    month: Option<String>,
+    /// Days to simulate from Monday 2026-11-23, instead of a month.
+    #[arg(long)]
+    days: Option<u32>,
+    /// Providers P1..PK, with a few carers each.
+    #[arg(long, default_value_t = 3)]
+    providers: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The rule file (default: the default rules).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Share of on-time visits, percent; the rest spread over late,
+    /// short, missed, outside, no_check_out and no_check_in.
+    #[arg(long, default_value_t = 70)]
+    on_time_pct: u32,
+    /// Ticks of the engine, seconds of simulated time apart.
+    #[arg(long, default_value_t = 30)]
+    tick_s: u32,
+    /// The band every 10 s and the sleep sensor every 5 s, as the real
+    /// devices, instead of every 60 s and 15 s (same status heartbeats,
+    /// PIR and GPS; visits are judged the same).
+    #[arg(long)]
+    real_intervals: bool,
+    /// Worker threads (default: the cores available).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write the score as JSON here.
+    #[arg(long)]
+    result: Option<PathBuf>,
+    /// Write every alert, as it stands at the end, as JSON lines here.
+    #[arg(long)]
+    alerts: Option<PathBuf>,
+    /// Write the ground truth (per provider and month, per visit) here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// `YYYY-MM` as its first local day number and its length in days.
+fn parse_month(s: &str) -> anyhow::Result<(i64, u32)> {
+    let bad = || anyhow::anyhow!("--month {s:?} is not a month as YYYY-MM");
+    let first =
+        chrono::NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").map_err(|_| bad())?;
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .ok_or_else(bad)?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).ok_or_else(bad)?;
+    Ok((
+        (first - epoch).num_days(),
+        u32::try_from((next - first).num_days())?,
+    ))
+}
+
+fn visits_config(a: &VisitsArgs) -> anyhow::Result<visits::Config> {
+    let rules = match &a.rules {
+        Some(p) => Rules::load(p)?,
+        None => Rules::defaults(),
+    };
+    let (first_day, days) = match (&a.month, a.days) {
+        (_, Some(0)) => anyhow::bail!("--days must be at least 1"),
+        (_, Some(d)) => (visits::plan::local_day(drift::plan::EPOCH), d),
+        (Some(m), None) => parse_month(m)?,
+        (None, None) => parse_month("2026-11")?,
+    };
+    if a.homes == 0 || a.providers == 0 {
+        anyhow::bail!("--homes and --providers must be at least 1");
+    }
+    if a.on_time_pct > 100 {
+        anyhow::bail!("--on-time-pct {} is more than 100", a.on_time_pct);
+    }
+    if a.tick_s == 0 {
+        anyhow::bail!("--tick-s must be at least 1");
+    }
+    let mut mix = visits::plan::Mix::default();
+    let rest: u32 = mix.0.iter().skip(1).map(|(_, w)| w).sum();
+    // The others keep their proportions; in hundredths of a percent.
+    mix.0[0].1 = a.on_time_pct * 100;
+    for (_, w) in mix.0.iter_mut().skip(1) {
+        *w = *w * (100 - a.on_time_pct) * 100 / rest.max(1);
+    }
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    Ok(visits::Config {
+        homes: a.homes,
+        first_day,
+        days,
+        providers: a.providers,
+        seed: a.seed,
+        rules,
+        mix,
+        intervals: if a.real_intervals {
+            Intervals::real()
+        } else {
+            Intervals::coarse()
+        },
+        tick_ms: i64::from(a.tick_s) * 1000,
+        threads: threads.max(1),
+    })
+}
+
+/// `eldercare-sim visits`: runs, prints the summary, writes the files.
+fn run_visits(a: &VisitsArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let cfg = visits_config(a)?;
+    eprintln!(
+        "{} homes x {} days from {}, {} providers, seed {}, on {} threads",
+        cfg.homes,
+        cfg.days,
+        visits::plan::date(cfg.first_day),
+        cfg.providers,
+        cfg.seed,
+        cfg.threads
+    );
+    let started = std::time::Instant::now();
+    let bar = if a.no_progress {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(cfg.homes as u64)
+    };
+    let runs = visits::run(&cfg, &|n| bar.set_position(n as u64));
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let score = visits::measure::score(&runs, cfg.days);
+    let readings: u64 = runs.iter().map(|r| r.readings).sum();
+    let t = score.total();
+    println!(
+        "{} homes x {} days, {} visits, seed {}: {} readings in {:.0} s",
+        cfg.homes, cfg.days, t.visits, cfg.seed, readings, elapsed
+    );
+    println!(
+        "flags found {} / {} expected, false flags {}, visits exact {} / {}",
+        t.found, t.expected, t.false_flags, t.exact, t.visits
+    );
+    score.print();
+    if let Some(path) = &a.result {
+        let mut v = score.to_json();
+        v["mode"] = "visits".into();
+        v["seed"] = cfg.seed.into();
+        v["first_day"] = visits::plan::date(cfg.first_day).into();
+        v["providers"] = cfg.providers.into();
+        v["mix"] = cfg
+            .mix
+            .0
+            .iter()
+            .map(|(b, w)| (b.name().to_string(), serde_json::Value::from(*w)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        v["readings"] = readings.into();
+        v["elapsed_s"] = elapsed.into();
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+        eprintln!("result written to {}", path.display());
+    }
+    if let Some(path) = &a.alerts {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for alert in runs.iter().flat_map(|r| &r.alerts) {
+            serde_json::to_writer(&mut w, alert)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()?;
+        eprintln!("alerts written to {}", path.display());
+    }
+    if let Some(path) = &a.truth {
+        let ps = visits::plan::providers(cfg.providers, cfg.homes);
+        let v = visits::measure::truth_json(&runs, &ps);
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+        eprintln!("ground truth written to {}", path.display());
+    }
+    Ok(())
 }
 
 #[derive(Args, Clone)]
@@ -526,6 +714,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Cmd::Drift(a) => return run_drift(&a),
+        Cmd::Visits(a) => return run_visits(&a),
         Cmd::Run(a) => (a, Mode::Run),
         Cmd::Verify(a) => (a, Mode::Verify),
         Cmd::Burst {
@@ -745,6 +934,41 @@ mod tests {
             &["--tick-s", "0"],
         ] {
             assert!(drift_config(&drift_args(bad).unwrap()).is_err(), "{bad:?}");
+        }
+    }
+
+    fn visits_args(extra: &[&str]) -> Result<VisitsArgs, clap::Error> {
+        let argv = ["eldercare-sim", "visits"].iter().chain(extra);
+        match Cli::try_parse_from(argv)?.cmd {
+            Cmd::Visits(a) => Ok(a),
+            _ => unreachable!("a visits run"),
+        }
+    }
+
+    #[test]
+    fn the_visits_flags_parse_and_are_checked() {
+        let c =
+            visits_config(&visits_args(&["--month", "2026-11", "--homes", "5"]).unwrap()).unwrap();
+        assert_eq!(visits::plan::date(c.first_day), "2026-11-01");
+        assert_eq!((c.days, c.homes, c.providers), (30, 5, 3));
+        let c = visits_config(&visits_args(&["--month", "2027-02"]).unwrap()).unwrap();
+        assert_eq!(c.days, 28);
+        let c =
+            visits_config(&visits_args(&["--days", "7", "--on-time-pct", "50"]).unwrap()).unwrap();
+        assert_eq!(visits::plan::date(c.first_day), "2026-11-23");
+        assert_eq!(c.mix.0[0].1, 5000);
+        let rest: u32 = c.mix.0.iter().skip(1).map(|(_, w)| w).sum();
+        assert!((4900..=5000).contains(&rest), "{rest}");
+        assert!(visits_args(&["--days", "7", "--month", "2026-11"]).is_err());
+        for bad in [
+            &["--month", "2026-13"][..],
+            &["--days", "0"],
+            &["--on-time-pct", "101"],
+        ] {
+            assert!(
+                visits_config(&visits_args(bad).unwrap()).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }
