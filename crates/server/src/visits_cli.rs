@@ -84,7 +84,7 @@ pub async fn run(cmd: VisitsCmd) -> anyhow::Result<ExitCode> {
 /// The report as a person reads it: the counts, then the visits that
 /// need a look (flagged, missed, or with a complaint).
 pub fn summary(r: &pb::ProviderReport) -> String {
-    let c = r.counts.clone().unwrap_or_default();
+    let c = r.counts.unwrap_or_default();
     let mut s = String::new();
     let _ = writeln!(s, "Provider {}, {}", r.provider_id, r.month);
     let _ = writeln!(
