@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "eldercare/v1/admin.proto",
         "eldercare/v1/registry.proto",
         "eldercare/v1/telemetry.proto",
+        "eldercare/v1/visits.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

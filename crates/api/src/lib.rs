@@ -8,6 +8,7 @@ pub mod auth;
 pub mod registry;
 pub mod telemetry;
 pub mod tls;
+pub mod visits;
 pub use auth::{Action, Auth, Principal, Role};
 pub use registry::{DeviceSessions, RegistryHandles};
 
@@ -167,6 +168,35 @@ pub fn alert_to_pb(a: &m::Alert, lang: Lang) -> pb::Alert {
         community: a.community.clone().unwrap_or_default(),
         late_ms: a.late_ms.unwrap_or(0),
         recorded: a.recorded,
+        visit: a.visit.as_deref().map(visit_to_pb),
+        route: a.route.map(|q| q.as_str().to_string()).unwrap_or_default(),
+    }
+}
+
+fn visit_to_pb(v: &m::VisitInfo) -> pb::Visit {
+    pb::Visit {
+        visit_id: v.visit_id.clone(),
+        provider_id: v.provider_id.clone(),
+        carer_id: v.carer_id.clone().unwrap_or_default(),
+        plan_id: v.plan_id.clone().unwrap_or_default(),
+        service: v.service.clone().unwrap_or_default(),
+        day: v.day.clone(),
+        window_start: v.window.and_then(|w| ts(w.0)),
+        window_end: v.window.and_then(|w| ts(w.1)),
+        planned_min: v.planned_min.unwrap_or(0),
+        check_in: v.check_in.and_then(ts),
+        check_out: v.check_out.and_then(ts),
+        via: v.via.clone().unwrap_or_default(),
+        flags: v.flags.iter().map(|f| f.as_str().to_string()).collect(),
+        signs: v
+            .signs
+            .iter()
+            .map(|s| pb::VisitSign {
+                kind: s.kind.as_str().to_string(),
+                at: ts(s.at),
+                room: s.room.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -559,13 +589,26 @@ impl AlertService for Alerts {
         let step = self.step(&req, Action::Resolve)?;
         let r = req.into_inner();
         let outcome = m::Outcome::parse(&r.outcome)
-            .filter(|o| *o != m::Outcome::Cleared)
+            .filter(|o| !matches!(o, m::Outcome::Cleared | m::Outcome::Recorded))
             .ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "outcome `{}` is not one of false_alarm, handled_by_phone, responder_on_site, sent_to_hospital",
+                    "outcome `{}` is not one of false_alarm, handled_by_phone, responder_on_site, sent_to_hospital (or, for a follow_up alert, satisfied, complaint, no_answer)",
                     r.outcome
                 ))
             })?;
+        // A follow-up call ends with the elder's answer and nothing else;
+        // the answers are for follow-up calls only. An unknown id falls
+        // through to the desk, which says NOT_FOUND.
+        let kind = self
+            .desk
+            .store()
+            .get_alert(&step.id)
+            .await
+            .map_err(store_unavailable)?
+            .map(|a| a.kind);
+        if let Some(kind) = kind {
+            check_follow_up_outcome(kind, outcome)?;
+        }
         self.act(step, DeskAction::Resolve(outcome)).await
     }
 
@@ -799,6 +842,7 @@ pub struct Services {
     pub registry: Arc<registry::Registry>,
     pub telemetry: Arc<telemetry::Telemetry>,
     pub admin: Arc<admin::Admin>,
+    pub visits: Arc<visits::Visits>,
     pub auth: Auth,
 }
 
@@ -812,6 +856,7 @@ impl Services {
         shutdown: CancellationToken,
     ) -> Services {
         Services {
+            visits: Arc::new(visits::Visits::new(desk.store().clone(), auth.clone())),
             alerts: Arc::new(Alerts {
                 desk,
                 auth: auth.clone(),
@@ -857,6 +902,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<pb::admin_service_server::AdminServiceServer<admin::Admin>>()
         .await;
+    health_reporter
+        .set_serving::<pb::visit_service_server::VisitServiceServer<visits::Visits>>()
+        .await;
     let registry =
         pb::registry_service_server::RegistryServiceServer::from_arc(services.registry.clone())
             .max_decoding_message_size(MAX_REGISTRY_MESSAGE);
@@ -872,6 +920,9 @@ pub async fn serve(
         ))
         .add_service(AlertServiceServer::from_arc(services.alerts.clone()))
         .add_service(registry)
+        .add_service(pb::visit_service_server::VisitServiceServer::from_arc(
+            services.visits.clone(),
+        ))
         .add_service(
             pb::telemetry_service_server::TelemetryServiceServer::from_arc(
                 services.telemetry.clone(),
@@ -890,14 +941,88 @@ pub async fn serve(
     Ok((local, fut))
 }
 
+/// INVALID_ARGUMENT unless `outcome` suits an alert of `kind`: a
+/// `follow_up` alert is resolved with `satisfied`, `complaint` or
+/// `no_answer`, and only a `follow_up` alert is.
+fn check_follow_up_outcome(kind: m::AlertKind, outcome: m::Outcome) -> Result<(), Status> {
+    match (kind == m::AlertKind::FollowUp, outcome.is_follow_up()) {
+        (true, false) => Err(Status::invalid_argument(format!(
+            "a follow_up alert is resolved with satisfied, complaint or no_answer (the elder's answer to the call), not `{}`",
+            outcome.as_str()
+        ))),
+        (false, true) => Err(Status::invalid_argument(format!(
+            "outcome `{}` is for follow_up alerts only; this is a {} alert",
+            outcome.as_str(),
+            kind.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A queue name from a request; empty means every queue.
 fn parse_queue(q: &str) -> Result<Option<m::Queue>, Status> {
     match q {
         "" => Ok(None),
         q => m::Queue::parse(q).map(Some).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "unknown queue `{q}`; use \"hotline\", \"operations\" or \"care\""
+                "unknown queue `{q}`; use \"hotline\", \"operations\", \"care\", \"provider\", \"supervision\" or \"follow_up\""
             ))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_up_outcomes_are_for_follow_up_alerts_only() {
+        use m::{AlertKind as K, Outcome as O};
+        for o in [O::Satisfied, O::Complaint, O::NoAnswer] {
+            assert!(check_follow_up_outcome(K::FollowUp, o).is_ok());
+            let e = check_follow_up_outcome(K::Visit, o).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().contains("follow_up alerts only"),
+                "{}",
+                e.message()
+            );
+        }
+        for o in [O::FalseAlarm, O::HandledByPhone, O::ResponderOnSite] {
+            assert!(check_follow_up_outcome(K::VisitMissed, o).is_ok());
+            let e = check_follow_up_outcome(K::FollowUp, o).unwrap_err();
+            assert!(
+                e.message().contains("satisfied, complaint or no_answer"),
+                "{}",
+                e.message()
+            );
+        }
+        assert!(m::Outcome::parse("no_answer").is_some_and(|o| o.is_follow_up()));
+    }
+
+    #[test]
+    fn an_alerts_visit_is_carried_with_flags_and_signs_as_names() {
+        let v = m::VisitInfo {
+            visit_id: "e1/p1/2026-11-02".into(),
+            provider_id: "P1".into(),
+            day: "2026-11-02".into(),
+            window: Some((1000, 2000)),
+            check_in: Some(1500),
+            flags: vec![m::VisitFlag::Late, m::VisitFlag::NoCheckOut],
+            signs: vec![m::VisitSign {
+                kind: m::SignKind::Entrance,
+                at: 1600,
+                room: Some("hall".into()),
+            }],
+            ..Default::default()
+        };
+        let p = visit_to_pb(&v);
+        assert_eq!(p.flags, ["late", "no_check_out"]);
+        assert_eq!(p.signs[0].kind, "entrance");
+        assert_eq!(p.signs[0].room, "hall");
+        assert_eq!(p.window_start.map(|t| ms(&t)), Some(1000));
+        assert_eq!(p.check_in.map(|t| ms(&t)), Some(1500));
+        assert!(p.check_out.is_none());
+        assert_eq!(p.carer_id, "");
     }
 }

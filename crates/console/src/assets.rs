@@ -129,6 +129,8 @@ mod tests {
             "/api/eldercare.v1.AlertService/Subscribe",
             "/api/eldercare.v1.AlertService/Acknowledge",
             "/api/eldercare.v1.AlertService/ListAlerts",
+            "/api/eldercare.v1.VisitService/ProviderReport",
+            "/api/eldercare.v1.VisitService/ElderVisits",
         ] {
             assert!(paths.contains_key(p), "{p} documented");
         }

@@ -13,6 +13,7 @@ use eldercare_proto::v1::admin_service_server::AdminService;
 use eldercare_proto::v1::alert_service_server::AlertService;
 use eldercare_proto::v1::registry_service_server::RegistryService;
 use eldercare_proto::v1::telemetry_service_server::TelemetryService;
+use eldercare_proto::v1::visit_service_server::VisitService;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -219,6 +220,11 @@ pub(crate) async fn call(
             "ListReadings" => to!(telemetry, list_readings),
             "LatestReadings" => to!(telemetry, latest_readings),
             "VitalsHourly" => to!(telemetry, vitals_hourly),
+            _ => unknown(&service, &method),
+        },
+        ("eldercare.v1.VisitService", m) => match m {
+            "ProviderReport" => to!(visits, provider_report),
+            "ElderVisits" => to!(visits, elder_visits),
             _ => unknown(&service, &method),
         },
         ("eldercare.v1.AdminService", "ReloadRules") => to!(admin, reload_rules),

@@ -36,7 +36,7 @@ pub const DEFAULT_GRPC_ADDR: &str = "http://127.0.0.1:50051";
 /// EX_NOPERM: the token is unknown, or its role may not do this.
 const EXIT_NOPERM: u8 = 77;
 /// EX_UNAVAILABLE: the server could not be reached.
-const EXIT_UNAVAILABLE: u8 = 69;
+pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
 /// EX_USAGE: a token that cannot be sent as a header.
 const EXIT_USAGE: u8 = 64;
 
@@ -329,12 +329,12 @@ fn local_time(seconds: i64, nanos: i32) -> String {
 
 /// Why a command stops: the exit code and what to say on stderr.
 #[derive(Debug, PartialEq)]
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
-fn fail(code: u8, message: impl Into<String>) -> Failure {
+pub(crate) fn fail(code: u8, message: impl Into<String>) -> Failure {
     Failure {
         code,
         message: message.into(),
@@ -342,7 +342,7 @@ fn fail(code: u8, message: impl Into<String>) -> Failure {
 }
 
 /// The exit code and message for a call the server refused or failed.
-fn status_failure(what: &str, st: &Status) -> Failure {
+pub(crate) fn status_failure(what: &str, st: &Status) -> Failure {
     let msg = st.message();
     match st.code() {
         Code::Unauthenticated => fail(
@@ -445,7 +445,7 @@ fn describe(st: &Status) -> String {
 
 /// Adds the bearer token to every call. Not `Debug`: it holds the token.
 #[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
+pub(crate) struct Bearer(MetadataValue<Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
@@ -456,7 +456,7 @@ impl tonic::service::Interceptor for Bearer {
 
 type Client = AlertServiceClient<InterceptedService<Channel, Bearer>>;
 
-struct Api {
+pub(crate) struct Api {
     url: String,
     endpoint: Endpoint,
     /// TLS to the server, trusting `--tls-ca`.
@@ -466,7 +466,7 @@ struct Api {
 }
 
 impl Api {
-    fn new(args: &ApiArgs) -> Result<Api, Failure> {
+    pub(crate) fn new(args: &ApiArgs) -> Result<Api, Failure> {
         let url = endpoint_url(&args.grpc_addr);
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| fail(EXIT_USAGE, format!("--grpc-addr `{url}`: {}", chain(&e))))?
@@ -508,18 +508,29 @@ impl Api {
 
     /// A client on a fresh connection; the error says why there is none.
     async fn connect(&self) -> Result<Client, String> {
-        let channel = match &self.tls {
+        let channel = self.channel().await?;
+        Ok(AlertServiceClient::with_interceptor(
+            channel,
+            self.bearer.clone(),
+        ))
+    }
+
+    /// A fresh connection, for a client of any service (with
+    /// [`Api::bearer`]).
+    pub(crate) async fn channel(&self) -> Result<Channel, String> {
+        match &self.tls {
             None => self.endpoint.connect().await,
             Some(tls) => {
                 let connector = eldercare_api::tls::connector(tls.clone());
                 self.endpoint.connect_with_connector(connector).await
             }
         }
-        .map_err(|e| format!("cannot reach {}: {}", self.url, chain(&e)))?;
-        Ok(AlertServiceClient::with_interceptor(
-            channel,
-            self.bearer.clone(),
-        ))
+        .map_err(|e| format!("cannot reach {}: {}", self.url, chain(&e)))
+    }
+
+    /// What adds the token to every call.
+    pub(crate) fn bearer(&self) -> Bearer {
+        self.bearer.clone()
     }
 
     async fn connect_once(&self) -> Result<Client, Failure> {
@@ -529,7 +540,7 @@ impl Api {
 
 /// Writes one line to stdout and flushes it, so whatever reads a pipe
 /// sees each event at once.
-fn emit(line: &str) -> std::io::Result<()> {
+pub(crate) fn emit(line: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()
@@ -537,7 +548,7 @@ fn emit(line: &str) -> std::io::Result<()> {
 
 /// Stdout closed by the reader (`| head`): done, quietly. Anything else
 /// is a failure.
-fn output_ended(e: std::io::Error) -> Result<ExitCode, Failure> {
+pub(crate) fn output_ended(e: std::io::Error) -> Result<ExitCode, Failure> {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod demo;
 mod descriptors;
+mod visits_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -70,6 +71,10 @@ enum Cmd {
     /// or a shell user (token from --token or ELDERCARE_TOKEN).
     #[command(subcommand)]
     Alerts(alerts_cli::AlertsCmd),
+    /// Reports on carers' home visits over the gRPC API (token from
+    /// --token or ELDERCARE_TOKEN).
+    #[command(subcommand)]
+    Visits(visits_cli::VisitsCmd),
     /// A cluster's state, read from its NATS servers.
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -185,6 +190,7 @@ fn main() -> ExitCode {
             Cmd::DeadLetters { storage, limit } => dead_letters(&storage, limit).await,
             Cmd::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
             Cmd::Alerts(cmd) => alerts_cli::run(cmd).await,
+            Cmd::Visits(cmd) => visits_cli::run(cmd).await,
             Cmd::Backtest(args) => backtest::run(*args).await,
             Cmd::Cluster(ClusterCmd::Status { nats, json }) => {
                 cluster::status(&nats, json).await.map(|_| ExitCode::SUCCESS)

@@ -1,0 +1,365 @@
+//! `eldercare.v1.VisitService`: reports on carers' home visits, worked
+//! out by `eldercare-visits` from the alerts this reads.
+use crate::auth::{Action, Auth};
+use eldercare_model::{self as m, AlertKind};
+use eldercare_proto::v1 as pb;
+use eldercare_store::{AlertLog, AlertQuery};
+use eldercare_visits::{Counts, ElderMonth, Month, ProviderMonth, VisitRow};
+use pb::visit_service_server::VisitService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Alerts read per store query while gathering a month.
+const PAGE: u32 = 1000;
+
+pub struct Visits {
+    store: Arc<dyn AlertLog>,
+    auth: Auth,
+    /// Alerts per store query ([`PAGE`]; smaller in tests).
+    page: u32,
+}
+
+impl Visits {
+    pub fn new(store: Arc<dyn AlertLog>, auth: Auth) -> Visits {
+        Visits {
+            store,
+            auth,
+            page: PAGE,
+        }
+    }
+
+    /// Every `visit`, `visit_missed` and `follow_up` alert raised in the
+    /// month's generous range (two days either side, for time zones and
+    /// late writes), `elder_id`'s only when given: the report keeps those
+    /// whose visit day is in the month.
+    async fn month_alerts(
+        &self,
+        month: Month,
+        elder_id: Option<String>,
+    ) -> Result<Vec<m::Alert>, Status> {
+        let (from, to) = month.generous_range_ms();
+        let mut q = AlertQuery {
+            kinds: vec![
+                AlertKind::Visit,
+                AlertKind::VisitMissed,
+                AlertKind::FollowUp,
+            ],
+            elder_id,
+            raised_from: Some(from),
+            raised_to: Some(to),
+            limit: self.page,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .store
+                .list_alerts(&q)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let full = page.len() == self.page as usize;
+            q.after = page.last().map(|a| (a.raised_at, a.id.clone()));
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn month_arg(s: &str) -> Result<Month, Status> {
+    Month::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
+    if v.trim().is_empty() {
+        Err(Status::invalid_argument(format!(
+            "missing required `{field}`"
+        )))
+    } else {
+        Ok(v)
+    }
+}
+
+fn counts_to_pb(c: &Counts) -> pb::VisitCounts {
+    pb::VisitCounts {
+        planned: c.planned,
+        done: c.done,
+        on_time: c.on_time,
+        late: c.late,
+        missed: c.missed,
+        unplanned: c.unplanned,
+        short: c.short,
+        uncorroborated: c.uncorroborated,
+        unverified: c.unverified,
+        no_check_in: c.no_check_in,
+        no_check_out: c.no_check_out,
+        follow_ups: c.follow_ups,
+        satisfied: c.satisfied,
+        complaint: c.complaint,
+        no_answer: c.no_answer,
+        follow_up_open: c.follow_up_open,
+        minutes_delivered: c.minutes_delivered,
+        minutes_planned: c.minutes_planned,
+    }
+}
+
+fn row_to_pb(r: &VisitRow) -> pb::VisitRow {
+    pb::VisitRow {
+        visit_id: r.visit_id.clone(),
+        elder_id: r.elder_id.clone(),
+        provider_id: r.provider_id.clone(),
+        day: r.day.clone(),
+        plan_id: r.plan_id.clone().unwrap_or_default(),
+        service: r.service.clone().unwrap_or_default(),
+        carer_id: r.carer_id.clone().unwrap_or_default(),
+        status: r.status.as_str().to_string(),
+        check_in: r.check_in.and_then(crate::ts),
+        check_out: r.check_out.and_then(crate::ts),
+        length_min: r.length_min.unwrap_or(0),
+        planned_min: r.planned_min.unwrap_or(0),
+        flags: r.flags.iter().map(|f| f.as_str().to_string()).collect(),
+        follow_up: r.follow_up.as_str().to_string(),
+        alert_id: r.alert_id.clone(),
+        follow_up_alert_id: r.follow_up_alert_id.clone().unwrap_or_default(),
+    }
+}
+
+/// The provider's report as the API answers it, CSV included.
+pub fn provider_report_to_pb(r: &ProviderMonth) -> pb::ProviderReport {
+    pb::ProviderReport {
+        provider_id: r.provider_id.clone(),
+        month: r.month.to_string(),
+        counts: Some(counts_to_pb(&r.counts)),
+        visits: r.visits().map(row_to_pb).collect(),
+        csv: eldercare_visits::csv::visits(r.visits()),
+        summary_csv: eldercare_visits::csv::summary(r),
+    }
+}
+
+#[tonic::async_trait]
+impl VisitService for Visits {
+    async fn provider_report(
+        &self,
+        req: Request<pb::ProviderReportRequest>,
+    ) -> Result<Response<pb::ProviderReport>, Status> {
+        self.auth.check(&req, Action::ReadAlerts)?;
+        let r = req.into_inner();
+        let provider = required("provider_id", &r.provider_id)?;
+        let month = month_arg(&r.month)?;
+        let alerts = self.month_alerts(month, None).await?;
+        let report = ProviderMonth::compute(provider, month, &alerts);
+        Ok(Response::new(provider_report_to_pb(&report)))
+    }
+
+    async fn elder_visits(
+        &self,
+        req: Request<pb::ElderVisitsRequest>,
+    ) -> Result<Response<pb::ElderVisitsResponse>, Status> {
+        self.auth.check(&req, Action::ReadAlerts)?;
+        let r = req.into_inner();
+        let elder = required("elder_id", &r.elder_id)?.to_string();
+        let month = month_arg(&r.month)?;
+        let alerts = self.month_alerts(month, Some(elder.clone())).await?;
+        let report = ElderMonth::compute(&elder, month, &alerts);
+        Ok(Response::new(pb::ElderVisitsResponse {
+            elder_id: report.elder_id,
+            month: report.month.to_string(),
+            counts: Some(counts_to_pb(&report.counts)),
+            visits: report.visits.iter().map(row_to_pb).collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Role, add_token};
+    use eldercare_model::{AlertEventKind, AlertState, Severity, VisitFlag, VisitInfo};
+    use eldercare_store::{NewAlertEvent, SqliteStore};
+
+    /// 2026-11-01T00:00:00Z.
+    const NOV: i64 = 1_793_491_200_000;
+    const DAY: i64 = 86_400_000;
+
+    fn alert(id: &str, kind: AlertKind, raised_at: i64, v: VisitInfo) -> m::Alert {
+        m::Alert {
+            id: id.into(),
+            elder_id: v.visit_id.split('/').next().unwrap().into(),
+            device_id: String::new(),
+            kind,
+            severity: Severity::Low,
+            state: AlertState::Open,
+            raised_at,
+            detected_at: raised_at,
+            updated_at: raised_at,
+            summary: String::new(),
+            summary_zh: String::new(),
+            subject: Some(v.visit_id.clone()),
+            window: None,
+            score: None,
+            factors: vec![],
+            readings: vec![],
+            occurrences: 1,
+            outcome: None,
+            district: None,
+            community: None,
+            muted: false,
+            silence_id: None,
+            escalations: 0,
+            responder: None,
+            acknowledged_at: None,
+            dispatched_at: None,
+            resolved_at: None,
+            late_ms: None,
+            recorded: false,
+            visit: Some(Box::new(v)),
+            route: None,
+        }
+    }
+
+    fn visit(visit_id: &str, provider: &str, day: &str, check_in: Option<i64>) -> VisitInfo {
+        VisitInfo {
+            visit_id: visit_id.into(),
+            provider_id: provider.into(),
+            plan_id: Some("p1".into()),
+            day: day.into(),
+            planned_min: Some(60),
+            check_in,
+            check_out: check_in.map(|t| t + 3_600_000),
+            carer_id: check_in.map(|_| "c1".into()),
+            ..Default::default()
+        }
+    }
+
+    fn req<T>(token: &str, body: T) -> Request<T> {
+        let mut r = Request::new(body);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    }
+
+    #[tokio::test]
+    async fn a_providers_month_is_read_page_by_page_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        // Raised on the last evening of October UTC, the elder's 1 November.
+        let first = visit(
+            "e1/p1/2026-11-01",
+            "P1",
+            "2026-11-01",
+            Some(NOV - 3_600_000),
+        );
+        let mut late = visit(
+            "e1/p1/2026-11-02",
+            "P1",
+            "2026-11-02",
+            Some(NOV + DAY + 7_200_000),
+        );
+        late.flags = vec![VisitFlag::Late];
+        let alerts = [
+            alert("a1", AlertKind::Visit, NOV - 3_600_000, first),
+            alert(
+                "m2",
+                AlertKind::VisitMissed,
+                NOV + DAY,
+                visit("e1/p1/2026-11-02", "P1", "2026-11-02", None),
+            ),
+            alert("a2", AlertKind::Visit, NOV + DAY + 7_200_000, late),
+            alert(
+                "m3",
+                AlertKind::VisitMissed,
+                NOV + 2 * DAY,
+                visit("e2/p1/2026-11-03", "P1", "2026-11-03", None),
+            ),
+            alert(
+                "x1",
+                AlertKind::Visit,
+                NOV,
+                visit("e1/q1/2026-11-01", "P2", "2026-11-01", Some(NOV)),
+            ),
+            alert(
+                "x2",
+                AlertKind::VisitMissed,
+                NOV - DAY,
+                visit("e1/p1/2026-10-31", "P1", "2026-10-31", None),
+            ),
+        ];
+        for a in alerts {
+            store
+                .append_alert_event(NewAlertEvent {
+                    kind: AlertEventKind::Raised,
+                    at: a.raised_at,
+                    alert: a,
+                    actor: String::new(),
+                    note: None,
+                    decision: None,
+                })
+                .await
+                .unwrap();
+        }
+        let tokens = dir.path().join("tokens.toml");
+        let viewer = add_token(&tokens, "v-1", Role::Viewer).unwrap();
+        let svc = Visits {
+            page: 2,
+            ..Visits::new(store, Auth::load(&tokens).unwrap())
+        };
+        let r = svc
+            .provider_report(req(
+                &viewer,
+                pb::ProviderReportRequest {
+                    provider_id: "P1".into(),
+                    month: "2026-11".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let c = r.counts.unwrap();
+        assert_eq!(
+            (c.planned, c.done, c.on_time, c.late, c.missed),
+            (3, 2, 1, 1, 1)
+        );
+        assert_eq!(c.minutes_delivered, 120);
+        let ids: Vec<_> = r.visits.iter().map(|v| v.visit_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["e1/p1/2026-11-01", "e1/p1/2026-11-02", "e2/p1/2026-11-03"]
+        );
+        assert_eq!(r.visits[1].status, "late");
+        assert_eq!(r.visits[1].flags, ["late"]);
+        assert_eq!(r.csv.lines().count(), 4);
+        assert!(r.summary_csv.starts_with("provider_id,month,planned,"));
+
+        let e = svc
+            .elder_visits(req(
+                &viewer,
+                pb::ElderVisitsRequest {
+                    elder_id: "e1".into(),
+                    month: "2026-11".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(e.visits.len(), 3, "P1's two and P2's one");
+
+        let bad = svc
+            .provider_report(req(
+                &viewer,
+                pb::ProviderReportRequest {
+                    provider_id: "P1".into(),
+                    month: "2026-13".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        assert!(bad.message().contains("2026-13"), "{}", bad.message());
+        let anon = svc
+            .provider_report(Request::new(pb::ProviderReportRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(anon.code(), tonic::Code::Unauthenticated);
+    }
+}
