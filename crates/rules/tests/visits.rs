@@ -269,14 +269,32 @@ fn a_carer_of_another_provider_does_not_stand_for_the_plan() {
 }
 
 #[test]
-fn a_check_out_without_a_check_in_is_flagged_at_once() {
+fn a_check_out_without_a_check_in_is_flagged_at_once_for_its_window() {
     let mut h = Home::new(false, None);
+    h.run_to(at(9, 31));
+    assert_eq!(h.raised(AlertKind::VisitMissed).len(), 1);
     h.run_to(at(11, 0));
     h.visit("C1", VisitAction::Out);
     let v = h.raised(AlertKind::Visit);
     assert_eq!(v.len(), 1);
-    assert_eq!(v[0].visit.as_ref().unwrap().flags, [VisitFlag::NoCheckIn]);
+    let info = v[0].visit.as_ref().unwrap();
+    assert_eq!(info.flags, [VisitFlag::NoCheckIn]);
+    assert_eq!(
+        info.visit_id, "E1/bath/2026-11-23",
+        "the window it stands for"
+    );
+    assert!(
+        h.got
+            .iter()
+            .any(|d| matches!(d, Decision::Resolve(r) if r.kind == AlertKind::VisitMissed)),
+        "{:?}",
+        h.got
+    );
     assert!(h.raised(AlertKind::FollowUp).is_empty());
+    // A second one the same day stands for no window.
+    h.visit("C1", VisitAction::Out);
+    let v = h.raised(AlertKind::Visit);
+    assert!(v[1].visit.as_ref().unwrap().plan_id.is_none());
 }
 
 #[test]

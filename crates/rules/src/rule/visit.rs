@@ -306,34 +306,7 @@ fn check_in(
         i64::from(vc.early_s) * 1000,
         i64::from(vc.late_max_s) * 1000,
     );
-    let today = e.clock.day_of(at);
-    // The nearest window of a plan of the carer's provider not visited yet.
-    let mut best: Option<(i64, usize, i64, (EpochMs, EpochMs))> = None;
-    for (i, p) in v.plans.iter().enumerate() {
-        if p.provider_id != provider {
-            continue;
-        }
-        for day in [today - 1, today] {
-            let Some(w) = window(&mut e.clock, p, day) else {
-                continue;
-            };
-            if at < w.0 - early || at > w.1 + late {
-                continue;
-            }
-            let id = planned_id(&e.id, &p.plan_id, day);
-            if v.visited.iter().any(|(x, _)| *x == id) {
-                continue;
-            }
-            let dist = if at < w.0 {
-                w.0 - at
-            } else {
-                (at - w.1).max(0)
-            };
-            if best.is_none_or(|b| dist < b.0) {
-                best = Some((dist, i, day, w));
-            }
-        }
-    }
+    let best = match_plan(&mut e.clock, v, &e.id, provider, at, early, late);
     let mut info = VisitInfo {
         provider_id: provider.to_string(),
         carer_id: Some(carer.to_string()),
@@ -342,7 +315,7 @@ fn check_in(
         ..VisitInfo::default()
     };
     let mut planned = None;
-    if let Some((_, i, day, w)) = best {
+    if let Some((i, day, w)) = best {
         let p = &v.plans[i];
         info.visit_id = planned_id(&e.id, &p.plan_id, day);
         info.plan_id = Some(p.plan_id.clone());
@@ -377,7 +350,7 @@ fn check_in(
         }
     } else {
         info.visit_id = format!("{}/{carer}/{at}", e.id);
-        info.day = date(today);
+        info.day = date(e.clock.day_of(at));
     }
     if let Some(t) = v.last_entrance
         && (at - t).abs() <= i64::from(vc.margin_s) * 1000
@@ -392,6 +365,48 @@ fn check_in(
         blind: false,
     });
     e.due = e.due.min(at + longest);
+}
+
+/// The nearest window of a plan of `provider` not visited yet that a tag
+/// read at `at` may stand for: from `early` before it opens to `late`
+/// after it closes. (plan index, local day, window)
+fn match_plan(
+    clock: &mut LocalClock,
+    v: &Visits,
+    elder: &str,
+    provider: &str,
+    at: EpochMs,
+    early: i64,
+    late: i64,
+) -> Option<(usize, i64, (EpochMs, EpochMs))> {
+    let today = clock.day_of(at);
+    let mut best: Option<(i64, usize, i64, (EpochMs, EpochMs))> = None;
+    for (i, p) in v.plans.iter().enumerate() {
+        if p.provider_id != provider {
+            continue;
+        }
+        for day in [today - 1, today] {
+            let Some(w) = window(clock, p, day) else {
+                continue;
+            };
+            if at < w.0 - early || at > w.1 + late {
+                continue;
+            }
+            let id = planned_id(elder, &p.plan_id, day);
+            if v.visited.iter().any(|(x, _)| *x == id) {
+                continue;
+            }
+            let dist = if at < w.0 {
+                w.0 - at
+            } else {
+                (at - w.1).max(0)
+            };
+            if best.is_none_or(|b| dist < b.0) {
+                best = Some((dist, i, day, w));
+            }
+        }
+    }
+    best.map(|(_, i, day, w)| (i, day, w))
 }
 
 fn planned_id(elder: &str, plan: &str, day: i64) -> String {
@@ -414,9 +429,14 @@ fn check_out(
         .iter()
         .position(|o| o.info.carer_id.as_deref() == Some(carer))
     else {
-        // Out with no in: flagged at once, with what the home showed.
+        // Out with no in: flagged at once, for the plan's window it may
+        // stand for (a carer who forgot to tap in), or none.
+        let vc = &cfg.visits;
+        let late = i64::from(vc.late_max_s + vc.max_visit_s) * 1000;
+        let early = i64::from(vc.early_s) * 1000;
+        let best = match_plan(&mut e.clock, v, &e.id, provider, at, early, late);
         let today = e.clock.day_of(at);
-        let info = VisitInfo {
+        let mut info = VisitInfo {
             visit_id: format!("{}/{carer}/{at}", e.id),
             provider_id: provider.to_string(),
             carer_id: Some(carer.to_string()),
@@ -426,6 +446,33 @@ fn check_out(
             flags: vec![VisitFlag::NoCheckIn],
             ..VisitInfo::default()
         };
+        if let Some((i, day, w)) = best {
+            let p = &v.plans[i];
+            info.visit_id = planned_id(&e.id, &p.plan_id, day);
+            info.plan_id = Some(p.plan_id.clone());
+            info.service = Some(p.service.clone());
+            info.day = date(day);
+            info.window = Some(w);
+            info.planned_min = Some(p.length_min);
+            v.visited.push((info.visit_id.clone(), w.1 + late));
+            if let Some(ix) = v.missed.iter().position(|(x, _)| *x == info.visit_id) {
+                v.missed.swap_remove(ix);
+                let hhmm = e.clock.hhmm(at);
+                out.push(Decision::Resolve(Resolve {
+                    elder_id: e.id.to_string(),
+                    kind: AlertKind::VisitMissed,
+                    subject: Some(info.visit_id.clone()),
+                    outcome: crate::decision::Outcome::Cleared,
+                    note: Text::new(
+                        format!(
+                            "Carer {carer} checked out at {hhmm} without checking in: flagged for the supervisor"
+                        ),
+                        format!("护理员 {carer} 于 {hhmm} 未签到即签退：已提交督导"),
+                    ),
+                    at_ms: at,
+                }));
+            }
+        }
         raise_visit(e, info, at, out);
         return;
     };

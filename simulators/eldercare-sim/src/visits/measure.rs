@@ -12,8 +12,7 @@
 //! life with carers coming and going should raise none.
 use super::HomeRun;
 use super::plan::{Behaviour, Occurrence, Provider};
-use crate::drift::plan::MIN;
-use eldercare_model::{Alert, AlertKind, AlertState, VisitFlag};
+use eldercare_model::{Alert, AlertKind, VisitFlag};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -118,13 +117,15 @@ pub fn truth_counts<'a>(occ: impl IntoIterator<Item = &'a Occurrence>) -> BTreeM
         c.planned += 1;
         if o.check_in.is_some() {
             c.done += 1;
-        } else {
+        } else if o.check_out.is_none() {
             c.missed += 1;
         }
         for f in o.behaviour.expected_flags().unwrap_or_default() {
             c.flag(f);
         }
-        if o.behaviour == Behaviour::OnTime {
+        // On time: checked in for the plan, not late (a short visit, one
+        // nobody bears out or one never checked out still came on time).
+        if o.check_in.is_some() && o.behaviour != Behaviour::Late {
             c.on_time += 1;
         }
         if o.behaviour.expects_follow_up() {
@@ -136,56 +137,44 @@ pub fn truth_counts<'a>(occ: impl IntoIterator<Item = &'a Occurrence>) -> BTreeM
     out
 }
 
-/// The months as the alerts tell them.
+/// The months as the report tells them: `eldercare-visits`, the same
+/// code the server's VisitService.ProviderReport runs on stored alerts,
+/// for every provider and month the alerts name.
 pub fn alert_counts<'a>(alerts: impl IntoIterator<Item = &'a Alert>) -> BTreeMap<Key, Counts> {
-    let mut out: BTreeMap<Key, Counts> = BTreeMap::new();
-    let mut planned: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
-    for a in alerts {
-        let Some(v) = a.visit.as_deref() else {
+    let alerts: Vec<Alert> = alerts.into_iter().cloned().collect();
+    let keys: BTreeSet<Key> = alerts
+        .iter()
+        .filter_map(|a| a.visit.as_deref())
+        .map(|v| (v.provider_id.clone(), month(&v.day)))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (provider, m) in keys {
+        let Ok(parsed) = eldercare_visits::Month::parse(&m) else {
             continue;
         };
-        let key = (v.provider_id.clone(), month(&v.day));
-        let c = out.entry(key.clone()).or_default();
-        match a.kind {
-            AlertKind::Visit => {
-                if v.plan_id.is_some() {
-                    planned.entry(key).or_default().insert(v.visit_id.clone());
-                }
-                if v.check_in.is_some() {
-                    c.done += 1;
-                    if v.flags.is_empty() {
-                        c.on_time += 1;
-                    }
-                    if v.plan_id.is_none() {
-                        c.unplanned += 1;
-                    }
-                }
-                for &f in &v.flags {
-                    c.flag(f);
-                }
-                if let (Some(i), Some(o)) = (v.check_in, v.check_out) {
-                    c.minutes += ((o - i) as f64 / MIN as f64).round().max(0.0) as u64;
-                }
-            }
-            AlertKind::VisitMissed => {
-                planned.entry(key).or_default().insert(v.visit_id.clone());
-                if a.outcome.as_deref() != Some("cleared") {
-                    c.missed += 1;
-                }
-            }
-            AlertKind::FollowUp => {
-                c.follow_ups += 1;
-                if a.state == AlertState::Resolved {
-                    c.answer(a.outcome.as_deref());
-                } else {
-                    c.open += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    for (k, ids) in planned {
-        out.entry(k).or_default().planned = ids.len() as u64;
+        let r = eldercare_visits::ProviderMonth::compute(&provider, parsed, &alerts).counts;
+        out.insert(
+            (provider, m),
+            Counts {
+                planned: r.planned,
+                done: r.done,
+                on_time: r.on_time,
+                late: r.late,
+                short: r.short,
+                missed: r.missed,
+                uncorroborated: r.uncorroborated,
+                unverified: r.unverified,
+                no_check_in: r.no_check_in,
+                no_check_out: r.no_check_out,
+                unplanned: r.unplanned,
+                follow_ups: r.follow_ups,
+                satisfied: r.satisfied,
+                complaint: r.complaint,
+                no_answer: r.no_answer,
+                open: r.follow_up_open,
+                minutes: r.minutes_delivered,
+            },
+        );
     }
     out
 }
@@ -295,7 +284,8 @@ fn signature(
     }
     match b {
         Behaviour::Late => want.push("visit_missed:cleared".into()),
-        _ if b.expects_missed() => want.push("visit_missed".into()),
+        Behaviour::NoCheckIn if o.expects_missed() => want.push("visit_missed:cleared".into()),
+        _ if o.expects_missed() => want.push("visit_missed".into()),
         _ => {}
     }
     if b.expects_follow_up() {
@@ -551,7 +541,7 @@ pub fn truth_json(runs: &[HomeRun], providers: &[Provider]) -> Value {
                 "minutes": o.minutes(),
                 "expected_flags": o.behaviour.expected_flags()
                     .map(|f| f.iter().map(|x| x.as_str()).collect::<Vec<_>>()),
-                "expects_visit_missed": o.behaviour.expects_missed(),
+                "expects_visit_missed": o.expects_missed(),
                 "visit_subject": o.visit_subject(),
                 "follow_up": o.behaviour.expects_follow_up().then(|| json!({
                     "called_at": o.call.map(|c| c.0),

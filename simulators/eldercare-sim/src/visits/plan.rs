@@ -72,12 +72,11 @@ impl Behaviour {
     }
 
     /// A `visit_missed` is raised at the window's close: left open when
-    /// nobody checks in, resolved (`cleared`) by a late check-in.
+    /// nobody checks in, resolved (`cleared`) by a late check-in (or a
+    /// check-out with no check-in after the close: see
+    /// [`Occurrence::expects_missed`]).
     pub fn expects_missed(self) -> bool {
-        matches!(
-            self,
-            Behaviour::Missed | Behaviour::Late | Behaviour::NoCheckIn
-        )
+        matches!(self, Behaviour::Missed | Behaviour::Late)
     }
 
     /// Checked in and out: a follow-up call is raised.
@@ -293,15 +292,19 @@ impl Occurrence {
         (from - 45 * MIN, to + 20 * MIN)
     }
 
-    /// The subject of its `visit` alert: the planned id, or, for a
-    /// check-out with no check-in, `{elder}/{carer}/{check-out ms}`.
+    /// The subject of its `visit` alert: the planned id (a check-out with
+    /// no check-in stands for the plan's window too).
     pub fn visit_subject(&self) -> String {
-        match (self.behaviour, self.check_out) {
-            (Behaviour::NoCheckIn, Some(out)) => {
-                format!("{}/{}/{out}", self.elder_id, self.carer_id)
-            }
-            _ => self.visit_id.clone(),
-        }
+        self.visit_id.clone()
+    }
+
+    /// Whether a `visit_missed` is raised at the window's close: nobody
+    /// checked in by then (a check-out with no check-in after the close
+    /// resolves it, `cleared`).
+    pub fn expects_missed(&self) -> bool {
+        self.behaviour.expects_missed()
+            || (self.behaviour == Behaviour::NoCheckIn
+                && self.check_out.is_some_and(|o| o > self.window.1))
     }
 }
 
