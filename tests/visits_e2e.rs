@@ -465,3 +465,34 @@ async fn visits_and_check_ins_from_outside() {
     );
     assert!(report.csv.lines().count() >= 7, "{}", report.csv);
 }
+
+/// A check-in acknowledged just before `kill -9` is kept: after the
+/// restart, the check-out closes the same visit (borne out by the
+/// entrance motion sent before the crash), not one without a check-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_acknowledged_before_kill_9_is_kept() {
+    let Homes { mut s, day, .. } = homes();
+    let t = now_ms();
+    // The stock client exits once each message is acknowledged.
+    mosquitto_pub_lines(&s, "pirent-1", "motion", &[motion("entrance", t - 55 * S)]);
+    mosquitto_pub_lines(&s, "btn-1", "event", &[visit("C1", "in", t - 50 * S)]);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let tokens = std::mem::take(&mut s.tokens);
+    drop(s);
+    let s = Server::spawn(dir, tokens);
+    let mut sub = subscribe_all(&s).await;
+    mosquitto_pub_lines(&s, "btn-1", "event", &[visit("C1", "out", now_ms())]);
+    let mut seen = Vec::new();
+    let v = raised(&mut sub, "E1", "visit", &mut seen).await;
+    let info = v.visit.clone().unwrap();
+    assert_eq!(v.subject, format!("E1/bath-1/{day}"), "{v:?}");
+    assert!(info.flags.is_empty(), "{info:?}");
+    assert!(v.recorded);
+    assert_eq!(info.check_in.map(|c| c.seconds), Some((t - 50 * S) / 1000));
+    assert_eq!(
+        info.signs.first().map(|g| g.kind.as_str()),
+        Some("entrance")
+    );
+}
