@@ -1670,6 +1670,8 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
     let b = driver.browser("visits").await;
     b.sign_in(&s, &s.tokens["operator"], "op-1").await;
     b.until_conn("live").await;
+    // In English, as the pictures in docs/console.md are.
+    b.click("#lang").await;
 
     let t = now_ms();
     let motion = |room: &str, ts: i64| format!(r#"{{"ts": {ts}, "room": "{room}", "motion": true}}"#);
@@ -1750,6 +1752,7 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
     assert!(shown["text"].as_str().unwrap().contains("C1"), "{shown}");
     assert_eq!(shown["entrance"], json!(true), "{shown}");
     assert_eq!(shown["followUp"], json!(true), "no call buttons on a visit");
+    b.screenshot("supervision").await;
     let mut found = b.serious_accessibility_violations().await;
 
     // The follow-up call: the resolve dialog offers its three answers only.
@@ -1773,6 +1776,7 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
     assert_eq!(outcomes, json!(["satisfied", "complaint", "no_answer"]));
     b.click("#dlg-resolve [data-close]").await;
     b.until_hidden("#dlg-resolve").await;
+    b.screenshot("follow-up").await;
     found.extend(b.serious_accessibility_violations().await);
 
     // Answered from the record's button, with a note.
@@ -1855,9 +1859,9 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
         .await;
     assert!(csv.as_str().unwrap().contains(&visit_id), "{csv}");
     found.extend(b.serious_accessibility_violations().await);
+    b.screenshot("visits").await;
     b.click("#lang").await;
     found.extend(b.serious_accessibility_violations().await);
-    b.screenshot("visits").await;
     assert!(found.is_empty(), "{found:#?}");
     b.close().await;
 }

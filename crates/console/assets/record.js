@@ -549,13 +549,15 @@
     if (!on) return;
     const body = sec.querySelector(".rec-body");
     let form = body.querySelector("form");
-    if (!form || form.dataset.alertId !== a.id) {
+    // Drawn anew for another alert or language; a note typed is kept.
+    const typed = form && form.dataset.alertId === a.id ? form.querySelector("textarea").value : "";
+    if (!form || form.dataset.alertId !== a.id || form.dataset.lang !== EC.lang()) {
       const buttons = EC.FOLLOW_UP_OUTCOMES.map((o) =>
         el("button", { type: "button", class: o === "satisfied" ? "primary" : null, "data-outcome": o, text: EC.tv("outcome.", o) }),
       );
       form = el(
         "form",
-        { class: "follow-up", "data-alert-id": a.id, novalidate: "" },
+        { class: "follow-up", "data-alert-id": a.id, "data-lang": EC.lang(), novalidate: "" },
         el("p", { class: "muted small", id: "followup-help", text: t("followUp.help") }),
         el(
           "div",
@@ -581,6 +583,7 @@
             renderFollowUp();
           }
         });
+      form.querySelector("textarea").value = typed;
       EC.put(body, form);
     }
     const done = a.state === "RESOLVED";
