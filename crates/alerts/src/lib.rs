@@ -88,6 +88,9 @@ impl Action {
             Action::Dispatch(_) => matches!(state, Acknowledged | Dispatched),
             Action::Escalate => state != Resolved,
             Action::AddNote => true,
+            // A follow-up call is one step: the operator calls and records
+            // what the elder said.
+            Action::Resolve(o) if o.is_follow_up() => matches!(state, Open | Acknowledged),
             Action::Resolve(o) => match state {
                 Open => *o == Outcome::FalseAlarm,
                 Acknowledged => matches!(o, Outcome::FalseAlarm | Outcome::HandledByPhone),

@@ -29,10 +29,18 @@ pub enum Role {
     Admin,
     /// Read only.
     Viewer,
+    /// A care provider's system: records its carers' check-ins, nothing else.
+    Provider,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Operator, Role::Dispatcher, Role::Admin, Role::Viewer];
+    pub const ALL: [Role; 5] = [
+        Role::Operator,
+        Role::Dispatcher,
+        Role::Admin,
+        Role::Viewer,
+        Role::Provider,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,6 +48,7 @@ impl Role {
             Role::Dispatcher => "dispatcher",
             Role::Admin => "admin",
             Role::Viewer => "viewer",
+            Role::Provider => "provider",
         }
     }
 
@@ -68,6 +77,8 @@ pub enum Action {
     ReadTelemetry,
     /// Operate the server (reload rules).
     Administer,
+    /// Record a carer's check-in or check-out (VisitService.CheckIn).
+    CheckIn,
 }
 
 impl Action {
@@ -82,6 +93,7 @@ impl Action {
             Action::WriteRegistry => &[Admin],
             Action::ReadTelemetry => &[Operator, Dispatcher, Viewer],
             Action::Administer => &[Admin],
+            Action::CheckIn => &[Provider, Operator],
         }
     }
 }

@@ -874,6 +874,19 @@ impl Services {
     }
 }
 
+impl Services {
+    /// Accepts carers' check-ins through VisitService.CheckIn into `intake`.
+    pub fn with_check_ins(
+        mut self,
+        intake: Arc<dyn visits::CheckIns>,
+        registry: Arc<dyn eldercare_store::Store>,
+    ) -> Services {
+        let v = visits::Visits::new(self.alerts.desk.store().clone(), self.auth.clone());
+        self.visits = Arc::new(v.with_check_ins(intake, registry));
+        self
+    }
+}
+
 /// Serves `services` over gRPC on `addr`, with health and reflection,
 /// until `shutdown`: over TLS with `tls` (the certificate in force when
 /// each connection is accepted, offering only HTTP/2), in the clear

@@ -3,7 +3,7 @@
 use crate::auth::{Action, Auth};
 use eldercare_model::{self as m, AlertKind};
 use eldercare_proto::v1 as pb;
-use eldercare_store::{AlertLog, AlertQuery};
+use eldercare_store::{AlertLog, AlertQuery, Store};
 use eldercare_visits::{Counts, ElderMonth, Month, ProviderMonth, VisitRow};
 use pb::visit_service_server::VisitService;
 use std::sync::Arc;
@@ -17,6 +17,23 @@ pub struct Visits {
     auth: Auth,
     /// Alerts per store query ([`PAGE`]; smaller in tests).
     page: u32,
+    /// Where API check-ins go, with the registry that checks them; `None`
+    /// where the server has no intake of its own (a cluster member).
+    check_ins: Option<(Arc<dyn CheckIns>, Arc<dyn Store>)>,
+}
+
+/// Writes a check-in to the intake log: the MQTT intake's, adapted by the
+/// server, so the API does not depend on the broker.
+#[tonic::async_trait]
+pub trait CheckIns: Send + Sync {
+    /// Resolves once the check-in is durable.
+    async fn append(
+        &self,
+        elder_id: &str,
+        carer_id: &str,
+        action: m::VisitAction,
+        at: m::EpochMs,
+    ) -> Result<(), String>;
 }
 
 impl Visits {
@@ -25,7 +42,14 @@ impl Visits {
             store,
             auth,
             page: PAGE,
+            check_ins: None,
         }
+    }
+
+    /// Accepts API check-ins into `intake`, checked against `registry`.
+    pub fn with_check_ins(mut self, intake: Arc<dyn CheckIns>, registry: Arc<dyn Store>) -> Visits {
+        self.check_ins = Some((intake, registry));
+        self
     }
 
     /// Every `visit`, `visit_missed` and `follow_up` alert raised in the
@@ -150,6 +174,60 @@ impl VisitService for Visits {
         let alerts = self.month_alerts(month, None).await?;
         let report = ProviderMonth::compute(provider, month, &alerts);
         Ok(Response::new(provider_report_to_pb(&report)))
+    }
+
+    async fn check_in(
+        &self,
+        req: Request<pb::CheckInRequest>,
+    ) -> Result<Response<pb::CheckInResponse>, Status> {
+        let who = self.auth.check(&req, Action::CheckIn)?;
+        let Some((intake, registry)) = &self.check_ins else {
+            return Err(Status::unimplemented(
+                "check-ins through the API are taken by a server with its own intake, not a cluster member",
+            ));
+        };
+        let r = req.into_inner();
+        let elder_id = required("elder_id", &r.elder_id)?;
+        let carer_id = required("carer_id", &r.carer_id)?;
+        let action = m::VisitAction::parse(&r.action)
+            .ok_or_else(|| Status::invalid_argument("`action` must be `in` or `out`"))?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let at = match &r.at {
+            Some(t) => t.seconds * 1000 + i64::from(t.nanos) / 1_000_000,
+            None => now,
+        };
+        if at > now + 5 * 60_000 || at < now - 24 * 3_600_000 {
+            return Err(Status::invalid_argument(
+                "`at` must be within the last 24 hours and at most 5 minutes ahead",
+            ));
+        }
+        let unavailable = |e: eldercare_store::StoreError| Status::unavailable(e.to_string());
+        if registry
+            .get_elder(elder_id)
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!("no elder `{elder_id}`")));
+        }
+        let carers = registry.list_carers().await.map_err(unavailable)?;
+        if !carers.iter().any(|c| c.carer_id == carer_id) {
+            return Err(Status::not_found(format!("no carer `{carer_id}`")));
+        }
+        intake
+            .append(elder_id, carer_id, action, at)
+            .await
+            .map_err(|e| Status::unavailable(format!("the check-in was not kept: {e}")))?;
+        tracing::debug!(operator = %who.operator_id, elder_id, carer_id, action = action.as_str(), "Check-in recorded through the API.");
+        Ok(Response::new(pb::CheckInResponse {
+            elder_id: elder_id.to_string(),
+            carer_id: carer_id.to_string(),
+            action: action.as_str().to_string(),
+            at: Some(eldercare_proto::wkt::Timestamp {
+                seconds: at.div_euclid(1000),
+                nanos: (at.rem_euclid(1000) * 1_000_000) as i32,
+            }),
+        }))
     }
 
     async fn elder_visits(

@@ -225,6 +225,7 @@ pub(crate) async fn call(
         ("eldercare.v1.VisitService", m) => match m {
             "ProviderReport" => to!(visits, provider_report),
             "ElderVisits" => to!(visits, elder_visits),
+            "CheckIn" => to!(visits, check_in),
             _ => unknown(&service, &method),
         },
         ("eldercare.v1.AdminService", "ReloadRules") => to!(admin, reload_rules),

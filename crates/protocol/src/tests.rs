@@ -370,7 +370,8 @@ fn a_visit_without_its_carer_or_action_is_refused_with_the_field() {
     let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C1"}"#);
     assert_eq!(r.reason(), "missing_field");
     assert!(r.to_string().contains("action"), "{r}");
-    let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C1", "action": "sideways"}"#);
+    let r =
+        refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C1", "action": "sideways"}"#);
     assert_eq!(r.reason(), "invalid_field");
     let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C 1", "action": "in"}"#);
     assert_eq!(r.reason(), "invalid_field");
@@ -379,7 +380,8 @@ fn a_visit_without_its_carer_or_action_is_refused_with_the_field() {
         r#"{{"ts": 1763884800000, "type": "visit", "carer": "{long}", "action": "in"}}"#
     ));
     assert_eq!(r.reason(), "invalid_field");
-    let r = refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C\u00001", "action": "in"}"#);
+    let r =
+        refused(r#"{"ts": 1763884800000, "type": "visit", "carer": "C\u00001", "action": "in"}"#);
     assert_eq!(r.reason(), "control_character");
     let r = refused(r#"{"ts": 1763884800000, "type": "wave"}"#);
     assert!(r.to_string().contains("visit or check_in"), "{r}");

@@ -247,7 +247,7 @@ fn main() -> ExitCode {
             }) => {
                 let Some(role) = eldercare_api::Role::parse(&role) else {
                     eprintln!(
-                        "eldercare: unknown role `{role}`; use operator, dispatcher, admin or viewer"
+                        "eldercare: unknown role `{role}`; use operator, dispatcher, admin, viewer or provider"
                     );
                     return Ok(ExitCode::from(EXIT_CONFIG));
                 };
@@ -615,8 +615,9 @@ pub async fn serve(
         sessions: Arc::new(GuardSessions(ingest.sessions(), member_closer)),
         changes: ingest.registry_changes(),
     };
+    let check_ins = ingest.visit_intake();
     // One set of services for gRPC and the console's JSON API.
-    let services = eldercare_api::Services::new(
+    let mut services = eldercare_api::Services::new(
         desk.clone(),
         cfg.auth.clone(),
         cfg.subscribers,
@@ -624,6 +625,9 @@ pub async fn serve(
         reloader,
         shutdown.clone(),
     );
+    if let Some(c) = check_ins {
+        services = services.with_check_ins(Arc::new(IntakeCheckIns(c)), store.clone());
+    }
     // Both bound on the alert path, so their sockets are served there.
     let (grpc_addr, grpc) = {
         let (addr, services, tls, sd) = (
@@ -745,6 +749,31 @@ pub async fn serve(
     drop(alert_rt);
     info!("Stopped.");
     Ok(())
+}
+
+/// The visit API's way to keep a carer's check-in: the MQTT intake's log,
+/// through this adapter (the API stays free of MQTT).
+struct IntakeCheckIns(eldercare_broker::api_visits::VisitIntake);
+
+#[tonic::async_trait]
+impl eldercare_api::visits::CheckIns for IntakeCheckIns {
+    async fn append(
+        &self,
+        elder_id: &str,
+        carer_id: &str,
+        action: eldercare_model::VisitAction,
+        at: eldercare_model::EpochMs,
+    ) -> Result<(), String> {
+        let check = eldercare_broker::api_visits::ApiCheck {
+            carer: carer_id.to_string(),
+            action,
+            ts: at,
+        };
+        self.0
+            .append(elder_id, &check)
+            .await
+            .map_err(|_| "the intake log is closed (shutting down)".to_string())
+    }
 }
 
 /// The registry API's way to close a device's MQTT sessions: the broker's
