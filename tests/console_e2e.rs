@@ -1674,7 +1674,8 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
     b.click("#lang").await;
 
     let t = now_ms();
-    let motion = |room: &str, ts: i64| format!(r#"{{"ts": {ts}, "room": "{room}", "motion": true}}"#);
+    let motion =
+        |room: &str, ts: i64| format!(r#"{{"ts": {ts}, "room": "{room}", "motion": true}}"#);
     let tag = |action: &str, ts: i64| {
         format!(r#"{{"ts": {ts}, "type": "visit", "carer": "C1", "action": "{action}"}}"#)
     };
@@ -1725,7 +1726,10 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
     }
     assert_eq!(b.text("#count-follow_up").await, "1");
     let over = b
-        .js("return document.querySelector('#over-hotline').hidden", vec![])
+        .js(
+            "return document.querySelector('#over-hotline').hidden",
+            vec![],
+        )
         .await;
     assert_eq!(over, Value::Bool(true), "nothing overdue on the hotline");
 
@@ -1823,7 +1827,10 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
     .await;
     let month = &visit.visit.as_ref().unwrap().day[..7];
     let default = b
-        .js("return document.querySelector('#visits-month').value", vec![])
+        .js(
+            "return document.querySelector('#visits-month').value",
+            vec![],
+        )
         .await;
     if default != json!(month) {
         // The month turned between the visit and now.
@@ -1845,7 +1852,12 @@ async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reporte
         )
         .await;
     assert_eq!(
-        (&row["status"], &row["done"], &row["planned"], &row["followUps"]),
+        (
+            &row["status"],
+            &row["done"],
+            &row["planned"],
+            &row["followUps"]
+        ),
         (&json!("on_time"), &json!("1"), &json!("1"), &json!("1")),
         "{row}"
     );
