@@ -1599,3 +1599,281 @@ async fn late_readings_are_marked_and_a_recorded_episode_is_on_the_care_tab() {
     b.screenshot("care").await;
     b.close().await;
 }
+
+/// `HH:MM` (UTC) of `ms`.
+fn hhmm(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%H:%M")
+        .to_string()
+}
+
+/// A carer's visit, from the outside in. E1 has a bathing plan with
+/// provider PR1 today, in a window around now; her carer taps in at the
+/// button as the entrance sensor sees someone come in, and taps out 50 s
+/// later (event times, so nothing waits for the visit to last). The visit
+/// is borne out, so it is recorded on the supervision tab, never on the
+/// hotline's; the record shows the visit. Its follow-up call is on the
+/// follow-up tab, offers the call's three answers only, and is resolved
+/// "satisfied" with a note from the record's button. The Visits view
+/// then reports PR1's month with that visit and its call, and downloads
+/// it as CSV. No serious accessibility violation on the new tabs and the
+/// view, in either language.
+#[tokio::test]
+async fn a_visit_is_supervised_its_follow_up_call_answered_and_its_month_reported() {
+    const S: i64 = 1000;
+    const MIN: i64 = 60 * S;
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[visits]\nmargin_s = 10\n").unwrap();
+    // A window from half an hour ago to half an hour ahead, within
+    // today (UTC, the elder's zone).
+    let now = now_ms();
+    let day = now - now.rem_euclid(86_400_000);
+    let from = (now - 30 * MIN).max(day);
+    let to = (now + 30 * MIN).min(day + 86_400_000 - MIN);
+    assert!(
+        now - 50 * S >= day && from < to,
+        "the visit must be within one day (UTC): run again in a minute"
+    );
+    let elders = "elder_id,name,phone,district,community,timezone\n\
+                  E1,王秀英,13800000001,浦东新区,花木街道,UTC\n";
+    let devices = "device_id,kind,elder_id,room,secret,heartbeat_s\n\
+                   btn-1,sos_button,E1,,s-btn-1,86400\n\
+                   pirent-1,pir,E1,entrance,s-pirent-1,86400\n\
+                   pirkit-1,pir,E1,kitchen,s-pirkit-1,86400\n";
+    let providers = "provider_id,name,phone\nPR1,Provider One,\n";
+    let carers = "carer_id,provider_id,name\nC1,PR1,Carer One\n";
+    let plans = format!(
+        "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n\
+         bath-1,E1,PR1,daily,{},{},1,bathing\n",
+        hhmm(from),
+        hhmm(to)
+    );
+    let data = dir.path().to_str().unwrap().to_string();
+    import_files(
+        dir.path(),
+        &["--data-dir", &data],
+        &[
+            ("elders.csv", elders),
+            ("devices.csv", devices),
+            ("providers.csv", providers),
+            ("carers.csv", carers),
+            ("visit_plans.csv", &plans),
+        ],
+    );
+    let tokens = Server::issue_tokens(dir.path());
+    let s = Server::spawn(dir, tokens);
+    let mut feed = s.subscribe(0).await;
+
+    let driver = Driver::start();
+    let b = driver.browser("visits").await;
+    b.sign_in(&s, &s.tokens["operator"], "op-1").await;
+    b.until_conn("live").await;
+    // In English, as the pictures in docs/console.md are.
+    b.click("#lang").await;
+
+    let t = now_ms();
+    let motion =
+        |room: &str, ts: i64| format!(r#"{{"ts": {ts}, "room": "{room}", "motion": true}}"#);
+    let tag = |action: &str, ts: i64| {
+        format!(r#"{{"ts": {ts}, "type": "visit", "carer": "C1", "action": "{action}"}}"#)
+    };
+    mosquitto_pub(&s, "pirent-1", "motion", &motion("entrance", t - 55 * S));
+    mosquitto_pub(&s, "btn-1", "event", &tag("in", t - 50 * S));
+    mosquitto_pub(&s, "pirkit-1", "motion", &motion("kitchen", t - 30 * S));
+    mosquitto_pub(&s, "btn-1", "event", &tag("out", t));
+    let (mut visit, mut call) = (None, None);
+    while visit.is_none() || call.is_none() {
+        let a = next(&mut feed).await.alert.unwrap();
+        match a.kind.as_str() {
+            "visit" => visit = Some(a),
+            "follow_up" => call = Some(a),
+            _ => {}
+        }
+    }
+    let (visit, call) = (visit.unwrap(), call.unwrap());
+    assert_eq!(
+        (visit.queue.as_str(), visit.recorded, call.queue.as_str()),
+        ("supervision", true, "follow_up"),
+        "{visit:?} {call:?}"
+    );
+    let visit_id = visit.visit.as_ref().unwrap().visit_id.clone();
+    assert_eq!(visit_id, visit.subject);
+
+    // The visit is on the supervision tab, not the hotline's, and the
+    // hotline counts nothing.
+    let in_queue = "const [q, id] = arguments;
+        const r = document.querySelector(`#queue-${q} tr.alert-row[data-alert-id=\"${id}\"]`);
+        return r ? r.dataset.state : null;";
+    let state = b
+        .until(
+            "the visit on the supervision tab",
+            in_queue,
+            vec![json!("supervision"), json!(visit.id)],
+        )
+        .await;
+    assert_eq!(state, json!("resolved"));
+    b.until(
+        "the follow-up call on its tab",
+        in_queue,
+        vec![json!("follow_up"), json!(call.id)],
+    )
+    .await;
+    for q in ["hotline", "operations", "care"] {
+        assert!(b.rows(q).await.is_empty(), "{q}: {:?}", b.rows(q).await);
+        assert_eq!(b.text(&format!("#count-{q}")).await, "0", "{q}");
+    }
+    assert_eq!(b.text("#count-follow_up").await, "1");
+    let over = b
+        .js(
+            "return document.querySelector('#over-hotline').hidden",
+            vec![],
+        )
+        .await;
+    assert_eq!(over, Value::Bool(true), "nothing overdue on the hotline");
+
+    // Its record shows the visit: id, the carer, the entrance sign.
+    b.click("#tab-supervision").await;
+    b.until_shown("#panel-supervision").await;
+    b.click(&format!(
+        "#queue-supervision tr.alert-row[data-alert-id=\"{}\"] .kind",
+        visit.id
+    ))
+    .await;
+    b.until_shown("#record-visit").await;
+    let shown = b
+        .js(
+            "const v = document.querySelector('#record-visit');
+             return {id: v.querySelector('[data-visit-id]').dataset.visitId,
+                     text: v.textContent,
+                     entrance: !!v.querySelector('[data-sign=entrance]'),
+                     followUp: document.querySelector('#record-followup').hidden};",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown["id"], json!(visit_id), "{shown}");
+    assert!(shown["text"].as_str().unwrap().contains("C1"), "{shown}");
+    assert_eq!(shown["entrance"], json!(true), "{shown}");
+    assert_eq!(shown["followUp"], json!(true), "no call buttons on a visit");
+    b.screenshot("supervision").await;
+    let mut found = b.serious_accessibility_violations().await;
+
+    // The follow-up call: the resolve dialog offers its three answers only.
+    b.click("#tab-follow_up").await;
+    b.until_shown("#panel-follow_up").await;
+    b.click(&format!(
+        "#queue-follow_up tr.alert-row[data-alert-id=\"{}\"] .kind",
+        call.id
+    ))
+    .await;
+    b.until_shown("#record-followup").await;
+    b.until_shown("#record-visit").await;
+    b.click("#act-resolve").await;
+    b.until_shown("#dlg-resolve").await;
+    let outcomes = b
+        .js(
+            "return [...document.querySelectorAll('#resolve-outcome option')].map(o => o.value)",
+            vec![],
+        )
+        .await;
+    assert_eq!(outcomes, json!(["satisfied", "complaint", "no_answer"]));
+    b.click("#dlg-resolve [data-close]").await;
+    b.until_hidden("#dlg-resolve").await;
+    b.screenshot("follow-up").await;
+    found.extend(b.serious_accessibility_violations().await);
+
+    // Answered from the record's button, with a note.
+    b.type_into("#followup-note", "bathed, all well").await;
+    b.click("#record-followup button[data-outcome=satisfied]")
+        .await;
+    b.until(
+        "the call gone from the follow-up tab",
+        "return !document.querySelector(`#queue-follow_up tr.alert-row[data-alert-id=\"${arguments[0]}\"]`)",
+        vec![json!(call.id)],
+    )
+    .await;
+    assert_eq!(b.text("#count-follow_up").await, "0");
+    let got = grpc_with(&s, &s.tokens["operator"])
+        .await
+        .get_alert(pb::GetAlertRequest {
+            id: call.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.state, got.outcome.as_str()),
+        (pb::AlertState::Resolved as i32, "satisfied"),
+        "{got:?}"
+    );
+    assert!(
+        got.history
+            .iter()
+            .any(|h| h.actor == "op-1" && h.note == "bathed, all well"),
+        "{:?}",
+        got.history
+    );
+
+    // The month's report, by provider: the visit, its call, the CSV.
+    b.click("#tab-visits").await;
+    b.until_shown("#panel-visits").await;
+    b.until(
+        "PR1 to choose",
+        "return document.querySelector('#visits-provider').value === 'PR1'",
+        vec![],
+    )
+    .await;
+    let month = &visit.visit.as_ref().unwrap().day[..7];
+    let default = b
+        .js(
+            "return document.querySelector('#visits-month').value",
+            vec![],
+        )
+        .await;
+    if default != json!(month) {
+        // The month turned between the visit and now.
+        b.js(
+            "document.querySelector('#visits-month').value = arguments[0]",
+            vec![json!(month)],
+        )
+        .await;
+    }
+    b.click("#visits-refresh").await;
+    let row = b
+        .until(
+            "the visit in the report",
+            "const r = document.querySelector(`#visits-rows tr[data-visit-id=\"${arguments[0]}\"]`);
+             const c = (k) => document.querySelector(`#visits-summary [data-count=${k}] .card-value`).textContent;
+             return r ? {status: r.dataset.status, done: c('done'), planned: c('planned'),
+                         followUps: c('followUps'), text: r.textContent} : null;",
+            vec![json!(visit_id)],
+        )
+        .await;
+    assert_eq!(
+        (
+            &row["status"],
+            &row["done"],
+            &row["planned"],
+            &row["followUps"]
+        ),
+        (&json!("on_time"), &json!("1"), &json!("1"), &json!("1")),
+        "{row}"
+    );
+    b.click("#visits-csv").await;
+    let csv = b
+        .until(
+            "the CSV made",
+            "const d = window.eldercareConsole.download; return d ? d.csv : null;",
+            vec![],
+        )
+        .await;
+    assert!(csv.as_str().unwrap().contains(&visit_id), "{csv}");
+    found.extend(b.serious_accessibility_violations().await);
+    b.screenshot("visits").await;
+    b.click("#lang").await;
+    found.extend(b.serious_accessibility_violations().await);
+    assert!(found.is_empty(), "{found:#?}");
+    b.close().await;
+}

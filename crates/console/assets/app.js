@@ -12,8 +12,13 @@
   /** For the browser tests and for anyone curious: rings played, seqs applied. */
   const PUBLIC = (window.eldercareConsole = { rings: 0, applied: [] });
 
-  const QUEUES = ["hotline", "operations", "care"];
-  const TABS = ["hotline", "operations", "care", "stats"];
+  /** The queues the server puts alerts on (Alert.queue), each a tab. */
+  const QUEUES = ["hotline", "operations", "care", "provider", "supervision", "follow_up"];
+  /** Queues answered at leisure: no deadline, escalations or silences shown. */
+  const CALM = EC.CALM_QUEUES;
+  /** Tabs that are views of their own, not queues. */
+  const VIEWS = ["stats", "visits"];
+  const TABS = ["hotline", "operations", "care", "provider", "supervision", "follow_up", "stats", "visits"];
   /** How far back the care queue shows what was recorded, not raised. */
   const RECORDED_DAYS = 7;
   /** Resolved alerts read for it at most (newest first), in pages of 1000. */
@@ -51,8 +56,8 @@
     /** Server time the queue was read: events before it are history, not news. */
     listTime: Infinity,
     tab: "hotline",
-    selected: { hotline: null, operations: null, care: null },
-    order: { hotline: [], operations: [], care: [] },
+    selected: Object.fromEntries(QUEUES.map((q) => [q, null])),
+    order: Object.fromEntries(QUEUES.map((q) => [q, []])),
     filter: { district: "", community: "" },
     feed: null,
     gen: 0,
@@ -266,7 +271,7 @@
     state.gone.clear();
     state.lastSeq = 0;
     state.listTime = Infinity;
-    state.selected = { hotline: null, operations: null, care: null };
+    state.selected = Object.fromEntries(QUEUES.map((q) => [q, null]));
     for (const d of document.querySelectorAll("dialog[open]")) d.close();
     EC.record.close();
     EC.forgetElders();
@@ -501,7 +506,7 @@
   }
 
   function maybeRing(ev, a) {
-    if (a.severity !== "CRITICAL" || a.queue === "operations" || a.muted || a.state !== "OPEN") return;
+    if (a.severity !== "CRITICAL" || queueOf(a) !== "hotline" || a.muted || a.state !== "OPEN") return;
     const at = EC.ms(ev.at);
     // History replayed at start is not news.
     if (Number.isFinite(at) && at < state.listTime - 2000) return;
@@ -549,9 +554,15 @@
     document.title = (open ? "(" + open + ") " : "") + t("app.title");
   }
 
+  /**
+   * The queue the server put the alert on. Only an alert without one the
+   * page knows (from a newer server) is shown on the hotline, so that
+   * nothing is hidden from everyone.
+   */
   function queueOf(a) {
-    return a.queue === "operations" || a.queue === "care" ? a.queue : "hotline";
+    return QUEUES.includes(a.queue) ? a.queue : "hotline";
   }
+  app.queueOf = queueOf;
   function currentQueue() {
     return QUEUES.includes(state.tab) ? state.tab : "hotline";
   }
@@ -625,7 +636,14 @@
     else table.removeAttribute("aria-activedescendant");
     const empty = $("empty-" + q);
     empty.hidden = rows.length > 0;
-    const emptyKey = { hotline: "queue.emptyHotline", operations: "queue.emptyOperations", care: "queue.emptyCare" }[q];
+    const emptyKey = {
+      hotline: "queue.emptyHotline",
+      operations: "queue.emptyOperations",
+      care: "queue.emptyCare",
+      provider: "queue.emptyProvider",
+      supervision: "queue.emptySupervision",
+      follow_up: "queue.emptyFollowUp",
+    }[q];
     empty.textContent = state.loaded ? t(emptyKey) : t("queue.loading");
     table.classList.toggle("is-empty", rows.length === 0);
   }
@@ -715,10 +733,10 @@
       ),
       el("td", { class: "c-state" }, el("span", { class: "badge state-" + st, text: EC.tv("state.", a.state) })),
       el("td", { class: "c-age num" }),
-      // The care queue has no deadline, escalations or silences.
-      q === "care" ? null : el("td", { class: "c-deadline num" }),
-      q === "care" ? null : el("td", { class: "c-esc num", text: a.escalations ? String(a.escalations) : "" }),
-      q === "care" ? null : el("td", { class: "c-muted", text: a.muted ? t("queue.muted") : "" }),
+      // The care queue and the visits' ones have no deadline, escalations or silences.
+      CALM.includes(q) ? null : el("td", { class: "c-deadline num" }),
+      CALM.includes(q) ? null : el("td", { class: "c-esc num", text: a.escalations ? String(a.escalations) : "" }),
+      CALM.includes(q) ? null : el("td", { class: "c-muted", text: a.muted ? t("queue.muted") : "" }),
     );
     tr._alert = a;
     tickRow(tr, now);
@@ -777,7 +795,7 @@
     if (!state.me) return;
     const now = EC.now();
     for (const [id, at] of state.fresh) if (Date.now() - at > 10000) state.fresh.delete(id);
-    const overs = { hotline: 0, operations: 0, care: 0 };
+    const overs = Object.fromEntries(QUEUES.map((q) => [q, 0]));
     for (const q of QUEUES) {
       for (const tr of $("queue-" + q).tBodies[0].rows) tickRow(tr, now);
     }
@@ -858,7 +876,7 @@
   app.afterRecordClosed = function () {
     updateActionBar();
     const q = currentQueue();
-    if (state.tab !== "stats") $("queue-" + q).focus({ preventScroll: true });
+    if (!VIEWS.includes(state.tab)) $("queue-" + q).focus({ preventScroll: true });
   };
 
   function selectTab(name, focus) {
@@ -871,12 +889,13 @@
       $("panel-" + n).hidden = !on;
     }
     document.body.dataset.tab = name;
-    $("actions").hidden = name === "stats";
-    $("filters").hidden = name === "stats";
-    if (name === "stats") {
-      EC.record.close();
-      EC.stats.shown();
-    } else EC.stats.hidden();
+    const view = VIEWS.includes(name);
+    $("actions").hidden = view;
+    $("filters").hidden = view;
+    if (view) EC.record.close();
+    if (name === "stats") EC.stats.shown();
+    else EC.stats.hidden();
+    if (name === "visits") EC.visits.shown();
     if (focus) $("tab-" + name).focus();
     if (state.me) render();
   }
@@ -900,7 +919,7 @@
   function target() {
     const rid = EC.record.alertId();
     if (rid) return EC.record.alert() || app.alert(rid);
-    if (state.tab === "stats") return null;
+    if (VIEWS.includes(state.tab)) return null;
     const id = state.selected[currentQueue()];
     return id ? app.alert(id) : null;
   }
@@ -919,7 +938,7 @@
     const tEl = $("act-target");
     tEl.textContent = a ? t("act.target", { what: describe(a) }) : t("act.noTarget");
     for (const k of ACTIONS) $("act-" + k).disabled = !app.can(k) || !a || !fits(k, a);
-    $("act-open").disabled = !state.selected[currentQueue()] || state.tab === "stats";
+    $("act-open").disabled = !state.selected[currentQueue()] || VIEWS.includes(state.tab);
     $("act-role-note").hidden = !state.me || app.can("note") || app.can("ack");
   }
 
@@ -929,7 +948,7 @@
    */
   function fits(k, a) {
     if (a.state === "RESOLVED") return k === "note";
-    if (k === "escalate") return a.queue !== "care";
+    if (k === "escalate") return !CALM.includes(queueOf(a));
     return true;
   }
 
@@ -1086,14 +1105,28 @@
     await submitIn(d, () => call("AddNote", { alertId: d._alertId, note, language: EC.lang() }, d._alert, "done.note"));
   }
   function prepResolve(a) {
-    const allowed = OUTCOMES[a.state] || OUTCOMES.DISPATCHED;
     const sel = $("resolve-outcome");
+    $("resolve-note").value = "";
+    // A follow-up call ends with the elder's answer, and only with it.
+    const followUp = a.kind === "follow_up";
+    const values = followUp ? EC.FOLLOW_UP_OUTCOMES : OUTCOMES.DISPATCHED;
+    EC.put(sel, ...values.map((v) => el("option", { value: v, text: EC.tv("outcome.", v) })));
+    if (followUp) {
+      sel.value = "satisfied";
+      $("resolve-hint").textContent = t("resolve.hint.followUp");
+      return;
+    }
+    const allowed = OUTCOMES[a.state] || OUTCOMES.DISPATCHED;
     for (const o of sel.options) o.disabled = !allowed.includes(o.value);
     const pref = { OPEN: "false_alarm", ACKNOWLEDGED: "handled_by_phone", DISPATCHED: "responder_on_site" }[a.state];
     sel.value = allowed.includes(pref) ? pref : allowed[0];
     $("resolve-hint").textContent = t("resolve.hint." + String(a.state || "").toLowerCase());
     $("resolve-note").value = "";
   }
+  /** The follow-up call's outcome, from the record's buttons. */
+  app.resolveFollowUp = (a, outcome, note) =>
+    call("Resolve", { alertId: a.id, outcome, note, language: EC.lang() }, a, "done.resolve");
+
   async function submitResolve(e) {
     e.preventDefault();
     const d = $("dlg-resolve");
@@ -1204,7 +1237,14 @@
       }
       return;
     }
-    if (state.tab === "stats") return;
+    if (VIEWS.includes(state.tab)) {
+      // A view's own keys: only the tab digits.
+      if (/^[1-8]$/.test(key) && !(tgt && tgt.closest && tgt.closest("input, select, textarea"))) {
+        e.preventDefault();
+        selectTab(TABS[Number(key) - 1], true);
+      }
+      return;
+    }
     const onControl = tgt && tgt.closest && tgt.closest("button, a, summary, [role='tab']");
     switch (key) {
       case "j":
@@ -1252,6 +1292,10 @@
       case "2":
       case "3":
       case "4":
+      case "5":
+      case "6":
+      case "7":
+      case "8":
         e.preventDefault();
         selectTab(TABS[Number(key) - 1], true);
         return;
@@ -1275,6 +1319,7 @@
     if (state.me) render();
     updateActionBar();
     EC.stats.rerender();
+    EC.visits.rerender();
   }
 
   function toggleLang() {
@@ -1372,6 +1417,7 @@
     EC.setLang(l);
     wire();
     EC.stats.init();
+    EC.visits.init();
     applyLang();
     setInterval(tick, 1000);
     try {

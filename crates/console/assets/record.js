@@ -464,6 +464,134 @@
         )
       : null;
     EC.put(body, el("p", { class: "cause-summary", text: EC.summaryOf(a) }), dl(rows), factors, readings);
+    renderFollowUp();
+    renderVisit();
+  }
+
+  /** Whole minutes between two times, or null without both. */
+  function minutes(from, to) {
+    return Number.isFinite(from) && Number.isFinite(to) ? Math.round((to - from) / 60000) : null;
+  }
+
+  /**
+   * A carer's visit, as the alert carries it (Alert.visit): ids only, the
+   * provider's name when the registry gave it.
+   */
+  function renderVisit() {
+    const sec = $("record-visit");
+    const a = cur.alert;
+    const v = a && a.visit;
+    sec.hidden = !v;
+    if (!v) return;
+    const z = tz();
+    const when = (ts) => (Number.isFinite(EC.ms(ts)) ? EC.fmtBoth(EC.ms(ts), z) : t("record.none"));
+    const ws = EC.ms(v.windowStart);
+    const we = EC.ms(v.windowEnd);
+    const len = minutes(EC.ms(v.checkIn), EC.ms(v.checkOut));
+    const planned = Number(v.plannedMin || 0);
+    const lengthText =
+      len === null
+        ? t("visit.noLength")
+        : planned
+          ? t("visit.lengthOf", { len, planned })
+          : t("visit.lengthOnly", { len });
+    const provider = EC.visits.providerName(v.providerId);
+    const flags = (v.flags || []).length
+      ? el(
+          "ul",
+          { class: "flags visit-flags", "aria-label": t("visit.flags") },
+          v.flags.map((f) => el("li", { class: "flag", "data-flag": f, text: EC.tv("visitFlag.", f) })),
+        )
+      : el("span", { class: "muted", text: t("visit.noFlags") });
+    const signs = (v.signs || []).length
+      ? el(
+          "ul",
+          { class: "factors visit-signs" },
+          v.signs.map((g) =>
+            el("li", {
+              "data-sign": g.kind,
+              text: [when(g.at), EC.tv("sign.", g.kind), g.room ? EC.tv("room.", g.room) : ""].filter(Boolean).join(" · "),
+            }),
+          ),
+        )
+      : el("span", { class: "muted", text: t("visit.noSigns") });
+    EC.put(
+      sec.querySelector(".rec-body"),
+      dl([
+        [t("visit.id"), el("code", { "data-visit-id": v.visitId, text: v.visitId || "—" })],
+        [t("visit.provider"), provider ? provider + " (" + v.providerId + ")" : v.providerId || t("record.none")],
+        [t("visit.carer"), v.carerId || t("record.none")],
+        [t("visit.service"), v.service ? EC.tv("service.", v.service) : t("visit.unplanned")],
+        [t("visit.day"), v.day],
+        [
+          t("visit.window"),
+          Number.isFinite(ws) && Number.isFinite(we) ? EC.fmtBoth(ws, z) + " – " + EC.fmtBoth(we, z) : t("visit.noPlan"),
+        ],
+        [t("visit.checkIn"), when(v.checkIn)],
+        [t("visit.checkOut"), when(v.checkOut)],
+        [t("visit.length"), lengthText],
+        [t("visit.via"), v.via],
+        [t("visit.flags"), flags],
+        [t("visit.signs"), signs],
+      ]),
+    );
+  }
+
+  /**
+   * The follow-up call: the elder's answer, one button each. The note
+   * typed survives the section being drawn again (an event, a tick).
+   */
+  function renderFollowUp() {
+    const sec = $("record-followup");
+    const a = cur.alert;
+    const on = !!a && a.kind === "follow_up";
+    sec.hidden = !on;
+    if (!on) return;
+    const body = sec.querySelector(".rec-body");
+    let form = body.querySelector("form");
+    // Drawn anew for another alert or language; a note typed is kept.
+    const typed = form && form.dataset.alertId === a.id ? form.querySelector("textarea").value : "";
+    if (!form || form.dataset.alertId !== a.id || form.dataset.lang !== EC.lang()) {
+      const buttons = EC.FOLLOW_UP_OUTCOMES.map((o) =>
+        el("button", { type: "button", class: o === "satisfied" ? "primary" : null, "data-outcome": o, text: EC.tv("outcome.", o) }),
+      );
+      form = el(
+        "form",
+        { class: "follow-up", "data-alert-id": a.id, "data-lang": EC.lang(), novalidate: "" },
+        el("p", { class: "muted small", id: "followup-help", text: t("followUp.help") }),
+        el(
+          "div",
+          { class: "field" },
+          el("label", { for: "followup-note", text: t("followUp.note") }),
+          el("textarea", { id: "followup-note", rows: "2" }),
+        ),
+        el("div", { class: "dlg-buttons follow-up-buttons", role: "group", "aria-label": t("followUp.outcome"), "aria-describedby": "followup-help" }, buttons),
+        el("p", { class: "follow-up-done", "aria-live": "polite" }),
+        el("p", { class: "error-text", role: "alert" }),
+      );
+      form.addEventListener("submit", (e) => e.preventDefault());
+      for (const b of buttons)
+        b.addEventListener("click", async () => {
+          const err = form.querySelector(".error-text");
+          err.textContent = "";
+          for (const x of buttons) x.disabled = true;
+          try {
+            await EC.app.resolveFollowUp(a, b.dataset.outcome, form.querySelector("textarea").value.trim());
+          } catch (x) {
+            err.textContent = EC.app.errorText(x);
+          } finally {
+            renderFollowUp();
+          }
+        });
+      form.querySelector("textarea").value = typed;
+      EC.put(body, form);
+    }
+    const done = a.state === "RESOLVED";
+    for (const b of form.querySelectorAll("button[data-outcome]")) b.disabled = done || !EC.app.can("resolve");
+    form.querySelector("textarea").disabled = done || !EC.app.can("resolve");
+    form.querySelector(".follow-up-done").textContent = done
+      ? t("followUp.done", { o: EC.tv("outcome.", a.outcome), at: EC.fmtBoth(EC.ms(a.resolvedAt), tz(), true) })
+      : "";
   }
 
   function series(readings, stream, field) {

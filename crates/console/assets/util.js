@@ -224,7 +224,11 @@
    * escalates: LOW maintenance alerts, muted ones and the care queue's.
    */
   EC.deadlineS = (a) =>
-    a.muted || a.severity === "LOW" || a.queue === "care" ? 0 : a.severity === "CRITICAL" ? 60 : 180;
+    a.muted || a.severity === "LOW" || EC.CALM_QUEUES.includes(a.queue) ? 0 : a.severity === "CRITICAL" ? 60 : 180;
+  /** Queues the server never escalates: care managers', providers', supervisors', follow-up calls. */
+  EC.CALM_QUEUES = ["care", "provider", "supervision", "follow_up"];
+  /** The answers a follow-up call is resolved with, and only it. */
+  EC.FOLLOW_UP_OUTCOMES = ["satisfied", "complaint", "no_answer"];
   /**
    * Milliseconds the readings that showed the alert arrived late (a
    * gateway's upload after an outage); 0 when judged live. int64 comes

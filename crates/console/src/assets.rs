@@ -47,6 +47,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../assets/stats.js"),
     ),
+    (
+        "visits.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/visits.js"),
+    ),
 ];
 
 const INDEX: &str = include_str!("../assets/index.html");
