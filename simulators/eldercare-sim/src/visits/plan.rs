@@ -299,12 +299,12 @@ impl Occurrence {
     }
 
     /// Whether a `visit_missed` is raised at the window's close: nobody
-    /// checked in by then (a check-out with no check-in after the close
+    /// checked in by then (a check-out with no check-in at or after the close
     /// resolves it, `cleared`).
     pub fn expects_missed(&self) -> bool {
         self.behaviour.expects_missed()
             || (self.behaviour == Behaviour::NoCheckIn
-                && self.check_out.is_some_and(|o| o > self.window.1))
+                && self.check_out.is_some_and(|o| o >= self.window.1))
     }
 }
 
