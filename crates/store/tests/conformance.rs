@@ -1772,7 +1772,7 @@ async fn visit_events_keep_their_carer_and_action_in_any_batch(b: Backend) {
             kind: EventType::Visit,
             confidence: None,
             carer: Some(format!("carer-{}", i % 7)),
-            action: Some(if i % 2 == 0 {
+            action: Some(if i.is_multiple_of(2) {
                 VisitAction::In
             } else {
                 VisitAction::Out
