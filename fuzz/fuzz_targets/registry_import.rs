@@ -58,6 +58,17 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
             }
+            // No write-back form: each is only held to its own checks
+            // (which must not panic on any row).
+            ListKind::Providers => {
+                let _ = import::provider_from_row(&row);
+            }
+            ListKind::Carers => {
+                let _ = import::carer_from_row(&row);
+            }
+            ListKind::VisitPlans => {
+                let _ = import::visit_plan_from_row(&row);
+            }
         }
     }
 });
