@@ -694,10 +694,18 @@ pub async fn drive_over(
                 s.providers.len(),
                 o.window_min,
                 s.slots,
-                (s.homes.iter().map(|v| v.occurrence.window.0).min().unwrap_or(t0) - t0) / 1000
+                (s.homes
+                    .iter()
+                    .map(|v| v.occurrence.window.0)
+                    .min()
+                    .unwrap_or(t0)
+                    - t0)
+                    / 1000
             );
             if !cfg.register {
-                anyhow::bail!("--carers registers the visit plans: it needs --admin-token, not --no-register");
+                anyhow::bail!(
+                    "--carers registers the visit plans: it needs --admin-token, not --no-register"
+                );
             }
             register_carers(&cfg, &s).await?;
             Some(s)

@@ -591,7 +591,10 @@ fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
         anyhow::bail!("--carers runs in one process: leave out --procs");
     }
     if a.carers_on_time_pct > 100 {
-        anyhow::bail!("--carers-on-time-pct {} is more than 100", a.carers_on_time_pct);
+        anyhow::bail!(
+            "--carers-on-time-pct {} is more than 100",
+            a.carers_on_time_pct
+        );
     }
     if mode == Mode::Verify && a.token.is_none() {
         anyhow::bail!("verify needs --token (or ELDERCARE_SIM_TOKEN): a viewer or operator token");

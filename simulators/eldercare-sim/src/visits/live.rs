@@ -193,10 +193,7 @@ impl Schedule {
         let mut providers = String::from("provider_id,name,phone\n");
         let mut carers = String::from("carer_id,provider_id,name\n");
         for p in &self.providers {
-            providers.push_str(&format!(
-                "{0},Provider {0},\n",
-                p.provider_id
-            ));
+            providers.push_str(&format!("{0},Provider {0},\n", p.provider_id));
             for c in &p.carers {
                 carers.push_str(&format!("{c},{},Carer {c}\n", p.provider_id));
             }
@@ -358,13 +355,12 @@ pub fn score(s: &Schedule, heard: &[Heard]) -> Score {
         homes: s.homes.len(),
         ..Score::default()
     };
-    let elders: HashSet<&str> = s
-        .homes
-        .iter()
-        .map(|v| v.visits.elder_id.as_str())
-        .collect();
+    let elders: HashSet<&str> = s.homes.iter().map(|v| v.visits.elder_id.as_str()).collect();
     let mut by_subject: HashMap<(&str, AlertKind), Vec<&Heard>> = HashMap::new();
-    for h in heard.iter().filter(|h| elders.contains(h.elder_id.as_str())) {
+    for h in heard
+        .iter()
+        .filter(|h| elders.contains(h.elder_id.as_str()))
+    {
         if h.of_visits() {
             let kind = AlertKind::parse(&h.kind).expect("a visit kind");
             by_subject.entry((&h.subject, kind)).or_default().push(h);
@@ -609,7 +605,8 @@ mod tests {
             let done = o.check_out.unwrap_or(0).max(o.check_in.unwrap_or(0)) + margin;
             assert!(done <= s.last_due_ms && w1 <= s.last_due_ms, "{o:?}");
             if let Some(i) = o.check_in {
-                let closes = i + (i64::from(v.max_visit_s) * S).max(3 * i64::from(hp.plan.length_min) * MIN);
+                let closes =
+                    i + (i64::from(v.max_visit_s) * S).max(3 * i64::from(hp.plan.length_min) * MIN);
                 assert!(o.check_out.is_some() || closes <= s.last_due_ms);
                 match o.behaviour {
                     Behaviour::Late => {
@@ -640,7 +637,15 @@ mod tests {
             let msgs = messages(x, home);
             let tags = msgs
                 .iter()
-                .filter(|m| matches!(&m.body, Payload::Json { stream: "event", .. }))
+                .filter(|m| {
+                    matches!(
+                        &m.body,
+                        Payload::Json {
+                            stream: "event",
+                            ..
+                        }
+                    )
+                })
                 .count();
             let want = usize::from(o.check_in.is_some()) + usize::from(o.check_out.is_some());
             assert_eq!(tags, want);
@@ -703,7 +708,10 @@ mod tests {
         assert_eq!(t.found, t.expected);
         assert_eq!(t.exact, 40);
         // A false flag, a missing visit_missed and an inactivity alert.
-        let i = heard.iter().position(|a| a.kind == "visit" && a.recorded).unwrap();
+        let i = heard
+            .iter()
+            .position(|a| a.kind == "visit" && a.recorded)
+            .unwrap();
         heard[i].recorded = false;
         heard[i].summary = "Visit flagged: uncorroborated (x)".into();
         let j = heard.iter().position(|a| a.kind == "visit_missed").unwrap();

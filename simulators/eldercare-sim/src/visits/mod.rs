@@ -144,7 +144,10 @@ pub fn truth_of(cfg: &Config, home: &Home, ps: &[Provider]) -> (HomeVisits, Vec<
 /// Plays one home's weeks through its own engine.
 pub fn run_home(cfg: &Config, home: &Home, ps: &[Provider]) -> HomeRun {
     let (hv, occ) = truth_of(cfg, home, ps);
-    let mut protect: Vec<(i64, i64)> = occ.iter().map(|o| o.protected(&plan::Timing::month())).collect();
+    let mut protect: Vec<(i64, i64)> = occ
+        .iter()
+        .map(|o| o.protected(&plan::Timing::month()))
+        .collect();
     if let Some((from, to)) = hv.check_in {
         // Up in the daily check-in window too, so it is never missed.
         for d in 0..i64::from(cfg.days) {

@@ -519,7 +519,12 @@ pub fn occurrence(
             (false, 86..92) | (true, 42..86) => Some("complaint"),
             _ => Some("no_answer"),
         };
-        o.call = outcome.map(|x| (t_out + rng.random_range(t.call_ms.0 / MIN..t.call_ms.1 / MIN) * MIN, x));
+        o.call = outcome.map(|x| {
+            (
+                t_out + rng.random_range(t.call_ms.0 / MIN..t.call_ms.1 / MIN) * MIN,
+                x,
+            )
+        });
     }
     o
 }
