@@ -494,16 +494,17 @@ pub fn print(c: &Value) {
         "behaviour", "visits", "exact", "expected", "found", "false", "follow-ups"
     );
     for r in c["by_behaviour"].as_array().into_iter().flatten() {
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
         println!(
             "{:<13} {:>7} {:>7} {:>9} {:>7} {:>7} {:>5}/{:<5}",
             r["behaviour"].as_str().unwrap_or(""),
-            r["visits"],
-            r["exact"],
-            r["flags_expected"],
-            r["flags_found"],
-            r["false_flags"],
-            r["follow_ups_found"],
-            r["follow_ups_expected"]
+            n("visits"),
+            n("exact"),
+            n("flags_expected"),
+            n("flags_found"),
+            n("false_flags"),
+            n("follow_ups_found"),
+            n("follow_ups_expected")
         );
     }
     println!("(expected/found: flags and visit_missed; false: flags not called for)");
