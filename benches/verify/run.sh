@@ -5,6 +5,7 @@
 # Usage (from anywhere in the repository):
 #   benches/verify/run.sh
 #   HOMES=2000 DURATION_S=600 LOCAL_HOURS="15 2" BUILD=0 benches/verify/run.sh
+#   HOMES=500 CARERS="1 0" DURATION_S=900 LOCAL_HOURS=15 benches/verify/run.sh
 #
 # One run per entry of LOCAL_HOURS, each on a fresh server: `eldercare
 # serve` with the embedded SQLite store in a fresh data directory, the
@@ -26,17 +27,28 @@
 # The default inject rate gives 300 episodes over 2,000 homes and 600 s,
 # the 16 kinds in turn.
 #
+# CARERS=1 adds --carers: carers visit every home with no episode, one
+# planned visit each (plans registered through RegistryService.Import;
+# windows of 2 min from 3 min in; the times of deploy/verify-rules.toml's
+# [visits]), and the result's `carers` object scores each visit's alerts
+# against what its carer did (docs/simulator.md, "verify with carers").
+# The run must leave every visit time to be judged: 900 s and more.
+# CARERS="1 0" makes each hour's run twice, with carers and without (the
+# same homes, seed and episodes), for a peer in the same sitting.
+#
 # Knobs (environment variables):
 #   HOMES        homes                                         [2000]
 #   DURATION_S   seconds of load                               [600]
 #   LOCAL_HOURS  one run per entry: a local hour, or shanghai  ["15 2"]
 #   INJECT_RATE  emergencies per home per day                  [21.6]
 #   SEED         the homes, their lives and the episodes       [1]
+#   CARERS       one run per entry: 1 with carers, 0 without   [0]
 #   BUILD        1: cargo build --release first                [1]
 #
 # Output in OUT (default $CARGO_TARGET_DIR/verify-<time>): per run
-# verify-<hour>.json (the simulator's result), sim-<hour>.log,
-# server-<hour>.log and the server's metrics at the end (metrics-<hour>.txt),
+# verify-<run>.json (the simulator's result), sim-<run>.log,
+# server-<run>.log and the server's metrics at the end (metrics-<run>.txt),
+# <run> being the hour, with `-carers` for a run with carers;
 # and machine.txt (with the load average at each run's start and end).
 set -euo pipefail
 
@@ -46,6 +58,7 @@ DURATION_S=${DURATION_S:-600}
 LOCAL_HOURS=${LOCAL_HOURS:-15 2}
 INJECT_RATE=${INJECT_RATE:-21.6}
 SEED=${SEED:-1}
+CARERS=${CARERS:-0}
 BUILD=${BUILD:-1}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 OUT=${OUT:-$TARGET/verify-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -83,7 +96,14 @@ SIM=$WORK/eldercare-sim
 } >"$OUT/machine.txt"
 log "output in $OUT"
 
-for hour in $LOCAL_HOURS; do
+for hour0 in $LOCAL_HOURS; do
+for carers in $CARERS; do
+  hour=$hour0
+  carer_args=()
+  if [ "$carers" = 1 ]; then
+    hour=$hour0-carers
+    carer_args=(--carers)
+  fi
   data=$WORK/data-$hour
   mkdir -p "$data"
   tokens=$data/tokens.toml
@@ -110,12 +130,12 @@ for hour in $LOCAL_HOURS; do
   grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$ready")
   metrics_url="http://$(sed -E 's/.*metrics=([^ ]+).*/\1/' <<<"$ready")/metrics"
   hour_args=()
-  [ "$hour" = shanghai ] || hour_args=(--local-hour "$hour")
+  [ "$hour0" = shanghai ] || hour_args=(--local-hour "$hour0")
   log "run $hour: server pid $server_pid (mqtt $mqtt, grpc $grpc); $HOMES homes for $DURATION_S s"
   echo "run $hour: start $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
   ELDERCARE_SIM_ADMIN_TOKEN=$admin ELDERCARE_SIM_TOKEN=$viewer \
     "$SIM" verify --homes "$HOMES" --gateway --duration-s "$DURATION_S" --seed "$SEED" \
-    --rules "$RULES" --inject-rate "$INJECT_RATE" "${hour_args[@]}" \
+    --rules "$RULES" --inject-rate "$INJECT_RATE" "${hour_args[@]}" "${carer_args[@]}" \
     --mqtt "$mqtt" --grpc-addr "http://$grpc" --no-progress \
     --result "$OUT/verify-$hour.json" >"$OUT/sim-$hour.txt" 2>"$OUT/sim-$hour.log" ||
     log "run $hour: the simulator failed: $(tail -3 "$OUT/sim-$hour.log")"
@@ -123,5 +143,6 @@ for hour in $LOCAL_HOURS; do
   curl -sf "$metrics_url" >"$OUT/metrics-$hour.txt" || true
   stop_pid "$server_pid"
   cat "$OUT/sim-$hour.txt" >&2
+done
 done
 log "done: $OUT"

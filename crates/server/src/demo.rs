@@ -327,6 +327,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect(),
         result: None,
         progress: false,
+        carers: None,
     };
     tokio::spawn(async move {
         if let Err(e) = eldercare_sim::drive::drive(sim).await {

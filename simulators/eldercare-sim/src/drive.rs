@@ -12,6 +12,7 @@ use crate::life::{HomeSim, Intervals, Msg, Payload, Truth};
 use crate::mqtt::{self, Client, Command, Login, Protocol, Route};
 use crate::net::{Relay, SourceAddrs};
 use crate::pace::{self, BEHIND_MS, Behind, Plan};
+use crate::visits::live;
 use crate::{Home, Inject, registry_csv, stage};
 use eldercare_proto::v1 as pb;
 use eldercare_rules::RuleConfig;
@@ -67,6 +68,10 @@ pub struct Config {
     pub injections: Vec<(f64, usize, Inject)>,
     pub result: Option<std::path::PathBuf>,
     pub progress: bool,
+    /// Carers visit the homes with no episode (`verify --carers`): their
+    /// plans registered, their tag reads and footprints published by the
+    /// homes, the alerts scored against what each carer did.
+    pub carers: Option<live::Options>,
 }
 
 /// How a load is paced, beyond [`Config`]: for load tests.
@@ -402,6 +407,38 @@ async fn register(cfg: &Config, homes: &[Home], devices_too: bool) -> anyhow::Re
     Ok(())
 }
 
+/// Registers the carers' providers, carers and visit plans through
+/// RegistryService.Import (after the elders they name).
+async fn register_carers(cfg: &Config, s: &live::Schedule) -> anyhow::Result<()> {
+    let token = cfg
+        .admin_token
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--carers needs --admin-token (an admin token)"))?;
+    let (ch, bearer) = authorized(&cfg.grpc_addr, token).await?;
+    let mut reg = pb::registry_service_client::RegistryServiceClient::with_interceptor(ch, bearer);
+    for text in s.registry() {
+        // In parts of 500 rows, each with the header.
+        let (header, rows) = text.split_once('\n').unwrap_or((&text, ""));
+        let rows: Vec<&str> = rows.lines().collect();
+        for part in rows.chunks(500) {
+            let text = format!("{header}\n{}\n", part.join("\n"));
+            let r = reg
+                .import(pb::ImportRequest { text })
+                .await
+                .map_err(|e| anyhow::anyhow!("import refused: {}", e.message()))?
+                .into_inner();
+            if r.refused > 0 {
+                anyhow::bail!(
+                    "import refused {} rows, first: {:?}",
+                    r.refused,
+                    r.refused_rows.first()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A received alert.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -415,6 +452,19 @@ struct Seen {
     recorded: bool,
     /// Shown by readings that arrived late (0: judged live).
     late_ms: i64,
+    /// What the alert is about (a visit's id), and its English summary.
+    subject: String,
+    summary: String,
+    alert_id: String,
+    /// This is the alert's resolution (kept for `visit_missed` only, to
+    /// tell one a late check-in cleared), with its outcome.
+    resolved: bool,
+    outcome: String,
+}
+
+/// Alerts of carers' visits: scored apart from the episodes.
+fn of_visits(kind: &str) -> bool {
+    matches!(kind, "visit" | "visit_missed" | "follow_up")
 }
 
 impl Seen {
@@ -453,14 +503,19 @@ async fn subscribe(
         cfg.homes.iter().map(|h| h.elder_id.clone()).collect();
     while let Some(ev) = stream.message().await? {
         let Some(a) = ev.alert else { continue };
-        if ev.kind != pb::AlertEventKind::Raised as i32 || !ours.contains(&a.elder_id) {
+        let resolved = ev.kind == pb::AlertEventKind::ResolvedEvent as i32;
+        if !(ev.kind == pb::AlertEventKind::Raised as i32 || resolved && a.kind == "visit_missed")
+            || !ours.contains(&a.elder_id)
+        {
             continue;
         }
         let raised = a.raised_at.map(|t| t.seconds * 1000).unwrap_or(0);
         if raised < since_ms - 1000 {
             continue;
         }
-        counters.alerts.fetch_add(1, Ordering::Relaxed);
+        if !resolved {
+            counters.alerts.fetch_add(1, Ordering::Relaxed);
+        }
         seen.lock().unwrap().push(Seen {
             at_ms: now_ms(),
             elder_id: a.elder_id,
@@ -468,6 +523,11 @@ async fn subscribe(
             queue: a.queue,
             recorded: a.recorded,
             late_ms: a.late_ms,
+            subject: a.subject,
+            summary: a.summary_en,
+            alert_id: a.id,
+            resolved,
+            outcome: a.outcome,
         });
     }
     Ok(())
@@ -616,6 +676,42 @@ pub async fn drive_over(
     if cfg.register && !staged.is_empty() {
         register(&cfg, &staged, false).await?;
     }
+    let carers = match &cfg.carers {
+        Some(o) => {
+            let episodes: std::collections::HashSet<usize> = plan.keys().copied().collect();
+            let s = live::schedule(
+                &homes,
+                &episodes,
+                t0,
+                cfg.duration.as_millis() as i64,
+                &cfg.rules,
+                cfg.seed,
+                o,
+            )?;
+            eprintln!(
+                "carers visit {} homes: {} providers, windows of {} min opening over {} minutes from {} s in",
+                s.homes.len(),
+                s.providers.len(),
+                o.window_min,
+                s.slots,
+                (s.homes
+                    .iter()
+                    .map(|v| v.occurrence.window.0)
+                    .min()
+                    .unwrap_or(t0)
+                    - t0)
+                    / 1000
+            );
+            if !cfg.register {
+                anyhow::bail!(
+                    "--carers registers the visit plans: it needs --admin-token, not --no-register"
+                );
+            }
+            register_carers(&cfg, &s).await?;
+            Some(s)
+        }
+        None => None,
+    };
     let iv = rate_plan
         .as_ref()
         .map_or(Intervals::default(), |p| p.intervals);
@@ -627,6 +723,15 @@ pub async fn drive_over(
         })
         .collect();
     let truths: Vec<Truth> = sims.iter().flat_map(|s| s.truths()).collect();
+    if let Some(c) = &carers {
+        for sim in &mut sims {
+            if let Some(v) = c.of_home(sim.home().index) {
+                sim.keep_in(vec![c.protected(v)]);
+                let msgs = live::messages(v, sim.home());
+                sim.add_messages(msgs);
+            }
+        }
+    }
 
     // Alerts, when verifying.
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -697,7 +802,12 @@ pub async fn drive_over(
         progress_bar(&cfg, counters.clone(), t0, end)
     };
     // Until the end, then until every episode's alert is due (+10 s).
-    let last_due = truths.iter().map(|t| t.due_ms).max().unwrap_or(0);
+    let last_due = truths
+        .iter()
+        .map(|t| t.due_ms)
+        .chain(carers.as_ref().map(|c| c.last_due_ms))
+        .max()
+        .unwrap_or(0);
     tokio::time::sleep_until(at_instant(t0)).await;
     let cpu_start = cpu_now();
     let sent_start = counters.sent.load(Ordering::Relaxed);
@@ -755,6 +865,7 @@ pub async fn drive_over(
         rate_plan.as_ref(),
         &run,
         &ramp,
+        carers.as_ref(),
     );
     drop(relay);
     if report.child {
@@ -887,6 +998,7 @@ fn clone_cfg(c: &Config) -> Config {
         injections: Vec::new(),
         result: None,
         progress: c.progress,
+        carers: c.carers.clone(),
     }
 }
 
@@ -1331,6 +1443,7 @@ fn summarize(
     plan: Option<&Plan>,
     run: &RunStats,
     ramp: &Ramp,
+    carers: Option<&live::Schedule>,
 ) -> serde_json::Value {
     let span = ((sent_end - t0) as f64 / 1000.0).max(0.001);
     let sent = c.sent.load(Ordering::Relaxed);
@@ -1363,12 +1476,43 @@ fn summarize(
     if !cfg.verifying() {
         return out;
     }
-    if let serde_json::Value::Object(v) = verdict(truths, seen, published) {
+    // The episodes are judged on the alerts raised of other kinds.
+    let raised: Vec<Seen> = seen
+        .iter()
+        .filter(|s| !s.resolved && !of_visits(&s.kind))
+        .cloned()
+        .collect();
+    if let serde_json::Value::Object(v) = verdict(truths, &raised, published) {
         for (k, v) in v {
             out[k] = v;
         }
     }
+    if let Some(c) = carers {
+        out["carers"] = live::score(c, &heard(seen)).to_json(c);
+    }
     out
+}
+
+/// The alerts raised, for the carers' score: a `visit_missed` marked
+/// cleared when its resolution said so.
+fn heard(seen: &[Seen]) -> Vec<live::Heard> {
+    let cleared: std::collections::HashSet<&str> = seen
+        .iter()
+        .filter(|s| s.resolved && s.outcome == "cleared")
+        .map(|s| s.alert_id.as_str())
+        .collect();
+    seen.iter()
+        .filter(|s| !s.resolved)
+        .map(|s| live::Heard {
+            elder_id: s.elder_id.clone(),
+            kind: s.kind.clone(),
+            subject: s.subject.clone(),
+            summary: s.summary.clone(),
+            queue: s.queue.clone(),
+            recorded: s.recorded,
+            cleared: cleared.contains(s.alert_id.as_str()),
+        })
+        .collect()
 }
 
 /// The alerts seen against the ground truth: the `emergencies` counts
@@ -1668,6 +1812,9 @@ pub fn print_summary(r: &serde_json::Value) {
             f(&b["cpu"]),
         );
     }
+    if !r["carers"].is_null() {
+        live::print(&r["carers"]);
+    }
     let e = &r["emergencies"];
     if e.is_null() {
         return;
@@ -1812,6 +1959,11 @@ mod tests {
             queue: queue.into(),
             recorded: false,
             late_ms: 0,
+            subject: String::new(),
+            summary: String::new(),
+            alert_id: String::new(),
+            resolved: false,
+            outcome: String::new(),
         }
     }
 

@@ -342,6 +342,9 @@ pub struct HomeSim {
     dead_at: [i64; DEVICES_PER_HOME],
     /// Messages already decided for later (one-off events).
     pending: Vec<Msg>,
+    /// Spans the resident stays at home and up, moving about the living
+    /// room and kitchen (around carers' visits: [`HomeSim::keep_in`]).
+    kept: Vec<(i64, i64)>,
 }
 
 impl HomeSim {
@@ -393,6 +396,7 @@ impl HomeSim {
             dead: [false; DEVICES_PER_HOME],
             dead_at: [i64::MAX; DEVICES_PER_HOME],
             pending: Vec::new(),
+            kept: Vec::new(),
         };
         // Spread the first messages over the first seconds, as devices
         // powering up would (over one interval when that is shorter, so a
@@ -422,6 +426,21 @@ impl HomeSim {
         for n in &mut self.next_status {
             *n = (*n).min(self.t + iv.status_ms);
         }
+    }
+
+    /// Over each of `spans` the resident is at home and up, moving
+    /// between the living room and the kitchen: no walk, nap or
+    /// night-time trip overlaps them. So what the home's sensors show
+    /// then of anyone else (a carer at the entrance, motion while the
+    /// resident is in bed or out) is theirs only.
+    pub fn keep_in(&mut self, spans: Vec<(i64, i64)>) {
+        self.kept = spans;
+    }
+
+    /// Messages from outside the resident's life (a carer's tag reads
+    /// and footprints), published with the home's own in time order.
+    pub fn add_messages(&mut self, msgs: impl IntoIterator<Item = Msg>) {
+        self.pending.extend(msgs);
     }
 
     /// The injected emergencies of this home and the alerts they must raise.
@@ -525,6 +544,7 @@ impl HomeSim {
         self.episodes
             .iter()
             .any(|e| e.truth.at_ms - 30 * MIN < b && a < e.truth.end_ms)
+            || self.kept.iter().any(|&(from, to)| from < b && a < to)
     }
 
     /// What the resident does at `t`.
@@ -533,6 +553,11 @@ impl HomeSim {
             && let Some(a) = self.episode_act(ep, t)
         {
             return a;
+        }
+        if self.kept.iter().any(|&(from, to)| from <= t && t < to) {
+            let slot = t.div_euclid((2 * MIN).min(self.lim.pir_gap_ms * 5).max(S));
+            let r = mix(self.seed ^ 0x6b ^ (slot as u64).wrapping_mul(0x9e37)) % 10;
+            return Act::Room(if r < 6 { LIVING } else { KITCHEN });
         }
         self.routine(t)
     }

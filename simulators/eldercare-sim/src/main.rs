@@ -158,13 +158,7 @@ fn visits_config(a: &VisitsArgs) -> anyhow::Result<visits::Config> {
     if a.tick_s == 0 {
         anyhow::bail!("--tick-s must be at least 1");
     }
-    let mut mix = visits::plan::Mix::default();
-    let rest: u32 = mix.0.iter().skip(1).map(|(_, w)| w).sum();
-    // The others keep their proportions; in hundredths of a percent.
-    mix.0[0].1 = a.on_time_pct * 100;
-    for (_, w) in mix.0.iter_mut().skip(1) {
-        *w = *w * (100 - a.on_time_pct) * 100 / rest.max(1);
-    }
+    let mix = visits::plan::Mix::with_on_time(a.on_time_pct);
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
@@ -520,6 +514,21 @@ struct RunArgs {
     /// --local-hour, so every child places them alike.
     #[arg(long, hide = true, allow_hyphen_values = true)]
     utc_offset_h: Option<i32>,
+    /// verify: carers visit every home with no injected episode, one
+    /// planned visit each (a window of 2 min opening from 3 min in,
+    /// staggered over the homes, a visit of 2 min), each on time, late,
+    /// short, missed, read from outside the door, not checked out or not
+    /// checked in as drawn from --seed; the plans are registered through
+    /// RegistryService, the carers' tag reads and footprints published
+    /// by the homes, and every visit's alerts matched to what its carer
+    /// did. Times follow the rule file's [visits] section (--rules
+    /// deploy/verify-rules.toml); one process only.
+    #[arg(long)]
+    carers: bool,
+    /// With --carers, the share of visits on time, percent; the rest
+    /// spread as in `visits`.
+    #[arg(long, default_value_t = 70, requires = "carers")]
+    carers_on_time_pct: u32,
     /// The part of the homes this process drives, as a child of --procs.
     #[arg(long, hide = true)]
     part: Option<Part>,
@@ -575,6 +584,18 @@ fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
     let rate = a
         .rate
         .map(|r| r * mine.len() as f64 / a.homes.max(1) as f64);
+    if a.carers && mode != Mode::Verify {
+        anyhow::bail!("--carers is for verify");
+    }
+    if a.carers && a.procs > 1 {
+        anyhow::bail!("--carers runs in one process: leave out --procs");
+    }
+    if a.carers_on_time_pct > 100 {
+        anyhow::bail!(
+            "--carers-on-time-pct {} is more than 100",
+            a.carers_on_time_pct
+        );
+    }
     if mode == Mode::Verify && a.token.is_none() {
         anyhow::bail!("verify needs --token (or ELDERCARE_SIM_TOKEN): a viewer or operator token");
     }
@@ -602,6 +623,10 @@ fn config(a: RunArgs, mode: Mode) -> anyhow::Result<(Config, Pacing)> {
         injections,
         result: a.result,
         progress: !a.no_progress,
+        carers: a.carers.then(|| visits::live::Options {
+            mix: visits::plan::Mix::with_on_time(a.carers_on_time_pct),
+            ..visits::live::Options::default()
+        }),
     };
     Ok((cfg, pacing))
 }

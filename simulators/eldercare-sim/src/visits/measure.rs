@@ -267,14 +267,39 @@ impl Score {
     }
 }
 
-/// What is expected of a visit, and what its alerts show, as words:
-/// its `visit` alert's flags (`recorded` for none), `visit_missed`
-/// (`visit_missed:cleared` when a late check-in resolved it), `follow_up`.
-fn signature(
-    o: &Occurrence,
-    by_subject: &HashMap<(&str, AlertKind), Vec<&Alert>>,
-) -> (Vec<String>, Vec<String>) {
-    let b = o.behaviour;
+/// What one alert of a visit says, as far as scoring goes: its kind,
+/// and for a `visit` its flags and whether it was recorded (born
+/// resolved, nothing to flag), for a `visit_missed` whether a late
+/// check-in cleared it and whether it went to the hotline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Said {
+    pub kind: Option<AlertKind>,
+    pub flags: Vec<VisitFlag>,
+    pub recorded: bool,
+    pub cleared: bool,
+    pub hotline: bool,
+}
+
+impl Said {
+    pub fn of(a: &Alert) -> Said {
+        Said {
+            kind: Some(a.kind),
+            flags: a
+                .visit
+                .as_ref()
+                .map(|v| v.flags.clone())
+                .unwrap_or_default(),
+            recorded: a.recorded,
+            cleared: a.outcome.as_deref() == Some("cleared"),
+            hotline: a.route.is_some(),
+        }
+    }
+}
+
+/// What a behaviour calls for, as sorted words: its `visit` alert's
+/// flags (`recorded` for none), `visit_missed` (`visit_missed:cleared`
+/// when a late check-in resolves it), `follow_up`.
+pub fn expected(b: Behaviour) -> Vec<String> {
     let mut want = Vec::new();
     if let Some(flags) = b.expected_flags() {
         if flags.is_empty() {
@@ -291,47 +316,79 @@ fn signature(
     if b.expects_follow_up() {
         want.push("follow_up".into());
     }
-    let mut got = Vec::new();
-    let subject = o.visit_subject();
-    for a in by_subject
-        .get(&(subject.as_str(), AlertKind::Visit))
-        .into_iter()
-        .flatten()
-    {
-        let flags = a
-            .visit
-            .as_ref()
-            .map(|v| v.flags.clone())
-            .unwrap_or_default();
-        if flags.is_empty() && a.recorded {
-            got.push("recorded".to_string());
-        }
-        got.extend(flags.iter().map(|f| f.as_str().to_string()));
-    }
-    for a in by_subject
-        .get(&(o.visit_id.as_str(), AlertKind::VisitMissed))
-        .into_iter()
-        .flatten()
-    {
-        let mut s = String::from("visit_missed");
-        if a.outcome.as_deref() == Some("cleared") {
-            s.push_str(":cleared");
-        }
-        if a.route.is_some() {
-            s.push_str(":hotline");
-        }
-        got.push(s);
-    }
-    for _ in by_subject
-        .get(&(o.visit_id.as_str(), AlertKind::FollowUp))
-        .into_iter()
-        .flatten()
-    {
-        got.push("follow_up".into());
-    }
     want.sort();
+    want
+}
+
+/// What a visit's alerts show, in the words of [`expected`] (and
+/// `visit_missed:hotline` for one routed to the hotline).
+pub fn shown<'a>(said: impl IntoIterator<Item = &'a Said>) -> Vec<String> {
+    let mut got = Vec::new();
+    for a in said {
+        match a.kind {
+            Some(AlertKind::Visit) => {
+                if a.flags.is_empty() && a.recorded {
+                    got.push("recorded".to_string());
+                }
+                got.extend(a.flags.iter().map(|f| f.as_str().to_string()));
+            }
+            Some(AlertKind::VisitMissed) => {
+                let mut s = String::from("visit_missed");
+                if a.cleared {
+                    s.push_str(":cleared");
+                }
+                if a.hotline {
+                    s.push_str(":hotline");
+                }
+                got.push(s);
+            }
+            Some(AlertKind::FollowUp) => got.push("follow_up".into()),
+            _ => {}
+        }
+    }
     got.sort();
-    (want, got)
+    got
+}
+
+/// What is expected of a visit, and what its alerts show: its `visit`
+/// alert (by [`Occurrence::visit_subject`]), its `visit_missed` and its
+/// `follow_up` (by the planned id).
+fn signature(
+    o: &Occurrence,
+    by_subject: &HashMap<(&str, AlertKind), Vec<&Alert>>,
+) -> (Vec<String>, Vec<String>) {
+    let subject = o.visit_subject();
+    let keys = [
+        (subject.as_str(), AlertKind::Visit),
+        (o.visit_id.as_str(), AlertKind::VisitMissed),
+        (o.visit_id.as_str(), AlertKind::FollowUp),
+    ];
+    let said: Vec<Said> = keys
+        .iter()
+        .flat_map(|k| by_subject.get(k).into_iter().flatten())
+        .map(|a| Said::of(a))
+        .collect();
+    (expected(o.behaviour), shown(&said))
+}
+
+impl Row {
+    /// Counts one visit of the row's behaviour: the flags (and
+    /// `visit_missed`) expected and found, those not called for, the
+    /// follow-ups; true when its alerts are exactly as expected.
+    pub fn tally(&mut self, want: &[String], got: &[String]) -> bool {
+        let is_flag = |x: &&String| *x != "follow_up" && *x != "recorded";
+        let wanted: Vec<&String> = want.iter().filter(is_flag).collect();
+        let gotten: Vec<&String> = got.iter().filter(is_flag).collect();
+        self.visits += 1;
+        self.expected += wanted.len() as u64;
+        self.found += wanted.iter().filter(|w| gotten.contains(w)).count() as u64;
+        self.false_flags += gotten.iter().filter(|g| !wanted.contains(g)).count() as u64;
+        self.follow_ups_expected += u64::from(want.iter().any(|x| x == "follow_up"));
+        self.follow_ups_found += got.iter().filter(|x| *x == "follow_up").count() as u64;
+        let exact = want == got;
+        self.exact += u64::from(exact);
+        exact
+    }
 }
 
 /// Scores the runs of a `days`-day simulation.
@@ -366,18 +423,7 @@ pub fn score(runs: &[HomeRun], days: u32) -> Score {
             let (want, got) = signature(o, &by_subject);
             used.insert(o.visit_id.as_str());
             let r = s.by_behaviour.entry(o.behaviour).or_default();
-            r.visits += 1;
-            let is_flag = |x: &&String| *x != "follow_up" && *x != "recorded";
-            let wanted: Vec<&String> = want.iter().filter(is_flag).collect();
-            let gotten: Vec<&String> = got.iter().filter(is_flag).collect();
-            r.expected += wanted.len() as u64;
-            r.found += wanted.iter().filter(|w| gotten.contains(w)).count() as u64;
-            r.false_flags += gotten.iter().filter(|g| !wanted.contains(g)).count() as u64;
-            r.follow_ups_expected += u64::from(want.iter().any(|x| x == "follow_up"));
-            r.follow_ups_found += got.iter().filter(|x| *x == "follow_up").count() as u64;
-            if want == got {
-                r.exact += 1;
-            } else {
+            if !r.tally(&want, &got) {
                 s.not_exact += 1;
                 if s.misses.len() < 30 {
                     s.misses.push(Miss {
@@ -406,7 +452,7 @@ pub fn score(runs: &[HomeRun], days: u32) -> Score {
     s
 }
 
-fn row_json(name: &str, r: &Row) -> Value {
+pub fn row_json(name: &str, r: &Row) -> Value {
     json!({
         "behaviour": name, "visits": r.visits, "exact": r.exact,
         "flags_expected": r.expected, "flags_found": r.found,

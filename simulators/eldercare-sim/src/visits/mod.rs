@@ -14,6 +14,7 @@
 //! and counts each provider's month both ways.
 pub mod desk;
 pub mod emit;
+pub mod live;
 pub mod measure;
 pub mod plan;
 
@@ -70,7 +71,7 @@ pub struct HomeRun {
     pub readings: u64,
 }
 
-fn home_rng(seed: u64, home: usize, salt: u64) -> StdRng {
+pub(crate) fn home_rng(seed: u64, home: usize, salt: u64) -> StdRng {
     StdRng::seed_from_u64(
         seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ (home as u64).wrapping_mul(0x1000_0001)
@@ -143,7 +144,10 @@ pub fn truth_of(cfg: &Config, home: &Home, ps: &[Provider]) -> (HomeVisits, Vec<
 /// Plays one home's weeks through its own engine.
 pub fn run_home(cfg: &Config, home: &Home, ps: &[Provider]) -> HomeRun {
     let (hv, occ) = truth_of(cfg, home, ps);
-    let mut protect: Vec<(i64, i64)> = occ.iter().map(Occurrence::protected).collect();
+    let mut protect: Vec<(i64, i64)> = occ
+        .iter()
+        .map(|o| o.protected(&plan::Timing::month()))
+        .collect();
     if let Some((from, to)) = hv.check_in {
         // Up in the daily check-in window too, so it is never missed.
         for d in 0..i64::from(cfg.days) {

@@ -113,7 +113,20 @@ impl Default for Mix {
 }
 
 impl Mix {
-    fn draw(&self, rng: &mut StdRng) -> Behaviour {
+    /// The default mix with `on_time_pct` percent on time, the others
+    /// keeping their proportions (in hundredths of a percent).
+    pub fn with_on_time(on_time_pct: u32) -> Mix {
+        let mut mix = Mix::default();
+        let pct = on_time_pct.min(100);
+        let rest: u32 = mix.0.iter().skip(1).map(|(_, w)| w).sum();
+        mix.0[0].1 = pct * 100;
+        for (_, w) in mix.0.iter_mut().skip(1) {
+            *w = *w * (100 - pct) * 100 / rest.max(1);
+        }
+        mix
+    }
+
+    pub fn draw(&self, rng: &mut StdRng) -> Behaviour {
         let total: u32 = self.0.iter().map(|(_, w)| w).sum();
         let mut x = rng.random_range(0..total.max(1));
         for &(b, w) in &self.0 {
@@ -183,7 +196,7 @@ const AFTERNOON: [(u16, u16); 3] = [
     (15 * 60, 15 * 60 + 30),
     (16 * 60, 16 * 60 + 30),
 ];
-const SERVICES: [&str; 4] = ["bathing", "meals", "cleaning", "medication"];
+pub(crate) const SERVICES: [&str; 4] = ["bathing", "meals", "cleaning", "medication"];
 const LENGTHS: [u32; 5] = [30, 45, 60, 75, 90];
 const WEEKDAYS: [[bool; 7]; 4] = [
     [true, false, true, false, true, false, false],
@@ -240,6 +253,74 @@ pub fn home_visits(rng: &mut StdRng, elder_id: &str, ps: &[Provider]) -> HomeVis
     }
 }
 
+/// How long a carer's movements take around a visit: a month's visits
+/// are planned in minutes and hours ([`Timing::month`]); a rehearsal
+/// against a real server, in minutes and seconds under a rule file
+/// scaled to it ([`Timing::for_rules`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Tag reads and stays fall on whole multiples of this.
+    pub grain_ms: i64,
+    /// An on-time check-in comes at least this long before the window
+    /// closes (so it is in before the close is judged).
+    pub close_slack_ms: i64,
+    /// A late check-in comes this long after the window closed (range,
+    /// inclusive).
+    pub late_ms: (i64, i64),
+    /// Through the entrance this long before the check-in, and out this
+    /// long after the check-out (within the rules' `margin_s`).
+    pub enter_ms: i64,
+    pub leave_ms: i64,
+    /// The first footprint this long after the check-in (range), then
+    /// one every `step_ms` (range).
+    pub first_ms: (i64, i64),
+    pub step_ms: (i64, i64),
+    /// The follow-up call this long after the check-out (range).
+    pub call_ms: (i64, i64),
+    /// The elder stays in and up from this long before the carer's first
+    /// sign (or the window) to this long after the last.
+    pub protect_ms: (i64, i64),
+}
+
+impl Timing {
+    /// A month's visits (the `visits` mode): late by 10–90 min, through
+    /// the door a minute before the tag, about every 40 s to 3 min in a
+    /// room, called back 15 min to 3 h after.
+    pub fn month() -> Timing {
+        Timing {
+            grain_ms: MIN,
+            close_slack_ms: 0,
+            late_ms: (10 * MIN, 90 * MIN),
+            enter_ms: MIN,
+            leave_ms: 30 * S,
+            first_ms: (30 * S, 90 * S),
+            step_ms: (40 * S, 3 * MIN),
+            call_ms: (15 * MIN, 180 * MIN),
+            protect_ms: (45 * MIN, 20 * MIN),
+        }
+    }
+
+    /// A rehearsal's visits of a few minutes under `v`: to the second;
+    /// late by 30 s to a minute short of `late_max_s`; through the door
+    /// within half of `margin_s` of the tag; a footprint every 20–60 s;
+    /// the elder in and up from 2 min before to a minute past the margin.
+    pub fn for_rules(v: &eldercare_rules::VisitRules) -> Timing {
+        let margin = i64::from(v.margin_s) * S;
+        let late_max = i64::from(v.late_max_s) * S;
+        Timing {
+            grain_ms: S,
+            close_slack_ms: 20 * S,
+            late_ms: (30 * S, (late_max - MIN).max(30 * S)),
+            enter_ms: (margin / 2).min(MIN),
+            leave_ms: (margin / 2).min(30 * S),
+            first_ms: (10 * S, 30 * S),
+            step_ms: (20 * S, MIN),
+            call_ms: (15 * MIN, 180 * MIN),
+            protect_ms: (2 * MIN, margin + MIN),
+        }
+    }
+}
+
 /// One planned occurrence and what became of it: the ground truth.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Occurrence {
@@ -275,10 +356,11 @@ impl Occurrence {
     }
 
     /// The span the elder must stay in and up for the home's sensors to
-    /// tell only the carer's signs: from 45 min before the window (or
-    /// the carer's arrival) to 20 min after the window's close (or their
+    /// tell only the carer's signs: from `protect_ms.0` (45 min in a
+    /// month) before the window (or the carer's arrival) to
+    /// `protect_ms.1` (20 min) after the window's close (or their
     /// departure).
-    pub fn protected(&self) -> (i64, i64) {
+    pub fn protected(&self, t: &Timing) -> (i64, i64) {
         let from = [Some(self.window.0), self.enter, self.check_in]
             .into_iter()
             .flatten()
@@ -289,7 +371,7 @@ impl Occurrence {
             .flatten()
             .max()
             .unwrap_or(self.window.1);
-        (from - 45 * MIN, to + 20 * MIN)
+        (from - t.protect_ms.0, to + t.protect_ms.1)
     }
 
     /// The subject of its `visit` alert: the planned id (a check-out with
@@ -351,29 +433,39 @@ pub fn occurrences(
                 m + i64::from(p.end_min) * MIN,
             );
             let behaviour = mix.draw(rng);
-            out.push(occurrence(rng, hv, hp, day, window, behaviour));
+            let t = Timing::month();
+            out.push(occurrence(rng, hv, hp, &date(day), window, behaviour, &t));
         }
     }
     out
 }
 
-fn occurrence(
+/// One occurrence of plan `hp` of a home on local date `day`
+/// (`YYYY-MM-DD`), its window `window`, as `behaviour` makes it: the
+/// carer's tag reads, movements and follow-up call, timed by `t`.
+pub fn occurrence(
     rng: &mut StdRng,
     hv: &HomeVisits,
     hp: &HomePlan,
-    day: i64,
+    day: &str,
     window: (i64, i64),
     behaviour: Behaviour,
+    t: &Timing,
 ) -> Occurrence {
     let p = &hp.plan;
-    let planned = i64::from(p.length_min);
+    let g = t.grain_ms.max(1);
+    // The plan's length in grains.
+    let planned = i64::from(p.length_min) * MIN / g;
     let in_window = |rng: &mut StdRng| {
-        window.0 + rng.random_range(0..((window.1 - window.0) / MIN).max(1)) * MIN
+        window.0 + rng.random_range(0..((window.1 - window.0 - t.close_slack_ms) / g).max(1)) * g
     };
     let about = |rng: &mut StdRng| (planned as f64 * rng.random_range(0.9..1.1)).round() as i64;
     let (arrive, stay) = match behaviour {
         Behaviour::Missed => (None, 0),
-        Behaviour::Late => (Some(window.1 + rng.random_range(10..=90) * MIN), about(rng)),
+        Behaviour::Late => (
+            Some(window.1 + rng.random_range(t.late_ms.0 / g..=t.late_ms.1 / g) * g),
+            about(rng),
+        ),
         Behaviour::Short => (
             Some(in_window(rng)),
             ((planned as f64 * rng.random_range(0.15..0.40)).round() as i64).max(1),
@@ -381,13 +473,13 @@ fn occurrence(
         _ => (Some(in_window(rng)), about(rng)),
     };
     let mut o = Occurrence {
-        visit_id: format!("{}/{}/{}", hv.elder_id, p.plan_id, date(day)),
+        visit_id: format!("{}/{}/{}", hv.elder_id, p.plan_id, day),
         elder_id: hv.elder_id.clone(),
         plan_id: p.plan_id.clone(),
         provider_id: p.provider_id.clone(),
         carer_id: hp.carer_id.clone(),
         service: p.service.clone(),
-        day: date(day),
+        day: day.to_string(),
         window,
         planned_min: p.length_min,
         behaviour,
@@ -401,22 +493,22 @@ fn occurrence(
     let Some(t_in) = arrive else {
         return o;
     };
-    let t_out = t_in + stay * MIN;
+    let t_out = t_in + stay * g;
     o.check_in = (behaviour != Behaviour::NoCheckIn).then_some(t_in);
     o.check_out = (behaviour != Behaviour::NoCheckOut).then_some(t_out);
     if behaviour.enters() {
-        // Through the entrance a minute before the tag, out half a
-        // minute after; moving about in between.
-        o.enter = Some(t_in - MIN);
-        o.leave = Some(t_out + 30 * S);
-        let mut t = t_in + rng.random_range(30 * S..90 * S);
+        // Through the entrance just before the tag (a minute in a
+        // month), out just after; moving about in between.
+        o.enter = Some(t_in - t.enter_ms);
+        o.leave = Some(t_out + t.leave_ms);
+        let mut at = t_in + rng.random_range(t.first_ms.0..t.first_ms.1);
         let mut room = *[1usize, 2, 3].choose(rng).expect("rooms");
-        while t < t_out - 30 * S {
-            o.footprints.push((t, room));
+        while at < t_out - t.first_ms.0 {
+            o.footprints.push((at, room));
             if rng.random_bool(0.3) {
                 room = *[1usize, 2, 3].choose(rng).expect("rooms");
             }
-            t += rng.random_range(40 * S..3 * MIN);
+            at += rng.random_range(t.step_ms.0..t.step_ms.1);
         }
     }
     if behaviour.expects_follow_up() {
@@ -430,7 +522,12 @@ fn occurrence(
             (false, 86..92) | (true, 42..86) => Some("complaint"),
             _ => Some("no_answer"),
         };
-        o.call = outcome.map(|x| (t_out + rng.random_range(15..180) * MIN, x));
+        o.call = outcome.map(|x| {
+            (
+                t_out + rng.random_range(t.call_ms.0 / MIN..t.call_ms.1 / MIN) * MIN,
+                x,
+            )
+        });
     }
     o
 }
