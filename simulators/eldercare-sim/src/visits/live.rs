@@ -399,7 +399,7 @@ pub fn score(s: &Schedule, heard: &[Heard]) -> Score {
         for (sub, kind) in keys {
             used.insert((sub.to_string(), kind));
         }
-        let (want, got) = (measure::expected(o.behaviour), measure::shown(&said));
+        let (want, got) = (measure::expected(o), measure::shown(&said));
         let row = out.by_behaviour.entry(o.behaviour).or_default();
         if !row.tally(&want, &got) {
             out.not_exact += 1;

@@ -299,7 +299,8 @@ impl Said {
 /// What a behaviour calls for, as sorted words: its `visit` alert's
 /// flags (`recorded` for none), `visit_missed` (`visit_missed:cleared`
 /// when a late check-in resolves it), `follow_up`.
-pub fn expected(b: Behaviour) -> Vec<String> {
+pub fn expected(o: &Occurrence) -> Vec<String> {
+    let b = o.behaviour;
     let mut want = Vec::new();
     if let Some(flags) = b.expected_flags() {
         if flags.is_empty() {
@@ -368,7 +369,7 @@ fn signature(
         .flat_map(|k| by_subject.get(k).into_iter().flatten())
         .map(|a| Said::of(a))
         .collect();
-    (expected(o.behaviour), shown(&said))
+    (expected(o), shown(&said))
 }
 
 impl Row {
