@@ -2473,18 +2473,18 @@ mod tests {
             .upsert_device(&device("d2", "E2"))
             .await
             .unwrap();
+        // d1's and d2's stamps are at most this.
+        let written = now_ms();
         // The rule engine's start: everything.
         assert_eq!(spool.list_elders(None).await.unwrap().len(), 2);
-        let all = spool.list_devices(None).await.unwrap();
-        assert_eq!(ids(&all), ["d1", "d2"]);
-        // Then its refreshes: what changed after the newest stamp it has
-        // seen. The clock is let past that stamp first, so d3's stamp is
-        // later whatever the machine's load.
-        let seen = all.iter().map(|d| d.updated_at).max().unwrap();
-        while now_ms() <= seen {
+        assert_eq!(ids(&spool.list_devices(None).await.unwrap()), ["d1", "d2"]);
+        // Then its refreshes: what changed since after those writes. The
+        // clock is let past them first, so d3's stamp is later whatever
+        // the machine's load.
+        while now_ms() <= written {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        let t = seen + 1;
+        let t = written + 1;
         flaky
             .inner
             .upsert_device(&device("d3", "E1"))
