@@ -15,6 +15,9 @@
 //! - losing the active alert desk moves it, and numbering goes on with the
 //!   next `seq`, no gap, no duplicate;
 //! - devices of a dead member reconnect to another, and are heard;
+//! - a carer's check-in and check-out sent by the provider's system to
+//!   members that do not judge the elder reach the member that does, and
+//!   make one visit;
 //! - in every test: `seq` gap-free from 1 and the hash chain intact
 //!   (`eldercare audit verify`).
 //!
@@ -199,6 +202,12 @@ impl Cluster {
     /// Starts it all, with `rules` as every member's rules.toml (none when
     /// empty), and waits until the cluster has settled.
     async fn start(rules: &str) -> (Cluster, Status) {
+        Cluster::start_with(rules, &[]).await
+    }
+
+    /// As [`Cluster::start`], with more registry files (name, contents)
+    /// imported after the elders and devices.
+    async fn start_with(rules: &str, more: &[(&str, &str)]) -> (Cluster, Status) {
         let guard = CLUSTERS.lock().await;
         let nats = tokio::task::spawn_blocking(nats::NatsCluster::start)
             .await
@@ -210,9 +219,11 @@ impl Cluster {
         // The registry goes to the shared database once.
         let import = tempfile::tempdir().unwrap();
         import_csv(import.path(), &["--database-url", &db.url], &e, &d);
+        import_files(import.path(), &["--database-url", &db.url], more);
         let dirs: Vec<tempfile::TempDir> =
             (0..MEMBERS).map(|_| tempfile::tempdir().unwrap()).collect();
-        let tokens = Server::issue_tokens(dirs[0].path());
+        let mut tokens = Server::issue_tokens(dirs[0].path());
+        tokens.insert("provider", add_token(dirs[0].path(), "PR1", "provider"));
         for (i, dir) in dirs.iter().enumerate() {
             if i > 0 {
                 std::fs::copy(
@@ -1080,4 +1091,74 @@ async fn devices_of_a_killed_member_reconnect_to_another_and_are_heard() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     let report = c.audit().await;
     assert!(report.contains("OK, 1 events"), "{report}");
+}
+
+/// A provider's system may send a check-in to any member: it is kept in
+/// the intake stream under the elder's partition, and the partition's
+/// owner judges it. The check-in goes to one member that does not own the
+/// partition, the check-out to another; one `visit` is raised, with both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_sent_to_any_member_make_one_visit_at_the_owner() {
+    let elder = elder_on(3);
+    let plan = format!(
+        "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n\
+         bath-3,{elder},PR1,daily,00:00,23:59,1,bathing\n"
+    );
+    let (c, st) = Cluster::start_with(
+        "",
+        &[
+            ("providers.csv", "provider_id,name,phone\nPR1,Provider One,\n"),
+            ("carers.csv", "carer_id,provider_id,name\nC1,PR1,Carer One\n"),
+            ("visit_plans.csv", &plan),
+        ],
+    )
+    .await;
+    let owner = c.index(st.owner(3));
+    let a = c.other_than(&[owner]);
+    let b = c.other_than(&[owner, a]);
+    let mut sub = c.server(owner).subscribe(0).await;
+    let t = now_ms();
+    for (member, action, at) in [(a, "in", t - 60_000), (b, "out", t)] {
+        let r = pb::visit_service_client::VisitServiceClient::with_interceptor(
+            c.server(member).channel().await,
+            c.server(member).bearer("provider"),
+        )
+        .check_in(pb::CheckInRequest {
+            elder_id: elder.clone(),
+            carer_id: "C1".into(),
+            action: action.into(),
+            at: Some(eldercare_proto::wkt::Timestamp {
+                seconds: at / 1000,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{action} through {}: {e:?}", c.members[member].id));
+        assert_eq!(r.into_inner().action, action);
+    }
+    let visit = loop {
+        let ev = next_event(&mut sub, "the visit").await;
+        let a = ev.alert.unwrap();
+        if a.kind == "visit" {
+            break a;
+        }
+    };
+    assert_eq!(visit.elder_id, elder);
+    let v = visit.visit.as_ref().expect("the visit's details");
+    assert_eq!(
+        (v.carer_id.as_str(), v.via.as_str(), v.provider_id.as_str()),
+        ("C1", "api", "PR1"),
+        "{v:?}"
+    );
+    assert_eq!(v.check_in.as_ref().map(|t| t.seconds), Some((t - 60_000) / 1000));
+    assert_eq!(v.check_out.as_ref().map(|t| t.seconds), Some(t / 1000));
+    let visits: Vec<_> = c
+        .alerts_of(a, &elder)
+        .await
+        .into_iter()
+        .filter(|x| x.kind == "visit")
+        .collect();
+    assert_eq!(visits.len(), 1, "{visits:?}");
+    let report = c.audit().await;
+    assert!(report.contains("OK, "), "{report}");
 }

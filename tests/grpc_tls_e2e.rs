@@ -13,8 +13,6 @@ use std::path::Path;
 use std::process::Command;
 use support::*;
 
-const PYTHON: &str = "/usr/bin/python3";
-
 const ELDERS: &str = "elder_id,name,district,community\nE1,Test One,D1,C1\n";
 const DEVICES: &str = "device_id,kind,elder_id,room,secret\nbtn-1,sos_button,E1,,s-btn-1\n";
 
@@ -61,20 +59,6 @@ with grpc.insecure_channel(target, options) as ch:
     print("plaintext", code(ch, "/grpc.health.v1.Health/Check", b""))
 "#;
 
-/// Fails, saying how to install it, when Debian's grpcio is missing.
-fn require_grpcio() {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "Python's grpcio is not installed: this test calls the server with Debian's \
-         python3-grpcio as a client of another make; install it with \
-         `apt-get install python3-grpcio` (scripts/test does)"
-    );
-}
-
 /// Runs the client against `grpc` trusting the CA in `ca_file`; its
 /// stdout, after checking it exited 0.
 fn python_client(grpc: &str, ca_file: &Path, token: &str) -> String {
@@ -98,7 +82,7 @@ fn python_client(grpc: &str, ca_file: &Path, token: &str) -> String {
 
 #[test]
 fn a_python_grpc_client_calls_over_tls_with_the_ca_and_fails_without() {
-    require_grpcio();
+    require_python_grpcio();
     let dir = tempfile::tempdir().unwrap();
     let tokens = Server::issue_tokens(dir.path());
     let data = dir.path().to_str().unwrap();

@@ -13,6 +13,10 @@
 //! - At the close of a plan's window with no check-in, `visit_missed` is
 //!   raised: to the provider for an elder seen moving, to the hotline for
 //!   one who lives alone and shows no sign of life.
+//! - A provider's system checks a carer in through the API (tonic) and
+//!   out with Debian's Python grpcio; its token is refused for another
+//!   provider's carer, an elder it does not serve and ids that do not
+//!   exist, and reads its own month's report but not another's.
 //! - A daily check-in window with no sign of life raises
 //!   `check_in_missed` on the hotline; one with motion in it raises
 //!   nothing.
@@ -129,9 +133,9 @@ fn homes() -> Homes {
             devices.push_str(&format!("{d}-{n},{kind},E{n},{room},s-{d}-{n}\n"));
         }
     }
-    let providers = "provider_id,name,phone\nPR1,Provider One,\n";
-    let carers =
-        "carer_id,provider_id,name\nC1,PR1,Carer One\nC2,PR1,Carer Two\nC3,PR1,Carer Three\n";
+    let providers = "provider_id,name,phone\nPR1,Provider One,\nPR2,Provider Two,\n";
+    let carers = "carer_id,provider_id,name\nC1,PR1,Carer One\nC2,PR1,Carer Two\n\
+                  C3,PR1,Carer Three\nC9,PR2,Carer Nine\n";
     let mut plans = String::from(
         "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n",
     );
@@ -151,7 +155,8 @@ fn homes() -> Homes {
         ],
     );
     let mut tokens = Server::issue_tokens(dir.path());
-    tokens.insert("provider", add_token(dir.path(), "provider-1", "provider"));
+    // A provider's token is named by its provider id: its scope.
+    tokens.insert("provider", add_token(dir.path(), "PR1", "provider"));
     let day = chrono::DateTime::from_timestamp_millis(open)
         .unwrap()
         .format("%Y-%m-%d")
@@ -163,6 +168,66 @@ fn homes() -> Homes {
         to,
         day,
     }
+}
+
+/// `python3 - TARGET TOKEN ELDER CARER SECONDS`: checks the carer out
+/// at SECONDS, then tries a carer of another provider (C9).
+const PYTHON_CHECK_OUT: &str = r#"
+import sys, grpc
+
+target, token, elder, carer, secs = sys.argv[1:6]
+
+def varint(n):
+    out = b""
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if n:
+            out += bytes([low | 0x80])
+        else:
+            return out + bytes([low])
+
+def text(field, value):
+    b = value.encode()
+    return bytes([field << 3 | 2]) + varint(len(b)) + b
+
+def check_in(carer, action, secs=None):
+    # CheckInRequest { elder_id = 1, carer_id = 2, action = 3, at = 4 }
+    req = text(1, elder) + text(2, carer) + text(3, action)
+    if secs is not None:
+        at = b"\x08" + varint(secs)  # Timestamp { seconds = 1 }
+        req += bytes([4 << 3 | 2]) + varint(len(at)) + at
+    return req
+
+with grpc.insecure_channel(target, [("grpc.enable_http_proxy", 0)]) as ch:
+    rpc = ch.unary_unary("/eldercare.v1.VisitService/CheckIn")
+    md = [("authorization", "Bearer " + token)]
+    resp = rpc(check_in(carer, "out", int(secs)), timeout=10, metadata=md)
+    assert text(3, "out") in resp, resp
+    print("out OK")
+    try:
+        rpc(check_in("C9", "in"), timeout=10, metadata=md)
+        print("other provider's carer OK")
+    except grpc.RpcError as e:
+        print("other provider's carer", e.code().name)
+"#;
+
+/// Runs [`PYTHON_CHECK_OUT`] as the provider; its stdout.
+fn python_check_out(s: &Server, elder: &str, carer: &str, secs: i64) -> String {
+    require_python_grpcio();
+    let out = std::process::Command::new(PYTHON)
+        .arg("-c")
+        .arg(PYTHON_CHECK_OUT)
+        .args([&s.grpc, &s.tokens["provider"], elder, carer, &secs.to_string()])
+        .output()
+        .expect("running python3");
+    assert!(
+        out.status.success(),
+        "the Python client failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn subscribe_all(s: &Server) -> tonic::Streaming<pb::AlertEvent> {
@@ -319,29 +384,54 @@ async fn visits_and_check_ins_from_outside() {
         seconds: ms / 1000,
         nanos: 0,
     };
-    for (action, at) in [("in", t - 50 * S), ("out", t)] {
-        let r = visits
-            .check_in(pb::CheckInRequest {
-                elder_id: "E9".into(),
-                carer_id: "C1".into(),
-                action: action.into(),
-                at: Some(ts(at)),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.action, action);
-    }
-    // What the API refuses, with the reason.
-    let refused = visits
+    let r = visits
         .check_in(pb::CheckInRequest {
             elder_id: "E9".into(),
-            carer_id: "C404".into(),
+            carer_id: "C1".into(),
             action: "in".into(),
-            at: None,
+            at: Some(ts(t - 50 * S)),
         })
         .await
-        .unwrap_err();
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.action, "in");
+    // The check-out from a provider's system of another make: Debian's
+    // Python grpcio, raw protobuf bytes, no generated stubs.
+    assert_eq!(
+        python_check_out(&s, "E9", "C1", t / 1000),
+        "out OK\nother provider's carer PERMISSION_DENIED\n"
+    );
+    // What the API refuses, with the reason. A provider checks in only
+    // its own carers, at elders it has a plan for, and is not told which
+    // other ids exist.
+    for (elder, carer) in [("E9", "C9"), ("E8", "C1"), ("E9", "C404")] {
+        let refused = visits
+            .check_in(pb::CheckInRequest {
+                elder_id: elder.into(),
+                carer_id: carer.into(),
+                action: "in".into(),
+                at: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::PermissionDenied,
+            "{elder} {carer}: {refused:?}"
+        );
+    }
+    let refused = pb::visit_service_client::VisitServiceClient::with_interceptor(
+        s.channel().await,
+        s.bearer("operator"),
+    )
+    .check_in(pb::CheckInRequest {
+        elder_id: "E9".into(),
+        carer_id: "C404".into(),
+        action: "in".into(),
+        at: None,
+    })
+    .await
+    .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
     let refused = visits
         .check_in(pb::CheckInRequest {
@@ -464,6 +554,24 @@ async fn visits_and_check_ins_from_outside() {
         "{n:?}"
     );
     assert!(report.csv.lines().count() >= 7, "{}", report.csv);
+    // The provider reads its own month, the same; not another's.
+    let own = visits
+        .provider_report(pb::ProviderReportRequest {
+            provider_id: "PR1".into(),
+            month: day[..7].to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.counts.unwrap(), n);
+    let refused = visits
+        .provider_report(pb::ProviderReportRequest {
+            provider_id: "PR2".into(),
+            month: day[..7].to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 }
 
 /// A check-in acknowledged just before `kill -9` is kept: after the

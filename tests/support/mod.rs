@@ -20,6 +20,23 @@ use tonic::transport::Channel;
 pub const BIN: &str = env!("CARGO_BIN_EXE_eldercare");
 /// Only turns a hang into a failure; no test relies on it for timing.
 pub const DEADLINE: Duration = Duration::from_secs(30);
+/// Debian's Python, whose grpcio and paho are the tests' stranger clients.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Fails, saying how to install it, when Debian's grpcio is missing.
+pub fn require_python_grpcio() {
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "Python's grpcio is not installed: the test calls the server with Debian's \
+         python3-grpcio as a client of another make; install it with \
+         `apt-get install python3-grpcio` (scripts/test does)"
+    );
+}
+
 
 pub struct Server {
     pub child: Child,

@@ -8,7 +8,7 @@
 //! ```toml
 //! [[tokens]]
 //! operator_id = "op-zhang"
-//! role = "operator"          # operator | dispatcher | admin | viewer
+//! role = "operator"          # operator | dispatcher | admin | viewer | provider
 //! sha256 = "9f86d0..."       # of the token; `eldercare token add` writes it
 //! ```
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,9 @@ pub enum Role {
     Admin,
     /// Read only.
     Viewer,
-    /// A care provider's system: records its carers' check-ins, nothing else.
+    /// A care provider's system: records its own carers' check-ins and
+    /// reads its own month's report, nothing else. The token's operator
+    /// id is the provider's id in the registry (its scope).
     Provider,
 }
 
@@ -77,8 +79,12 @@ pub enum Action {
     ReadTelemetry,
     /// Operate the server (reload rules).
     Administer,
-    /// Record a carer's check-in or check-out (VisitService.CheckIn).
+    /// Record a carer's check-in or check-out (VisitService.CheckIn); a
+    /// provider only its own carers', at elders it has a plan for.
     CheckIn,
+    /// A provider's month (VisitService.ProviderReport); a provider only
+    /// its own.
+    ReadVisitReport,
 }
 
 impl Action {
@@ -94,6 +100,7 @@ impl Action {
             Action::ReadTelemetry => &[Operator, Dispatcher, Viewer],
             Action::Administer => &[Admin],
             Action::CheckIn => &[Provider, Operator],
+            Action::ReadVisitReport => &[Operator, Dispatcher, Viewer, Provider],
         }
     }
 }
@@ -103,6 +110,15 @@ impl Action {
 pub struct Principal {
     pub operator_id: String,
     pub role: Role,
+}
+
+impl Principal {
+    /// The provider whose data alone this caller may touch: its own id
+    /// for a `provider` token, `None` (no such limit) for the hotline's
+    /// roles.
+    pub fn provider_scope(&self) -> Option<&str> {
+        (self.role == Role::Provider).then_some(self.operator_id.as_str())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! `eldercare.v1.VisitService`: reports on carers' home visits, worked
 //! out by `eldercare-visits` from the alerts this reads.
-use crate::auth::{Action, Auth};
+use crate::auth::{Action, Auth, Principal};
 use eldercare_model::{self as m, AlertKind};
 use eldercare_proto::v1 as pb;
 use eldercare_store::{AlertLog, AlertQuery, Store};
@@ -161,15 +161,66 @@ pub fn provider_report_to_pb(r: &ProviderMonth) -> pb::ProviderReport {
     }
 }
 
+/// Whether `who` may check `carer_id` in at `elder_id`: both registered;
+/// for a provider's token, its own carer at an elder it has a plan for.
+/// A provider is told neither whether another provider's carer nor an
+/// elder it does not serve exists.
+async fn registered(
+    who: &Principal,
+    registry: &dyn Store,
+    elder_id: &str,
+    carer_id: &str,
+) -> Result<(), Status> {
+    let unavailable = |e: eldercare_store::StoreError| Status::unavailable(e.to_string());
+    let carers = registry.list_carers().await.map_err(unavailable)?;
+    let carer = carers.iter().find(|c| c.carer_id == carer_id);
+    if let Some(own) = who.provider_scope() {
+        if carer.is_none_or(|c| c.provider_id != own) {
+            return Err(Status::permission_denied(format!(
+                "`{carer_id}` is not a carer of provider `{own}`"
+            )));
+        }
+        let plans = registry.list_visit_plans().await.map_err(unavailable)?;
+        if !plans
+            .iter()
+            .any(|p| p.elder_id == elder_id && p.provider_id == own)
+        {
+            return Err(Status::permission_denied(format!(
+                "provider `{own}` has no visit plan for elder `{elder_id}`"
+            )));
+        }
+        return Ok(());
+    }
+    if registry
+        .get_elder(elder_id)
+        .await
+        .map_err(unavailable)?
+        .is_none()
+    {
+        return Err(Status::not_found(format!("no elder `{elder_id}`")));
+    }
+    if carer.is_none() {
+        return Err(Status::not_found(format!("no carer `{carer_id}`")));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl VisitService for Visits {
     async fn provider_report(
         &self,
         req: Request<pb::ProviderReportRequest>,
     ) -> Result<Response<pb::ProviderReport>, Status> {
-        self.auth.check(&req, Action::ReadAlerts)?;
+        let who = self.auth.check(&req, Action::ReadVisitReport)?;
         let r = req.into_inner();
         let provider = required("provider_id", &r.provider_id)?;
+        if let Some(own) = who.provider_scope()
+            && own != provider
+        {
+            return Err(Status::permission_denied(format!(
+                "provider `{own}` may read its own report only"
+            )));
+        }
         let month = month_arg(&r.month)?;
         let alerts = self.month_alerts(month, None).await?;
         let report = ProviderMonth::compute(provider, month, &alerts);
@@ -201,19 +252,7 @@ impl VisitService for Visits {
                 "`at` must be within the last 24 hours and at most 5 minutes ahead",
             ));
         }
-        let unavailable = |e: eldercare_store::StoreError| Status::unavailable(e.to_string());
-        if registry
-            .get_elder(elder_id)
-            .await
-            .map_err(unavailable)?
-            .is_none()
-        {
-            return Err(Status::not_found(format!("no elder `{elder_id}`")));
-        }
-        let carers = registry.list_carers().await.map_err(unavailable)?;
-        if !carers.iter().any(|c| c.carer_id == carer_id) {
-            return Err(Status::not_found(format!("no carer `{carer_id}`")));
-        }
+        registered(&who, registry.as_ref(), elder_id, carer_id).await?;
         intake
             .append(elder_id, carer_id, action, at)
             .await
@@ -254,7 +293,7 @@ mod tests {
     use super::*;
     use crate::auth::{Role, add_token};
     use eldercare_model::{AlertEventKind, AlertState, Severity, VisitFlag, VisitInfo};
-    use eldercare_store::{NewAlertEvent, SqliteStore};
+    use eldercare_store::{NewAlertEvent, Registry, SqliteStore};
 
     /// 2026-11-01T00:00:00Z.
     const NOV: i64 = 1_793_491_200_000;
@@ -439,5 +478,124 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(anon.code(), tonic::Code::Unauthenticated);
+    }
+
+    /// Check-ins the intake would keep, for the test to count.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<(String, String)>>);
+
+    #[tonic::async_trait]
+    impl CheckIns for Kept {
+        async fn append(
+            &self,
+            elder_id: &str,
+            carer_id: &str,
+            _action: m::VisitAction,
+            _at: m::EpochMs,
+        ) -> Result<(), String> {
+            let mut k = self.0.lock().unwrap();
+            k.push((elder_id.into(), carer_id.into()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_checks_in_its_own_carers_at_its_own_elders_and_reads_its_own_month() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        for e in ["e1", "e2"] {
+            let elder = m::Elder {
+                elder_id: e.into(),
+                name: "Test".into(),
+                timezone: "Asia/Shanghai".into(),
+                night_start: "22:00".into(),
+                night_end: "06:00".into(),
+                ..Default::default()
+            };
+            store.upsert_elder(&elder).await.unwrap();
+        }
+        for p in ["P1", "P2"] {
+            let provider = m::Provider {
+                provider_id: p.into(),
+                name: p.into(),
+                phone: None,
+            };
+            store.upsert_provider(&provider).await.unwrap();
+        }
+        for (c, p) in [("c1", "P1"), ("c2", "P2")] {
+            let carer = m::Carer {
+                carer_id: c.into(),
+                provider_id: p.into(),
+                name: "Test".into(),
+            };
+            store.upsert_carer(&carer).await.unwrap();
+        }
+        let plan = m::VisitPlan {
+            plan_id: "p1".into(),
+            elder_id: "e1".into(),
+            provider_id: "P1".into(),
+            days: "daily".into(),
+            window_start: "09:00".into(),
+            window_end: "10:00".into(),
+            length_min: 60,
+            service: "meals".into(),
+        };
+        store.upsert_visit_plan(&plan).await.unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        let p1 = add_token(&tokens, "P1", Role::Provider).unwrap();
+        let op = add_token(&tokens, "op-1", Role::Operator).unwrap();
+        let kept = Arc::new(Kept::default());
+        let svc = Visits::new(store.clone(), Auth::load(&tokens).unwrap())
+            .with_check_ins(kept.clone(), store);
+        let check = |token: &str, elder: &str, carer: &str| {
+            svc.check_in(req(
+                token,
+                pb::CheckInRequest {
+                    elder_id: elder.into(),
+                    carer_id: carer.into(),
+                    action: "in".into(),
+                    at: None,
+                },
+            ))
+        };
+        check(&p1, "e1", "c1").await.unwrap();
+        // Another provider's carer, an elder P1 has no plan for, and ids
+        // that do not exist: all refused alike, nothing told.
+        for (elder, carer) in [("e1", "c2"), ("e2", "c1"), ("e1", "ghost"), ("nobody", "c1")] {
+            let e = check(&p1, elder, carer).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{elder} {carer}: {e}");
+        }
+        // The hotline is not limited to a provider.
+        check(&op, "e2", "c2").await.unwrap();
+        let e = check(&op, "e1", "ghost").await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert_eq!(
+            *kept.0.lock().unwrap(),
+            [("e1".into(), "c1".into()), ("e2".into(), "c2".into())]
+        );
+
+        let report = |provider: &str| {
+            svc.provider_report(req(
+                &p1,
+                pb::ProviderReportRequest {
+                    provider_id: provider.into(),
+                    month: "2026-11".into(),
+                },
+            ))
+        };
+        assert_eq!(report("P1").await.unwrap().into_inner().provider_id, "P1");
+        let e = report("P2").await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let e = svc
+            .elder_visits(req(
+                &p1,
+                pb::ElderVisitsRequest {
+                    elder_id: "e1".into(),
+                    month: "2026-11".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "an elder's month spans providers");
     }
 }

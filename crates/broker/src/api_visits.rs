@@ -36,7 +36,9 @@ impl VisitIntake {
             .0
             .append(
                 Lane::Routine,
-                None,
+                // A cluster's log is partitioned by elder: the check-in
+                // goes to the partition judging the elder's home.
+                Some(elder_id.into()),
                 format!("{TOPIC_PREFIX}{elder_id}"),
                 Bytes::from(payload),
             )

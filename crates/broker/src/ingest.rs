@@ -78,7 +78,8 @@ pub struct Ingest {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     sessions: Sessions,
     changes: mpsc::Sender<RegistryChange>,
-    /// API check-ins into the intake log; `None` on a cluster member.
+    /// API check-ins into the intake log (on a cluster member, the
+    /// intake stream, under the elder's partition).
     visits: Option<crate::api_visits::VisitIntake>,
 }
 
@@ -212,6 +213,7 @@ impl Ingest {
         // read them back from the cluster; none are handed over here.
         let (records_tx, _) = mpsc::channel::<Record>(1);
         let (intake, appender) = Intake::start(journal, IntakeConfig::default(), records_tx)?;
+        let visits = crate::api_visits::VisitIntake::new(appender.clone());
         let Front {
             mqtt_addr,
             mqtts_addr,
@@ -238,7 +240,7 @@ impl Ingest {
             tasks,
             sessions,
             changes,
-            visits: None,
+            visits: Some(visits),
         })
     }
 
@@ -254,8 +256,8 @@ impl Ingest {
         self.changes.clone()
     }
 
-    /// Where the API writes carers' check-ins (`None` on a cluster
-    /// member, whose partitions' owners judge what the log holds).
+    /// Where the API writes carers' check-ins: the intake log, which the
+    /// rule engine (on a cluster, the elder's partition's owner) judges.
     pub fn visit_intake(&self) -> Option<crate::api_visits::VisitIntake> {
         self.visits.clone()
     }

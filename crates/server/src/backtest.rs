@@ -18,7 +18,7 @@ use crate::EXIT_CONFIG;
 use crate::config::StorageArgs;
 use anyhow::Context;
 use eldercare_model::{Body, Device, EpochMs, Reading};
-use eldercare_rules::{DeviceProfile, ElderProfile, Rules};
+use eldercare_rules::{DeviceProfile, ElderProfile, PlanProfile, Rules};
 use eldercare_store::{AlertQuery, ReadingQuery, ReadingSubject, Store};
 use replay::{AlertRow, Replay};
 use report::Report;
@@ -172,6 +172,7 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     {
         devices.entry(d.elder_id.clone()).or_default().push(d);
     }
+    let (carers, mut plans) = visit_registry(store.as_ref()).await?;
     let homes: Vec<Home> = elders
         .iter()
         .map(|e| Home {
@@ -182,6 +183,8 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(DeviceProfile::from)
                 .collect(),
+            plans: plans.remove(&e.elder_id).unwrap_or_default(),
+            carers: carers.clone(),
         })
         .collect();
     drop(elders);
@@ -223,9 +226,42 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// An elder and the devices registered to them now.
+/// Every carer with their provider, and each elder's visit plans, as the
+/// server's rule engine is told them (today's registry, like the elders
+/// and devices).
+async fn visit_registry(
+    store: &dyn Store,
+) -> anyhow::Result<(
+    Arc<Vec<(String, String)>>,
+    HashMap<String, Vec<PlanProfile>>,
+)> {
+    let carers = store
+        .list_carers()
+        .await
+        .context("reading the carers")?
+        .into_iter()
+        .map(|c| (c.carer_id, c.provider_id))
+        .collect();
+    let mut plans: HashMap<String, Vec<PlanProfile>> = HashMap::new();
+    for p in store
+        .list_visit_plans()
+        .await
+        .context("reading the visit plans")?
+    {
+        if let Some(pp) = PlanProfile::from_plan(&p) {
+            plans.entry(p.elder_id).or_default().push(pp);
+        }
+    }
+    Ok((Arc::new(carers), plans))
+}
+
 struct Home {
     elder: ElderProfile,
     devices: Vec<DeviceProfile>,
+    /// The elder's visit plans, and every carer with their provider (a
+    /// check-in is matched to a plan of the carer's provider).
+    plans: Vec<PlanProfile>,
+    carers: Arc<Vec<(String, String)>>,
 }
 
 #[derive(Clone, Copy)]
@@ -291,6 +327,7 @@ async fn replay_homes(
                 tick_ms,
                 tolerance_ms,
             )
+            .with_visits(&home.carers, &home.elder.elder_id, home.plans.clone())
         };
         let mut cand = new(candidate);
         let mut base = baseline.map(new);

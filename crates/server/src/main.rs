@@ -119,10 +119,12 @@ enum TokenCmd {
         tokens_file: Option<PathBuf>,
         #[arg(long, env = "ELDERCARE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
-        /// Who the token belongs to; recorded with every action taken with it.
+        /// Who the token belongs to; recorded with every action taken with
+        /// it. For a `provider` token: the provider's id in the registry,
+        /// which limits it to that provider's carers, elders and report.
         #[arg(long)]
         operator: String,
-        /// operator, dispatcher, admin or viewer.
+        /// operator, dispatcher, admin, viewer or provider.
         #[arg(long)]
         role: String,
     },

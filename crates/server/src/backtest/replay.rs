@@ -4,7 +4,9 @@
 //! clock is driven from the readings' event times, so a day replays as
 //! fast as the CPU allows.
 use eldercare_model::{Alert, AlertKind, EpochMs, Reading, Severity};
-use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, Rules, Trigger};
+use eldercare_rules::{
+    Decision, DeviceProfile, ElderProfile, Engine, PlanProfile, Rules, Trigger,
+};
 use std::collections::HashMap;
 
 /// One alert as the report shows it: raised by a replay, or kept in the
@@ -151,6 +153,20 @@ impl Replay {
         }
     }
 
+    /// Tells the engine the carers (id, provider) and `elder_id`'s visit
+    /// plans, as at the replay's start.
+    pub fn with_visits(
+        mut self,
+        carers: &[(String, String)],
+        elder_id: &str,
+        plans: Vec<PlanProfile>,
+    ) -> Replay {
+        self.engine
+            .set_carers(carers.iter().map(|(c, p)| (c.as_str(), p.as_str())));
+        self.engine.set_visit_plans(elder_id, plans, self.now);
+        self
+    }
+
     /// Runs the timers at every step of simulated time up to `now`.
     fn advance(&mut self, now: EpochMs) {
         while self.next_tick <= now {
@@ -214,7 +230,9 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eldercare_model::{Body, DeviceEvent, DeviceKind, EventType, Vitals};
+    use eldercare_model::{
+        Body, DeviceEvent, DeviceKind, EventType, VisitAction, VisitPlan, Vitals,
+    };
 
     const T0: EpochMs = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     const MIN: i64 = 60_000;
@@ -320,6 +338,66 @@ mod tests {
             ["vital_out_of_range"]
         );
         assert!(only_in(&base, &cand, 10 * MIN).is_empty());
+    }
+
+    fn tag(ts: EpochMs, action: VisitAction) -> Reading {
+        Reading {
+            device_id: "btn-1".into(),
+            seq: None,
+            ts_ms: ts,
+            body: Body::Event(DeviceEvent {
+                kind: EventType::Visit,
+                confidence: None,
+                carer: Some("C1".into()),
+                action: Some(action),
+            }),
+        }
+    }
+
+    #[test]
+    fn visits_are_judged_against_the_elders_plans() {
+        let plan = PlanProfile::from_plan(&VisitPlan {
+            plan_id: "bath".into(),
+            elder_id: "E1".into(),
+            provider_id: "P1".into(),
+            days: "daily".into(),
+            window_start: "09:00".into(),
+            window_end: "10:00".into(),
+            length_min: 30,
+            service: "bathing".into(),
+        })
+        .unwrap();
+        // Day one: the carer comes; day two: nobody does.
+        let readings = [
+            tag(T0 + 9 * 60 * MIN + 10 * MIN, VisitAction::In),
+            tag(T0 + 9 * 60 * MIN + 40 * MIN, VisitAction::Out),
+        ];
+        let end = T0 + 35 * 60 * MIN;
+        let visits = |rows: Vec<AlertRow>| -> Vec<(&'static str, EpochMs)> {
+            rows.iter()
+                .filter(|r| r.kind.is_per_visit())
+                .map(|r| (r.kind.as_str(), r.at_ms))
+                .collect()
+        };
+        let (elders, devices) = home(86_400);
+        let mut r = Replay::new(Rules::defaults(), &elders, &devices, T0, 10_000, 10 * MIN)
+            .with_visits(&[("C1".into(), "P1".into())], "E1", vec![plan]);
+        for x in &readings {
+            r.reading(x);
+        }
+        let with = visits(r.finish(end).0);
+        let kinds: Vec<_> = with.iter().map(|(k, _)| *k).collect();
+        assert!(kinds.contains(&"visit"), "{with:?}");
+        assert!(kinds.contains(&"visit_missed"), "{with:?}");
+        let missed = with.iter().find(|(k, _)| *k == "visit_missed").unwrap().1;
+        assert!(missed >= T0 + 34 * 60 * MIN, "at day two's close: {with:?}");
+        // Without the plans the same readings make no planned visit and
+        // nothing is missed.
+        let without = visits(replay(Rules::defaults(), &readings, end));
+        assert!(
+            !without.iter().any(|(k, _)| *k == "visit_missed"),
+            "{without:?}"
+        );
     }
 
     #[test]
