@@ -1107,8 +1107,14 @@ async fn check_ins_sent_to_any_member_make_one_visit_at_the_owner() {
     let (c, st) = Cluster::start_with(
         "",
         &[
-            ("providers.csv", "provider_id,name,phone\nPR1,Provider One,\n"),
-            ("carers.csv", "carer_id,provider_id,name\nC1,PR1,Carer One\n"),
+            (
+                "providers.csv",
+                "provider_id,name,phone\nPR1,Provider One,\n",
+            ),
+            (
+                "carers.csv",
+                "carer_id,provider_id,name\nC1,PR1,Carer One\n",
+            ),
             ("visit_plans.csv", &plan),
         ],
     )
@@ -1150,7 +1156,10 @@ async fn check_ins_sent_to_any_member_make_one_visit_at_the_owner() {
         ("C1", "api", "PR1"),
         "{v:?}"
     );
-    assert_eq!(v.check_in.as_ref().map(|t| t.seconds), Some((t - 60_000) / 1000));
+    assert_eq!(
+        v.check_in.as_ref().map(|t| t.seconds),
+        Some((t - 60_000) / 1000)
+    );
     assert_eq!(v.check_out.as_ref().map(|t| t.seconds), Some(t / 1000));
     let visits: Vec<_> = c
         .alerts_of(a, &elder)

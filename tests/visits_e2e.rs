@@ -217,7 +217,13 @@ fn python_check_out(s: &Server, elder: &str, carer: &str, secs: i64) -> String {
     let out = std::process::Command::new(PYTHON)
         .arg("-c")
         .arg(PYTHON_CHECK_OUT)
-        .args([&s.grpc, &s.tokens["provider"], elder, carer, &secs.to_string()])
+        .args([
+            &s.grpc,
+            &s.tokens["provider"],
+            elder,
+            carer,
+            &secs.to_string(),
+        ])
         .output()
         .expect("running python3");
     assert!(

@@ -37,7 +37,6 @@ pub fn require_python_grpcio() {
     );
 }
 
-
 pub struct Server {
     pub child: Child,
     pub dir: tempfile::TempDir,

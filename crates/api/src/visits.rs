@@ -561,9 +561,18 @@ mod tests {
         check(&p1, "e1", "c1").await.unwrap();
         // Another provider's carer, an elder P1 has no plan for, and ids
         // that do not exist: all refused alike, nothing told.
-        for (elder, carer) in [("e1", "c2"), ("e2", "c1"), ("e1", "ghost"), ("nobody", "c1")] {
+        for (elder, carer) in [
+            ("e1", "c2"),
+            ("e2", "c1"),
+            ("e1", "ghost"),
+            ("nobody", "c1"),
+        ] {
             let e = check(&p1, elder, carer).await.unwrap_err();
-            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{elder} {carer}: {e}");
+            assert_eq!(
+                e.code(),
+                tonic::Code::PermissionDenied,
+                "{elder} {carer}: {e}"
+            );
         }
         // The hotline is not limited to a provider.
         check(&op, "e2", "c2").await.unwrap();
@@ -596,6 +605,10 @@ mod tests {
             ))
             .await
             .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied, "an elder's month spans providers");
+        assert_eq!(
+            e.code(),
+            tonic::Code::PermissionDenied,
+            "an elder's month spans providers"
+        );
     }
 }

@@ -4,9 +4,7 @@
 //! clock is driven from the readings' event times, so a day replays as
 //! fast as the CPU allows.
 use eldercare_model::{Alert, AlertKind, EpochMs, Reading, Severity};
-use eldercare_rules::{
-    Decision, DeviceProfile, ElderProfile, Engine, PlanProfile, Rules, Trigger,
-};
+use eldercare_rules::{Decision, DeviceProfile, ElderProfile, Engine, PlanProfile, Rules, Trigger};
 use std::collections::HashMap;
 
 /// One alert as the report shows it: raised by a replay, or kept in the
@@ -367,12 +365,13 @@ mod tests {
             service: "bathing".into(),
         })
         .unwrap();
-        // Day one: the carer comes; day two: nobody does.
+        // Day one: the carer comes; day two: nobody does. The window is
+        // the elder's local time (UTC+8): 01:00-02:00 UTC.
         let readings = [
-            tag(T0 + 9 * 60 * MIN + 10 * MIN, VisitAction::In),
-            tag(T0 + 9 * 60 * MIN + 40 * MIN, VisitAction::Out),
+            tag(T0 + 70 * MIN, VisitAction::In),
+            tag(T0 + 100 * MIN, VisitAction::Out),
         ];
-        let end = T0 + 35 * 60 * MIN;
+        let end = T0 + 27 * 60 * MIN;
         let visits = |rows: Vec<AlertRow>| -> Vec<(&'static str, EpochMs)> {
             rows.iter()
                 .filter(|r| r.kind.is_per_visit())
@@ -387,10 +386,11 @@ mod tests {
         }
         let with = visits(r.finish(end).0);
         let kinds: Vec<_> = with.iter().map(|(k, _)| *k).collect();
-        assert!(kinds.contains(&"visit"), "{with:?}");
-        assert!(kinds.contains(&"visit_missed"), "{with:?}");
-        let missed = with.iter().find(|(k, _)| *k == "visit_missed").unwrap().1;
-        assert!(missed >= T0 + 34 * 60 * MIN, "at day two's close: {with:?}");
+        assert_eq!(kinds, ["visit", "follow_up", "visit_missed"], "{with:?}");
+        assert!(
+            with[2].1 >= T0 + 26 * 60 * MIN,
+            "at day two's close: {with:?}"
+        );
         // Without the plans the same readings make no planned visit and
         // nothing is missed.
         let without = visits(replay(Rules::defaults(), &readings, end));
