@@ -1104,8 +1104,10 @@ async fn check_ins_sent_to_any_member_make_one_visit_at_the_owner() {
         "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n\
          bath-3,{elder},PR1,daily,00:00,23:59,1,bathing\n"
     );
+    // A visit is judged `margin_s` after its check-out (signs of the
+    // carer leaving): 10 s here rather than 5 min.
     let (c, st) = Cluster::start_with(
-        "",
+        "[visits]\nmargin_s = 10\n",
         &[
             (
                 "providers.csv",
