@@ -101,7 +101,7 @@ pub(super) fn latest_due(
         return Ok(Vec::new());
     };
     let t0 = now_ms.div_euclid(MIN) * MIN - LEAD_MS;
-    let s = live::schedule(homes, &HashSet::new(), t0, 3600_000, rules, seed, &o)?;
+    let s = live::schedule(homes, &HashSet::new(), t0, 3_600_000, rules, seed, &o)?;
     Ok(s.homes
         .iter()
         .map(|v| {
@@ -188,7 +188,7 @@ mod tests {
         ] {
             assert!(whats.contains(&b), "{b:?}");
         }
-        assert_eq!(in_fleet(22).len(), 2);
+        assert_eq!(in_fleet(22).len(), 3);
         assert!(options(&in_fleet(19)).is_none());
     }
 
@@ -211,7 +211,7 @@ mod tests {
         // The carers' behaviours are what the demo rules judge them.
         let o = options(&visits).unwrap();
         let homes = eldercare_sim::homes(50, SEED);
-        let s = live::schedule(&homes, &HashSet::new(), 0, 3600_000, r, SEED, &o).unwrap();
+        let s = live::schedule(&homes, &HashSet::new(), 0, 3_600_000, r, SEED, &o).unwrap();
         for x in &s.homes {
             let oc = &x.occurrence;
             let planned = i64::from(oc.planned_min) * MIN;

@@ -158,7 +158,12 @@ pub fn schedule(
             );
         }
         let p = &providers[rng.random_range(0..providers.len())];
-        let carer = p.carers.choose(&mut rng).expect("carers").clone();
+        let mut carer = p.carers.choose(&mut rng).expect("carers").clone();
+        if scripted.is_some() {
+            // A script's carers take turns: none is in two homes at once
+            // while there are carers enough.
+            carer = p.carers[k % p.carers.len()].clone();
+        }
         let service = plan::SERVICES.choose(&mut rng).expect("services");
         let hp = HomePlan {
             plan: PlanProfile {
@@ -765,6 +770,12 @@ mod tests {
             .map(|v| (v.home, v.occurrence.behaviour))
             .collect();
         assert_eq!(got, script);
+        let carers: HashSet<&str> = s
+            .homes
+            .iter()
+            .map(|v| v.occurrence.carer_id.as_str())
+            .collect();
+        assert_eq!(carers.len(), 3);
         let first = (t0 + 10 * S) / MIN * MIN + MIN;
         for v in &s.homes {
             assert_eq!(v.occurrence.window, (first, first + MIN));
