@@ -1,7 +1,11 @@
 //! `eldercare demo`: the whole system on the embedded default, driven by
 //! 50 simulated homes with one scripted episode for every rule of the
 //! engine, and every alert printed as it arrives over the demo's own gRPC
-//! subscription. Homes without an episode raise nothing.
+//! subscription. Carers of one provider visit four more homes, each
+//! visit scripted to show what a supervisor sees of it ([`visits`]).
+//! Homes without an episode or a visit raise nothing.
+mod visits;
+
 use crate::config::{Config, StorageArgs};
 use anyhow::Context;
 use eldercare_proto::v1 as pb;
@@ -17,6 +21,9 @@ const DEMO_RULES: &str = include_str!("../../../deploy/demo-rules.toml");
 /// rules' grace, a silent device is reported within half a minute
 /// instead of six.
 const DEMO_HEARTBEAT_S: u32 = 20;
+/// Seed of the demo's homes: their devices' secrets, their residents'
+/// days and the carers' visits.
+const SEED: u64 = 1;
 
 /// One scripted episode: when it starts (seconds after the homes come
 /// online), where, and how long after its start its alert is due under
@@ -173,7 +180,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database_url: None,
     };
     let script: Vec<&Scripted> = SCRIPT.iter().filter(|s| s.home <= args.homes).collect();
-    let mut homes = eldercare_sim::homes(args.homes, 1);
+    let visits = visits::in_fleet(args.homes);
+    let mut homes = eldercare_sim::homes(args.homes, SEED);
+    visits::stage(&mut homes, &visits, eldercare_sim::drive::now_ms());
     for h in &mut homes {
         h.heartbeat_s = DEMO_HEARTBEAT_S;
     }
@@ -276,6 +285,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             SCRIPT.len() - script.len()
         );
     }
+    let visits_due = visits::latest_due(&homes, &visits, &g, SEED, eldercare_sim::drive::now_ms())
+        .context("the demo's carers' visits")?;
+    visits::print(&visits, &visits_due);
     println!("Every other home stays normal and raises nothing.");
     if still_open > 0 {
         // The alert desk folds a repeat into the open alert of the same
@@ -312,7 +324,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sim = eldercare_sim::drive::Config {
         mode: eldercare_sim::drive::Mode::Run,
         homes,
-        seed: 1,
+        seed: SEED,
         mqtt_addr: mqtt.to_string(),
         grpc_addr: format!("http://{}", bound.grpc),
         admin_token: Some(admin),
@@ -327,7 +339,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect(),
         result: None,
         progress: false,
-        carers: None,
+        carers: visits::options(&visits),
     };
     tokio::spawn(async move {
         if let Err(e) = eldercare_sim::drive::drive(sim).await {
@@ -400,6 +412,19 @@ mod tests {
         assert_eq!(
             (&g.fall, &g.geofence, &g.battery),
             (&d.fall, &d.geofence, &d.battery)
+        );
+        // Carers' visits: judged within seconds, routed and flagged as
+        // by default.
+        let (v, dv) = (&g.visits, &d.visits);
+        assert_eq!((v.early_s, v.late_max_s, v.margin_s), (60, 90, 10));
+        assert_eq!(v.max_visit_s, 180);
+        assert_eq!(
+            (v.short_pct, v.well_within_s, v.follow_up),
+            (dv.short_pct, dv.well_within_s, dv.follow_up)
+        );
+        assert_eq!(
+            (&v.entrance_rooms, &v.bedroom_rooms),
+            (&dv.entrance_rooms, &dv.bedroom_rooms)
         );
     }
 

@@ -43,6 +43,12 @@ pub struct Options {
     /// The first windows open this long after the run starts (time to
     /// register the plans).
     pub lead_ms: i64,
+    /// When not empty, only these homes are visited, each as given
+    /// (`(home index, behaviour)`, in this order), every window opening
+    /// on the first whole minute after `lead_ms`: a script (the demo's)
+    /// rather than every home without an episode and behaviours drawn
+    /// from `mix`.
+    pub scripted: Vec<(usize, Behaviour)>,
 }
 
 impl Default for Options {
@@ -54,6 +60,7 @@ impl Default for Options {
             window_min: 2,
             length_min: 2,
             lead_ms: 3 * MIN,
+            scripted: Vec::new(),
         }
     }
 }
@@ -98,8 +105,11 @@ pub fn visit_span_ms(r: &RuleConfig, o: &Options, t: &Timing) -> i64 {
 /// `homes` not in `skip` (the homes with an injected episode), its
 /// window opening on a whole minute, `lead_ms` in or later, staggered
 /// over the minutes that leave every visit's alerts due 30 s before the
-/// homes stop (plus the engine's tick). Errs when the run is too short
-/// for one window, or a window would cross the homes' local midnight.
+/// homes stop (plus the engine's tick). With [`Options::scripted`], only
+/// the homes it names, each window opening on the first of those minutes
+/// and each carer doing as it says. Errs when the run is too short for
+/// one window, a window would cross the homes' local midnight, or a
+/// scripted home is not in `homes` or is in `skip`.
 pub fn schedule(
     homes: &[Home],
     skip: &HashSet<usize>,
@@ -125,12 +135,17 @@ pub fn schedule(
             (first - t0 + span) / S + 1
         );
     }
-    let slots = ((last - first) / MIN + 1) as usize;
-    let visited: Vec<&Home> = homes.iter().filter(|h| !skip.contains(&h.index)).collect();
+    let visited = visited(homes, skip, &o.scripted)?;
+    // A script's windows all open at once, on the first minute.
+    let slots = if o.scripted.is_empty() {
+        ((last - first) / MIN + 1) as usize
+    } else {
+        1
+    };
     let providers = plan::providers(o.providers, visited.len().max(1));
     let n = visited.len();
     let mut out = Vec::with_capacity(n);
-    for (k, h) in visited.into_iter().enumerate() {
+    for (k, (h, scripted)) in visited.into_iter().enumerate() {
         let mut rng = super::home_rng(seed, h.index, 11);
         let open = first + (k * slots / n.max(1)) as i64 * MIN;
         let window = (open, open + i64::from(o.window_min) * MIN);
@@ -143,7 +158,12 @@ pub fn schedule(
             );
         }
         let p = &providers[rng.random_range(0..providers.len())];
-        let carer = p.carers.choose(&mut rng).expect("carers").clone();
+        let mut carer = p.carers.choose(&mut rng).expect("carers").clone();
+        if scripted.is_some() {
+            // A script's carers take turns: none is in two homes at once
+            // while there are carers enough.
+            carer = p.carers[k % p.carers.len()].clone();
+        }
         let service = plan::SERVICES.choose(&mut rng).expect("services");
         let hp = HomePlan {
             plan: PlanProfile {
@@ -164,7 +184,7 @@ pub fn schedule(
             check_in: None,
         };
         let day = plan::date((window.0 + tz).div_euclid(DAY));
-        let behaviour = o.mix.draw(&mut rng);
+        let behaviour = scripted.unwrap_or_else(|| o.mix.draw(&mut rng));
         let occ = plan::occurrence(&mut rng, &hv, &hp, &day, window, behaviour, &timing);
         out.push(Visited {
             home: h.index,
@@ -184,6 +204,38 @@ pub fn schedule(
         slots,
         last_due_ms,
     })
+}
+
+/// The homes carers visit, each with its behaviour when scripted: every
+/// home not in `skip`, or the script's homes in its order.
+fn visited<'a>(
+    homes: &'a [Home],
+    skip: &HashSet<usize>,
+    script: &[(usize, Behaviour)],
+) -> anyhow::Result<Vec<(&'a Home, Option<Behaviour>)>> {
+    if script.is_empty() {
+        return Ok(homes
+            .iter()
+            .filter(|h| !skip.contains(&h.index))
+            .map(|h| (h, None))
+            .collect());
+    }
+    let mut seen = HashSet::new();
+    script
+        .iter()
+        .map(|&(index, b)| {
+            if skip.contains(&index) || !seen.insert(index) {
+                anyhow::bail!(
+                    "home {index} cannot have a scripted visit: it has an episode or another visit"
+                );
+            }
+            let h = homes
+                .iter()
+                .find(|h| h.index == index)
+                .ok_or_else(|| anyhow::anyhow!("no home {index} for a scripted visit"))?;
+            Ok((h, Some(b)))
+        })
+        .collect()
 }
 
 impl Schedule {
@@ -229,6 +281,33 @@ impl Schedule {
     pub fn protected(&self, v: &Visited) -> (i64, i64) {
         v.occurrence.protected(&self.timing)
     }
+}
+
+/// When each alert a visit calls for is due under `r` (server clock):
+/// its `visit_missed` at the window's close; its `visit` and `follow_up`
+/// `margin_s` after the check-out, at once for a check-out with no
+/// check-in, or when a visit never checked out is closed.
+pub fn alerts_due(o: &Occurrence, r: &RuleConfig) -> Vec<(AlertKind, i64)> {
+    let v = &r.visits;
+    let mut out = Vec::new();
+    if o.expects_missed() {
+        out.push((AlertKind::VisitMissed, o.window.1));
+    }
+    let judged = match (o.check_in, o.check_out) {
+        (Some(_), Some(t)) => Some(t + i64::from(v.margin_s) * S),
+        (None, Some(t)) => Some(t),
+        (Some(i), None) => {
+            Some(i + (i64::from(v.max_visit_s) * S).max(3 * i64::from(o.planned_min) * MIN))
+        }
+        (None, None) => None,
+    };
+    if let Some(t) = judged {
+        out.push((AlertKind::Visit, t));
+        if o.behaviour.expects_follow_up() {
+            out.push((AlertKind::FollowUp, t));
+        }
+    }
+    out
 }
 
 /// The carer's tag reads (the home's button publishes
@@ -660,6 +739,69 @@ mod tests {
                     assert_eq!(body["carer"], hp.carer_id.as_str());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_script_visits_its_homes_as_told_all_in_the_first_window() {
+        let r = rules();
+        let homes = crate::homes(30, 1);
+        let t0 = 1_795_395_617_000;
+        let script = vec![
+            (22, Behaviour::Late),
+            (20, Behaviour::OnTime),
+            (21, Behaviour::Missed),
+        ];
+        let o = Options {
+            providers: 1,
+            window_min: 1,
+            length_min: 1,
+            lead_ms: 10 * S,
+            scripted: script.clone(),
+            ..Options::default()
+        };
+        let skip: HashSet<usize> = [3, 4].into();
+        let s = schedule(&homes, &skip, t0, 3600 * S, &r, 1, &o).unwrap();
+        assert_eq!(s.slots, 1);
+        assert_eq!(s.providers.len(), 1);
+        let got: Vec<(usize, Behaviour)> = s
+            .homes
+            .iter()
+            .map(|v| (v.home, v.occurrence.behaviour))
+            .collect();
+        assert_eq!(got, script);
+        let carers: HashSet<&str> = s
+            .homes
+            .iter()
+            .map(|v| v.occurrence.carer_id.as_str())
+            .collect();
+        assert_eq!(carers.len(), 3);
+        let first = (t0 + 10 * S) / MIN * MIN + MIN;
+        for v in &s.homes {
+            assert_eq!(v.occurrence.window, (first, first + MIN));
+            let due = alerts_due(&v.occurrence, &r);
+            let kinds: Vec<AlertKind> = due.iter().map(|(k, _)| *k).collect();
+            let want = match v.occurrence.behaviour {
+                Behaviour::Late => {
+                    vec![
+                        AlertKind::VisitMissed,
+                        AlertKind::Visit,
+                        AlertKind::FollowUp,
+                    ]
+                }
+                Behaviour::OnTime => vec![AlertKind::Visit, AlertKind::FollowUp],
+                _ => vec![AlertKind::VisitMissed],
+            };
+            assert_eq!(kinds, want);
+            assert!(due.iter().all(|(_, t)| *t <= s.last_due_ms));
+        }
+        // A scripted home must exist and have no episode.
+        for bad in [vec![(3, Behaviour::Short)], vec![(31, Behaviour::Short)]] {
+            let o = Options {
+                scripted: bad,
+                ..o.clone()
+            };
+            assert!(schedule(&homes, &skip, t0, 3600 * S, &r, 1, &o).is_err());
         }
     }
 
