@@ -2,9 +2,13 @@
 //! a change held for days raises one `trend` on the care queue, ordinary
 //! variation and silent days raise nothing. Days are generated, the clock
 //! driven; nothing sleeps.
-use eldercare_model::{AlertKind, Body, DeviceKind, EpochMs, Motion, Reading, Sleep, Status};
+use eldercare_model::{
+    AlertKind, Body, DeviceEvent, DeviceKind, EpochMs, EventType, Motion, Reading, Sleep, Status,
+    VisitAction,
+};
 use eldercare_rules::{
-    Decision, DeviceProfile, ElderProfile, Engine, EngineSnapshot, Record, Rules, Trigger,
+    Decision, DeviceProfile, ElderProfile, Engine, EngineSnapshot, PlanProfile, Record, Rules,
+    Trigger,
 };
 
 /// 2026-09-01 00:00 in Asia/Shanghai.
@@ -63,6 +67,11 @@ fn sleep(in_bed: bool, hr: u32, rr: u32) -> Body {
 /// heartbeats every 5 min, movement through the afternoon and morning,
 /// in bed 22:00-06:30 with `visits` bathroom visits, breathing `rr`.
 fn day_readings(day: i64, visits: u32, rr: u32, silent: bool) -> Vec<Reading> {
+    day_moving_every(day, visits, rr, silent, 20 * MIN)
+}
+
+/// As [`day_readings`], moving every `every` ms while awake.
+fn day_moving_every(day: i64, visits: u32, rr: u32, silent: bool, every: i64) -> Vec<Reading> {
     let noon = DAY0 + day * DAY + 12 * H;
     let mut out = Vec::new();
     if silent {
@@ -75,7 +84,7 @@ fn day_readings(day: i64, visits: u32, rr: u32, silent: bool) -> Vec<Reading> {
         }
         t += 5 * MIN;
     }
-    // Awake: 12:00-22:00 and 06:30-12:00, moving every 20 min.
+    // Awake: 12:00-22:00 and 06:30-12:00, moving every `every`.
     for (from, to) in [
         (noon, noon + 10 * H),
         (noon + 18 * H + 30 * MIN, noon + DAY),
@@ -83,7 +92,7 @@ fn day_readings(day: i64, visits: u32, rr: u32, silent: bool) -> Vec<Reading> {
         let mut t = from + 2 * MIN;
         while t < to {
             out.push(r("pir-1", t, motion("living")));
-            t += 20 * MIN;
+            t += every;
         }
     }
     // In bed 22:00 to 06:30, a reading a minute; visits spread over the night.
@@ -259,4 +268,71 @@ fn weeks_of_history_stay_small() {
         json.len()
     );
     assert!(json.len() < 3_000, "{} bytes", json.len());
+}
+
+/// A carer's visit on `day`, 15:00-15:45: movement in the kitchen every
+/// minute; with `tagged`, the carer's check-in and check-out read by the
+/// button.
+fn carer_visit(day: i64, tagged: bool) -> Vec<Reading> {
+    let at = DAY0 + day * DAY + 15 * H;
+    let mut out: Vec<Reading> = (1..45)
+        .map(|m| r("pir-1", at + m * MIN, motion("kitchen")))
+        .collect();
+    if tagged {
+        for (t, action) in [(at, VisitAction::In), (at + 45 * MIN, VisitAction::Out)] {
+            let tag = DeviceEvent {
+                kind: EventType::Visit,
+                confidence: None,
+                carer: Some("C1".into()),
+                action: Some(action),
+            };
+            out.push(r("btn-1", t, Body::Event(tag)));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_carers_daily_visit_does_not_hide_the_elders_decline() {
+    // Four weeks of ordinary days; then the elder moves half as much, and
+    // a carer comes every afternoon and moves about for 45 minutes.
+    let trends_with = |tagged: bool| {
+        let mut e = engine(Rules::defaults());
+        e.set_carers([("C1", "P1")]);
+        let plan = PlanProfile {
+            plan_id: "meals".into(),
+            provider_id: "P1".into(),
+            days: [true; 7],
+            start_min: 15 * 60,
+            end_min: 16 * 60,
+            length_min: 45,
+            service: "meals".into(),
+        };
+        e.set_visit_plans("E1", vec![plan], DAY0 + 12 * H);
+        let mut got = Vec::new();
+        for day in 0..42 {
+            let every = if day >= 30 { 40 * MIN } else { 20 * MIN };
+            let mut readings =
+                day_moving_every(day, usual_visits(day), usual_rr(day), false, every);
+            if day >= 30 {
+                readings.extend(carer_visit(day, tagged));
+            }
+            readings.sort_by_key(|r| r.ts_ms);
+            for reading in readings {
+                let t = reading.ts_ms;
+                got.extend(e.on_reading(&reading, t));
+                got.extend(e.tick(t));
+            }
+            got.extend(e.tick(DAY0 + (day + 1) * DAY + 12 * H));
+        }
+        trends(&got)
+            .iter()
+            .filter_map(|t| t.subject.clone())
+            .collect::<Vec<_>>()
+    };
+    // Movement with nobody checked in is the elder's own, and makes up
+    // for the decline.
+    assert_eq!(trends_with(false), Vec::<String>::new());
+    // Within the carer's visits it is the carer's: the decline shows.
+    assert_eq!(trends_with(true), ["day_activity"]);
 }

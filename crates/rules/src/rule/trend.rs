@@ -265,6 +265,9 @@ pub(crate) fn on_reading(e: &mut ElderSlot, r: &Reading, gap_ms: i64, cfg: &Rule
     }
     let night = e.clock.is_night(ts);
     let ms_of_day = e.clock.ms_of_day(ts);
+    // A carer moving about the home is not the elder's own activity: a
+    // daily visit would raise the figure, or hide the elder's decline.
+    let visited = crate::rule::visit::in_progress(e);
     let home = e.home;
     let bathroom = |room: &str| {
         cfg.out_of_bed
@@ -296,7 +299,7 @@ pub(crate) fn on_reading(e: &mut ElderSlot, r: &Reading, gap_ms: i64, cfg: &Rule
                 }
                 c.last_bath = Some(c.last_bath.map_or(ts, |l| l.max(ts)));
             }
-            if !night {
+            if !night && !visited {
                 c.motions += 1;
             }
         }
