@@ -455,6 +455,8 @@ struct Seen {
     /// What the alert is about (a visit's id), and its English summary.
     subject: String,
     summary: String,
+    /// A visit's flags, as `Alert.visit` carries them.
+    visit_flags: Option<Vec<String>>,
     alert_id: String,
     /// This is the alert's resolution (kept for `visit_missed` only, to
     /// tell one a late check-in cleared), with its outcome.
@@ -525,6 +527,7 @@ async fn subscribe(
             late_ms: a.late_ms,
             subject: a.subject,
             summary: a.summary_en,
+            visit_flags: a.visit.map(|v| v.flags),
             alert_id: a.id,
             resolved,
             outcome: a.outcome,
@@ -1508,6 +1511,12 @@ fn heard(seen: &[Seen]) -> Vec<live::Heard> {
             kind: s.kind.clone(),
             subject: s.subject.clone(),
             summary: s.summary.clone(),
+            // A word this build does not know: the summary is read.
+            flags: s.visit_flags.as_ref().and_then(|f| {
+                f.iter()
+                    .map(|w| eldercare_model::VisitFlag::parse(w))
+                    .collect()
+            }),
             queue: s.queue.clone(),
             recorded: s.recorded,
             cleared: cleared.contains(s.alert_id.as_str()),
@@ -1961,6 +1970,7 @@ mod tests {
             late_ms: 0,
             subject: String::new(),
             summary: String::new(),
+            visit_flags: None,
             alert_id: String::new(),
             resolved: false,
             outcome: String::new(),

@@ -338,7 +338,8 @@ pub fn messages(v: &Visited, home: &Home) -> Vec<Msg> {
 
 /// The flags of a `visit` alert from its English summary, `... flagged:
 /// late, short (why)` (crates/rules/src/rule/visit.rs); none for a visit
-/// borne out. For a server whose Alert does not carry the visit itself.
+/// borne out. For a server whose Alert does not carry the visit itself
+/// ([`Heard::flags`] is `None`).
 pub fn flags_in_summary(summary: &str) -> Vec<VisitFlag> {
     let Some((_, rest)) = summary.split_once(" flagged: ") else {
         return Vec::new();
@@ -359,6 +360,9 @@ pub struct Heard {
     pub recorded: bool,
     /// A later event resolved it as `cleared` (a late check-in).
     pub cleared: bool,
+    /// The visit's flags as the alert carries them (`Alert.visit.flags`);
+    /// `None` when it carries no visit, and the summary is read instead.
+    pub flags: Option<Vec<VisitFlag>>,
 }
 
 impl Heard {
@@ -366,10 +370,10 @@ impl Heard {
         let kind = AlertKind::parse(&self.kind);
         Said {
             kind,
-            flags: if kind == Some(AlertKind::Visit) {
-                flags_in_summary(&self.summary)
-            } else {
-                Vec::new()
+            flags: match (&self.flags, kind) {
+                (Some(f), _) => f.clone(),
+                (None, Some(AlertKind::Visit)) => flags_in_summary(&self.summary),
+                (None, _) => Vec::new(),
             },
             recorded: self.recorded,
             cleared: self.cleared,
@@ -640,6 +644,19 @@ mod tests {
             vec![VisitFlag::NoCheckIn]
         );
         assert!(flags_in_summary("Visit by carer C1 (meals) 15:04–15:06, borne out").is_empty());
+    }
+
+    #[test]
+    fn the_alerts_own_flags_come_before_its_summary() {
+        let mut h = Heard {
+            kind: "visit".into(),
+            summary: "Visit by carer C1 (meals) flagged: late (x)".into(),
+            flags: Some(vec![VisitFlag::Short]),
+            ..Heard::default()
+        };
+        assert_eq!(h.said().flags, [VisitFlag::Short]);
+        h.flags = None;
+        assert_eq!(h.said().flags, [VisitFlag::Late]);
     }
 
     #[test]
