@@ -2,7 +2,8 @@
 //! PostgreSQL server that the test stops and starts again, in the middle
 //! of a load and across a restart of the server. Alerts keep flowing to
 //! subscribers while the database is down; when it is back, every alert
-//! event (gap-free, hash chain intact) and every reading is in it.
+//! event (gap-free, hash chain intact) and every reading is in it. A
+//! carer's visit made while it is down is judged then, and kept whole.
 #[path = "../crates/store/tests/support/pg.rs"]
 mod pg;
 mod support;
@@ -373,4 +374,133 @@ async fn a_database_that_refuses_the_server_stops_it_at_start() {
             "{url}"
         );
     }
+}
+
+/// A carer's visit while the database is down: the tag reads and the
+/// entrance motion are PUBACKed, the visit is judged from what the rule
+/// engine holds (recorded, borne out, with its follow-up call), and once
+/// the database is back the alert events and the tag reads, carer and
+/// action included, are all in it. A check-in sent through the API then,
+/// which needs the registry, is refused as unavailable, not half kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_while_the_database_is_down_is_judged_and_kept() {
+    let pg = pg::PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let db = pg.fresh_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    use_database(dir.path(), &db.url);
+    // Judged 10 s after the check-out instead of 5 min.
+    std::fs::write(dir.path().join("rules.toml"), "[visits]\nmargin_s = 10\n").unwrap();
+    let devices = "device_id,kind,elder_id,room,secret\n\
+                   btn-1,sos_button,E1,,s-btn-1\n\
+                   pirent-1,pir,E1,entrance,s-pirent-1\n";
+    import_files(
+        dir.path(),
+        &["--database-url", &db.url],
+        &[
+            ("elders.csv", ELDERS),
+            ("devices.csv", devices),
+            (
+                "providers.csv",
+                "provider_id,name,phone\nPR1,Provider One,\n",
+            ),
+            (
+                "carers.csv",
+                "carer_id,provider_id,name\nC1,PR1,Carer One\n",
+            ),
+            (
+                "visit_plans.csv",
+                "plan_id,elder_id,provider_id,days,window_start,window_end,length_min,service\n\
+                 meals-1,E1,PR1,daily,00:00,23:59,1,meals\n",
+            ),
+        ],
+    );
+    // Registered before the server starts: it reads the plans then.
+    let tokens = Server::issue_tokens(dir.path());
+    let s = Server::spawn(dir, tokens);
+    let mut sub = s.subscribe(0).await;
+    let btn = device(&s, "btn-1").await;
+    let ent = device(&s, "pirent-1").await;
+    for (d, id) in [(&btn, "btn-1"), (&ent, "pirent-1")] {
+        publish(
+            d,
+            &format!("eldercare/v1/{id}/status"),
+            format!(r#"{{"ts": {}, "battery_pct": 90}}"#, now_ms()),
+        )
+        .await;
+    }
+    assert!(
+        s.await_metric("eldercare_ingest_accepted_total{stream=\"status\"}", |v| v
+            >= 2.0)
+            .await
+            >= 2.0
+    );
+
+    pg.pause().unwrap();
+    let t = now_ms();
+    let tag = |action: &str, ts: i64| {
+        format!(r#"{{"ts": {ts}, "type": "visit", "carer": "C1", "action": "{action}"}}"#)
+    };
+    publish(
+        &ent,
+        "eldercare/v1/pirent-1/motion",
+        format!(
+            r#"{{"ts": {}, "room": "entrance", "motion": true}}"#,
+            t - 52_000
+        ),
+    )
+    .await;
+    publish(&btn, "eldercare/v1/btn-1/event", tag("in", t - 50_000)).await;
+    publish(&btn, "eldercare/v1/btn-1/event", tag("out", t)).await;
+    let mut kinds = Vec::new();
+    let mut last_seq = 0;
+    while !(kinds.contains(&"visit".to_string()) && kinds.contains(&"follow_up".to_string())) {
+        let ev = next(&mut sub).await;
+        last_seq = ev.seq;
+        let a = ev.alert.unwrap();
+        if a.kind == "visit" {
+            assert!(a.recorded, "borne out by the entrance motion: {a:?}");
+        }
+        kinds.push(a.kind);
+    }
+    let refused = pb::visit_service_client::VisitServiceClient::with_interceptor(
+        s.channel().await,
+        s.bearer("operator"),
+    )
+    .check_in(pb::CheckInRequest {
+        elder_id: "E1".into(),
+        carer_id: "C1".into(),
+        action: "in".into(),
+        at: None,
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    pg.resume().unwrap();
+    assert_eq!(
+        s.await_metric("eldercare_spool_events", |v| v == 0.0).await,
+        0.0,
+        "the spool is written"
+    );
+    assert_eq!(
+        await_count(
+            &db.url,
+            "SELECT count(DISTINCT visit_action) FROM readings WHERE carer = 'C1'",
+            2
+        )
+        .await,
+        2,
+        "both tag reads, with their carer and action"
+    );
+    assert_eq!(
+        count(&db.url, "SELECT max(seq) FROM alert_events").await,
+        last_seq as i64
+    );
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}");
+    assert!(out.contains(&format!("OK, {last_seq} events")), "{out}");
 }
