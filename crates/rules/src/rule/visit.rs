@@ -316,17 +316,8 @@ fn check_in(
     };
     let mut planned = None;
     if let Some((i, day, w)) = best {
-        let p = &v.plans[i];
-        info.visit_id = planned_id(&e.id, &p.plan_id, day);
-        info.plan_id = Some(p.plan_id.clone());
-        info.service = Some(p.service.clone());
-        info.day = date(day);
-        info.window = Some(w);
-        info.planned_min = Some(p.length_min);
-        planned = Some(p.length_min);
-        v.visited.push((info.visit_id.clone(), w.1 + late));
-        if let Some(ix) = v.missed.iter().position(|(x, _)| *x == info.visit_id) {
-            v.missed.swap_remove(ix);
+        planned = Some(v.plans[i].length_min);
+        if stand_for_plan(v, &mut info, &e.id, (i, day, w), late) {
             let hhmm = e.clock.hhmm(at);
             let by = minutes((at - w.1).max(0));
             out.push(Decision::Resolve(Resolve {
@@ -409,6 +400,33 @@ fn match_plan(
     best.map(|(_, i, day, w)| (i, day, w))
 }
 
+/// Makes `info` the visit of plan `i` on `day` (its window `w`), kept as
+/// visited until `late` past the window's close; whether a
+/// `visit_missed` raised for it is now to be cleared.
+fn stand_for_plan(
+    v: &mut Visits,
+    info: &mut VisitInfo,
+    elder: &str,
+    (i, day, w): (usize, i64, (EpochMs, EpochMs)),
+    late: i64,
+) -> bool {
+    let p = &v.plans[i];
+    info.visit_id = planned_id(elder, &p.plan_id, day);
+    info.plan_id = Some(p.plan_id.clone());
+    info.service = Some(p.service.clone());
+    info.day = date(day);
+    info.window = Some(w);
+    info.planned_min = Some(p.length_min);
+    v.visited.push((info.visit_id.clone(), w.1 + late));
+    match v.missed.iter().position(|(x, _)| *x == info.visit_id) {
+        Some(ix) => {
+            v.missed.swap_remove(ix);
+            true
+        }
+        None => false,
+    }
+}
+
 fn planned_id(elder: &str, plan: &str, day: i64) -> String {
     format!("{elder}/{plan}/{}", date(day))
 }
@@ -446,19 +464,11 @@ fn check_out(
             flags: vec![VisitFlag::NoCheckIn],
             ..VisitInfo::default()
         };
-        if let Some((i, day, w)) = best {
-            let p = &v.plans[i];
-            info.visit_id = planned_id(&e.id, &p.plan_id, day);
-            info.plan_id = Some(p.plan_id.clone());
-            info.service = Some(p.service.clone());
-            info.day = date(day);
-            info.window = Some(w);
-            info.planned_min = Some(p.length_min);
-            v.visited.push((info.visit_id.clone(), w.1 + late));
-            if let Some(ix) = v.missed.iter().position(|(x, _)| *x == info.visit_id) {
-                v.missed.swap_remove(ix);
-                let hhmm = e.clock.hhmm(at);
-                out.push(Decision::Resolve(Resolve {
+        if let Some(matched) = best
+            && stand_for_plan(v, &mut info, &e.id, matched, late)
+        {
+            let hhmm = e.clock.hhmm(at);
+            out.push(Decision::Resolve(Resolve {
                     elder_id: e.id.to_string(),
                     kind: AlertKind::VisitMissed,
                     subject: Some(info.visit_id.clone()),
@@ -471,7 +481,6 @@ fn check_out(
                     ),
                     at_ms: at,
                 }));
-            }
         }
         raise_visit(e, info, at, out);
         return;
