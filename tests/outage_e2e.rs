@@ -37,6 +37,26 @@ async fn vitals(band: &Device, first: u64, n: u64) {
     }
 }
 
+/// Each device sends a status, and the server has taken them all: the
+/// rule engine knows the devices from here on.
+async fn heard(s: &Server, devices: &[(&Device, &str)]) {
+    for (d, id) in devices {
+        publish(
+            d,
+            &format!("eldercare/v1/{id}/status"),
+            format!(r#"{{"ts": {}, "battery_pct": 90}}"#, now_ms()),
+        )
+        .await;
+    }
+    let n = devices.len() as f64;
+    assert!(
+        s.await_metric("eldercare_ingest_accepted_total{stream=\"status\"}", |v| v
+            >= n)
+            .await
+            >= n
+    );
+}
+
 async fn count(url: &str, sql: &str) -> i64 {
     let mut c = sqlx::PgConnection::connect(url).await.unwrap();
     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
@@ -78,20 +98,7 @@ async fn postgres_stops_mid_load_and_no_alert_or_reading_is_lost() {
 
     // Two buttons have been heard (the rule engine knows them) before the
     // outage, as in a running city; btn-3 speaks first during it.
-    for (d, id) in btn.iter().zip(["btn-1", "btn-2"]) {
-        publish(
-            d,
-            &format!("eldercare/v1/{id}/status"),
-            format!(r#"{{"ts": {}, "battery_pct": 90}}"#, now_ms()),
-        )
-        .await;
-    }
-    assert!(
-        s.await_metric("eldercare_ingest_accepted_total{stream=\"status\"}", |v| v
-            >= 2.0)
-            .await
-            >= 2.0
-    );
+    heard(&s, &[(&btn[0], "btn-1"), (&btn[1], "btn-2")]).await;
 
     // Before: readings and an SOS, stored as usual.
     vitals(&band, 1, 100).await;
@@ -200,20 +207,7 @@ async fn the_server_restarts_during_an_outage_and_still_raises_alerts() {
     let mut sub = s.subscribe(0).await;
     let btn1 = device(&s, "btn-1").await;
     let btn2 = device(&s, "btn-2").await;
-    for (d, id) in [(&btn1, "btn-1"), (&btn2, "btn-2")] {
-        publish(
-            d,
-            &format!("eldercare/v1/{id}/status"),
-            format!(r#"{{"ts": {}, "battery_pct": 90}}"#, now_ms()),
-        )
-        .await;
-    }
-    assert!(
-        s.await_metric("eldercare_ingest_accepted_total{stream=\"status\"}", |v| v
-            >= 2.0)
-            .await
-            >= 2.0
-    );
+    heard(&s, &[(&btn1, "btn-1"), (&btn2, "btn-2")]).await;
     sos(&btn1, "btn-1").await;
     let first = next(&mut sub).await;
     assert_eq!(first.seq, 1);
@@ -420,20 +414,7 @@ async fn a_visit_while_the_database_is_down_is_judged_and_kept() {
     let mut sub = s.subscribe(0).await;
     let btn = device(&s, "btn-1").await;
     let ent = device(&s, "pirent-1").await;
-    for (d, id) in [(&btn, "btn-1"), (&ent, "pirent-1")] {
-        publish(
-            d,
-            &format!("eldercare/v1/{id}/status"),
-            format!(r#"{{"ts": {}, "battery_pct": 90}}"#, now_ms()),
-        )
-        .await;
-    }
-    assert!(
-        s.await_metric("eldercare_ingest_accepted_total{stream=\"status\"}", |v| v
-            >= 2.0)
-            .await
-            >= 2.0
-    );
+    heard(&s, &[(&btn, "btn-1"), (&ent, "pirent-1")]).await;
 
     pg.pause().unwrap();
     let t = now_ms();

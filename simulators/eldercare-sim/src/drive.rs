@@ -390,19 +390,30 @@ async fn register(cfg: &Config, homes: &[Home], devices_too: bool) -> anyhow::Re
             lists.push(devices);
         }
         for text in lists {
-            let r = reg
-                .import(pb::ImportRequest { text })
-                .await
-                .map_err(|e| anyhow::anyhow!("import refused: {}", e.message()))?
-                .into_inner();
-            if r.refused > 0 {
-                anyhow::bail!(
-                    "import refused {} rows, first: {:?}",
-                    r.refused,
-                    r.refused_rows.first()
-                );
-            }
+            import(&mut reg, text).await?;
         }
+    }
+    Ok(())
+}
+
+/// One RegistryService.Import call; any refused row fails it.
+async fn import<I: tonic::service::Interceptor>(
+    reg: &mut pb::registry_service_client::RegistryServiceClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, I>,
+    >,
+    text: String,
+) -> anyhow::Result<()> {
+    let r = reg
+        .import(pb::ImportRequest { text })
+        .await
+        .map_err(|e| anyhow::anyhow!("import refused: {}", e.message()))?
+        .into_inner();
+    if r.refused > 0 {
+        anyhow::bail!(
+            "import refused {} rows, first: {:?}",
+            r.refused,
+            r.refused_rows.first()
+        );
     }
     Ok(())
 }
@@ -422,18 +433,7 @@ async fn register_carers(cfg: &Config, s: &live::Schedule) -> anyhow::Result<()>
         let rows: Vec<&str> = rows.lines().collect();
         for part in rows.chunks(500) {
             let text = format!("{header}\n{}\n", part.join("\n"));
-            let r = reg
-                .import(pb::ImportRequest { text })
-                .await
-                .map_err(|e| anyhow::anyhow!("import refused: {}", e.message()))?
-                .into_inner();
-            if r.refused > 0 {
-                anyhow::bail!(
-                    "import refused {} rows, first: {:?}",
-                    r.refused,
-                    r.refused_rows.first()
-                );
-            }
+            import(&mut reg, text).await?;
         }
     }
     Ok(())
